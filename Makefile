@@ -1,0 +1,23 @@
+PYTHON ?= python
+# The CPU build of torch is installed first and pinned, so that no CUDA wheels are pulled in.
+TORCH ?= torch==2.13.0
+
+.PHONY: install test test-slow style quality train
+
+install:
+	$(PYTHON) -m pip install -q "$(TORCH)"
+	$(PYTHON) -m pip install -q -e ".[dev]" "$(TORCH)"
+
+test:
+	$(PYTHON) -m pytest -q
+
+test-slow:
+	$(PYTHON) -m pytest -q -m slow
+
+style:
+	ruff format .
+	ruff check --fix .
+
+quality:
+	ruff check .
+	ruff format --check .
