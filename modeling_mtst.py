@@ -15,10 +15,12 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput, TokenClassifierOutput
 from transformers.utils import ModelOutput
 
-try:  # loaded as a package module (trust_remote_code copies both files side by side)
+try:  # loaded as a package module (trust_remote_code copies these files side by side)
     from .configuration_mtst import MTSTConfig, MTSTConfigError
+    from .pipeline_mtst import CUSTOM_PIPELINES
 except ImportError:  # loaded from a plain checkout / installed top-level module
     from configuration_mtst import MTSTConfig, MTSTConfigError
+    from pipeline_mtst import CUSTOM_PIPELINES
 
 IGNORE_INDEX = -100
 
@@ -147,6 +149,7 @@ class MTSTModel(MTSTPreTrainedModel):
     def __init__(self, config: MTSTConfig):
         super().__init__(config)
         config.auto_map = {**AUTO_MAP, **(getattr(config, "auto_map", None) or {})}
+        config.custom_pipelines = {**CUSTOM_PIPELINES, **(getattr(config, "custom_pipelines", None) or {})}
         self.encoder = _build_encoder(config)
         self._encoder_takes_token_type_ids = "token_type_ids" in inspect.signature(self.encoder.forward).parameters
         self.pooling = Pooling(config.pooling)

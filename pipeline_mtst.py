@@ -1,0 +1,191 @@
+"""The MTST multitask pipeline: one forward pass per text answers every task.
+
+Saved checkpoints name this pipeline in `config.custom_pipelines`, so
+`pipeline(model=path_or_repo, trust_remote_code=True)` finds it. Texts longer than the model's maximum length are
+split into overlapping windows (`stride`) and every window is used, so nothing is cut off.
+
+This file travels to the Hub with the weights: it imports only numpy, torch and transformers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from transformers import AutoModel
+from transformers.pipelines import PIPELINE_REGISTRY
+from transformers.pipelines.base import ChunkPipeline
+
+PIPELINE_TASK = "multitask"
+CUSTOM_PIPELINES = {
+    PIPELINE_TASK: {"impl": "pipeline_mtst.MultiTaskPipeline", "pt": ["AutoModel"], "tf": [], "type": "text"}
+}
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def group_entities(text: str, words: list[tuple[int, int, str, float]]) -> list[dict]:
+    """BIO word labels -> entity spans. `words` holds (start, end, label, score) per word, in text order.
+
+    An entity starts at `B-X`, or at `I-X` that does not continue an `X` entity; it continues over following `I-X`
+    words. The entity's score is the mean of its words' scores; `word` is the exact text of the span.
+    """
+    entities, current = [], None
+    for start, end, label, score in words:
+        prefix, _, kind = label.partition("-") if "-" in label else ("", "", label)
+        if label == "O" or not kind:
+            current = None
+            continue
+        if prefix == "I" and current is not None and current["entity_group"] == kind:
+            current["end"] = end
+            current["_scores"].append(score)
+            continue
+        current = {"entity_group": kind, "start": start, "end": end, "_scores": [score]}
+        entities.append(current)
+    for entity in entities:
+        scores = entity.pop("_scores")
+        entity["score"] = float(np.mean(scores))
+        entity["word"] = text[entity["start"] : entity["end"]]
+    return [{k: e[k] for k in ("entity_group", "score", "word", "start", "end")} for e in entities]
+
+
+class MultiTaskPipeline(ChunkPipeline):
+    """
+    Every task's answer for each input text, from one forward pass per window:
+
+    - sentence tasks: `{"label": str, "score": float}` (plus `"scores": {label: score}` with `return_all_scores=True`);
+    - token tasks: a list of entity groups `{"entity_group", "score", "word", "start", "end"}` with character offsets
+      into the input text (BIO decoding of the first sub-token of every word);
+    - `"embedding"`: the sentence embedding as a list of floats, with `return_embedding=True`.
+
+    Parameters: `tasks` (names to answer, default all), `return_embedding`, `return_all_scores`, `max_length`
+    (window size, default the tokenizer's limit) and `stride` (overlap between windows, default a quarter window).
+    """
+
+    def _sanitize_parameters(self, tasks=None, return_embedding=None, return_all_scores=None, max_length=None,
+                             stride=None, **kwargs):
+        preprocess, postprocess = {}, {}
+        if max_length is not None:
+            preprocess["max_length"] = max_length
+        if stride is not None:
+            preprocess["stride"] = stride
+        if tasks is not None:
+            tasks = [tasks] if isinstance(tasks, str) else list(tasks)
+            unknown = [t for t in tasks if t not in self.model.config.task_names]
+            if unknown:
+                raise ValueError(f"Unknown task(s) {unknown}; this model's tasks: {', '.join(self.model.config.task_names)}.")
+            postprocess["tasks"] = tasks
+        if return_embedding is not None:
+            postprocess["return_embedding"] = return_embedding
+        if return_all_scores is not None:
+            postprocess["return_all_scores"] = return_all_scores
+        return preprocess, {}, postprocess
+
+    def _window(self, max_length: int | None, stride: int | None) -> tuple[int, int]:
+        limit = self.tokenizer.model_max_length
+        encoder_limit = getattr(self.model.config.encoder, "max_position_embeddings", None)
+        if not limit or limit > 100_000:
+            limit = encoder_limit or 512
+        max_length = min(max_length or limit, limit)
+        special = self.tokenizer.num_special_tokens_to_add(pair=False)
+        if max_length <= special + 1:
+            raise ValueError(f"max_length={max_length} leaves no room for text ({special} special tokens).")
+        stride = (max_length - special) // 4 if stride is None else stride
+        if not 0 <= stride < max_length - special:
+            raise ValueError(f"stride must be in [0, {max_length - special}); got {stride}.")
+        return max_length, stride
+
+    def preprocess(self, text, max_length=None, stride=None):
+        if not isinstance(text, str):
+            raise TypeError(f"The multitask pipeline takes strings; got {type(text).__name__}.")
+        max_length, stride = self._window(max_length, stride)
+        enc = self.tokenizer(
+            text,
+            truncation=True,
+            max_length=max_length,
+            stride=stride,
+            return_overflowing_tokens=True,
+            return_offsets_mapping=True,
+        )
+        names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in enc]
+        n_windows = len(enc["input_ids"])
+        for i in range(n_windows):
+            # word ids shifted by one, so that 0 (also the padding value) means "no word"
+            word_ids = [-1 if w is None else w for w in enc.word_ids(i)]
+            yield {
+                **{n: torch.tensor([enc[n][i]]) for n in names},
+                "offset_mapping": torch.tensor([enc["offset_mapping"][i]]),
+                "word_ids": torch.tensor([word_ids]) + 1,
+                "text": text,
+                "is_last": i == n_windows - 1,
+            }
+
+    def _forward(self, model_inputs):
+        extras = {k: model_inputs.pop(k) for k in ("offset_mapping", "word_ids", "text", "is_last")}
+        out = self.model(**model_inputs)
+        mask = model_inputs["attention_mask"]
+        result = {
+            "pooled": self.model.embed(out.last_hidden_state, mask),
+            "n_tokens": mask.sum(dim=1),
+            "attention_mask": mask,
+            **extras,
+        }
+        for name, logits in out.task_logits.items():
+            result[f"logits::{name}"] = logits
+        return result
+
+    def postprocess(self, all_outputs, tasks=None, return_embedding=False, return_all_scores=False):
+        config = self.model.config
+        text = all_outputs[0]["text"]
+        answer = {}
+        for name in tasks or config.task_names:
+            labels = config.task_labels(name)
+            if config.task_type(name) == "sequence_classification":
+                # average the windows' probabilities, weighted by how many tokens each window saw
+                weights = np.array([float(o["n_tokens"][0]) for o in all_outputs])
+                probs = np.stack([_softmax(o[f"logits::{name}"][0].float().numpy()) for o in all_outputs])
+                probs = (probs * weights[:, None]).sum(0) / weights.sum()
+                best = int(probs.argmax())
+                answer[name] = {"label": labels[best], "score": float(probs[best])}
+                if return_all_scores:
+                    answer[name]["scores"] = {label: float(p) for label, p in zip(labels, probs)}
+            else:
+                answer[name] = group_entities(text, self._word_labels(all_outputs, name, labels))
+        if return_embedding:
+            weights = torch.stack([o["n_tokens"][0].float() for o in all_outputs])
+            pooled = torch.stack([o["pooled"][0].float() for o in all_outputs])
+            pooled = (pooled * weights[:, None]).sum(0) / weights.sum()
+            answer["embedding"] = self.model.normalize_embedding(pooled).tolist()
+        return answer
+
+    @staticmethod
+    def _word_labels(all_outputs, name: str, labels: list[str]) -> list[tuple[int, int, str, float]]:
+        """Per word: (start, end, label, score) from its first sub-token, averaged over overlapping windows."""
+        spans, first_probs = {}, {}
+        for o in all_outputs:
+            probs = _softmax(o[f"logits::{name}"][0].float().numpy())
+            word_ids = o["word_ids"][0].tolist()
+            offsets = o["offset_mapping"][0].tolist()
+            mask = o["attention_mask"][0].tolist()
+            seen = set()
+            for pos, (word, (start, end), keep) in enumerate(zip(word_ids, offsets, mask)):
+                if not keep or word == 0:
+                    continue
+                span = spans.setdefault(word, [start, end])
+                span[0], span[1] = min(span[0], start), max(span[1], end)
+                if word not in seen and (word not in first_probs or start <= spans[word][0]):
+                    first_probs.setdefault(word, []).append(probs[pos])
+                seen.add(word)
+        words = []
+        for word in sorted(spans):
+            probs = np.mean(first_probs[word], axis=0)
+            best = int(probs.argmax())
+            words.append((spans[word][0], spans[word][1], labels[best], float(probs[best])))
+        return words
+
+
+if PIPELINE_TASK not in PIPELINE_REGISTRY.get_supported_tasks():
+    PIPELINE_REGISTRY.register_pipeline(PIPELINE_TASK, pipeline_class=MultiTaskPipeline, pt_model=AutoModel, type="text")

