@@ -391,8 +391,10 @@ class _MTSTTaskView(MTSTModel):
 
     task_type: str = ""
 
-    def __init__(self, config: MTSTConfig, task: str | None = None):
-        task = task or _default_task(config, self.task_type)
+    def __init__(self, config: MTSTConfig, task: str | None = None, default_task: str | None = None):
+        # `default_task` is the spelling that works through `pipeline(..., model_kwargs={"default_task": ...})`,
+        # where `task` is taken by the pipeline itself.
+        task = task or default_task or _default_task(config, self.task_type)
         if task not in (config.tasks or {}) or config.tasks[task]["type"] != self.task_type:
             raise MTSTConfigError(
                 f"{type(self).__name__} needs a {self.task_type} task; available: "
@@ -441,8 +443,8 @@ def _default_task(config: MTSTConfig, task_type: str) -> str | None:
 
 class MTSTForSequenceClassification(_MTSTTaskView):
     """A sentence task of an MTST checkpoint as a standard sequence classifier (`text-classification` pipeline).
-    Pick the task with `from_pretrained(path, task="name")`; the default is `config.default_task` or the first
-    sentence task."""
+    Pick the task with `from_pretrained(path, task="name")` (in a pipeline: `model_kwargs={"default_task": "name"}`);
+    the default is `config.default_task` or the first sentence task."""
 
     task_type = "sequence_classification"
     output_class = SequenceClassifierOutput
@@ -450,8 +452,8 @@ class MTSTForSequenceClassification(_MTSTTaskView):
 
 class MTSTForTokenClassification(_MTSTTaskView):
     """A token task of an MTST checkpoint as a standard token classifier (`token-classification` pipeline).
-    Pick the task with `from_pretrained(path, task="name")`; the default is `config.default_task` or the first
-    token task."""
+    Pick the task with `from_pretrained(path, task="name")` (in a pipeline: `model_kwargs={"default_task": "name"}`);
+    the default is `config.default_task` or the first token task."""
 
     task_type = "token_classification"
     output_class = TokenClassifierOutput

@@ -65,8 +65,9 @@ class MultiTaskPipeline(ChunkPipeline):
     (window size, default the tokenizer's limit) and `stride` (overlap between windows, default a quarter window).
     """
 
-    def _sanitize_parameters(self, tasks=None, return_embedding=None, return_all_scores=None, max_length=None,
-                             stride=None, **kwargs):
+    def _sanitize_parameters(
+        self, tasks=None, return_embedding=None, return_all_scores=None, max_length=None, stride=None, **kwargs
+    ):
         preprocess, postprocess = {}, {}
         if max_length is not None:
             preprocess["max_length"] = max_length
@@ -76,7 +77,9 @@ class MultiTaskPipeline(ChunkPipeline):
             tasks = [tasks] if isinstance(tasks, str) else list(tasks)
             unknown = [t for t in tasks if t not in self.model.config.task_names]
             if unknown:
-                raise ValueError(f"Unknown task(s) {unknown}; this model's tasks: {', '.join(self.model.config.task_names)}.")
+                raise ValueError(
+                    f"Unknown task(s) {unknown}; this model's tasks: {', '.join(self.model.config.task_names)}."
+                )
             postprocess["tasks"] = tasks
         if return_embedding is not None:
             postprocess["return_embedding"] = return_embedding
@@ -188,4 +191,6 @@ class MultiTaskPipeline(ChunkPipeline):
 
 
 if PIPELINE_TASK not in PIPELINE_REGISTRY.get_supported_tasks():
-    PIPELINE_REGISTRY.register_pipeline(PIPELINE_TASK, pipeline_class=MultiTaskPipeline, pt_model=AutoModel, type="text")
+    PIPELINE_REGISTRY.register_pipeline(
+        PIPELINE_TASK, pipeline_class=MultiTaskPipeline, pt_model=AutoModel, type="text"
+    )
