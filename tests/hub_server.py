@@ -21,12 +21,14 @@ everything ever committed, so a test can check that a token never leaked into an
 `huggingface_hub` reads `HF_ENDPOINT` once, at import, so the client side of a test runs in a fresh subprocess:
 `run_client(code, server.endpoint, server.token, tmp_path)` (or `server.run_client(code, tmp_path)`).
 
-    from hub_server import hub_server, run_client  # noqa: F401  (`hub_server` is a pytest fixture)
+    pytest_plugins = ["hub_server"]  # in a test module (or the top conftest.py): provides the `hub_server` fixture
 
     def test_push(hub_server, tmp_path):
-        run_client("from huggingface_hub import HfApi; HfApi().create_repo('user/x')", hub_server.endpoint,
-                   hub_server.token, tmp_path)
+        hub_server.run_client("from huggingface_hub import HfApi; HfApi().create_repo('user/x')", tmp_path)
         assert hub_server.list_files("user/x") == [".gitattributes"]
+
+Importing names from this module in a test module that also lists it in `pytest_plugins` makes pytest warn that
+it cannot assert-rewrite it; use the fixture's methods there, or `HubServer` directly as a context manager.
 """
 
 from __future__ import annotations
