@@ -6,6 +6,8 @@ This file travels to the Hub with the weights (``trust_remote_code``): it import
 from __future__ import annotations
 
 import inspect
+import json
+import os
 from dataclasses import dataclass
 
 import torch
@@ -128,6 +130,21 @@ def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX)
 
 
+# What `SentenceTransformer(path, trust_remote_code=True)` reads: one Transformer module whose output is the model's
+# own `sentence_embedding` (pooling, projection and normalization included), so both libraries give the same vectors.
+SENTENCE_TRANSFORMERS_FILES = {
+    "modules.json": [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.base.modules.transformer.Transformer"}
+    ],
+    "sentence_bert_config.json": {
+        "transformer_task": "feature-extraction",
+        "modality_config": {"text": {"method": "forward", "method_output_name": "sentence_embedding"}},
+        "module_output_name": "sentence_embedding",
+    },
+    "config_sentence_transformers.json": {"model_type": "SentenceTransformer", "similarity_fn_name": "cosine"},
+}
+
+
 class MTSTPreTrainedModel(PreTrainedModel):
     config_class = MTSTConfig
     config: MTSTConfig
@@ -136,6 +153,15 @@ class MTSTPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_attention_backend = True
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Saves as usual, plus the small JSON files that let sentence-transformers load the folder."""
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            for name, content in SENTENCE_TRANSFORMERS_FILES.items():
+                with open(os.path.join(save_directory, name), "w", encoding="utf-8") as f:
+                    json.dump(content, f, indent=2)
+        return result
 
 
 class MTSTModel(MTSTPreTrainedModel):
@@ -329,7 +355,7 @@ class MTSTModel(MTSTPreTrainedModel):
         single = isinstance(sentences, str)
         sentences = [sentences] if single else list(sentences)
         if tokenizer is None:
-            tokenizer = AutoTokenizer.from_pretrained(self.name_or_path)
+            tokenizer = AutoTokenizer.from_pretrained(self.name_or_path, trust_remote_code=True)
         was_training = self.training
         self.eval()
         order = sorted(range(len(sentences)), key=lambda i: -len(sentences[i]))

@@ -190,6 +190,10 @@ def test_remote_code_round_trip_in_a_fresh_process(tmp_path, tokenizer):
         assert seq.config.id2label == {{0: "negative", 1: "neutral", 2: "positive"}}
         tok = AutoModelForTokenClassification.from_pretrained(path, trust_remote_code=True).eval()
         assert torch.equal(tok(**ref["batch"]).logits, ref["logits"]["ner"])
+        from sentence_transformers import SentenceTransformer
+        st = SentenceTransformer(path, trust_remote_code=True, device="cpu")
+        st_emb = st.encode({SENTENCES!r}, convert_to_tensor=True)
+        assert torch.nn.functional.cosine_similarity(st_emb, ref["emb"]).min() >= 0.9999
         print("ROUND TRIP OK")
         """
     )
