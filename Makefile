@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 
 install:
 	$(PYTHON) -m pip install -q "$(TORCH)"
-	$(PYTHON) -m pip install -q -e ".[dev]" "$(TORCH)"
+	$(PYTHON) -m pip install -q -e ".[dev,demo]" "$(TORCH)"
 
 test:
 	$(PYTHON) -m pytest -q

@@ -245,3 +245,6 @@ class MTSTConfig(PretrainedConfig):
 
 
 MTSTConfig.register_for_auto_class()
+# Once this module is imported (installed package, or remote code), AutoConfig/AutoTokenizer know "mtst" without
+# asking about remote code again.
+AutoConfig.register("mtst", MTSTConfig, exist_ok=True)
