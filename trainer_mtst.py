@@ -799,6 +799,12 @@ class _MultiTaskCallback(TrainerCallback):
                 p.grad = torch.zeros_like(p)
             p.grad.copy_(self.trainer.accelerator.reduce(p.grad, reduction="mean"))
 
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        # The log-variances live outside the model, so the Trainer's model.zero_grad() does not reset them.
+        weighting = self.trainer.loss_weighting_module
+        if weighting is not None:
+            weighting.zero_grad(set_to_none=True)
+
     def on_save(self, args, state, control, **kwargs):
         weighting = self.trainer.loss_weighting_module
         if weighting is not None and args.should_save:

@@ -1,0 +1,312 @@
+"""MultiTaskTrainer on a tiny random model: overfitting, loss weighting, freezing, layer-wise LR, gradual unfreezing,
+metrics, prediction files and exact resume from a checkpoint."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from trainer_helpers import NER_LABELS, TOPIC_LABELS, tiny_model, tokenized_tasks
+from transformers import TrainerCallback
+
+from trainer_mtst import (
+    LOSS_WEIGHTING_FILE,
+    MultiTaskTrainer,
+    MultiTaskTrainingArguments,
+    MultiTaskTrainingError,
+    apply_static_freezing,
+    format_parameter_summary,
+    sequence_classification_metrics,
+    token_classification_metrics,
+    write_predictions,
+)
+
+
+@pytest.fixture(scope="module")
+def tasks(tokenizer, tmp_path_factory):
+    return tokenized_tasks(tokenizer, tmp_path_factory.mktemp("tasks"), n_train=48, n_eval=16)
+
+
+def make_args(tmp_path, **kwargs):
+    defaults = dict(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=8,
+        per_device_eval_batch_size=16,
+        num_train_epochs=2,
+        learning_rate=5e-3,
+        logging_steps=2,
+        report_to="none",
+        save_strategy="no",
+        eval_strategy="no",
+        use_cpu=True,
+        seed=0,
+        disable_tqdm=True,
+    )
+    defaults.update(kwargs)
+    return MultiTaskTrainingArguments(**defaults)
+
+
+def make_trainer(tasks, tokenizer, args, model=None, split="train", **kwargs):
+    specs, _, data = tasks
+    model = model if model is not None else tiny_model(specs)
+    return MultiTaskTrainer(
+        model=model,
+        args=args,
+        train_dataset={t: d["train"] for t, d in data.items()},
+        eval_dataset={t: d[split] for t, d in data.items()},
+        processing_class=tokenizer,
+        **kwargs,
+    )
+
+
+def snapshot(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def test_overfits_a_small_sample(tasks, tokenizer, tmp_path):
+    trainer = make_trainer(tasks, tokenizer, make_args(tmp_path, num_train_epochs=25))
+    trainer.train()
+    losses = [log for log in trainer.state.log_history if "loss" in log]
+    assert losses[-1]["loss"] < 0.2 * losses[0]["loss"]
+    for task in ("topic", "ner"):  # per-task training loss in the logs, falling too
+        per_task = [log[f"loss_{task}"] for log in losses if f"loss_{task}" in log]
+        assert len(per_task) >= len(losses) // 2 and per_task[-1] < 0.3 * per_task[0]
+    metrics = trainer.evaluate()  # on the training sets
+    assert metrics["eval_topic_accuracy"] >= 0.9
+    assert metrics["eval_ner_accuracy"] >= 0.9 and metrics["eval_ner_f1"] >= 0.9
+    assert metrics["eval_average"] == pytest.approx((metrics["eval_topic_accuracy"] + metrics["eval_ner_f1"]) / 2)
+    assert metrics["eval_loss"] == pytest.approx((metrics["eval_topic_loss"] + metrics["eval_ner_loss"]) / 2)
+    for key in ("macro_f1", "macro_precision", "macro_recall"):
+        assert f"eval_topic_{key}" in metrics
+    for key in ("precision", "recall", "PER_f1", "LOC_f1"):
+        assert f"eval_ner_{key}" in metrics
+    evaluations = [log for log in trainer.state.log_history if "eval_average" in log]
+    assert len(evaluations) == 1  # one log entry per evaluation, every task in it
+
+
+def test_loss_is_weighted_per_task_and_not_rescaled(tasks, tokenizer, tmp_path):
+    specs, _, data = tasks
+    model = tiny_model(specs)
+    model.config.tasks["ner"]["loss_weight"] = 3.0
+    trainer = make_trainer(tasks, tokenizer, make_args(tmp_path), model=model)
+    assert trainer.model_accepts_loss_kwargs is False  # no num_items_in_batch: tokens and sentences never mixed
+    batch = trainer.data_collator([dict(data["ner"]["train"][i], task="ner") for i in range(4)])
+    model.eval()
+    with torch.no_grad():
+        unweighted = model(**batch).loss
+        weighted = trainer.compute_loss(model, batch, num_items_in_batch=torch.tensor(999))
+    assert weighted == pytest.approx(3.0 * unweighted.item())
+
+
+def test_uncertainty_weights_are_trained_and_checkpointed(tasks, tokenizer, tmp_path):
+    args = make_args(tmp_path, loss_weighting="uncertainty", save_strategy="steps", save_steps=6, num_train_epochs=1)
+    trainer = make_trainer(tasks, tokenizer, args)
+    trainer.train()
+    log_vars = trainer.loss_weighting_module.log_vars
+    assert any(log_vars is p for g in trainer.optimizer.param_groups for p in g["params"])
+    assert torch.all(log_vars.detach() != 0)  # moved from their initial 0
+    weights = trainer.learned_loss_weights()
+    assert set(weights) == {"topic", "ner"} and all(w > 0 for w in weights.values())
+    assert any("loss_weight_ner" in log for log in trainer.state.log_history)
+    saved = torch.load(os.path.join(args.output_dir, "checkpoint-6", LOSS_WEIGHTING_FILE))
+    assert saved["log_vars"].shape == (2,)
+    # the loss: exp(-s) * L + s / 2
+    module = trainer.loss_weighting_module
+    loss = torch.tensor(2.0)
+    s = module.log_vars[module.index["ner"]].detach()
+    assert module("ner", loss).item() == pytest.approx((torch.exp(-s) * 2.0 + 0.5 * s).item())
+
+
+def test_static_freezing_keeps_parameters_bit_identical(tasks, tokenizer, tmp_path):
+    args = make_args(tmp_path, freeze_layers=1, freeze_heads=["ner"], weight_decay=0.1, num_train_epochs=1)
+    trainer = make_trainer(tasks, tokenizer, args)
+    model = trainer.model
+    before = snapshot(model)
+    trainer.train()
+    frozen = set(trainer.frozen_parameters)
+    assert any(n.startswith("encoder.embeddings") for n in frozen)
+    assert any(".layer.0." in n for n in frozen) and not any(".layer.1." in n for n in frozen)
+    assert any(n.startswith("heads.ner") for n in frozen) and not any(n.startswith("heads.topic") for n in frozen)
+    for name, p in model.named_parameters():
+        if name in frozen:
+            assert torch.equal(p, before[name]), name
+            assert not p.requires_grad
+    assert not torch.equal(model.heads["topic"].classifier.weight, before["heads.topic.classifier.weight"])
+    summary = {row["group"]: row for row in trainer.parameter_summary}
+    assert summary["embeddings"]["trainable"] == 0 and summary["encoder.layer.1"]["trainable"] > 0
+    assert "total" in format_parameter_summary(trainer.parameter_summary)
+
+
+@pytest.mark.parametrize(
+    "options,trainable",
+    [
+        ({"freeze": "all"}, {"heads"}),
+        ({"freeze": "encoder"}, {"heads"}),  # (no projection in this model)
+        ({"freeze": "embeddings"}, {"heads", "encoder.encoder"}),
+    ],
+)
+def test_freeze_options(tasks, options, trainable):
+    model = tiny_model(tasks[0])
+    apply_static_freezing(model, **options)
+    prefixes = {
+        n.split(".")[0] if n.startswith("heads") else ".".join(n.split(".")[:2])
+        for n, p in model.named_parameters()
+        if p.requires_grad
+    }
+    assert prefixes == trainable
+
+
+def test_freeze_errors(tasks):
+    model = tiny_model(tasks[0])
+    with pytest.raises(MultiTaskTrainingError, match="allowed values"):
+        apply_static_freezing(model, freeze="heads")
+    with pytest.raises(MultiTaskTrainingError, match="from 0 to 2"):
+        apply_static_freezing(model, freeze_layers=3)
+    with pytest.raises(MultiTaskTrainingError, match="unknown task"):
+        apply_static_freezing(model, freeze_heads=["pos"])
+    with pytest.raises(MultiTaskTrainingError, match="no trainable parameter"):
+        apply_static_freezing(model, freeze="all", freeze_heads=["topic", "ner"])
+
+
+def test_layerwise_learning_rates(tasks, tokenizer, tmp_path):
+    trainer = make_trainer(tasks, tokenizer, make_args(tmp_path, learning_rate=1e-3, layerwise_lr_decay=0.5))
+    optimizer = trainer.create_optimizer()
+    lrs = {g["mtst_block"]: g["lr"] for g in optimizer.param_groups}
+    assert lrs["head.topic"] == lrs["head.ner"] == pytest.approx(1e-3)
+    assert lrs["encoder.layer.1"] == pytest.approx(1e-3)  # top layer: decay^0
+    assert lrs["encoder.layer.0"] == pytest.approx(5e-4)
+    assert lrs["embeddings"] == pytest.approx(2.5e-4)  # lowest: decay^num_layers
+    decays = {(g["mtst_block"], g["weight_decay"] > 0) for g in optimizer.param_groups}
+    assert ("encoder.layer.0", False) in decays  # biases and LayerNorm weights: no weight decay
+    # every trainable parameter in exactly one group
+    grouped = [id(p) for g in optimizer.param_groups for p in g["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in trainer.model.parameters() if p.requires_grad)
+
+
+def test_gradual_unfreezing_schedule_and_frozen_weights(tasks, tokenizer, tmp_path):
+    # 12 steps per epoch (48 + 48 examples, batch 8); unfreeze a block every 5 steps, top layer first
+    args = make_args(
+        tmp_path, gradual_unfreeze_every=5, gradual_unfreeze_unit="steps", num_train_epochs=1, weight_decay=0.1
+    )
+    trainer = make_trainer(tasks, tokenizer, args)
+    model = trainer.model
+    before = snapshot(model)
+    seen = {}
+
+    class Record(TrainerCallback):
+        def on_step_begin(self, args, state, control, optimizer=None, **kwargs):
+            seen[state.global_step] = {g["mtst_block"]: g["lr"] for g in optimizer.param_groups}
+
+    trainer.add_callback(Record())
+    trainer.train()
+    assert seen[0]["head.topic"] > 0 and seen[0]["encoder.layer.1"] == 0 and seen[0]["embeddings"] == 0
+    assert seen[5]["encoder.layer.1"] > 0 and seen[5]["encoder.layer.0"] == 0
+    assert seen[10]["encoder.layer.0"] > 0 and seen[10]["embeddings"] == 0
+    # 12 steps: the embeddings (stage 3, step 15) never trained: bit-identical despite AdamW weight decay 0.1
+    for name, p in model.named_parameters():
+        if name.startswith("encoder.embeddings"):
+            assert p.requires_grad and torch.equal(p, before[name]), name
+    assert not torch.equal(
+        model.encoder.encoder.layer[0].attention.self.query.weight,
+        before["encoder.encoder.layer.0.attention.self.query.weight"],
+    )
+    rows = {r["group"]: r["unfreeze_step"] for r in trainer.parameter_summary}
+    assert rows["encoder.layer.1"] == 5 and rows["encoder.layer.0"] == 10 and rows["embeddings"] == 15
+
+
+def test_gradual_unfreezing_in_epochs(tasks, tokenizer, tmp_path):
+    args = make_args(tmp_path, gradual_unfreeze_every=1, gradual_unfreeze_unit="epochs")
+    trainer = make_trainer(tasks, tokenizer, args)
+    trainer.get_train_dataloader()
+    trainer.create_optimizer()
+    rows = {r["group"]: r["unfreeze_step"] for r in trainer.parameter_summary}
+    assert rows["head.ner"] == 0 and rows["encoder.layer.1"] == 12 and rows["embeddings"] == 36
+
+
+def test_predict_writes_one_file_per_task(tasks, tokenizer, tmp_path):
+    specs, raw, data = tasks
+    trainer = make_trainer(tasks, tokenizer, make_args(tmp_path, num_train_epochs=1), split="validation")
+    trainer.train()
+    output = trainer.predict(
+        {t: d["test"] for t, d in data.items()},
+        raw_datasets={t: r["test"] for t, r in raw.items()},
+        output_dir=str(tmp_path / "pred"),
+        max_seq_length=32,
+    )
+    assert set(output.predictions) == {"topic", "ner"}
+    assert "test_topic_accuracy" in output.metrics and "test_ner_f1" in output.metrics
+    topic = [json.loads(line) for line in open(tmp_path / "pred" / "predictions_topic.jsonl")]
+    assert len(topic) == len(raw["topic"]["test"])
+    assert topic[0]["text"] == raw["topic"]["test"][0]["text"]
+    assert topic[0]["label"] in TOPIC_LABELS and topic[0]["prediction"] in TOPIC_LABELS
+    assert sum(topic[0]["scores"].values()) == pytest.approx(1.0, abs=1e-4)
+    ner = [json.loads(line) for line in open(tmp_path / "pred" / "predictions_ner.jsonl")]
+    assert len(ner) == len(raw["ner"]["test"])
+    for row, source in zip(ner, raw["ner"]["test"]):
+        assert row["tokens"] == source["tokens"]
+        assert len(row["predictions"]) == len(row["labels"]) == len(row["scores"]) == len(source["tokens"])
+        assert set(row["predictions"]) <= set(NER_LABELS)
+
+
+def test_sequence_metrics():
+    logits = np.array([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 2.0]])
+    metrics = sequence_classification_metrics(logits, np.array([0, 1, 2, 2]))
+    assert metrics["accuracy"] == pytest.approx(0.75)
+    # per class f1: 1, 2/3, 2/3
+    assert metrics["macro_f1"] == pytest.approx((1 + 2 / 3 + 2 / 3) / 3)
+    assert metrics["macro_precision"] == pytest.approx((1 + 0.5 + 1) / 3)
+    assert metrics["macro_recall"] == pytest.approx((1 + 1 + 0.5) / 3)
+
+
+def test_token_metrics_are_strict_iob2():
+    names = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    gold = np.array([[-100, 1, 2, 0, 3, -100], [-100, 0, 3, 4, 0, -100]])
+    # row 0: PER correct, LOC correct; row 1: the LOC starts with I- (invalid in strict IOB2: no entity)
+    pred = np.array([[0, 1, 2, 0, 3, 0], [0, 0, 4, 4, 0, 0]])
+    metrics = token_classification_metrics(pred, gold, names)
+    assert metrics["precision"] == pytest.approx(1.0)
+    assert metrics["recall"] == pytest.approx(2 / 3)
+    assert metrics["accuracy"] == pytest.approx(7 / 8)
+    assert metrics["PER_f1"] == pytest.approx(1.0)
+    assert metrics["LOC_f1"] == pytest.approx(2 / 3)
+    plain = token_classification_metrics(np.array([[0, 1, 1, 0]]), np.array([[0, 1, 1, 0]]), ["O", "PER"])
+    assert plain["f1"] == pytest.approx(1.0) and "PER_f1" in plain  # plain tags read as IO
+
+
+def test_write_predictions_without_raw_data(tmp_path):
+    path = tmp_path / "p.jsonl"
+    logits = np.array([[[0.0, 5.0], [5.0, 0.0], [0.0, 5.0]]])
+    write_predictions(str(path), "token_classification", ["O", "B-X"], logits, np.array([[-100, 1, 0]]))
+    row = json.loads(path.read_text())
+    assert row["predictions"] == ["O", "B-X"] and row["labels"] == ["B-X", "O"]
+
+
+class StopAfterSave(TrainerCallback):
+    def on_save(self, args, state, control, **kwargs):
+        control.should_training_stop = True
+
+
+@pytest.mark.parametrize("options", [{}, {"gradient_accumulation_steps": 2, "loss_weighting": "uncertainty"}])
+def test_resumed_run_ends_with_the_same_weights(tasks, tokenizer, tmp_path, options):
+    """Interrupted mid-epoch in the second epoch, resumed from its checkpoint: same final weights as one run."""
+    common = dict(num_train_epochs=3, sampling_strategy="temperature", learning_rate=1e-3, **options)
+    steps_per_epoch = 12 // options.get("gradient_accumulation_steps", 1)
+    stop_at = steps_per_epoch + 2
+
+    full = make_trainer(tasks, tokenizer, make_args(tmp_path / "full", **common))
+    full.train()
+
+    args = make_args(tmp_path / "cut", save_strategy="steps", save_steps=stop_at, **common)
+    cut = make_trainer(tasks, tokenizer, args, callbacks=[StopAfterSave()])
+    cut.train()
+    assert cut.state.global_step == stop_at
+
+    resumed = make_trainer(tasks, tokenizer, make_args(tmp_path / "cut", **common))
+    resumed.train(resume_from_checkpoint=os.path.join(args.output_dir, f"checkpoint-{stop_at}"))
+    assert resumed.state.global_step == full.state.global_step == 3 * steps_per_epoch
+    final, reference = snapshot(resumed.model), snapshot(full.model)
+    for name in reference:
+        assert torch.equal(final[name], reference[name]), name
+    if options.get("loss_weighting"):
+        assert torch.equal(resumed.loss_weighting_module.log_vars, full.loss_weighting_module.log_vars)
