@@ -219,6 +219,7 @@ def test_gradual_unfreezing_in_epochs(tasks, tokenizer, tmp_path):
     args = make_args(tmp_path, gradual_unfreeze_every=1, gradual_unfreeze_unit="epochs")
     trainer = make_trainer(tasks, tokenizer, args)
     trainer.get_train_dataloader()
+    assert trainer.accelerator.even_batches is True  # switched off only while the train loader is prepared
     trainer.create_optimizer()
     rows = {r["group"]: r["unfreeze_step"] for r in trainer.parameter_summary}
     assert rows["head.ner"] == 0 and rows["encoder.layer.1"] == 12 and rows["embeddings"] == 36
@@ -310,3 +311,14 @@ def test_resumed_run_ends_with_the_same_weights(tasks, tokenizer, tmp_path, opti
         assert torch.equal(final[name], reference[name]), name
     if options.get("loss_weighting"):
         assert torch.equal(resumed.loss_weighting_module.log_vars, full.loss_weighting_module.log_vars)
+
+
+def test_group_by_length_through_the_trainer(tasks, tokenizer, tmp_path):
+    trainer = make_trainer(
+        tasks, tokenizer, make_args(tmp_path, group_by_length=True, sampling_strategy="round_robin")
+    )
+    loader = trainer.get_train_dataloader()
+    batches = list(loader)
+    assert len(batches) == len(loader) == 12
+    assert [b["task"] for b in batches[:4]] == ["topic", "ner", "topic", "ner"]
+    assert trainer._train_batch_sampler.lengths is not None

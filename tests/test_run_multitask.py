@@ -1,0 +1,265 @@
+"""run_multitask.py: arguments and defaults, clean errors, an end-to-end run on a tiny backbone, a 2-process DDP run
+on CPU (same task on both ranks at every step) and a DDP run interrupted and resumed from its checkpoint."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections import defaultdict
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+from trainer_helpers import backbone_path, write_task_files
+
+import run_multitask
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "run_multitask.py")
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+ENV["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
+STEP_LINE = re.compile(r"\[mtst-step\] rank=(\d+) step=(\d+) micro=(\d+) task=(\S+) batch=(\d+)")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny random BERT backbone (with the MiniLM tokenizer) and small topic + ner task files."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("tiny")
+    torch.manual_seed(0)
+    config = BertConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, max_position_embeddings=64
+    )
+    BertModel(config, add_pooling_layer=False).save_pretrained(folder / "backbone")
+    AutoTokenizer.from_pretrained(backbone_path()).save_pretrained(folder / "backbone")
+    tasks = write_task_files(folder / "data", n_train=40, n_eval=12)
+    return {"backbone": str(folder / "backbone"), "tasks": tasks, "folder": folder}
+
+
+def tiny_args(tiny, output_dir, *extra):
+    return [
+        "--model_name_or_path",
+        tiny["backbone"],
+        "--tasks_config",
+        tiny["tasks"],
+        "--output_dir",
+        str(output_dir),
+        "--max_seq_length",
+        "32",
+        "--per_device_train_batch_size",
+        "4",
+        "--learning_rate",
+        "1e-3",
+        "--disable_tqdm",
+        "true",
+        *extra,
+    ]
+
+
+def test_defaults(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # the default task config is found next to the script
+    model_args, data_args, args = run_multitask.parse_args([])
+    assert args.do_train and args.do_eval and not args.do_predict
+    assert args.output_dir == "outputs/mtst-default"
+    assert data_args.tasks_config == os.path.join(ROOT, "data/tasks/default.yaml")
+    assert model_args.model_name_or_path == backbone_path()
+    assert (args.per_device_train_batch_size, args.num_train_epochs, args.seed, args.save_total_limit) == (
+        32,
+        3,
+        42,
+        2,
+    )
+    assert args.eval_strategy == "epoch" and args.save_strategy == "epoch" and args.logging_steps == 10
+    assert args.report_to in ([], ["none"], "none") and args.remove_unused_columns is False
+    assert args.metric_for_best_model == "eval_average" or args.metric_for_best_model == "average"
+    assert data_args.max_seq_length == 128 and args.sampling_strategy == "proportional"
+    _, _, args = run_multitask.parse_args(["--do_predict"])
+    assert args.do_predict and not args.do_train
+
+
+def test_yaml_argument_file(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "output_dir": str(tmp_path / "o"),
+                "do_train": True,
+                "sampling_strategy": "temperature",
+                "temperature": 3.0,
+                "freeze_heads": ["ner"],
+                "task_weights": {"topic": 1, "ner": 2},
+                "max_seq_length": 64,
+                "pooling": "cls",
+            }
+        )
+    )
+    model_args, data_args, args = run_multitask.parse_args([str(path)])
+    assert args.do_train and not args.do_predict
+    assert (args.sampling_strategy, args.temperature, args.freeze_heads) == ("temperature", 3.0, ["ner"])
+    assert data_args.max_seq_length == 64 and model_args.pooling == "cls"
+    path.write_text(yaml.safe_dump({"learning_rat": 1e-3}))
+    assert run_multitask.main([str(path)]) == 2
+
+
+def test_cli_errors_end_with_one_paragraph_and_exit_code_2(tiny, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"tasks": [{"name": "topic", "type": "sequence_clasification"}]}))
+    result = subprocess.run(
+        [sys.executable, SCRIPT, *tiny_args(tiny, tmp_path / "o"), "--tasks_config", str(bad)],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    message = result.stderr.strip().splitlines()
+    assert message[-1].startswith("run_multitask.py: error:") or any("error:" in line for line in message)
+    assert "sequence_clasification" in result.stderr
+
+
+def test_bad_options_exit_2(tiny, tmp_path, capsys):
+    assert run_multitask.main(tiny_args(tiny, tmp_path / "o", "--freeze_heads", "pos")) == 2
+    assert "unknown task" in capsys.readouterr().err
+    assert run_multitask.main(tiny_args(tiny, tmp_path / "o", "--sampling_strategy", "weights")) == 2
+    assert "task_weights" in capsys.readouterr().err
+
+
+def test_train_evaluate_predict_save_and_reload(tiny, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = tiny_args(tiny, out, "--do_train", "--do_eval", "--do_predict", "--num_train_epochs", "2")
+    assert run_multitask.main(args) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"eval\s+topic\s", printed) and re.search(r"predict\s+ner\s", printed)
+    results = json.loads((out / "all_results.json").read_text())
+    for key in ("train_loss", "eval_topic_accuracy", "eval_ner_f1", "eval_average", "predict_topic_macro_f1"):
+        assert key in results, key
+    for task in ("topic", "ner"):
+        lines = (out / f"predictions_{task}.jsonl").read_text().splitlines()
+        assert len(lines) == 12 and "prediction" + ("s" if task == "ner" else "") in json.loads(lines[0])
+    for name in ("config.json", "model.safetensors", "configuration_mtst.py", "modeling_mtst.py", "tokenizer.json"):
+        assert (out / name).exists(), name
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-20", "checkpoint-40"]
+    code = (
+        "import sys; from transformers import AutoModel;"
+        f"m = AutoModel.from_pretrained({str(out)!r}, trust_remote_code=True);"
+        "assert type(m).__name__ == 'MTSTModel' and m.config.task_names == ['topic', 'ner'], m.config.task_names;"
+        "print('ok')"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env={**ENV, "PYTHONPATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert loaded.returncode == 0 and "ok" in loaded.stdout, loaded.stderr[-2000:]
+
+    # continuing from the MTST checkpoint needs the same tasks and labels
+    config = yaml.safe_load(open(tiny["tasks"]))
+    config["tasks"][0]["labels"] = config["tasks"][0]["labels"][::-1]
+    for entry in config["tasks"]:
+        entry["data_files"] = {
+            s: os.path.join(os.path.dirname(tiny["tasks"]), p) for s, p in entry["data_files"].items()
+        }
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump(config))
+    again = tiny_args(tiny, tmp_path / "again", "--model_name_or_path", str(out), "--tasks_config", str(other))
+    assert run_multitask.main(again) == 2
+    assert "does not match the task config" in capsys.readouterr().err
+
+
+def accelerate_launch(args, timeout=300):
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        SCRIPT,
+        *args,
+    ]
+    return subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def steps_by_rank(log: str) -> dict:
+    steps = defaultdict(dict)
+    for rank, step, micro, task, _ in STEP_LINE.findall(log):
+        steps[(int(step), int(micro))][int(rank)] = task
+    return steps
+
+
+def test_two_processes_train_the_same_task_at_every_step(tiny, tmp_path):
+    out = tmp_path / "ddp"
+    result = accelerate_launch(
+        tiny_args(tiny, out, "--num_train_epochs", "2", "--gradient_accumulation_steps", "2", "--log_task_per_step")
+    )
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-3000:]
+    assert "distributed training: True" in log
+    steps = steps_by_rank(log)
+    # 80 examples, 4 per batch, 2 ranks x 2 micro-steps per step: 3 steps per task and epoch (one a split tail)
+    assert len(steps) == 2 * 6 * 2
+    for key, tasks in steps.items():
+        assert set(tasks) == {0, 1} and tasks[0] == tasks[1], (key, tasks)
+    assert {tasks[0] for tasks in steps.values()} == {"topic", "ner"}
+    assert (out / "all_results.json").exists() and (out / "model.safetensors").exists()
+
+
+def test_interrupted_ddp_run_resumes_to_the_same_weights(tiny, tmp_path):
+    """Stopped in the second epoch (max_steps, checkpoint kept), resumed under DDP: same weights as one run."""
+    common = [
+        "--lr_scheduler_type",
+        "constant",
+        "--warmup_steps",
+        "0",
+        "--sampling_strategy",
+        "temperature",
+        "--eval_strategy",
+        "no",
+        "--do_train",
+    ]
+    full = accelerate_launch(tiny_args(tiny, tmp_path / "full", *common, "--num_train_epochs", "3"))
+    assert full.returncode == 0, (full.stdout + full.stderr)[-3000:]
+    cut_args = tiny_args(tiny, tmp_path / "cut", *common, "--save_strategy", "steps", "--save_steps", "14")
+    cut = accelerate_launch([*cut_args, "--max_steps", "14"])
+    assert cut.returncode == 0, (cut.stdout + cut.stderr)[-3000:]
+    assert (tmp_path / "cut" / "checkpoint-14").is_dir()
+    resumed = accelerate_launch([*cut_args, "--num_train_epochs", "3"])  # finds checkpoint-14 by itself
+    log = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0, log[-3000:]
+    assert "resuming training from" in log.lower() and "checkpoint-14" in log
+    reference = load_file(tmp_path / "full" / "model.safetensors")
+    final = load_file(tmp_path / "cut" / "model.safetensors")
+    assert reference.keys() == final.keys()
+    for name in reference:
+        assert torch.equal(reference[name], final[name]), name
+
+
+@pytest.mark.slow
+def test_bare_default_run(tmp_path):
+    """`python run_multitask.py` with no argument: MiniLM on the sample data, trains, evaluates, saves (minutes)."""
+    result = subprocess.run(
+        [sys.executable, SCRIPT],
+        cwd=tmp_path,
+        env={**ENV, "OMP_NUM_THREADS": "2"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    out = tmp_path / "outputs" / "mtst-default"
+    results = json.loads((out / "all_results.json").read_text())
+    assert results["eval_average"] > 0.8
+    assert (out / "modeling_mtst.py").exists()
