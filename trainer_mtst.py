@@ -1053,8 +1053,7 @@ class MultiTaskTrainer(Trainer):
         return every * steps_per_epoch
 
     def create_optimizer(self, model=None):
-        """Parameter groups per block (heads, projection, each encoder layer, embeddings, uncertainty weights) with
-        layer-wise learning-rate decay; logs a table of trainable parameters per group."""
+        """One parameter group per block (head, layer, embeddings, loss weights) with layer-wise LR; logs a table."""
         if self.optimizer is not None:
             return super().create_optimizer(model)
         opt_model = self.model if model is None else model
@@ -1203,8 +1202,7 @@ class MultiTaskTrainer(Trainer):
             self._eval_task = None
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
-        """Evaluate every task's set: `<prefix>_<task>_<metric>`, `<prefix>_average` (mean headline metric) and
-        `<prefix>_loss` (mean task loss), logged once."""
+        """Run the standard loop per task; adds `<prefix>_average` and `<prefix>_loss`; logs all tasks at once."""
         datasets = self._eval_datasets(eval_dataset)
         self._memory_tracker.start()
         start_time = time.time()
