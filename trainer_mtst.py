@@ -597,9 +597,8 @@ def _metric_name(text: str) -> str:
 
 
 def sequence_classification_metrics(predictions, label_ids, label_names: Sequence[str] | None = None) -> dict:
-    """accuracy, macro_f1, macro_precision, macro_recall (macro over labels present in gold or predictions)."""
-    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
-
+    """accuracy, macro_f1, macro_precision, macro_recall (macro over the labels present in gold or predictions, 0 for
+    an undefined ratio: the same numbers as scikit-learn's `average="macro", zero_division=0`)."""
     predictions = np.asarray(predictions)
     if predictions.ndim == 2:
         predictions = predictions.argmax(-1)
@@ -608,12 +607,20 @@ def sequence_classification_metrics(predictions, label_ids, label_names: Sequenc
     y_true, y_pred = label_ids[keep], predictions.reshape(-1)[keep]
     if y_true.size == 0:
         return {}
-    precision, recall, f1, _ = precision_recall_fscore_support(y_true, y_pred, average="macro", zero_division=0)
+    precisions, recalls, f1s = [], [], []
+    for label in np.union1d(y_true, y_pred):
+        tp = np.sum((y_pred == label) & (y_true == label))
+        predicted, actual = np.sum(y_pred == label), np.sum(y_true == label)
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / actual if actual else 0.0
+        precisions.append(precision)
+        recalls.append(recall)
+        f1s.append(2 * precision * recall / (precision + recall) if precision + recall else 0.0)
     return {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1),
-        "macro_precision": float(precision),
-        "macro_recall": float(recall),
+        "accuracy": float(np.mean(y_true == y_pred)),
+        "macro_f1": float(np.mean(f1s)),
+        "macro_precision": float(np.mean(precisions)),
+        "macro_recall": float(np.mean(recalls)),
     }
 
 
