@@ -1,0 +1,520 @@
+"""Model card: metadata and model-index, body, unknown facts, loss curve, the Trainer callback, and the handler.
+
+Everything here runs in-process on tiny random models (no Hub); the round trips through a Hub server are in
+test_publishing.py.
+"""
+
+import json
+import logging
+import os
+import xml.etree.ElementTree as ET
+from collections import defaultdict
+from types import SimpleNamespace
+
+import pytest
+import torch
+from conftest import NER_LABELS, SENTIMENT_LABELS, TASKS, TOPIC_LABELS, backbone_path, tiny_mtst_config
+from huggingface_hub import ModelCard, metadata_load
+from huggingface_hub.repocard_data import model_index_to_eval_results
+
+import modelcard_mtst
+from modelcard_mtst import (
+    MODEL_ID_PLACEHOLDER,
+    MTSTCardCallback,
+    MTSTCardData,
+    finalize_model_dir,
+    loss_curve_svg,
+    resolve_base_model,
+    scrub,
+    write_model_card,
+)
+from modeling_mtst import MTSTModel
+
+METRICS = {
+    "eval_topic_accuracy": 0.75,
+    "eval_topic_macro_f1": 0.7,
+    "eval_topic_loss": 0.9,
+    "eval_sentiment_accuracy": 0.5,
+    "eval_sentiment_macro_f1": 0.45,
+    "eval_ner_precision": 0.4,
+    "eval_ner_recall": 0.5,
+    "eval_ner_f1": 0.4444,
+    "eval_ner_accuracy": 0.8,
+    "eval_ner_PER_f1": 0.6,
+    "eval_ner_LOC_f1": 0.3,
+    "eval_average": 0.5648,
+    "eval_loss": 1.1,
+    "eval_runtime": 0.5,
+}
+LOG_HISTORY = [
+    {"loss": 2.2, "step": 2, "epoch": 0.1},
+    {"loss": 1.7, "step": 4, "epoch": 0.2},
+    {"eval_loss": 1.6, "eval_topic_accuracy": 0.5, "eval_ner_f1": 0.2, "eval_average": 0.4, "step": 4, "epoch": 0.2},
+    {"loss": 1.3, "step": 6, "epoch": 0.3},
+    {"train_runtime": 3.0, "train_loss": 1.7, "step": 6, "epoch": 0.3},
+]
+
+
+def forbidden_fragments(*extra) -> list[str]:
+    """Substrings that betray a local path of this machine."""
+    return [str(e) for e in extra] + ["/root", "/work", "site-packages", "/tmp/", "/home/"]
+
+
+def assert_no_local_paths(text: str, *extra) -> None:
+    for fragment in forbidden_fragments(*extra):
+        assert fragment not in text, fragment
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    torch.manual_seed(0)
+    config = tiny_mtst_config(embedding_dim=16)
+    config.encoder._name_or_path = backbone_path()  # as MTSTModel.from_backbone(default backbone) leaves it
+    return MTSTModel(config).eval()
+
+
+def full_card_data() -> MTSTCardData:
+    data = MTSTCardData(language="en", license="apache-2.0")
+    data.set_task_specs(
+        [
+            SimpleNamespace(name="topic", dataset="fancyzhx/ag_news", dataset_config=None, revision=None),
+            {"name": "sentiment", "data_files": {"train": "/root/secret/train.jsonl"}},
+            {
+                "name": "ner",
+                "dataset": "eriktks/conll2003",
+                "dataset_config": "conll2003",
+                "revision": "refs/convert/parquet",
+            },
+        ]
+    )
+    data.set_dataset_sizes({"topic": 120, "sentiment": 60, "ner": 90}, {"topic": 20, "sentiment": 12, "ner": 18})
+    data.set_eval_results(METRICS)
+    data.set_eval_results({"predict_topic_accuracy": 0.7, "predict_topic_macro_f1": 0.66})
+    data.set_baselines({"topic": {"accuracy": 0.68}})
+    data.set_widget_examples(["Apple is opening a new office in Paris.", "The match ended in a draw.", "Shares fell."])
+    data.set_log_history(LOG_HISTORY)
+    return data
+
+
+def test_card_metadata_model_index_and_body(tiny, tokenizer, tmp_path):
+    card = write_model_card(tmp_path, tiny, full_card_data(), tokenizer)
+    text = (tmp_path / "README.md").read_text()
+    assert card.content == text
+
+    meta = metadata_load(tmp_path / "README.md")
+    assert meta["library_name"] == "transformers"
+    assert meta["pipeline_tag"] == "text-classification"  # primary task = first task (topic)
+    assert meta["tags"][:6] == [
+        "multi-task",
+        "custom_code",
+        "sentence-embeddings",
+        "text-classification",
+        "token-classification",
+        "mtst",
+    ]
+    assert meta["datasets"] == ["fancyzhx/ag_news", "eriktks/conll2003"]  # the local task is not named
+    assert meta["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert meta["language"] == ["en"] and meta["license"] == "apache-2.0"
+    assert set(meta["metrics"]) == {"accuracy", "f1", "precision", "recall"}
+    assert [w["text"] for w in meta["widget"]] == [
+        "Apple is opening a new office in Paris.",
+        "The match ended in a draw.",
+        "Shares fell.",
+    ]
+
+    # model-index: one result per task, its own task type, the test split when there is one, real values
+    index = meta["model-index"]
+    assert len(index) == 1 and len(index[0]["results"]) == 3
+    by_task = {r["task"]["name"]: r for r in index[0]["results"]}
+    assert by_task["Text Classification (topic)"]["dataset"] == {
+        "name": "fancyzhx/ag_news",
+        "type": "fancyzhx/ag_news",
+        "split": "test",
+    }
+    assert by_task["Token Classification (ner)"]["task"]["type"] == "token-classification"
+    assert by_task["Token Classification (ner)"]["dataset"]["config"] == "conll2003"
+    assert by_task["Text Classification (sentiment)"]["dataset"]["type"] == "sentiment"
+    _, results = model_index_to_eval_results(index)
+    values = defaultdict(dict)
+    for result in results:
+        values[(result.task_name, result.dataset_split)][result.metric_name] = result.metric_value
+    assert values[("Text Classification (topic)", "test")] == {"topic Accuracy": 0.7, "topic Macro F1": 0.66}
+    assert values[("Text Classification (sentiment)", "validation")] == {
+        "sentiment Accuracy": 0.5,
+        "sentiment Macro F1": 0.45,
+    }
+    assert values[("Token Classification (ner)", "validation")] == {
+        "ner Entity F1 (seqeval, strict)": 0.4444,
+        "ner Entity Precision (seqeval, strict)": 0.4,
+        "ner Entity Recall (seqeval, strict)": 0.5,
+        "ner Token Accuracy": 0.8,
+    }
+
+    # body: every task's labels, results (with the baseline difference), usage, training log, loss curve
+    for label in TOPIC_LABELS + SENTIMENT_LABELS + NER_LABELS:
+        assert f"`{label}`" in text
+    assert "| `topic` | test | **Accuracy** | 0.7000 | 0.6800 | +0.0200 |" in text
+    assert "| `ner` | validation | PER | 0.6000 |" in text
+    for snippet in (
+        f'pipeline(model="{MODEL_ID_PLACEHOLDER}", trust_remote_code=True',
+        'model_kwargs={"default_task": "sentiment"}',
+        "AutoModel.from_pretrained(repo_id, trust_remote_code=True, revision=revision)",
+        f'SentenceTransformer("{MODEL_ID_PLACEHOLDER}", trust_remote_code=True',
+        "from handler import EndpointHandler",
+        "do **not** run custom code",
+    ):
+        assert snippet in text, snippet
+    assert "| Epoch | Step | Training Loss | Validation Loss | topic accuracy | ner f1 | Average |" in text
+    assert "| 0.20 | 4 | 1.7000 | 1.6000 | 0.5000 | 0.2000 | 0.4000 |" in text
+    assert "![Training and validation loss](loss_curve.svg)" in text
+    ET.parse(tmp_path / "loss_curve.svg")
+    assert "Training time: 3.0 seconds" not in text  # set only by a trainer, not by log_history alone
+    assert "None" not in text
+    assert_no_local_paths(text, tmp_path)
+    # the rendered card loads back as a ModelCard with the same data
+    reloaded = ModelCard.load(tmp_path / "README.md")
+    assert reloaded.data.pipeline_tag == "text-classification"
+    assert reloaded.data.eval_results and reloaded.data.model_name == "your-mtst-model"
+
+
+def test_every_python_snippet_of_the_card_compiles(tiny, tmp_path):
+    text = write_model_card(tmp_path, tiny, full_card_data()).content
+    blocks = text.split("```python\n")[1:]
+    assert len(blocks) == 5
+    for block in blocks:
+        compile(block.split("```")[0], "<card>", "exec")
+
+
+def test_unknown_facts_are_html_comments_never_none(tiny, tmp_path):
+    tiny.config.encoder._name_or_path = str(tmp_path / "my-local-backbone")
+    tiny.save_pretrained(tmp_path)
+    card = write_model_card(tmp_path, tiny)  # nothing known but the model
+    text = card.content
+    meta = metadata_load(tmp_path / "README.md")
+    assert set(meta) == {"library_name", "pipeline_tag", "tags"}
+    for comment in (
+        "<!-- language: not given -->",
+        "<!-- license: not given -->",
+        "<!-- base model: not a Hub model",
+        "<!-- evaluation results: none were recorded",
+        "<!-- training log: none recorded -->",
+        "<!-- loss curve: no losses were logged -->",
+        "<!-- training hyperparameters: not recorded -->",
+    ):
+        assert comment in text, comment
+    assert "None" not in text and "none recorded" in text
+    assert not (tmp_path / "loss_curve.svg").exists()
+    assert_no_local_paths(text, tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert "_name_or_path" not in config["encoder"]  # a local path with no known Hub id is dropped
+
+
+@pytest.mark.parametrize(
+    "primary, tag",
+    [(None, "text-classification"), ("ner", "token-classification"), ("sentiment", "text-classification")],
+)
+def test_pipeline_tag_follows_the_primary_task(tmp_path, primary, tag):
+    model = MTSTModel(tiny_mtst_config(primary_task=primary))
+    write_model_card(tmp_path, model)
+    assert metadata_load(tmp_path / "README.md")["pipeline_tag"] == tag
+
+
+def test_token_only_model_gets_token_tags(tmp_path):
+    model = MTSTModel(tiny_mtst_config(tasks={"ner": TASKS["ner"]}))
+    write_model_card(tmp_path, model)
+    meta = metadata_load(tmp_path / "README.md")
+    assert meta["pipeline_tag"] == "token-classification"
+    assert "token-classification" in meta["tags"] and "text-classification" not in meta["tags"]
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        (backbone_path(), "sentence-transformers/all-MiniLM-L6-v2"),
+        ("sentence-transformers/all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"),
+        ("bert-base-uncased", "bert-base-uncased"),
+        ("/data/models/my-encoder", None),
+        ("./my-encoder", None),
+        ("C:\\models\\bert", None),
+        (
+            "/root/.cache/huggingface/hub/models--google-bert--bert-base-cased/snapshots/abc",
+            "google-bert/bert-base-cased",
+        ),
+        (None, None),
+        ("", None),
+    ],
+)
+def test_base_model_is_a_hub_id_or_nothing(value, expected):
+    assert resolve_base_model(value) == expected
+
+
+def test_hub_cache_snapshot_maps_to_its_repo_id(tmp_path):
+    snapshot = tmp_path / "models--google-bert--bert-base-cased" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    assert resolve_base_model(str(snapshot)) == "google-bert/bert-base-cased"
+
+
+def test_task_names_with_underscores_and_prefixes(tmp_path):
+    tasks = {
+        "news": {"type": "sequence_classification", "labels": ["a", "b"]},
+        "news_topic": {"type": "sequence_classification", "labels": ["x", "y"]},
+    }
+    data = MTSTCardData().register(tiny_mtst_config(tasks=tasks))
+    data.set_eval_results({"eval_news_topic_accuracy": 0.9, "eval_news_accuracy": 0.6, "test_news_accuracy": 0.5})
+    assert data.results == {
+        "validation": {"news_topic": {"accuracy": 0.9}, "news": {"accuracy": 0.6}},
+        "test": {"news": {"accuracy": 0.5}},
+    }
+
+
+def test_write_model_card_never_raises(tiny, tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(modelcard_mtst, "TEMPLATE_PATH", tmp_path / "missing_template.md")
+    with caplog.at_level(logging.WARNING, logger="modelcard_mtst"):
+        card = write_model_card(tmp_path / "out", tiny, full_card_data())
+    assert "writing a minimal one" in caplog.text
+    meta = metadata_load(tmp_path / "out" / "README.md")
+    assert meta["pipeline_tag"] == "text-classification" and "mtst" in meta["tags"]
+    assert "`World`" in card.content and "None" not in card.content
+    assert_no_local_paths(card.content, tmp_path)
+    # no model and no config.json: still a card, still no exception
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="modelcard_mtst"):
+        write_model_card(tmp_path / "empty")
+    assert (tmp_path / "empty" / "README.md").exists() and "minimal" in caplog.text
+
+
+def test_card_from_a_saved_folder_without_the_model(tiny, tmp_path):
+    tiny.save_pretrained(tmp_path)
+    write_model_card(tmp_path, None, full_card_data())
+    meta = metadata_load(tmp_path / "README.md")
+    assert meta["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert len(meta["model-index"][0]["results"]) == 3
+
+
+def test_finalize_copies_code_and_handler_and_cleans_config(tiny, tmp_path):
+    tiny.save_pretrained(tmp_path)
+    assert "site-packages" in (tmp_path / "config.json").read_text()
+    copied = finalize_model_dir(tmp_path)
+    assert "handler.py" in copied
+    for name in modelcard_mtst.CODE_FILES:
+        assert (tmp_path / name).is_file(), name
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["encoder"]["_name_or_path"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert config["auto_map"]["AutoModel"] == "modeling_mtst.MTSTModel" and "multitask" in config["custom_pipelines"]
+    assert_no_local_paths((tmp_path / "config.json").read_text(), tmp_path)
+    assert finalize_model_dir(tmp_path) == []  # idempotent
+
+
+def test_loss_curve_svg():
+    svg = loss_curve_svg([(1, 2.0), (2, 1.5), (3, float("nan")), (4, 1.0)], [(2, 1.6), (4, 1.2)])
+    root = ET.fromstring(svg)
+    ns = "{http://www.w3.org/2000/svg}"
+    lines = [p for p in root.iter(f"{ns}polyline") if p.get("stroke") in ("#1f77b4", "#ff7f0e")]
+    assert [len(p.get("points").split()) for p in lines] == [3, 2]  # the NaN point is skipped
+    assert "Validation loss" in svg and "Training loss" in svg
+    assert loss_curve_svg([], []) is None
+    assert ET.fromstring(loss_curve_svg([(5, 1.0)]))  # one point: no line, still a valid chart
+
+
+def test_scrub_removes_tokens_and_local_paths(tmp_path):
+    text = f"token hf_{'a' * 34} path {tmp_path}/x and {os.getcwd()}/y, home {os.path.expanduser('~')}/z"
+    clean = scrub(text, token="s3cr3t-value", extra_paths=[tmp_path])
+    assert "hf_" not in clean and "<redacted>" in clean
+    assert_no_local_paths(clean, tmp_path, os.getcwd())
+    assert scrub("my s3cr3t-value here", token="s3cr3t-value") == "my <redacted> here"
+
+
+def test_training_args_and_sampler_are_read_generically():
+    from transformers import TrainingArguments
+
+    data = MTSTCardData()
+    args = TrainingArguments(output_dir="/tmp/out", learning_rate=5e-5 / 2, max_steps=7, hub_token="hf_xyz", seed=3)
+    data.set_training_args(args)
+    assert data.hyperparameters == {"learning_rate": 2.5e-05, "max_steps": 7, "seed": 3}
+    sampler = SimpleNamespace(
+        strategy="proportional",
+        task_steps={"topic": 3, "ner": 1},
+        steps_per_epoch=4,
+        task_sizes={"topic": 24, "ner": 8},
+    )
+    data.set_sampler(
+        SimpleNamespace(batch_sampler=SimpleNamespace(batch_sampler=sampler))
+    )  # wrapped, as Accelerate does
+    assert data.sampling["probabilities"] == {"topic": 0.75, "ner": 0.25}
+    assert data.sampling["strategy"] == "proportional" and data.sampling["steps_per_epoch"] == 4
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# A few real optimizer steps with the Trainer and the card callback
+# ---------------------------------------------------------------------------------------------------------------------
+
+TRAIN = {
+    "topic": [("The striker scored twice in the final.", 1), ("Shares of the bank rose sharply.", 2)] * 4,
+    "sentiment": [("I loved this film.", 2), ("This was a terrible day.", 0)] * 4,
+    "ner": [(["John", "lives", "in", "Paris", "."], ["B-PER", "O", "O", "B-LOC", "O"])] * 8,
+}
+
+
+def _batches(tokenizer, config, task, rows, batch_size=4):
+    batches = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        if config.task_type(task) == "sequence_classification":
+            enc = tokenizer([t for t, _ in chunk], padding=True, return_tensors="pt")
+            labels = torch.tensor([label for _, label in chunk])
+        else:
+            enc = tokenizer([w for w, _ in chunk], is_split_into_words=True, padding=True, return_tensors="pt")
+            ids = config.task_labels(task)
+            labels = torch.full(enc["input_ids"].shape, -100)
+            for i, (_, tags) in enumerate(chunk):
+                seen = set()
+                for pos, word in enumerate(enc.word_ids(i)):
+                    if word is not None and word not in seen:
+                        labels[i, pos] = ids.index(tags[word])
+                        seen.add(word)
+        batches.append({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels})
+    return [dict(b, task=task) for b in batches]
+
+
+class _BatchTrainer:
+    """Builds a plain `transformers.Trainer` over pre-made single-task batches, with per-task evaluation."""
+
+    @staticmethod
+    def build(model, tokenizer, output_dir, callback_data):
+        from transformers import Trainer, TrainingArguments
+
+        train = [b for task, rows in TRAIN.items() for b in _batches(tokenizer, model.config, task, rows)]
+        evals = {task: _batches(tokenizer, model.config, task, rows[:4]) for task, rows in TRAIN.items()}
+
+        class BatchTrainer(Trainer):
+            def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+                """Accuracy per task (token accuracy for ner) and the mean loss, logged like MultiTaskTrainer."""
+                self.model.eval()
+                metrics, losses = {}, []
+                with torch.no_grad():
+                    for task, batches in evals.items():
+                        correct = total = 0
+                        for batch in batches:
+                            out = self.model(**batch)
+                            losses.append(float(out.loss))
+                            mask = batch["labels"] != -100
+                            correct += int((out.logits.argmax(-1)[mask] == batch["labels"][mask]).sum())
+                            total += int(mask.sum())
+                        key = "f1" if task == "ner" else "accuracy"
+                        metrics[f"{metric_key_prefix}_{task}_{key}"] = correct / total
+                metrics[f"{metric_key_prefix}_loss"] = sum(losses) / len(losses)
+                self.log(metrics)
+                self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+                self.model.train()
+                return metrics
+
+        args = TrainingArguments(
+            output_dir=str(output_dir),
+            per_device_train_batch_size=1,
+            learning_rate=3e-3,
+            max_steps=6,
+            logging_steps=2,
+            eval_strategy="steps",
+            eval_steps=3,
+            save_steps=3,
+            report_to=[],
+            use_cpu=True,
+            disable_tqdm=True,
+            remove_unused_columns=False,
+        )
+        trainer = BatchTrainer(
+            model=model,
+            args=args,
+            train_dataset=train,
+            eval_dataset=evals["topic"],  # not used: evaluate() reads every task's batches
+            data_collator=lambda items: items[0],
+        )
+        MTSTCardCallback.attach(trainer, callback_data)
+        return trainer
+
+
+def test_trainer_callback_fills_the_card_and_writes_checkpoints(tokenizer, tmp_path):
+    torch.manual_seed(0)
+    model = MTSTModel(tiny_mtst_config())
+    data = MTSTCardData(language="en")
+    data.set_widget_examples([text for text, _ in TRAIN["topic"]])
+    trainer = _BatchTrainer.build(model, tokenizer, tmp_path / "run", data)
+    assert model.model_card_data is data
+    trainer.train()
+    trainer.save_model(str(tmp_path / "final"))
+    card = write_model_card(tmp_path / "final", model, tokenizer=tokenizer)  # card data found on the model
+
+    assert data.hyperparameters["learning_rate"] == 3e-3 and data.hyperparameters["max_steps"] == 6
+    assert data.results["validation"]["topic"]["accuracy"] == trainer.state.log_history[-2]["eval_topic_accuracy"]
+    assert data.training_seconds and data.training_seconds > 0
+    text = card.content
+    assert "| `learning_rate` | 0.003 |" in text
+    assert "generated_from_trainer" in metadata_load(tmp_path / "final" / "README.md")["tags"]
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    assert len(losses) == 3 and f"{losses[0]:.4f}" in text
+    table = text.split("| Epoch | Step | Training Loss | Validation Loss | topic accuracy |")[1].split("\n\n")[0]
+    steps = [int(line.split("|")[2]) for line in table.strip().splitlines()[2:]]
+    assert steps == [2, 3, 4, 6]  # training logs every 2 steps, evaluations at 3 and 6
+    assert (tmp_path / "final" / "loss_curve.svg").is_file()
+    for checkpoint in ("checkpoint-3", "checkpoint-6"):  # written on every save
+        folder = tmp_path / "run" / checkpoint
+        assert (folder / "README.md").is_file() and (folder / "handler.py").is_file(), checkpoint
+    assert "None" not in text
+    assert_no_local_paths(text, tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The Inference Endpoints handler, on a local folder
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def handler(tokenizer, tmp_path_factory):
+    torch.manual_seed(0)
+    model = MTSTModel(tiny_mtst_config(embedding_dim=16)).eval()
+    folder = tmp_path_factory.mktemp("handler_model")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    write_model_card(folder, model)  # copies handler.py in
+    from handler import EndpointHandler
+
+    return EndpointHandler(str(folder))
+
+
+def test_handler_answers_every_task(handler):
+    answer = handler({"inputs": "John Smith flew to Paris on Monday."})
+    assert set(answer) == {"topic", "sentiment", "ner"}
+    assert answer["topic"]["label"] in TOPIC_LABELS and 0 <= answer["topic"]["score"] <= 1
+    assert answer["sentiment"]["label"] in SENTIMENT_LABELS
+    assert isinstance(answer["ner"], list)
+    answers = handler(
+        {
+            "inputs": ["First text.", "Second text."],
+            "parameters": {"tasks": ["sentiment"], "return_embedding": True, "return_all_scores": True},
+        }
+    )
+    assert len(answers) == 2 and all(set(a) == {"sentiment", "embedding"} for a in answers)
+    assert len(answers[0]["embedding"]) == 16 and set(answers[0]["sentiment"]["scores"]) == set(SENTIMENT_LABELS)
+    assert handler({"inputs": []}) == []
+    json.dumps(answers)  # the answer is JSON
+
+
+@pytest.mark.parametrize(
+    "request_body, message",
+    [
+        ("just a string", "must be a JSON object"),
+        ({"text": "x"}, 'has no "inputs"'),
+        ({"inputs": 3}, "a string or a list of strings"),
+        ({"inputs": ["ok", 5]}, "item(s) [1]"),
+        ({"inputs": "x", "parameters": {"tasks": ["nope"]}}, "this model's tasks: topic, sentiment, ner"),
+        ({"inputs": "x", "parameters": {"colour": "red"}}, "Unknown parameter(s) ['colour']"),
+        ({"inputs": "x", "parameters": {"return_embedding": "yes"}}, "must be true or false"),
+        ({"inputs": "x", "parameters": {"max_length": 0}}, "positive integer"),
+        ({"inputs": "x", "parameters": []}, "must be a JSON object"),
+        ({"inputs": "x", "extra": 1}, "Unknown request key(s)"),
+    ],
+)
+def test_handler_rejects_bad_requests(handler, request_body, message):
+    with pytest.raises(ValueError) as err:
+        handler(request_body)
+    assert message in str(err.value)
