@@ -304,16 +304,40 @@ def attach_model_card(trainer, specs, model_args: ModelArguments):
         return None
 
 
-def write_model_card(trainer, card_data, output_dir: str) -> None:
+def write_model_card(trainer, card_data, output_dir: str, raw_datasets=None, metrics=None) -> None:
     """Hook: render the model card into `output_dir` (`modelcard_mtst.write_model_card`) after the model is saved,
-    when `modelcard_mtst` is importable. A card that cannot be written only logs a warning."""
+    when `modelcard_mtst` is importable; the final metrics (predict_* included) and the raw data's texts (widget
+    examples) are added to the card data first. A card that cannot be written only logs a warning."""
     module = _modelcard_module()
     if module is None:
         return
     try:
+        if card_data is not None:
+            card_data = module.card_data_from_trainer(trainer, card_data, raw_datasets=raw_datasets, metrics=metrics)
         module.write_model_card(output_dir, trainer.model, card_data, trainer.processing_class)
     except Exception as err:  # the card must never block saving
         logger.warning("Could not write the model card: %s", err)
+
+
+def push_model_to_hub(training_args) -> None:
+    """Publish `output_dir` (model, code, tokenizer, card) to `--hub_model_id` (default: the output folder's name)
+    with `modelcard_mtst.push_to_hub`, using `--hub_token`/HF_TOKEN/the login, `--hub_private_repo` and
+    `--hub_revision`. Without `modelcard_mtst`, the Trainer's own `push_to_hub` is used."""
+    repo_id = training_args.hub_model_id or os.path.basename(os.path.abspath(training_args.output_dir))
+    module = _modelcard_module()
+    if module is None:
+        logger.warning("modelcard_mtst is not importable: pushing with Trainer.push_to_hub (generic model card).")
+        training_args.push_to_hub = True
+        return
+    commit = module.push_to_hub(
+        training_args.output_dir,
+        repo_id,
+        token=training_args.hub_token,
+        private=bool(training_args.hub_private_repo),
+        revision=training_args.hub_revision,
+        commit_message="Upload MTST model (run_multitask.py)",
+    )
+    logger.info("Pushed the model to %s (commit %s).", commit.repo_url.repo_id, commit.oid)
 
 
 TABLE_COLUMNS = ("loss", "accuracy", "macro_f1", "macro_precision", "macro_recall", "precision", "recall", "f1")
@@ -416,6 +440,9 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Scr
         missing = [s.name for s in specs if "test" not in tokenized[s.name]]
         if missing:
             logger.warning("No test split for task(s) %s: no predictions for them.", ", ".join(missing))
+    # The output folder is published once, at the end, with its MTST card (push_model_to_hub): the Trainer's own
+    # pushes would upload on every checkpoint, with training_args.bin and a generic card.
+    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
     trainer = MultiTaskTrainer(
         model=model,
         args=training_args,
@@ -468,7 +495,13 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Scr
             all_metrics.update(metrics)
 
     if training_args.do_train and trainer.is_world_process_zero():
-        write_model_card(trainer, card_data, training_args.output_dir)
+        write_model_card(trainer, card_data, training_args.output_dir, raw_datasets=raw, metrics=all_metrics)
+        if push_to_hub:
+            push_model_to_hub(training_args)
+            if training_args.push_to_hub:  # no modelcard_mtst: the Trainer pushes the folder itself
+                trainer.push_to_hub()
+    if push_to_hub and not training_args.do_train:
+        logger.warning("--push_to_hub needs --do_train: nothing was trained, so nothing is pushed.")
 
     if trainer.is_world_process_zero():
         table = format_metrics_table(all_metrics, [s.name for s in specs])
