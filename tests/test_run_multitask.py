@@ -4,6 +4,7 @@ on CPU (same task on both ranks at every step) and a DDP run interrupted and res
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from collections import defaultdict
@@ -173,6 +174,12 @@ def test_train_evaluate_predict_save_and_reload(tiny, tmp_path, capsys):
     assert "does not match the task config" in capsys.readouterr().err
 
 
+def free_port() -> int:
+    with socket.socket() as sock:  # other test runs on this machine may hold accelerate's default port 29500
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def accelerate_launch(args, timeout=300):
     command = [
         sys.executable,
@@ -183,6 +190,8 @@ def accelerate_launch(args, timeout=300):
         "2",
         "--num_machines",
         "1",
+        "--main_process_port",
+        str(free_port()),
         "--mixed_precision",
         "no",
         "--dynamo_backend",
