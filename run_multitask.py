@@ -189,7 +189,7 @@ def parse_args(argv: list[str] | None = None):
             values["use_cpu"] = True
         model_args, data_args, training_args = parser.parse_dict(values)
     else:
-        given = {a[2:].split("=", 1)[0] for a in argv if a.startswith("--")}
+        given = {a[2:].split("=", 1)[0].replace("-", "_") for a in argv if a.startswith("--")}
         if cpu_ddp and "use_cpu" not in given:
             argv.append("--use_cpu")
         model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)

@@ -80,6 +80,21 @@ from transformers.trainer_utils import (
 
 from tasks_mtst import MultiTaskCollator, MultiTaskDataset
 
+__all__ = [
+    "MultiTaskBatchSampler",
+    "MultiTaskTrainer",
+    "MultiTaskTrainingArguments",
+    "MultiTaskTrainingError",
+    "UncertaintyLossWeighting",
+    "apply_static_freezing",
+    "parameter_blocks",
+    "sequence_classification_metrics",
+    "token_classification_metrics",
+    "task_metrics",
+    "write_predictions",
+    "format_parameter_summary",
+]
+
 logger = logging.getLogger(__name__)
 # One line per training micro-batch (rank, step, task) when `log_task_per_step` or MTST_LOG_TASK_PER_STEP=1.
 step_logger = logging.getLogger(__name__ + ".steps")
@@ -870,7 +885,20 @@ class MultiTaskTrainer(Trainer):
             self.frozen_parameters = apply_static_freezing(
                 model, _option(args, "freeze"), _option(args, "freeze_layers"), _option(args, "freeze_heads")
             )
-        if model is not None and len(self.task_names) > 1 and args.ddp_find_unused_parameters is None:
+        if model is None:
+            raise MultiTaskTrainingError("MultiTaskTrainer needs an MTST model (model_init is not supported).")
+        if getattr(args, "train_sampling_strategy", "random") != "random":
+            # MultiTaskBatchSampler replaces the Trainer's sampler; the Trainer's length grouping would also reorder
+            # evaluation sets (and so misalign prediction files).
+            if args.train_sampling_strategy == "group_by_length" and hasattr(args, "group_by_length"):
+                args.group_by_length = True
+            logger.warning(
+                "train_sampling_strategy=%r is ignored: MultiTaskTrainer samples with MultiTaskBatchSampler "
+                "(use sampling_strategy, and group_by_length for length grouping inside each task).",
+                args.train_sampling_strategy,
+            )
+            args.train_sampling_strategy = "random"
+        if len(self.task_names) > 1 and args.ddp_find_unused_parameters is None:
             # Single-task batches leave the other tasks' heads out of every step's graph (the same heads on every
             # rank, so DDP keeps their gradients None and the optimizer skips them, exactly as in one process).
             args.ddp_find_unused_parameters = True
