@@ -60,6 +60,19 @@ def tiny_mtst_config(kind: str = "bert", tasks=None, **kwargs):
     return MTSTConfig(encoder=tiny_encoder_config(kind), tasks=tasks or TASKS, **kwargs)
 
 
+def save_tiny_mtst(path):
+    """A tiny random MTST model (topic, sentiment, ner) and the local MiniLM tokenizer, saved to `path`."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from modeling_mtst import MTSTModel
+
+    torch.manual_seed(0)
+    MTSTModel(tiny_mtst_config()).eval().save_pretrained(path)
+    AutoTokenizer.from_pretrained(backbone_path()).save_pretrained(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     from transformers import AutoTokenizer

@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import NER_LABELS, SENTIMENT_LABELS, TOPIC_LABELS, backbone_path, tiny_mtst_config
+from conftest import NER_LABELS, SENTIMENT_LABELS, TOPIC_LABELS, save_tiny_mtst
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("MTST_TEST_ARTIFACTS", Path(__file__).resolve().parent / "artifacts"))
@@ -44,19 +44,6 @@ APP_ENV = {
     "OMP_NUM_THREADS": "1",
     "TOKENIZERS_PARALLELISM": "false",
 }
-
-
-def save_tiny_mtst(path: Path) -> Path:
-    """A tiny random MTST model (topic, sentiment, ner) and the local MiniLM tokenizer, saved to `path`."""
-    import torch
-    from transformers import AutoTokenizer
-
-    from modeling_mtst import MTSTModel
-
-    torch.manual_seed(0)
-    MTSTModel(tiny_mtst_config()).eval().save_pretrained(path)
-    AutoTokenizer.from_pretrained(backbone_path()).save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import NER_LABELS, SENTIMENT_LABELS, TOPIC_LABELS, backbone_path, tiny_mtst_config
+from conftest import NER_LABELS, SENTIMENT_LABELS, TOPIC_LABELS, backbone_path, save_tiny_mtst
 
 import predict_mtst
 from predict_mtst import main, mark_entities
@@ -20,19 +20,6 @@ from predict_mtst import main, mark_entities
 ROOT = Path(__file__).resolve().parents[1]
 ENTITY_TYPES = {label.split("-", 1)[1] for label in NER_LABELS if label != "O"}
 TEXTS = ["Apple is opening a new office in Paris.", "The match ended in a draw.", "Shares fell sharply."]
-
-
-def save_tiny_mtst(path: Path) -> Path:
-    """A tiny random MTST model (topic, sentiment, ner) and the local MiniLM tokenizer, saved to `path`."""
-    import torch
-    from transformers import AutoTokenizer
-
-    from modeling_mtst import MTSTModel
-
-    torch.manual_seed(0)
-    MTSTModel(tiny_mtst_config()).eval().save_pretrained(path)
-    AutoTokenizer.from_pretrained(backbone_path()).save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="session")
