@@ -293,7 +293,6 @@ def test_gradient_checkpointing_is_delegated_to_the_encoder():
     tester = ModelTester()
     model = tester.model.train()
     model.gradient_checkpointing_enable()
-    assert model.is_gradient_checkpointing
     assert all(layer.gradient_checkpointing for layer in model.encoder_layers())
     out = model(**tester.batch(), task="topic", labels=torch.tensor([0, 1, 2]))
     out.loss.backward()
