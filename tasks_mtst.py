@@ -751,6 +751,48 @@ def _root_cause(err: BaseException) -> BaseException:
     return err
 
 
+def _one_line(text: Any) -> str:
+    """An error message on one line (builders' messages may span several)."""
+    return " ".join(str(text).split())
+
+
+def _json_problem(path: Path) -> str | None:
+    """Where a JSON or JSON-lines file breaks, as 'line N: <reason>' (parsed line by line; error path only)."""
+    try:
+        with _open_binary(path) as raw, io.TextIOWrapper(raw, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError, EOFError, lzma.LZMAError):
+        return None
+    lines = [(number, line) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+    if lines and lines[0][1].lstrip().startswith("["):
+        try:  # one JSON array per line (JSON lines), or one array of records spread over lines
+            json.loads(lines[0][1])
+        except json.JSONDecodeError:
+            try:
+                json.loads(text)
+            except json.JSONDecodeError as err:
+                return f"line {err.lineno}: {err.msg} (column {err.colno})"
+            return None
+    for number, line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            return f"line {number}: {err.msg} (column {err.colno}) in {_short(line, 60)}"
+        if not isinstance(record, dict):
+            return f"line {number}: a JSON {type(record).__name__}, not an object of column values"
+    return None
+
+
+class _DropBuilderErrors(logging.Filter):
+    """The json/csv builders log an error before raising it; the raised error is reported once, as TaskDataError."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR
+
+
+_BUILDER_LOGGERS = ("datasets.packaged_modules.json.json", "datasets.packaged_modules.csv.csv")
+
+
 def _load_file(spec: TaskSpec, path: Path, fmt: str, cache_dir: str | None) -> tuple[datasets.Dataset, _Locator]:
     _check_file(spec, path, fmt)
     kwargs: dict[str, Any] = {}
@@ -775,6 +817,9 @@ def _load_file(spec: TaskSpec, path: Path, fmt: str, cache_dir: str | None) -> t
             middle = ["pos_tags", "chunk_tags"] if n == 4 else [f"column_{i}" for i in range(1, n - 1)]
             columns = [spec.tokens_column, *middle, spec.tags_column]
         kwargs["column_names"] = list(columns)
+    quiet = _DropBuilderErrors()
+    for name in _BUILDER_LOGGERS:
+        logging.getLogger(name).addFilter(quiet)
     try:
         ds = datasets.load_dataset(
             builder, data_files={"train": str(path)}, split="train", cache_dir=cache_dir, **kwargs
@@ -783,9 +828,12 @@ def _load_file(spec: TaskSpec, path: Path, fmt: str, cache_dir: str | None) -> t
         cause = _root_cause(err)
         if "corresponds to no data" in str(cause):
             raise TaskDataError(f"Task '{spec.name}': data file {path} contains no examples.") from err
-        raise TaskDataError(
-            f"Task '{spec.name}': data file {path} could not be read as {fmt}: {type(cause).__name__}: {cause}"
-        ) from err
+        where = _json_problem(path) if fmt == "json" else None
+        reason = where if where else f"{type(cause).__name__}: {_one_line(cause)}"
+        raise TaskDataError(f"Task '{spec.name}': data file {path} could not be read as {fmt}: {reason}.") from err
+    finally:
+        for name in _BUILDER_LOGGERS:
+            logging.getLogger(name).removeFilter(quiet)
     if len(ds) == 0:
         raise TaskDataError(f"Task '{spec.name}': data file {path} contains no examples.")
     locator = _Locator(path, fmt, f"file {path}", csv_sep="\t" if fmt == "tsv" else ",")
@@ -843,10 +891,14 @@ def _require_columns(spec: TaskSpec, ds: datasets.Dataset, locator: _Locator) ->
         needed = [("text_column", spec.text_column), ("label_column", spec.label_column)]
         if spec.text_pair_column:
             needed.append(("text_pair_column", spec.text_pair_column))
-    missing = [f"{column!r} ({key})" for key, column in needed if column not in ds.column_names]
+    missing = [(key, column) for key, column in needed if column not in ds.column_names]
     if missing:
+        hints = []
+        for key, column in missing:
+            close = difflib.get_close_matches(column, ds.column_names, n=1)
+            hints.append(f"{column!r} ({key}{'; did you mean ' + repr(close[0]) + '?' if close else ''})")
         raise TaskDataError(
-            f"Task '{spec.name}': {locator.origin} has no column {', '.join(missing)}; columns present: "
+            f"Task '{spec.name}': {locator.origin} has no column {', '.join(hints)}; columns present: "
             f"{', '.join(ds.column_names)}. Set the task's column keys to the right names."
         )
 
@@ -1226,6 +1278,16 @@ def tokenize_task(
             f"Task '{spec.name}' is a token_classification task and needs a fast tokenizer (word_ids() for label "
             f"alignment); {type(tokenizer).__name__} is not fast. Load it with AutoTokenizer.from_pretrained(..., "
             "use_fast=True) or use a checkpoint with a tokenizer.json."
+        )
+    pair = bool(spec.text_pair_column) and not token
+    count_special = getattr(tokenizer, "num_special_tokens_to_add", None)
+    special = count_special(pair=pair) if callable(count_special) else 0
+    needed = special + (2 if pair else 1)
+    if isinstance(max_seq_length, bool) or not isinstance(max_seq_length, int) or max_seq_length < needed:
+        raise TaskConfigError(
+            f"Task '{spec.name}': max_seq_length={max_seq_length!r} leaves no room for text: the tokenizer adds "
+            f"{special} special token(s){' to a text pair' if pair else ''}, so max_seq_length must be at least "
+            f"{needed} (128 is a common choice)."
         )
     cont = _continuation_ids(spec.labels)
     input_names = ("input_ids", "attention_mask", "token_type_ids")
