@@ -25,6 +25,11 @@ class MTSTConfigError(ValueError):
     """A configuration value is not allowed; the message lists the allowed values."""
 
 
+class MTSTLoadError(MTSTConfigError, OSError):
+    """A model or backbone could not be loaded: missing folder, not a model folder, missing or truncated weights.
+    Both an `OSError` (as transformers' loading errors) and an `MTSTConfigError`."""
+
+
 def _choice(name: str, value, allowed: tuple) -> str:
     if value not in allowed:
         raise MTSTConfigError(f"Unknown {name} {value!r}; allowed values: {', '.join(map(repr, allowed))}.")

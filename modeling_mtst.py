@@ -18,13 +18,15 @@ from transformers.modeling_outputs import SequenceClassifierOutput, TokenClassif
 from transformers.utils import ModelOutput
 
 try:  # loaded as a package module (trust_remote_code copies these files side by side)
-    from .configuration_mtst import MTSTConfig, MTSTConfigError
+    from .configuration_mtst import MTSTConfig, MTSTConfigError, MTSTLoadError
     from .pipeline_mtst import CUSTOM_PIPELINES
 except ImportError:  # loaded from a plain checkout / installed top-level module
-    from configuration_mtst import MTSTConfig, MTSTConfigError
+    from configuration_mtst import MTSTConfig, MTSTConfigError, MTSTLoadError
     from pipeline_mtst import CUSTOM_PIPELINES
 
 IGNORE_INDEX = -100
+SAFE_WEIGHTS_NAME = "model.safetensors"
+SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
 
 # Every auto class an MTST checkpoint answers to; written into config.json so the code travels with the weights.
 AUTO_MAP = {
@@ -145,6 +147,51 @@ SENTENCE_TRANSFORMERS_FILES = {
 }
 
 
+def check_weights_file(path: str | os.PathLike) -> None:
+    """Raise `MTSTLoadError` unless `path` is a complete safetensors file: its header is readable and the file is
+    exactly as long as the tensors it declares (a file cut short by an interrupted write or download fails)."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            header_size = int.from_bytes(f.read(8), "little")
+            if size < 8 or not 0 < header_size <= size - 8:
+                raise ValueError(f"{size} bytes, too short for its header")
+            header = json.loads(f.read(header_size))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        if 8 + header_size + end != size:
+            raise ValueError(f"{size} bytes where its header declares {8 + header_size + end}")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
+        raise MTSTLoadError(
+            f"The weights file {path} is truncated or corrupt ({err}); it was probably cut short by an interrupted "
+            "save or download. Save or download the model again."
+        ) from err
+
+
+def check_weights(folder: str | os.PathLike) -> None:
+    """Raise `MTSTLoadError` unless `folder` holds complete safetensors weights (`model.safetensors`, or every shard
+    of `model.safetensors.index.json`). MTST models are only ever saved, and loaded, as safetensors."""
+    folder = os.path.normpath(folder)
+    index = os.path.join(folder, SAFE_WEIGHTS_INDEX_NAME)
+    if os.path.isfile(index):
+        try:
+            with open(index, encoding="utf-8") as f:
+                shards = sorted(set(json.load(f)["weight_map"].values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            raise MTSTLoadError(f"The weights index {index} is unreadable ({err}); save the model again.") from err
+        files = [os.path.join(folder, shard) for shard in shards]
+    else:
+        files = [os.path.join(folder, SAFE_WEIGHTS_NAME)]
+    for path in files:
+        if not os.path.isfile(path):
+            others = sorted(n for n in os.listdir(folder) if n.startswith("pytorch_model") and n.endswith(".bin"))
+            hint = f" (it has {', '.join(others)}, which MTST does not load: only safetensors)" if others else ""
+            raise MTSTLoadError(
+                f"{folder} has no weights file {os.path.basename(path)}{hint}. Pass a folder written by "
+                "save_pretrained or by the training script."
+            )
+        check_weights_file(path)
+
+
 class MTSTPreTrainedModel(PreTrainedModel):
     config_class = MTSTConfig
     config: MTSTConfig
@@ -155,6 +202,15 @@ class MTSTPreTrainedModel(PreTrainedModel):
     _supports_attention_backend = True
     # The loss is a mean over the batch's labelled positions; the Trainer must not rescale it by a token count.
     accepts_loss_kwargs = False
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """Loads as usual, from safetensors only; a local folder's weights are checked first, so missing or truncated
+        weights raise `MTSTLoadError` (an `OSError`) naming the file instead of a deserialization error."""
+        kwargs.setdefault("use_safetensors", True)
+        if os.path.isdir(pretrained_model_name_or_path) and kwargs["use_safetensors"]:
+            check_weights(os.path.join(pretrained_model_name_or_path, kwargs.get("subfolder") or "."))
+        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Saves as usual, plus the small JSON files that let sentence-transformers load the folder."""
@@ -207,7 +263,20 @@ class MTSTModel(MTSTPreTrainedModel):
         `config_kwargs` are [`MTSTConfig`] arguments (`pooling`, `normalize`, `embedding_dim`, ...);
         `encoder_kwargs` go to `AutoModel.from_pretrained` (`revision`, `cache_dir`, `attn_implementation`, ...).
         """
-        encoder = _load_pretrained_encoder(name_or_path, **(encoder_kwargs or {}))
+        try:
+            weights = os.path.join(str(name_or_path), SAFE_WEIGHTS_NAME)
+            if os.path.isfile(weights):
+                check_weights_file(weights)
+            encoder = _load_pretrained_encoder(name_or_path, **(encoder_kwargs or {}))
+        except MTSTLoadError:
+            raise
+        except (OSError, ValueError, KeyError) as err:  # missing path, not a model folder, unknown model_type, ...
+            reason = " ".join(str(err).split()) or type(err).__name__
+            raise MTSTLoadError(
+                f"Could not load the backbone {str(name_or_path)!r} ({type(err).__name__}: {reason}). Pass a Hub "
+                "model id or a local folder written by save_pretrained (config.json and weights) of an encoder such "
+                "as BERT, MiniLM or RoBERTa."
+            ) from err
         config = MTSTConfig(encoder=encoder.config, tasks=tasks, **config_kwargs)
         model = cls(config)
         model.encoder.load_state_dict(encoder.state_dict())
@@ -235,6 +304,19 @@ class MTSTModel(MTSTPreTrainedModel):
             if module is not None:
                 return module
         return self.encoder.get_input_embeddings()
+
+    def max_sequence_length(self, tokenizer=None) -> int | None:
+        """The longest input the encoder takes, in tokens: its position embeddings (less RoBERTa's padding offset),
+        or the tokenizer's `model_max_length` when that is smaller; None when neither sets a limit."""
+        limits = []
+        positions = getattr(self.config.encoder, "max_position_embeddings", None)
+        if isinstance(positions, int) and positions > 0:
+            padding_idx = getattr(self.embeddings_module(), "padding_idx", None)  # RoBERTa: positions start after it
+            limits.append(positions - (padding_idx + 1 if isinstance(padding_idx, int) else 0))
+        model_max = getattr(tokenizer, "model_max_length", None)
+        if isinstance(model_max, int) and 0 < model_max < 1_000_000:
+            limits.append(model_max)
+        return min(limits) if limits else None
 
     def get_input_embeddings(self):
         return self.encoder.get_input_embeddings()
@@ -364,6 +446,7 @@ class MTSTModel(MTSTPreTrainedModel):
         # Tokenize once, then batch by token count (not characters, which predict token count poorly): on 3,000
         # CoNLL + AG News texts, batches of 32 then carry 23% fewer positions (real / padded tokens 0.75 -> 0.97).
         keep = ("input_ids", "attention_mask", "token_type_ids")
+        max_length = max_length or self.max_sequence_length(tokenizer)
         encoded = tokenizer(sentences, truncation=True, max_length=max_length) if sentences else {"input_ids": []}
         features = [{k: encoded[k][i] for k in keep if k in encoded} for i in range(len(sentences))]
         order = sorted(range(len(sentences)), key=lambda i: -len(features[i]["input_ids"]))

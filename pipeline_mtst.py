@@ -15,6 +15,11 @@ from transformers import AutoModel
 from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.base import ChunkPipeline
 
+try:  # loaded as a package module (trust_remote_code copies these files side by side)
+    from .configuration_mtst import MTSTConfigError
+except ImportError:  # loaded from a plain checkout / installed top-level module
+    from configuration_mtst import MTSTConfigError
+
 PIPELINE_TASK = "multitask"
 CUSTOM_PIPELINES = {
     PIPELINE_TASK: {"impl": "pipeline_mtst.MultiTaskPipeline", "pt": ["AutoModel"], "tf": [], "type": "text"}
@@ -77,7 +82,7 @@ class MultiTaskPipeline(ChunkPipeline):
             tasks = [tasks] if isinstance(tasks, str) else list(tasks)
             unknown = [t for t in tasks if t not in self.model.config.task_names]
             if unknown:
-                raise ValueError(
+                raise MTSTConfigError(
                     f"Unknown task(s) {unknown}; this model's tasks: {', '.join(self.model.config.task_names)}."
                 )
             postprocess["tasks"] = tasks
@@ -88,10 +93,8 @@ class MultiTaskPipeline(ChunkPipeline):
         return preprocess, {}, postprocess
 
     def _window(self, max_length: int | None, stride: int | None) -> tuple[int, int]:
-        limit = self.tokenizer.model_max_length
-        encoder_limit = getattr(self.model.config.encoder, "max_position_embeddings", None)
-        if not limit or limit > 100_000:
-            limit = encoder_limit or 512
+        # the smaller of the tokenizer's and the encoder's limits (a tokenizer may allow more than the positions)
+        limit = self.model.max_sequence_length(self.tokenizer) or 512
         max_length = min(max_length or limit, limit)
         special = self.tokenizer.num_special_tokens_to_add(pair=False)
         if max_length <= special + 1:

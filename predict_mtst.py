@@ -107,7 +107,7 @@ def load_pipeline(model: str | None = None, revision: str | None = None, device:
     import torch
     from transformers import AutoConfig, AutoTokenizer
 
-    from configuration_mtst import MTSTConfig, MTSTConfigError
+    from configuration_mtst import MTSTConfig, MTSTConfigError, MTSTLoadError
     from modeling_mtst import MTSTModel
     from pipeline_mtst import MultiTaskPipeline
 
@@ -116,6 +116,8 @@ def load_pipeline(model: str | None = None, revision: str | None = None, device:
     kwargs = {} if os.path.isdir(model) else {"revision": revision}
     try:
         mtst = MTSTModel.from_pretrained(model, **kwargs).eval()
+    except MTSTLoadError as e:  # missing or truncated weights
+        raise PredictError(f"Could not load the MTST model from '{model}': {e}") from None
     except MTSTConfigError as e:
         raise PredictError(f"'{model}' has an invalid MTST config: {e}") from None
     except (OSError, ValueError) as e:
