@@ -65,6 +65,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from transformers import Trainer, TrainerCallback, TrainingArguments
@@ -104,7 +105,7 @@ LOSS_WEIGHTINGS = ("static", "uncertainty")
 FREEZE_OPTIONS = ("none", "all", "encoder", "embeddings")
 UNFREEZE_UNITS = ("steps", "epochs")
 HEADLINE_METRICS = {"sequence_classification": "accuracy", "token_classification": "f1"}
-LOSS_WEIGHTING_FILE = "mtst_loss_weighting.pt"
+LOSS_WEIGHTING_FILE = "mtst_loss_weighting.safetensors"
 IGNORE_INDEX = -100
 
 
@@ -832,7 +833,8 @@ class _MultiTaskCallback(TrainerCallback):
         if weighting is not None and args.should_save:
             folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
             if os.path.isdir(folder):
-                torch.save(weighting.state_dict(), os.path.join(folder, LOSS_WEIGHTING_FILE))
+                state = {k: v.detach().contiguous() for k, v in weighting.state_dict().items()}
+                save_file(state, os.path.join(folder, LOSS_WEIGHTING_FILE))
 
 
 class MultiTaskTrainer(Trainer):
@@ -877,6 +879,11 @@ class MultiTaskTrainer(Trainer):
         every = _option(args, "gradual_unfreeze_every")
         if isinstance(every, bool) or not isinstance(every, int) or every < 0:
             raise MultiTaskTrainingError(f"`gradual_unfreeze_every` must be an integer >= 0; got {every!r}.")
+        temperature, cap = _option(args, "temperature"), _option(args, "temperature_cap")
+        if not isinstance(temperature, (int, float)) or not (temperature > 0 and math.isfinite(temperature)):
+            raise MultiTaskTrainingError(f"`temperature` must be a positive number; got {temperature!r}.")
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+            raise MultiTaskTrainingError(f"`temperature_cap` must be a positive integer; got {cap!r}.")
         if model is not None:
             self.task_names = list(model.config.task_names)
             if not self.task_names:
@@ -1034,6 +1041,7 @@ class MultiTaskTrainer(Trainer):
             losses = dict(outputs.task_losses or {})
             loss = sum(self._weighted(t, value) for t, value in losses.items())
         if model.training:
+            self._check_finite(losses, loss)
             for t, value in losses.items():
                 i = self.task_names.index(t)
                 self._task_loss_sums[i] += value.detach().to(self._task_loss_sums)
@@ -1051,6 +1059,28 @@ class MultiTaskTrainer(Trainer):
                     inputs["input_ids"].shape[0],
                 )
         return (loss, outputs) if return_outputs else loss
+
+    def _check_finite(self, losses: dict[str, torch.Tensor], loss: torch.Tensor) -> None:
+        """Stop with a `MultiTaskTrainingError` naming the task and the step when a training loss is NaN or inf,
+        before its backward pass: the Trainer would otherwise train on (and only hide from its logs) a loss that
+        turns every weight into NaN. Under DDP the check is agreed by all processes, so all of them stop."""
+        bad = ~torch.isfinite(loss.detach()).reshape(1)
+        if self.accelerator.num_processes > 1:
+            bad = self.accelerator.reduce(bad.to(torch.float32), reduction="sum") > 0
+        if not bool(bad):
+            return
+        step = self.state.global_step + 1
+        values = {t: float(v.detach()) for t, v in losses.items() if not math.isfinite(float(v.detach()))}
+        if not values and not math.isfinite(float(loss.detach())):
+            values = {t: float(loss.detach()) for t in losses}  # finite task losses, non-finite weighted sum
+        which = ", ".join(f"task '{t}' is {v}" for t, v in values.items()) or "a loss on another process is not finite"
+        raise MultiTaskTrainingError(
+            f"Training stopped at step {step} of {self.state.max_steps} (epoch {self.state.epoch or 0.0:.2f}): the "
+            f"training loss of {which}. Training on would turn the weights into NaN. Lower the learning rate "
+            f"(now {self.args.learning_rate:g}), keep gradient clipping on (max_grad_norm, now "
+            f"{self.args.max_grad_norm:g}), and check the starting weights for NaN/inf and that task's data. "
+            "Checkpoints saved before this step are complete."
+        )
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add `loss_<task>` (mean unweighted loss of each task since the last log) and learned task weights."""
@@ -1337,7 +1367,7 @@ class MultiTaskTrainer(Trainer):
                 folder = get_last_checkpoint(self.args.output_dir)
             path = os.path.join(folder, LOSS_WEIGHTING_FILE) if folder else None
             if path and os.path.isfile(path):
-                self.loss_weighting_module.load_state_dict(torch.load(path, map_location=self.args.device))
+                self.loss_weighting_module.load_state_dict(load_file(path, device=str(self.args.device)))
         return super().train(
             resume_from_checkpoint=resume_from_checkpoint,
             trial=trial,

@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 from trainer_helpers import NER_LABELS, TOPIC_LABELS, tiny_model, tokenized_tasks
 from transformers import TrainerCallback
 
@@ -109,7 +110,7 @@ def test_uncertainty_weights_are_trained_and_checkpointed(tasks, tokenizer, tmp_
     weights = trainer.learned_loss_weights()
     assert set(weights) == {"topic", "ner"} and all(w > 0 for w in weights.values())
     assert any("loss_weight_ner" in log for log in trainer.state.log_history)
-    saved = torch.load(os.path.join(args.output_dir, "checkpoint-6", LOSS_WEIGHTING_FILE))
+    saved = load_file(os.path.join(args.output_dir, "checkpoint-6", LOSS_WEIGHTING_FILE))
     assert saved["log_vars"].shape == (2,)
     # the loss: exp(-s) * L + s / 2
     module = trainer.loss_weighting_module
