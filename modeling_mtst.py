@@ -236,6 +236,7 @@ class MTSTModel(MTSTPreTrainedModel):
         config.custom_pipelines = {**CUSTOM_PIPELINES, **(getattr(config, "custom_pipelines", None) or {})}
         self.encoder = _build_encoder(config)
         self._encoder_takes_token_type_ids = "token_type_ids" in inspect.signature(self.encoder.forward).parameters
+        self._max_positions = self.max_sequence_length()
         self.pooling = Pooling(config.pooling)
         hidden = config.encoder.hidden_size
         self.projection = nn.Linear(hidden, config.embedding_dim) if config.embedding_dim else None
@@ -374,6 +375,13 @@ class MTSTModel(MTSTPreTrainedModel):
         if labels is not None and task is None and not isinstance(labels, dict):
             raise ValueError(
                 f"`labels` needs a `task` (one of {', '.join(self.heads)}), or must be a dict {{task: labels}}."
+            )
+        length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+        if self._max_positions is not None and length > self._max_positions:
+            raise MTSTConfigError(
+                f"The input has {length} tokens, more than the {self._max_positions} positions the encoder takes; "
+                f"truncate it (tokenizer(..., truncation=True, max_length={self._max_positions}), or a max_seq_length "
+                f"of at most {self._max_positions})."
             )
         if attention_mask is None:
             shape = input_ids.shape if input_ids is not None else inputs_embeds.shape[:2]
