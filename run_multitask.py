@@ -17,13 +17,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import sys
 from dataclasses import dataclass, field
 
 import datasets
 import transformers
 from transformers import AutoTokenizer, HfArgumentParser, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from configuration_mtst import MTSTConfigError
 from modeling_mtst import MTSTModel
@@ -35,7 +35,12 @@ from tasks_mtst import (
     load_task_specs,
     tokenize_task,
 )
-from trainer_mtst import MultiTaskTrainer, MultiTaskTrainingArguments, MultiTaskTrainingError
+from trainer_mtst import (
+    MultiTaskTrainer,
+    MultiTaskTrainingArguments,
+    MultiTaskTrainingError,
+    last_complete_checkpoint,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +51,14 @@ EXIT_USAGE = 2
 
 class CommandLineError(ValueError):
     """An argument of the command line is invalid."""
+
+
+class ArgumentParser(HfArgumentParser):
+    """`HfArgumentParser` whose errors (unknown choice, bad value) raise `CommandLineError`, reported as one paragraph,
+    instead of printing the usage of every option."""
+
+    def error(self, message: str):
+        raise CommandLineError(f"{message}. See --help for the options.")
 
 
 def default_backbone() -> str | None:
@@ -164,7 +177,7 @@ PARSER_TYPES = (ModelArguments, DataArguments, ScriptTrainingArguments)
 def parse_args(argv: list[str] | None = None):
     """(model_args, data_args, training_args) from the command line, or from one .yaml/.yml/.json file."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser(PARSER_TYPES)
+    parser = ArgumentParser(PARSER_TYPES)
     cpu_ddp = _cpu_only_distributed()
     if len(argv) == 1 and argv[0].lower().endswith((".yaml", ".yml", ".json")):
         path = os.path.abspath(argv[0])
@@ -223,6 +236,41 @@ def resolve_tasks_config(path: str) -> str:
     return beside if os.path.exists(beside) else path
 
 
+def check_model_path(path: str, what: str = "backbone") -> None:
+    """A local `path` must be a model folder (with config.json); anything else is taken as a Hub id."""
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            listing = sorted(os.listdir(path))
+            shown = ", ".join(listing[:8]) + (", ..." if len(listing) > 8 else "") if listing else "nothing"
+            raise CommandLineError(
+                f"The {what} {path} is not a model folder: it has no config.json (it holds {shown}). Pass a Hub "
+                "model id or a folder written by save_pretrained, e.g. an encoder such as BERT or MiniLM."
+            )
+    elif os.path.exists(path):
+        raise CommandLineError(f"The {what} {path} is a file, not a model folder (a folder with config.json).")
+    elif path.startswith((".", "/", "~")) or path.endswith(("/", os.sep)) or path.count("/") > 1:
+        raise CommandLineError(f"The {what} folder {path} does not exist (current directory: {os.getcwd()}).")
+
+
+def _reason(err: BaseException) -> str:
+    text = " ".join(str(err).split())[:600].rstrip(".")
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def load_tokenizer(model_args: ModelArguments):
+    name = model_args.tokenizer_name or model_args.model_name_or_path
+    what = "tokenizer" if model_args.tokenizer_name else "backbone"
+    check_model_path(name, what)
+    try:
+        return AutoTokenizer.from_pretrained(name, cache_dir=model_args.cache_dir)
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        offline = " (offline: HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") else ""
+        raise CommandLineError(
+            f"Could not load a tokenizer from the {what} {name!r}{offline}: {_reason(err)}. Pass a local model folder "
+            "with its tokenizer files, or a Hub model id that can be downloaded."
+        ) from err
+
+
 def is_mtst_checkpoint(path: str) -> bool:
     config = os.path.join(path, "config.json")
     if not os.path.isfile(config):
@@ -258,7 +306,12 @@ def check_checkpoint_tasks(config, specs, path: str) -> None:
 def build_model(model_args: ModelArguments, specs) -> MTSTModel:
     """A fresh MTST on the backbone, or the MTST checkpoint given as model_name_or_path (tasks checked)."""
     path = model_args.model_name_or_path
-    if os.path.isdir(path) and is_mtst_checkpoint(path):
+    check_model_path(path)
+    try:
+        is_mtst = os.path.isdir(path) and is_mtst_checkpoint(path)
+    except (OSError, ValueError) as err:
+        raise CommandLineError(f"The config.json of {path} cannot be read: {_reason(err)}.") from err
+    if is_mtst:
         model = MTSTModel.from_pretrained(path, cache_dir=model_args.cache_dir)
         check_checkpoint_tasks(model.config, specs, path)
         logger.info("Continuing from the MTST checkpoint %s (tasks %s).", path, ", ".join(model.config.task_names))
@@ -319,7 +372,7 @@ def write_model_card(trainer, card_data, output_dir: str, raw_datasets=None, met
         logger.warning("Could not write the model card: %s", err)
 
 
-def push_model_to_hub(training_args) -> None:
+def push_model_to_hub(training_args, token: str | None = None) -> None:
     """Publish `output_dir` (model, code, tokenizer, card) to `--hub_model_id` (default: the output folder's name)
     with `modelcard_mtst.push_to_hub`, using `--hub_token`/HF_TOKEN/the login, `--hub_private_repo` and
     `--hub_revision`. Without `modelcard_mtst`, the Trainer's own `push_to_hub` is used."""
@@ -332,7 +385,7 @@ def push_model_to_hub(training_args) -> None:
     commit = module.push_to_hub(
         training_args.output_dir,
         repo_id,
-        token=training_args.hub_token,
+        token=token or training_args.hub_token,
         private=bool(training_args.hub_private_repo),
         revision=training_args.hub_revision,
         commit_message="Upload MTST model (run_multitask.py)",
@@ -393,14 +446,14 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Scr
     )
     logger.info("Training/evaluation parameters %s", training_args)
 
-    checkpoint = training_args.resume_from_checkpoint
+    checkpoint = training_args.resume_from_checkpoint  # checked by MultiTaskTrainer.train
     if (
         checkpoint is None
         and training_args.do_train
         and training_args.resume_last_checkpoint
         and os.path.isdir(training_args.output_dir)
     ):
-        checkpoint = get_last_checkpoint(training_args.output_dir)
+        checkpoint = last_complete_checkpoint(training_args.output_dir)
         if checkpoint is not None:
             logger.info(
                 "Checkpoint detected, resuming training from %s. Use --resume_last_checkpoint false (or another "
@@ -418,11 +471,9 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Scr
             spec.max_eval_samples = data_args.max_eval_samples
     logger.info("Tasks: %s", ", ".join(f"{s.name} ({s.type})" for s in specs))
 
-    tokenizer = AutoTokenizer.from_pretrained(
-        model_args.tokenizer_name or model_args.model_name_or_path, cache_dir=model_args.cache_dir
-    )
+    tokenizer = load_tokenizer(model_args)
     raw, tokenized = {}, {}
-    with training_args.main_process_first(desc="loading and tokenizing the task data"):
+    with training_args.main_process_first(desc="loading the task data"):
         for spec in specs:
             raw[spec.name] = load_task_data(
                 spec,
@@ -431,11 +482,19 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Scr
                 drop_invalid=data_args.drop_invalid,
                 cache_dir=model_args.cache_dir,
             )
+
+    model = build_model(model_args, specs)  # after the data: labels may be inferred from it
+    limit = model.max_sequence_length()
+    if limit is not None and data_args.max_seq_length > limit:
+        raise CommandLineError(
+            f"--max_seq_length {data_args.max_seq_length} is more than the encoder of {model_args.model_name_or_path} "
+            f"takes: {limit} positions (max_position_embeddings). Use --max_seq_length {limit} or less."
+        )
+    with training_args.main_process_first(desc="tokenizing the task data"):
+        for spec in specs:
             tokenized[spec.name] = tokenize_task(
                 spec, raw[spec.name], tokenizer, data_args.max_seq_length, data_args.label_all_tokens
             )
-
-    model = build_model(model_args, specs)
     if training_args.do_predict:
         missing = [s.name for s in specs if "test" not in tokenized[s.name]]
         if missing:
@@ -443,6 +502,9 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Scr
     # The output folder is published once, at the end, with its MTST card (push_model_to_hub): the Trainer's own
     # pushes would upload on every checkpoint, with training_args.bin and a generic card.
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
+    # The Trainer pickles its arguments into training_args.bin in every checkpoint and in the output folder: the
+    # token must not be among them. It is handed to the push directly.
+    hub_token, training_args.hub_token = training_args.hub_token, None
     trainer = MultiTaskTrainer(
         model=model,
         args=training_args,
@@ -497,8 +559,9 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Scr
     if training_args.do_train and trainer.is_world_process_zero():
         write_model_card(trainer, card_data, training_args.output_dir, raw_datasets=raw, metrics=all_metrics)
         if push_to_hub:
-            push_model_to_hub(training_args)
+            push_model_to_hub(training_args, hub_token)
             if training_args.push_to_hub:  # no modelcard_mtst: the Trainer pushes the folder itself
+                training_args.hub_token = hub_token
                 trainer.push_to_hub()
     if push_to_hub and not training_args.do_train:
         logger.warning("--push_to_hub needs --do_train: nothing was trained, so nothing is pushed.")
@@ -510,17 +573,44 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Scr
     return all_metrics
 
 
+def remove_partial_output(output_dir: str) -> None:
+    """After a failed run that created `output_dir`: remove it unless it holds a complete checkpoint to resume from,
+    so no half-written model is left behind."""
+    if not os.path.isdir(output_dir):
+        return
+    kept = last_complete_checkpoint(output_dir)
+    if kept is not None:
+        logger.warning("The run failed; %s keeps the complete checkpoint %s to resume from.", output_dir, kept)
+        return
+    shutil.rmtree(output_dir, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point: 0 on success, 2 on a bad option, task config or data (one paragraph on stderr)."""
+    """Command-line entry point: 0 on success, 2 on a bad option, task config or data (one paragraph on stderr).
+    A run that fails removes the output folder it created, unless a complete checkpoint is in it."""
+    output_dir = None
     try:
         try:
             model_args, data_args, training_args = parse_args(argv)
         except ValueError as err:  # TrainingArguments' own checks, unknown keys in an argument file, ...
-            raise CommandLineError(str(err)) from err
+            raise CommandLineError(" ".join(str(err).split())) from err
+        if not os.path.exists(training_args.output_dir) and training_args.process_index == 0:
+            output_dir = training_args.output_dir
         run(model_args, data_args, training_args)
     except (TaskConfigError, TaskDataError, MTSTConfigError, MultiTaskTrainingError, CommandLineError) as err:
+        if output_dir is not None:
+            remove_partial_output(output_dir)
         print(f"run_multitask.py: error: {err}", file=sys.stderr, flush=True)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        if output_dir is not None:
+            remove_partial_output(output_dir)
+        print("run_multitask.py: interrupted.", file=sys.stderr, flush=True)
+        return 130
+    except BaseException:
+        if output_dir is not None:
+            remove_partial_output(output_dir)
+        raise
     return 0
 
 

@@ -65,6 +65,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
@@ -74,11 +75,12 @@ from transformers.trainer_utils import (
     PREFIX_CHECKPOINT_DIR,
     EvalPrediction,
     PredictionOutput,
-    get_last_checkpoint,
     seed_worker,
     speed_metrics,
 )
 
+from configuration_mtst import MTSTLoadError
+from modeling_mtst import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, check_weights
 from tasks_mtst import MultiTaskCollator, MultiTaskDataset
 
 __all__ = [
@@ -88,6 +90,9 @@ __all__ = [
     "MultiTaskTrainingError",
     "UncertaintyLossWeighting",
     "apply_static_freezing",
+    "check_resume_checkpoint",
+    "checkpoint_problem",
+    "last_complete_checkpoint",
     "parameter_blocks",
     "sequence_classification_metrics",
     "token_classification_metrics",
@@ -106,11 +111,105 @@ FREEZE_OPTIONS = ("none", "all", "encoder", "embeddings")
 UNFREEZE_UNITS = ("steps", "epochs")
 HEADLINE_METRICS = {"sequence_classification": "accuracy", "token_classification": "f1"}
 LOSS_WEIGHTING_FILE = "mtst_loss_weighting.safetensors"
+TRAINER_STATE_NAME = "trainer_state.json"
 IGNORE_INDEX = -100
 
 
 class MultiTaskTrainingError(ValueError):
     """A multi-task training option is invalid; the message names the option and the allowed values."""
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------------------------------------------------
+
+_CHECKPOINT_RE = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+
+
+def checkpoint_problem(folder: str) -> str | None:
+    """Why `folder` is not a complete Trainer checkpoint (None when it is). The Trainer writes a checkpoint in place
+    (no temporary folder), trainer_state.json last, so a save cut short by a kill lacks it or has truncated weights."""
+    if not os.path.isdir(folder):
+        return "it does not exist"
+    state = os.path.join(folder, TRAINER_STATE_NAME)
+    if not os.path.isfile(state):
+        return f"it has no {TRAINER_STATE_NAME} (the Trainer writes it last, so the save was interrupted)"
+    try:
+        with open(state, encoding="utf-8") as f:
+            json.load(f)
+    except (OSError, ValueError) as err:
+        return f"its {TRAINER_STATE_NAME} is truncated or invalid ({err})"
+    if not any(os.path.isfile(os.path.join(folder, name)) for name in (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME)):
+        return f"it has no {SAFE_WEIGHTS_NAME}"
+    try:
+        check_weights(folder)
+    except MTSTLoadError as err:
+        return f"its weights are truncated or corrupt ({err.__cause__ or err})"
+    return None
+
+
+def last_complete_checkpoint(output_dir: str) -> str | None:
+    """The complete checkpoint-N folder of `output_dir` with the highest N (None if there is none); incomplete ones
+    (a run killed while saving leaves one behind) are skipped with a warning."""
+    if not os.path.isdir(output_dir):
+        return None
+    steps = sorted(
+        ((int(m.group(1)), name) for name in os.listdir(output_dir) if (m := _CHECKPOINT_RE.match(name))),
+        reverse=True,
+    )
+    for _, name in steps:
+        folder = os.path.join(output_dir, name)
+        problem = checkpoint_problem(folder)
+        if problem is None:
+            return folder
+        logger.warning("Skipping the incomplete checkpoint %s: %s.", folder, problem)
+    return None
+
+
+def check_resume_checkpoint(checkpoint: str, model: nn.Module) -> None:
+    """Raise `MultiTaskTrainingError` unless `checkpoint` is complete and holds exactly `model`'s tasks, labels and
+    weight shapes: otherwise the Trainer fails with a size mismatch, or quietly resumes with missing heads."""
+    problem = checkpoint_problem(checkpoint)
+    if problem is not None:
+        parent = os.path.dirname(os.path.normpath(checkpoint))
+        other = last_complete_checkpoint(parent) if _CHECKPOINT_RE.match(os.path.basename(checkpoint)) else None
+        hint = f" The last complete checkpoint there is {other}." if other else ""
+        raise MultiTaskTrainingError(f"Cannot resume from {checkpoint}: {problem}.{hint}")
+    try:
+        with open(os.path.join(checkpoint, "config.json"), encoding="utf-8") as f:
+            saved = json.load(f)
+        saved_tasks = {t["name"]: (t["type"], list(t["labels"])) for t in saved.get("tasks") or []}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise MultiTaskTrainingError(
+            f"Cannot resume from {checkpoint}: its config.json is not an MTST config ({err})."
+        ) from err
+    config = model.config
+    tasks = {t: (config.task_type(t), config.task_labels(t)) for t in config.task_names}
+    problems = [f"task '{t}' is not in the checkpoint" for t in tasks if t not in saved_tasks]
+    problems += [f"the checkpoint has task '{t}', which this model lacks" for t in saved_tasks if t not in tasks]
+    problems += [
+        f"task '{t}' is {kind} with labels {labels} here but {saved_tasks[t][0]} with labels {saved_tasks[t][1]} in "
+        "the checkpoint"
+        for t, (kind, labels) in tasks.items()
+        if t in saved_tasks and saved_tasks[t] != (kind, labels)
+    ]
+    weights = os.path.join(checkpoint, SAFE_WEIGHTS_NAME)
+    if not problems and os.path.isfile(weights):
+        with safe_open(weights, framework="pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        mine = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        differ = sorted(k for k in mine.keys() | shapes.keys() if mine.get(k) != shapes.get(k))
+        if differ:
+            problems.append(
+                f"{len(differ)} weight(s) differ in name or shape (e.g. {differ[0]}: {shapes.get(differ[0])} there, "
+                f"{mine.get(differ[0])} here; another backbone?)"
+            )
+    if problems:
+        raise MultiTaskTrainingError(
+            f"Cannot resume from {checkpoint}: it was trained for other tasks or another model: "
+            f"{'; '.join(problems)}. Resume with the tasks and backbone it was trained with, or start afresh in "
+            "another output folder."
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -1360,13 +1459,17 @@ class MultiTaskTrainer(Trainer):
     # -- checkpoints --------------------------------------------------------------------------------------------------
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
-        """Restore the learned uncertainty weights from the checkpoint (when any) before resuming."""
+        """Check the checkpoint (complete; same tasks, labels and shapes; `True` picks the last complete one) and
+        restore the learned uncertainty weights from it before resuming."""
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise MultiTaskTrainingError(f"No complete checkpoint to resume from in {self.args.output_dir}.")
+        if resume_from_checkpoint:
+            check_resume_checkpoint(resume_from_checkpoint, self.model)
         if self.loss_weighting_module is not None and resume_from_checkpoint:
-            folder = resume_from_checkpoint
-            if isinstance(folder, bool):
-                folder = get_last_checkpoint(self.args.output_dir)
-            path = os.path.join(folder, LOSS_WEIGHTING_FILE) if folder else None
-            if path and os.path.isfile(path):
+            path = os.path.join(resume_from_checkpoint, LOSS_WEIGHTING_FILE)
+            if os.path.isfile(path):
                 self.loss_weighting_module.load_state_dict(load_file(path, device=str(self.args.device)))
         return super().train(
             resume_from_checkpoint=resume_from_checkpoint,
