@@ -147,6 +147,29 @@ SENTENCE_TRANSFORMERS_FILES = {
 }
 
 
+def check_model_folder(path: str | os.PathLike, what: str = "backbone") -> None:
+    """Raise `MTSTLoadError` when `path` is a local path but not a model folder (missing, a file, or a folder without
+    config.json, such as a data folder); anything else is left to be resolved as a Hub id."""
+    path = str(path)
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            listing = sorted(os.listdir(path))
+            shown = ", ".join(listing[:8]) + (", ..." if len(listing) > 8 else "") if listing else "nothing"
+            raise MTSTLoadError(
+                f"The {what} {path} is not a model folder: it has no config.json (it holds {shown}). Pass a Hub "
+                "model id or a folder written by save_pretrained, e.g. an encoder such as BERT or MiniLM."
+            )
+    elif os.path.exists(path):
+        raise MTSTLoadError(f"The {what} {path} is a file, not a model folder (a folder with config.json).")
+    elif path.startswith((".", "/", "~")) or path.endswith(("/", os.sep)) or path.count("/") > 1:
+        raise MTSTLoadError(f"The {what} folder {path} does not exist (current directory: {os.getcwd()}).")
+
+
+def _first_sentence(err: BaseException) -> str:
+    text = " ".join(str(err).split()).split(". ")[0][:400].rstrip(".")
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
 def check_weights_file(path: str | os.PathLike) -> None:
     """Raise `MTSTLoadError` unless `path` is a complete safetensors file: its header is readable and the file is
     exactly as long as the tensors it declares (a file cut short by an interrupted write or download fails)."""
@@ -264,6 +287,7 @@ class MTSTModel(MTSTPreTrainedModel):
         `config_kwargs` are [`MTSTConfig`] arguments (`pooling`, `normalize`, `embedding_dim`, ...);
         `encoder_kwargs` go to `AutoModel.from_pretrained` (`revision`, `cache_dir`, `attn_implementation`, ...).
         """
+        check_model_folder(name_or_path)
         try:
             weights = os.path.join(str(name_or_path), SAFE_WEIGHTS_NAME)
             if os.path.isfile(weights):
@@ -272,9 +296,8 @@ class MTSTModel(MTSTPreTrainedModel):
         except MTSTLoadError:
             raise
         except (OSError, ValueError, KeyError) as err:  # missing path, not a model folder, unknown model_type, ...
-            reason = " ".join(str(err).split()) or type(err).__name__
             raise MTSTLoadError(
-                f"Could not load the backbone {str(name_or_path)!r} ({type(err).__name__}: {reason}). Pass a Hub "
+                f"Could not load the backbone {str(name_or_path)!r} ({_first_sentence(err)}). Pass a Hub "
                 "model id or a local folder written by save_pretrained (config.json and weights) of an encoder such "
                 "as BERT, MiniLM or RoBERTa."
             ) from err

@@ -14,6 +14,7 @@ the run with one paragraph on stderr and exit code 2.
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import os
@@ -26,7 +27,7 @@ import transformers
 from transformers import AutoTokenizer, HfArgumentParser, set_seed
 
 from configuration_mtst import MTSTConfigError
-from modeling_mtst import MTSTModel
+from modeling_mtst import MTSTModel, check_model_folder
 from tasks_mtst import (
     MultiTaskCollator,
     TaskConfigError,
@@ -205,7 +206,19 @@ def parse_args(argv: list[str] | None = None):
         given = {a[2:].split("=", 1)[0].replace("-", "_") for a in argv if a.startswith("--")}
         if cpu_ddp and "use_cpu" not in given:
             argv.append("--use_cpu")
-        model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+        *parsed, remaining = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+        if remaining:
+            options = [option for action in parser._actions for option in action.option_strings]
+            hints = [
+                f"did you mean {close[0]}?"
+                for arg in remaining
+                if arg.startswith("--") and (close := difflib.get_close_matches(arg.split("=")[0], options, n=1))
+            ]
+            raise CommandLineError(
+                f"Unknown argument(s): {' '.join(remaining)}{' (' + '; '.join(hints) + ')' if hints else ''}. "
+                "See --help for the options."
+            )
+        model_args, data_args, training_args = parsed
     if not given & {"do_train", "do_eval", "do_predict"}:
         training_args.do_train = True
         training_args.do_eval = True
@@ -236,31 +249,16 @@ def resolve_tasks_config(path: str) -> str:
     return beside if os.path.exists(beside) else path
 
 
-def check_model_path(path: str, what: str = "backbone") -> None:
-    """A local `path` must be a model folder (with config.json); anything else is taken as a Hub id."""
-    if os.path.isdir(path):
-        if not os.path.isfile(os.path.join(path, "config.json")):
-            listing = sorted(os.listdir(path))
-            shown = ", ".join(listing[:8]) + (", ..." if len(listing) > 8 else "") if listing else "nothing"
-            raise CommandLineError(
-                f"The {what} {path} is not a model folder: it has no config.json (it holds {shown}). Pass a Hub "
-                "model id or a folder written by save_pretrained, e.g. an encoder such as BERT or MiniLM."
-            )
-    elif os.path.exists(path):
-        raise CommandLineError(f"The {what} {path} is a file, not a model folder (a folder with config.json).")
-    elif path.startswith((".", "/", "~")) or path.endswith(("/", os.sep)) or path.count("/") > 1:
-        raise CommandLineError(f"The {what} folder {path} does not exist (current directory: {os.getcwd()}).")
-
-
 def _reason(err: BaseException) -> str:
-    text = " ".join(str(err).split())[:600].rstrip(".")
+    """The error's type and first sentence, on one line."""
+    text = " ".join(str(err).split()).split(". ")[0][:400].rstrip(".")
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
 def load_tokenizer(model_args: ModelArguments):
     name = model_args.tokenizer_name or model_args.model_name_or_path
     what = "tokenizer" if model_args.tokenizer_name else "backbone"
-    check_model_path(name, what)
+    check_model_folder(name, what)
     try:
         return AutoTokenizer.from_pretrained(name, cache_dir=model_args.cache_dir)
     except (OSError, ValueError, TypeError, KeyError) as err:
@@ -306,7 +304,7 @@ def check_checkpoint_tasks(config, specs, path: str) -> None:
 def build_model(model_args: ModelArguments, specs) -> MTSTModel:
     """A fresh MTST on the backbone, or the MTST checkpoint given as model_name_or_path (tasks checked)."""
     path = model_args.model_name_or_path
-    check_model_path(path)
+    check_model_folder(path)
     try:
         is_mtst = os.path.isdir(path) and is_mtst_checkpoint(path)
     except (OSError, ValueError) as err:

@@ -478,7 +478,7 @@ def load_task_specs(path_or_mapping: Any, base_dir: str | os.PathLike | None = N
             data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
         except (json.JSONDecodeError, yaml.YAMLError) as err:
             raise TaskConfigError(
-                f"Task config {source} is not valid {path.suffix.lstrip('.') or 'YAML'}: {err}"
+                f"Task config {source} is not valid {path.suffix.lstrip('.') or 'YAML'}: {_one_line(err)}"
             ) from err
         base = str(base_dir) if base_dir is not None else str(path.resolve().parent)
     else:
