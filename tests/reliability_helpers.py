@@ -1,0 +1,89 @@
+"""Shared helpers of the reliability tests (bad inputs, interruption, determinism, safe loading, offline runs): a
+tiny random backbone with small task files, the command line run in-process or in a subprocess, and checks that an
+error is one paragraph without a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from trainer_helpers import backbone_path, write_task_files
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "run_multitask.py")
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+ENV["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
+ERROR_PREFIX = "run_multitask.py: error: "
+# Fields of all_results.json that measure time, not training.
+TIMING_KEYS = ("_runtime", "_per_second")
+
+
+def make_tiny(folder) -> dict:
+    """A tiny random BERT backbone (64 positions, the MiniLM tokenizer) and topic + ner task files under `folder`."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, max_position_embeddings=64
+    )
+    BertModel(config, add_pooling_layer=False).save_pretrained(folder / "backbone")
+    AutoTokenizer.from_pretrained(backbone_path()).save_pretrained(folder / "backbone")
+    tasks = write_task_files(folder / "data", n_train=40, n_eval=12)
+    return {"backbone": str(folder / "backbone"), "tasks": tasks, "data": str(folder / "data"), "folder": folder}
+
+
+def cli_args(tiny: dict, output_dir, *extra) -> list[str]:
+    return [
+        "--model_name_or_path",
+        tiny["backbone"],
+        "--tasks_config",
+        tiny["tasks"],
+        "--output_dir",
+        str(output_dir),
+        "--max_seq_length",
+        "32",
+        "--per_device_train_batch_size",
+        "4",
+        "--learning_rate",
+        "1e-3",
+        "--disable_tqdm",
+        "true",
+        "--report_to",
+        "none",
+        *extra,
+    ]
+
+
+def run_subprocess(args: list[str], script: str = SCRIPT, timeout: float = 300, **kwargs):
+    return subprocess.run(
+        [sys.executable, script, *map(str, args)],
+        env=kwargs.pop("env", ENV),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=kwargs.pop("cwd", ROOT),
+        **kwargs,
+    )
+
+
+def error_paragraph(stderr: str, prefix: str = ERROR_PREFIX) -> str:
+    """The error message: the last line of stderr, which must start with `prefix`; no traceback anywhere."""
+    assert "Traceback" not in stderr, stderr[-3000:]
+    lines = stderr.rstrip("\n").splitlines()
+    assert lines and lines[-1].startswith(prefix), stderr[-3000:]
+    return lines[-1][len(prefix) :]
+
+
+def write_config(path, tasks: list[dict]) -> str:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump({"tasks": tasks}, f)
+    return str(path)
+
+
+def results_without_timings(path) -> dict:
+    with open(path, encoding="utf-8") as f:
+        results = json.load(f)
+    return {k: v for k, v in results.items() if not k.endswith(TIMING_KEYS)}

@@ -1,0 +1,189 @@
+"""Interruption and determinism of `run_multitask.py` on a tiny model (CPU, one thread).
+
+- A run killed with SIGKILL in the middle of an epoch, then resumed with `--resume_from_checkpoint`, ends with the
+  same weights and the same metrics as an uninterrupted run with the same seed: exactly, bit for bit. The one
+  exception is `train_loss`, the mean loss over the steps the *resumed process* ran (the Trainer does not checkpoint
+  its running loss sum), which is reported and compared as such.
+- transformers 5.23 writes `checkpoint-N` in place, with no temporary folder and rename: the weights, the optimizer,
+  scheduler and RNG states, then `trainer_state.json` last. A kill during a save therefore leaves a folder without
+  `trainer_state.json`, or with a truncated file. Such a folder is skipped when resuming from the last checkpoint
+  (with a warning), and refused with one clear message when named explicitly; it is never loaded.
+- Two runs with the same seed give identical `all_results.json` (timings aside) and identical weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from reliability_helpers import (
+    ENV,
+    ROOT,
+    cli_args,
+    error_paragraph,
+    make_tiny,
+    results_without_timings,
+    run_subprocess,
+)
+from safetensors.torch import load_file
+
+import run_multitask
+from trainer_mtst import checkpoint_problem, last_complete_checkpoint
+
+# 40 train examples per task, batches of 4: 20 steps per epoch, 40 in all; a checkpoint every 5 steps.
+STEPS_PER_EPOCH = 20
+CHECKPOINT_RE = re.compile(r"checkpoint-(\d+)$")
+COMMON = ["--num_train_epochs", "2", "--save_strategy", "steps", "--save_steps", "5", "--seed", "7"]
+COMMON += ["--do_train", "--do_eval"]
+# The killed run sleeps 0.1 s before every training step (numerics untouched), so that the kill lands mid-run.
+THROTTLED = """
+import sys, time
+import run_multitask, trainer_mtst
+step = trainer_mtst.MultiTaskTrainer.training_step
+def slow_step(self, *args, **kwargs):
+    time.sleep(0.1)
+    return step(self, *args, **kwargs)
+trainer_mtst.MultiTaskTrainer.training_step = slow_step
+sys.exit(run_multitask.main(sys.argv[1:]))
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_tiny(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def reference(tiny, tmp_path_factory):
+    """An uninterrupted run (its own process)."""
+    out = tmp_path_factory.mktemp("reference") / "run"
+    result = run_subprocess(cli_args(tiny, out, *COMMON))
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    return out
+
+
+def same_weights(a, b) -> None:
+    first, second = load_file(os.path.join(a, "model.safetensors")), load_file(os.path.join(b, "model.safetensors"))
+    assert first.keys() == second.keys()
+    for name in first:
+        assert torch.equal(first[name], second[name]), name
+
+
+def step_of(checkpoint: str) -> int:
+    return int(CHECKPOINT_RE.match(os.path.basename(checkpoint)).group(1))
+
+
+def test_killed_run_resumes_to_the_same_weights_and_metrics(tiny, reference, tmp_path):
+    out = tmp_path / "killed"
+    log = open(tmp_path / "killed.log", "w")
+    process = subprocess.Popen(
+        [sys.executable, "-c", THROTTLED, *cli_args(tiny, out, *COMMON)], env=ENV, cwd=ROOT, stdout=log, stderr=log
+    )
+    try:
+        deadline = time.monotonic() + 240
+        killed_after = None
+        while process.poll() is None and time.monotonic() < deadline:
+            done = last_complete_checkpoint(str(out)) if out.is_dir() else None
+            # wait for a checkpoint inside the second epoch, so the resume crosses an epoch boundary and an eval
+            if done is not None and step_of(done) > STEPS_PER_EPOCH and step_of(done) % STEPS_PER_EPOCH:
+                killed_after = done
+                process.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.05)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        log.close()
+    assert killed_after is not None, (tmp_path / "killed.log").read_text()[-3000:]
+    assert process.returncode == -signal.SIGKILL
+    assert not (out / "all_results.json").exists()  # killed before the end
+
+    checkpoint = last_complete_checkpoint(str(out))  # the kill may have landed in a later save
+    assert step_of(checkpoint) % STEPS_PER_EPOCH, checkpoint  # mid-epoch
+    result = run_subprocess(cli_args(tiny, out, *COMMON, "--resume_from_checkpoint", checkpoint))
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert f"Resuming training from checkpoint with epoch 1 and global step {step_of(checkpoint)}" in result.stderr
+
+    same_weights(reference, out)
+    expected, resumed = (
+        results_without_timings(reference / "all_results.json"),
+        results_without_timings(out / "all_results.json"),
+    )
+    assert expected.pop("train_loss") > 0 and resumed.pop("train_loss") > 0  # means over different step ranges
+    assert resumed == expected  # exact: every eval metric, epoch, samples, flos
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 2 * STEPS_PER_EPOCH
+
+
+def test_same_seed_gives_identical_results(tiny, reference, tmp_path):
+    out = tmp_path / "again"
+    result = run_subprocess(cli_args(tiny, out, *COMMON))
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert results_without_timings(out / "all_results.json") == results_without_timings(reference / "all_results.json")
+    same_weights(reference, out)
+
+
+def test_half_written_checkpoints_are_skipped_or_refused(tiny, tmp_path, caplog, capsys):
+    out = tmp_path / "run"
+    short = ["--save_strategy", "steps", "--save_steps", "5", "--eval_strategy", "no", "--do_train"]
+    assert run_multitask.main(cli_args(tiny, out, *short, "--max_steps", "10")) == 0
+    assert checkpoint_problem(str(out / "checkpoint-10")) is None
+    # a kill during the save of checkpoint-15 (before trainer_state.json) and during checkpoint-20's weights
+    shutil.copytree(out / "checkpoint-10", out / "checkpoint-15")
+    os.remove(out / "checkpoint-15" / "trainer_state.json")
+    shutil.copytree(out / "checkpoint-10", out / "checkpoint-20")
+    weights = out / "checkpoint-20" / "model.safetensors"
+    with open(weights, "r+b") as f:
+        f.truncate(os.path.getsize(weights) // 2)
+    shutil.copytree(out / "checkpoint-10", out / "checkpoint-25")
+    (out / "checkpoint-25" / "trainer_state.json").write_text('{"global_step": 25, "log_hist')
+    assert "no trainer_state.json" in checkpoint_problem(str(out / "checkpoint-15"))
+    assert "weights are truncated or corrupt" in checkpoint_problem(str(out / "checkpoint-20"))
+    assert "trainer_state.json is truncated or invalid" in checkpoint_problem(str(out / "checkpoint-25"))
+
+    # named explicitly: refused, with the last complete one suggested; nothing is removed
+    for name, reason in (("checkpoint-15", "no trainer_state.json"), ("checkpoint-20", "truncated or corrupt")):
+        argv = cli_args(tiny, out, *short, "--max_steps", "12", "--resume_from_checkpoint", str(out / name))
+        assert run_multitask.main(argv) == 2
+        message = error_paragraph(capsys.readouterr().err)
+        assert message.startswith(f"Cannot resume from {out / name}: ") and reason in message
+        assert message.endswith(f"The last complete checkpoint there is {out / 'checkpoint-10'}.")
+        assert (out / name).is_dir() and (out / "checkpoint-10").is_dir()
+
+    # found by itself: the incomplete ones are skipped, training resumes from checkpoint-10
+    caplog.clear()
+    assert run_multitask.main(cli_args(tiny, out, *short, "--max_steps", "12")) == 0
+    for name in ("checkpoint-25", "checkpoint-20", "checkpoint-15"):
+        assert f"Skipping the incomplete checkpoint {out / name}" in caplog.text
+    assert f"resuming training from {out / 'checkpoint-10'}" in caplog.text
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 12
+
+
+def test_failed_run_leaves_no_half_written_output_folder(tiny, tmp_path, capsys):
+    """A run that fails after the Trainer created the output folder (here: a NaN loss at step 2) removes it, unless it
+    holds a complete checkpoint; a folder that existed before is never removed."""
+    out = tmp_path / "nan"
+    nan = ["--learning_rate", "1e6", "--warmup_steps", "0", "--do_train"]
+    assert run_multitask.main(cli_args(tiny, out, *nan)) == 2
+    assert "Training stopped at step 2" in error_paragraph(capsys.readouterr().err)
+    assert not out.exists()
+
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert run_multitask.main(cli_args(tiny, out, *nan)) == 2
+    assert (out / "notes.txt").read_text() == "mine"
+
+    kept = tmp_path / "kept"
+    steps = ["--save_strategy", "steps", "--save_steps", "1", "--warmup_steps", "0", "--do_train"]
+    assert run_multitask.main(cli_args(tiny, kept, *steps, "--learning_rate", "1e6")) == 2
+    assert sorted(p.name for p in kept.iterdir()) == ["checkpoint-1"]  # step 1 was finite: kept to resume from
+    assert checkpoint_problem(str(kept / "checkpoint-1")) is None
