@@ -1177,8 +1177,8 @@ class MultiTaskTrainer(Trainer):
             f"Training stopped at step {step} of {self.state.max_steps} (epoch {self.state.epoch or 0.0:.2f}): the "
             f"training loss of {which}. Training on would turn the weights into NaN. Lower the learning rate "
             f"(now {self.args.learning_rate:g}), keep gradient clipping on (max_grad_norm, now "
-            f"{self.args.max_grad_norm:g}), and check the starting weights for NaN/inf and that task's data. "
-            "Checkpoints saved before this step are complete."
+            f"{self.args.max_grad_norm:g}), and check the starting weights for NaN/inf and that task's data."
+            + (" Checkpoints saved before this step are complete." if self.args.save_strategy != "no" else "")
         )
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
