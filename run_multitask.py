@@ -583,6 +583,16 @@ def remove_partial_output(output_dir: str) -> None:
     shutil.rmtree(output_dir, ignore_errors=True)
 
 
+def close_distributed() -> None:
+    """After a successful multi-process run: wait for every rank, then tear the process group down, rather than
+    leaving gloo/NCCL to be destroyed at interpreter exit (which can abort a rank after the model was saved)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point: 0 on success, 2 on a bad option, task config or data (one paragraph on stderr).
     A run that fails removes the output folder it created, unless a complete checkpoint is in it."""
@@ -595,6 +605,7 @@ def main(argv: list[str] | None = None) -> int:
         if not os.path.exists(training_args.output_dir) and training_args.process_index == 0:
             output_dir = training_args.output_dir
         run(model_args, data_args, training_args)
+        close_distributed()
     except (TaskConfigError, TaskDataError, MTSTConfigError, MultiTaskTrainingError, CommandLineError) as err:
         if output_dir is not None:
             remove_partial_output(output_dir)
