@@ -2,7 +2,7 @@ PYTHON ?= python
 # The CPU build of torch is installed first and pinned, so that no CUDA wheels are pulled in.
 TORCH ?= torch==2.13.0
 
-.PHONY: install test test-slow style quality train
+.PHONY: install test test-slow style quality bench bench-full
 
 install:
 	$(PYTHON) -m pip install -q "$(TORCH)"
@@ -21,3 +21,10 @@ style:
 quality:
 	ruff check .
 	ruff format --check .
+
+# Benchmarks (need ../shared/data): speed and quality ratios against baselines run in the same process.
+bench:
+	$(PYTHON) benchmarks/run_all.py
+
+bench-full:
+	$(PYTHON) benchmarks/run_all.py --full-quality
