@@ -1,0 +1,157 @@
+#!/usr/bin/env python
+"""Run the five MTST benchmarks one after another (each in its own process) and print the table of ratios.
+
+    python benchmarks/run_all.py                  # 1-3 and 5 at their default sizes, quality with --quick
+    python benchmarks/run_all.py --full-quality   # quality on the full data (adds 30-50 minutes on 2 CPU cores)
+    python benchmarks/run_all.py --quick          # every benchmark at a small size (smoke test)
+    python benchmarks/run_all.py --only embeddings memory
+    python benchmarks/run_all.py --summary-only   # just rebuild the table from benchmarks/results/*.json
+
+Writes benchmarks/results/summary.md and summary.json (besides each benchmark's own files).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_common as bc  # noqa: E402
+
+BENCHMARKS = {
+    "embeddings": ("bench_embeddings.py", [], ["--n_conll", "250", "--n_ag", "250"]),
+    "multitask_inference": ("bench_multitask_inference.py", [], ["--n_conll", "100", "--n_ag", "100"]),
+    "training": ("bench_training.py", [], ["--ner_examples", "320", "--topic_examples", "192"]),
+    "quality": ("bench_quality.py", ["--quick"], ["--quick"]),
+    "memory": ("bench_memory.py", [], ["--repeats", "1", "--n_texts", "128"]),
+}
+
+
+def _load(name: str) -> dict | None:
+    path = os.path.join(bc.RESULTS_DIR, f"{name}.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def summary_rows(quality_name: str) -> list[tuple]:
+    rows = []
+    emb = _load("embeddings")
+    if emb:
+        t = emb["targets"]
+        rows.append(
+            (
+                "1 embeddings: throughput MTST / sentence-transformers",
+                t["throughput_ratio"]["value"],
+                ">= 1.0",
+                t["throughput_ratio"]["met"],
+            )
+        )
+        rows.append(
+            (
+                "1 embeddings: min cosine vs sentence-transformers",
+                f"{t['min_cosine']['value']:.6f}",
+                ">= 0.9999",
+                t["min_cosine"]["met"],
+            )
+        )
+    inf = _load("multitask_inference")
+    if inf:
+        for key, label in (("model_level_ratio", "model level"), ("pipeline_level_ratio", "pipeline level")):
+            if key in inf["targets"]:
+                t = inf["targets"][key]
+                rows.append((f"2 multi-task inference ({label}): 3 models / MTST", t["value"], ">= 2.7", t["met"]))
+    tr = _load("training")
+    if tr:
+        for name, r in tr["results"].items():
+            if name == "trainer":
+                continue
+            target = ">= 1.0 (stretch 1.3)" if name == tr["targets"].get("tokens_per_s_ratio", {}).get("side") else ""
+            met = r["ratio_vs_trainer"] >= 1.0 if target else None
+            rows.append((f"3 training real tokens/s: {name} / Trainer", r["ratio_vs_trainer"], target, met))
+        eff = ", ".join(f"{n} {r['padding_efficiency']:.2f}" for n, r in tr["results"].items())
+        rows.append((f"3 training padding efficiency: {eff}", None, "", None))
+    q = _load(quality_name)
+    if q:
+        for key, label in (("predict_ner_f1", "CoNLL test F1"), ("eval_topic_accuracy", "AG News held-out acc.")):
+            if key in q["targets"]:
+                t = q["targets"][key]
+                rows.append(
+                    (
+                        f"4 quality{' (quick)' if 'quick' in quality_name else ''}: {label} joint - single (points; "
+                        f"single {100 * t['single']:.2f}, joint {100 * t['joint']:.2f})",
+                        t["diff_points"],
+                        ">= -0.3",
+                        t["met"],
+                    )
+                )
+    mem = _load("memory")
+    if mem:
+        r = mem["ratios"]
+        rows.append(("5 memory: parameters 3 models / MTST", r["parameters"], "", None))
+        rows.append(("5 memory: peak RSS 3 models / MTST", r["peak_rss"], "", None))
+        rows.append(
+            ("5 memory: peak RSS above interpreter floor, 3 models / MTST", r["peak_rss_above_interpreter"], "", None)
+        )
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="every benchmark at a small size")
+    parser.add_argument("--full-quality", action="store_true", help="quality benchmark on the full data")
+    parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS))
+    parser.add_argument("--summary-only", action="store_true", help="only rebuild the summary from the results")
+    args = parser.parse_args(argv)
+
+    bc.require_data()
+    here = os.path.dirname(os.path.abspath(__file__))
+    walls, failed = {}, []
+    if not args.summary_only:
+        for name in args.only:
+            script, default_args, quick_args = BENCHMARKS[name]
+            extra = quick_args if args.quick else default_args
+            if name == "quality" and args.full_quality:
+                extra = []
+            cmd = [sys.executable, os.path.join(here, script), *extra]
+            print(f"\n=== {name}: python benchmarks/{script} {' '.join(extra)}", flush=True)
+            t0 = time.perf_counter()
+            rc = subprocess.call(cmd, cwd=bc.REPO_ROOT)
+            walls[name] = time.perf_counter() - t0
+            print(f"=== {name}: exit {rc}, {walls[name] / 60:.1f} min", flush=True)
+            if rc != 0:
+                failed.append(name)
+
+    quality_name = "quality" if args.full_quality or (args.summary_only and _load("quality")) else "quality_quick"
+    rows = summary_rows(quality_name)
+    table = bc.markdown_table(["benchmark", "value", "target", "met"], rows)
+    print("\n" + table)
+    markdown = (
+        "# MTST benchmarks: summary\n\nRatios are MTST against the baseline measured in the same process "
+        "(see each benchmark's own file in this folder for settings, raw timings and the exact command).\n\n"
+        + table
+        + (
+            f"\n\nWall time per benchmark (min): {', '.join(f'{k} {v / 60:.1f}' for k, v in walls.items())}"
+            if walls
+            else ""
+        )
+    )
+    bc.write_results(
+        "summary",
+        {
+            "rows": [dict(zip(("benchmark", "value", "target", "met"), r)) for r in rows],
+            "wall_s": walls,
+            "failed": failed,
+        },
+        markdown,
+    )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
