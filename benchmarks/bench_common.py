@@ -17,7 +17,8 @@ import time
 from collections.abc import Callable, Sequence
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RESULTS_DIR = os.path.join(REPO_ROOT, "benchmarks", "results")
+# Where results go: benchmarks/results (committed), or MTST_BENCH_RESULTS (run_all.py --quick uses a temporary folder).
+RESULTS_DIR = os.environ.get("MTST_BENCH_RESULTS") or os.path.join(REPO_ROOT, "benchmarks", "results")
 # The converted public datasets live beside the repository (../shared/data), never inside it.
 DEFAULT_DATA_DIR = os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "data"))
 DATA_DIR = os.path.normpath(os.environ.get("MTST_BENCH_DATA") or DEFAULT_DATA_DIR)

@@ -3,7 +3,7 @@
 
     python benchmarks/run_all.py                  # 1-3 and 5 at their default sizes, quality with --quick
     python benchmarks/run_all.py --full-quality   # quality on the full data (adds 30-50 minutes on 2 CPU cores)
-    python benchmarks/run_all.py --quick          # every benchmark at a small size (smoke test)
+    python benchmarks/run_all.py --quick          # all at a small size (smoke test; results in a temp folder)
     python benchmarks/run_all.py --only embeddings memory
     python benchmarks/run_all.py --summary-only   # just rebuild the table from benchmarks/results/*.json
 
@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -107,7 +108,19 @@ def main(argv=None) -> int:
     parser.add_argument("--full-quality", action="store_true", help="quality benchmark on the full data")
     parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS))
     parser.add_argument("--summary-only", action="store_true", help="only rebuild the summary from the results")
+    parser.add_argument(
+        "--results_dir",
+        default=None,
+        help="where the result files go (default: benchmarks/results; with --quick a temporary folder, so that smoke "
+        "runs never overwrite the committed results)",
+    )
     args = parser.parse_args(argv)
+    if args.results_dir is None and args.quick:
+        args.results_dir = os.path.join(tempfile.gettempdir(), "mtst-bench-quick-results")
+    if args.results_dir:
+        bc.RESULTS_DIR = os.path.abspath(args.results_dir)
+        os.environ["MTST_BENCH_RESULTS"] = bc.RESULTS_DIR
+    print(f"results: {bc.RESULTS_DIR}", flush=True)
 
     bc.require_data()
     here = os.path.dirname(os.path.abspath(__file__))
