@@ -12,6 +12,7 @@ from collections import defaultdict
 import pytest
 import torch
 import yaml
+from reliability_helpers import cli_args as tiny_args
 from safetensors.torch import load_file
 from trainer_helpers import backbone_path, write_task_files
 
@@ -38,26 +39,6 @@ def tiny(tmp_path_factory):
     AutoTokenizer.from_pretrained(backbone_path()).save_pretrained(folder / "backbone")
     tasks = write_task_files(folder / "data", n_train=40, n_eval=12)
     return {"backbone": str(folder / "backbone"), "tasks": tasks, "folder": folder}
-
-
-def tiny_args(tiny, output_dir, *extra):
-    return [
-        "--model_name_or_path",
-        tiny["backbone"],
-        "--tasks_config",
-        tiny["tasks"],
-        "--output_dir",
-        str(output_dir),
-        "--max_seq_length",
-        "32",
-        "--per_device_train_batch_size",
-        "4",
-        "--learning_rate",
-        "1e-3",
-        "--disable_tqdm",
-        "true",
-        *extra,
-    ]
 
 
 def test_defaults(monkeypatch, tmp_path):
