@@ -73,6 +73,8 @@ SEQUENCE, TOKEN = TASK_TYPES
 # "bio" is accepted as a name for iob2, "io" as a name for plain tags ("none").
 TAG_SCHEMES = ("iob2", "bio", "iob1", "none", "io")
 SPLITS = ("train", "validation", "test")
+# The Hub's automatic parquet export of a dataset: one folder per config, {config}/{split}/NNNN.parquet.
+PARQUET_EXPORT_REVISION = "refs/convert/parquet"
 HEAD_OPTIONS = ("dropout", "layer_norm", "activation", "hidden_size")
 FORMATS = ("json", "csv", "tsv", "parquet", "conll")
 IGNORE_INDEX = -100
@@ -123,7 +125,8 @@ class TaskSpec:
         type: ``"sequence_classification"`` or ``"token_classification"``.
         dataset: Hub dataset id (exclusive with ``data_files``).
         dataset_config: Hub dataset config name.
-        revision: Hub revision, e.g. ``refs/convert/parquet``.
+        revision: Hub revision: a branch, tag or commit sha, or ``refs/convert/parquet`` (the Hub's parquet
+            export, where ``dataset_config`` names the export's folder of that config).
         data_files: ``{split: path or [paths]}`` with splits ``train`` (required), ``validation``, ``test``.
         text_column, text_pair_column, label_column: sequence task columns.
         tokens_column, tags_column, tag_scheme: token task columns and tag scheme (``iob2``/``bio``, ``iob1``
@@ -840,6 +843,39 @@ def _load_file(spec: TaskSpec, path: Path, fmt: str, cache_dir: str | None) -> t
     return ds, locator
 
 
+def _hub_load_problem(spec: TaskSpec, name: str, at: str, err: BaseException) -> str:
+    """Why a Hub dataset could not be loaded, in one paragraph: a missing repo or revision says where it looked and
+    which revisions exist; anything else gives the underlying error."""
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    chain: list[BaseException] = []  # err and its causes, as Python would print them (`from None` ends it)
+    while err is not None and all(err is not e for e in chain):
+        chain.append(err)
+        err = err.__cause__ if err.__cause__ is not None or err.__suppress_context__ else err.__context__
+    head = f"Task '{spec.name}': dataset {name}"
+    if any(isinstance(e, RevisionNotFoundError) for e in chain):
+        try:
+            refs = HfApi().list_repo_refs(spec.dataset, repo_type="dataset")
+            groups = [("branches", refs.branches), ("tags", refs.tags), ("parquet export", refs.converts)]
+            exists = "; ".join(f"{kind}: {', '.join(r.name for r in found)}" for kind, found in groups if found)
+            exists = f" It has {exists}." if exists else ""
+        except Exception:  # the listing is a courtesy; the missing revision is the error
+            exists = ""
+        return (
+            f"{head} has no revision '{spec.revision}' on the Hub ({constants.ENDPOINT}).{exists} Set `revision:` "
+            "to a branch, a tag or a commit sha of the dataset."
+        )
+    if any(isinstance(e, (RepositoryNotFoundError, datasets.exceptions.DatasetNotFoundError)) for e in chain):
+        return (
+            f"{head}{at} was not found on the Hub ({constants.ENDPOINT}): {_one_line(chain[-1])} Check the "
+            "`dataset:` value (`owner/name`); a private or gated dataset needs a token with access (log in with "
+            "`hf auth login` or set HF_TOKEN)."
+        )
+    cause = chain[-1]
+    return f"{head}{at} could not be loaded: {type(cause).__name__}: {_one_line(cause)}"
+
+
 def _load_raw(spec: TaskSpec, cache_dir: str | None) -> dict[str, list[tuple[datasets.Dataset, _Locator]]]:
     """{split: [(raw dataset, locator) per file]} for the task's files or Hub dataset."""
     raw: dict[str, list[tuple[datasets.Dataset, _Locator]]] = {}
@@ -851,19 +887,20 @@ def _load_raw(spec: TaskSpec, cache_dir: str | None) -> dict[str, list[tuple[dat
                 raw.setdefault(split, []).append(_load_file(spec, resolved, fmt, cache_dir))
         return raw
     name = spec.dataset + (f" ({spec.dataset_config})" if spec.dataset_config else "")
+    at = f" at revision {spec.revision}" if spec.revision else ""
+    config, kwargs = spec.dataset_config, {}
+    if spec.revision == PARQUET_EXPORT_REVISION and spec.dataset_config:
+        # The Hub's parquet export keeps each config in a folder of its own ({config}/{split}/NNNN.parquet) and no
+        # card naming the configs, so datasets sees one 'default' config there: read the config's folder instead.
+        config, kwargs = None, {"data_dir": spec.dataset_config}
     try:
-        dsd = datasets.load_dataset(spec.dataset, spec.dataset_config, revision=spec.revision, cache_dir=cache_dir)
+        dsd = datasets.load_dataset(spec.dataset, config, revision=spec.revision, cache_dir=cache_dir, **kwargs)
     except Exception as err:
-        cause = _root_cause(err)
-        raise TaskDataError(
-            f"Task '{spec.name}': dataset {name}"
-            f"{' at revision ' + spec.revision if spec.revision else ''} could not be loaded: "
-            f"{type(cause).__name__}: {cause}"
-        ) from err
+        raise TaskDataError(_hub_load_problem(spec, name, at, err)) from err
     if "train" not in dsd:
         raise TaskDataError(
-            f"Task '{spec.name}': dataset {name} has no 'train' split (it has {', '.join(dsd)}); a train split is "
-            "required."
+            f"Task '{spec.name}': dataset {name}{at} has no 'train' split (it has {', '.join(dsd)}); a train split "
+            "is required."
         )
     for split in SPLITS:
         if split in dsd:

@@ -1,7 +1,8 @@
 """A small Hugging Face Hub server for tests: repos, commits and downloads on 127.0.0.1, standard library only.
 
 It speaks the part of the Hub protocol that `huggingface_hub` (and through it `transformers`' `push_to_hub` /
-`from_pretrained`, `sentence-transformers` and `HfFileSystem`) uses to create repos, commit files and download them:
+`from_pretrained`, `sentence-transformers`, `HfFileSystem` and `datasets`' `load_dataset` / `push_to_hub`) uses to
+create repos, commit files and download them:
 
 - `POST /api/repos/create`, `DELETE /api/repos/delete`, `GET /api/whoami-v2`, `POST /api/validate-yaml`
 - `GET /api/{type}s/{ns}/{name}` and `.../revision/{rev}`: repo info (`sha`, `siblings`, `config`, `cardData`)
@@ -13,7 +14,9 @@ It speaks the part of the Hub protocol that `huggingface_hub` (and through it `t
 - `HEAD|GET /[{type}s/]{ns}/{name}/resolve/{rev}/{path}` with `X-Repo-Commit`, `ETag` (the git blob sha1, as the
   Hub sends for regular files), `Content-Length` and single `Range` requests.
 
-Every commit gets a 40-hex id, so `revision=<sha>` works as well as branch names, tags and `refs/pr/N`. Writes
+Every commit gets a 40-hex id, so `revision=<sha>` works as well as branch names, tags, `refs/pr/N` and
+`refs/convert/parquet` (the Hub's automatic parquet export of a dataset, written here by `commit_files(...,
+revision="refs/convert/parquet")`: a history of its own, listed under `converts` by `.../refs`). Writes
 need `Authorization: Bearer <server.token>` (401 otherwise); reads are anonymous unless the repo is private.
 Every request (method, path, headers) is kept in `server.requests`, and `server.files_containing(needle)` searches
 everything ever committed, so a test can check that a token never leaked into an uploaded file.
@@ -119,11 +122,17 @@ class _Repo:
     branches: dict[str, str] = field(default_factory=dict)  # name -> commit oid
     tags: dict[str, str] = field(default_factory=dict)
     pulls: dict[int, str] = field(default_factory=dict)  # N -> commit oid (ref refs/pr/N)
+    converts: dict[str, str] = field(default_factory=dict)  # name -> commit oid (ref refs/convert/name)
     commits: dict[str, _Commit] = field(default_factory=dict)
 
     def resolve(self, revision: str) -> str | None:
-        """Commit oid of a branch, tag, `refs/pr/N`, `refs/heads|tags/x`, full sha or unique sha prefix."""
-        for prefix, table in (("refs/heads/", self.branches), ("refs/tags/", self.tags), ("", self.branches)):
+        """Commit oid of a branch, tag, `refs/pr/N`, `refs/convert/x`, `refs/heads|tags/x`, full sha or sha prefix."""
+        for prefix, table in (
+            ("refs/heads/", self.branches),
+            ("refs/tags/", self.tags),
+            ("refs/convert/", self.converts),
+            ("", self.branches),
+        ):
             if revision.startswith(prefix) and revision[len(prefix) :] in table:
                 return table[revision[len(prefix) :]]
         if revision in self.tags:
@@ -216,10 +225,20 @@ class HubServer:
         revision: str = "main",
         repo_type: str = "model",
     ) -> str:
-        """Commit `files` (path -> content) directly (no HTTP) to branch `revision`; returns the commit sha."""
+        """Commit `files` (path -> content) directly (no HTTP) to branch `revision` (or to `refs/convert/<name>`);
+        returns the commit sha."""
         adds = {path: data.encode() if isinstance(data, str) else data for path, data in files.items()}
         with self._lock:
             return self._commit(self._repo(repo_type, repo_id), revision, adds, list(deletions), message, "")
+
+    def create_tag(self, repo_id: str, tag: str, revision: str = "main", *, repo_type: str = "model") -> str:
+        """Tag the commit that `revision` points to (no HTTP); returns its sha."""
+        with self._lock:
+            repo = self._repo(repo_type, repo_id)
+            if tag in repo.tags:
+                raise HubServerError(409, f"Tag already exists: {tag}")
+            repo.tags[tag] = self._resolve(repo, revision)
+            return repo.tags[tag]
 
     def head(self, repo_id: str, revision: str = "main", *, repo_type: str = "model") -> str:
         """The commit sha that `revision` points to."""
@@ -335,10 +354,16 @@ class HubServer:
         parent: str | None = None,
         pr: bool = False,
     ) -> str:
-        """Apply additions/deletions on top of `branch` (or `parent`); move the branch, or open a PR ref."""
+        """Apply additions/deletions on top of `branch` (or `parent`); move the branch, or open a PR ref.
+
+        `branch` may be `refs/convert/<name>`: its first commit starts a history of its own (no files, no parent),
+        as the Hub's parquet converter does."""
+        convert = branch[len("refs/convert/") :] if branch.startswith("refs/convert/") else None
+        if convert is not None and not _NAME.match(convert):
+            raise HubServerError(400, f"Invalid convert ref: {branch}")
         if parent is None:
-            parent = repo.branches.get(branch)
-            if parent is None and repo.commits:
+            parent = repo.converts.get(convert) if convert is not None else repo.branches.get(branch)
+            if parent is None and repo.commits and convert is None:
                 raise HubServerError(404, f"Invalid rev id: {branch}", "RevisionNotFound")
         files = dict(repo.commits[parent].files) if parent else {}
         for item in deletions:
@@ -361,6 +386,8 @@ class HubServer:
         if pr:
             number = max(repo.pulls, default=0) + 1
             repo.pulls[number] = oid
+        elif convert is not None:
+            repo.converts[convert] = oid
         else:
             repo.branches[branch] = oid
             if branch == "main":
@@ -756,7 +783,11 @@ class _Handler(BaseHTTPRequestHandler):
         def refs(table, kind):
             return [{"name": n, "ref": f"refs/{kind}/{n}", "targetCommit": o} for n, o in sorted(table.items())]
 
-        out = {"branches": refs(repo.branches, "heads"), "tags": refs(repo.tags, "tags"), "converts": []}
+        out = {
+            "branches": refs(repo.branches, "heads"),
+            "tags": refs(repo.tags, "tags"),
+            "converts": refs(repo.converts, "convert"),
+        }
         if _flag(self.query, "include_prs"):
             out["pullRequests"] = [
                 {"name": f"refs/pr/{n}", "ref": f"refs/pr/{n}", "targetCommit": o}

@@ -278,3 +278,55 @@ def test_sentence_transformers_and_remote_code_round_trip(hub_server, tmp_path):
     out = hub_server.run_client(LOAD_ST_AND_REMOTE_CODE, tmp_path, args=[expected], cwd=loader_dir).stdout
     assert out.strip().splitlines()[-1] == "ok"
     assert hub_server.files_containing(hub_server.token) == []
+
+
+REFS = r"""
+import json
+from huggingface_hub import HfApi, hf_hub_download
+from huggingface_hub.errors import HfHubHTTPError
+
+api = HfApi()
+refs = api.list_repo_refs("user/refs", repo_type="dataset")
+export = "refs/convert/parquet"
+out = {
+    "branches": {r.name: r.target_commit for r in refs.branches},
+    "tags": {r.name: r.target_commit for r in refs.tags},
+    "converts": {r.ref: r.target_commit for r in refs.converts},
+    "export_sha": api.dataset_info("user/refs", revision=export).sha,
+    "export_files": sorted(api.list_repo_files("user/refs", repo_type="dataset", revision=export)),
+    "export_file": open(hf_hub_download("user/refs", "cfg/train/0000.parquet", repo_type="dataset",
+                                        revision=export), "rb").read().decode(),
+    "tagged_file": open(hf_hub_download("user/refs", "a.txt", repo_type="dataset", revision="v1.0"),
+                        "rb").read().decode(),
+}
+try:
+    api.upload_file(path_or_fileobj=b"x", path_in_repo="x.txt", repo_id="user/refs", repo_type="dataset",
+                    revision=export)
+    out["commit_to_export"] = 200
+except HfHubHTTPError as e:
+    out["commit_to_export"] = e.response.status_code
+print(json.dumps(out))
+"""
+
+
+def test_tags_and_the_parquet_export_ref(hub_server, tmp_path):
+    """A tag made with `create_tag` and the `refs/convert/parquet` history: listed by `list_repo_refs`, resolved by
+    repo info, tree listing and downloads; the export has its own history and takes no commits over HTTP."""
+    hub_server.create_repo("user/refs", repo_type="dataset")
+    v1 = hub_server.commit_files("user/refs", {"a.txt": "one"}, repo_type="dataset")
+    assert hub_server.create_tag("user/refs", "v1.0", repo_type="dataset") == v1
+    v2 = hub_server.commit_files("user/refs", {"a.txt": "two"}, repo_type="dataset")
+    export = hub_server.commit_files(
+        "user/refs", {"cfg/train/0000.parquet": "rows"}, revision="refs/convert/parquet", repo_type="dataset"
+    )
+    assert hub_server.commits("user/refs", "refs/convert/parquet", repo_type="dataset") == [export]  # no parent
+    exported = hub_server.list_files("user/refs", "refs/convert/parquet", repo_type="dataset")
+    assert exported == ["cfg/train/0000.parquet"]  # none of main's files
+
+    got = json.loads(hub_server.run_client(REFS, tmp_path).stdout.strip().splitlines()[-1])
+    assert got["branches"] == {"main": v2} and got["tags"] == {"v1.0": v1}
+    assert got["converts"] == {"refs/convert/parquet": export} and got["export_sha"] == export
+    assert got["export_files"] == ["cfg/train/0000.parquet"] and got["export_file"] == "rows"
+    assert got["tagged_file"] == "one"
+    assert got["commit_to_export"] == 400
+    assert hub_server.head("user/refs", "refs/convert/parquet", repo_type="dataset") == export  # unchanged
