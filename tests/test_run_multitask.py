@@ -161,14 +161,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def accelerate_launch(args, timeout=300):
+def ddp_on_cpu(processes: int = 2) -> bool:
+    """Whether `processes` processes launched on this machine train on CPU (gloo): run_multitask's own rule (fewer
+    CUDA GPUs than processes on the machine), applied to this machine's GPU count. With a GPU each, they use NCCL."""
+    return run_multitask.distributed_on_cpu(processes, processes, torch.cuda.device_count())
+
+
+def accelerate_launch(args, timeout=300, processes=2):
+    """`accelerate launch --multi_gpu` (torchrun: one process per rank) of run_multitask.py on this machine. The script
+    decides the device: CPU and gloo when the machine has fewer GPUs than `processes` (none, or one: two processes on
+    GPU 0 make NCCL fail), a GPU per process and NCCL otherwise."""
     command = [
         sys.executable,
         "-m",
         "accelerate.commands.launch",
         "--multi_gpu",
         "--num_processes",
-        "2",
+        str(processes),
         "--num_machines",
         "1",
         "--main_process_port",
@@ -181,6 +190,48 @@ def accelerate_launch(args, timeout=300):
         *args,
     ]
     return subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def check_ddp_devices(log: str, processes: int = 2) -> None:
+    """Every rank ran distributed, on CPU when ddp_on_cpu() says so, else on its own GPU."""
+    devices = dict(re.findall(r"Process rank: (\d+), device: (\S+), n_gpu: \d+, distributed training: True", log))
+    if ddp_on_cpu(processes):  # Accelerate names the CPU device "cpu" or "cpu:0"
+        devices = {rank: device.split(":")[0] for rank, device in devices.items()}
+    expected = {str(r): "cpu" if ddp_on_cpu(processes) else f"cuda:{r}" for r in range(processes)}
+    assert devices == expected, (devices, log[-3000:])
+
+
+@pytest.mark.parametrize(
+    "world_size, local_processes, gpus, on_cpu",
+    [
+        ("1", "1", 0, False),  # one process: the Trainer picks the device itself
+        ("1", "1", 1, False),
+        ("2", "2", 0, True),  # no GPU: gloo
+        ("2", "2", 1, True),  # two processes would share GPU 0, which NCCL refuses
+        ("2", "2", 2, False),  # a GPU each: NCCL
+        ("3", "3", 2, True),
+        ("4", "2", 2, False),  # two machines with 2 processes and 2 GPUs each
+        ("2", "1", 1, False),  # two machines with one GPU and one process each
+        ("2", "1", 0, True),  # two CPU machines
+        ("2", None, 0, True),  # a launcher that does not set LOCAL_WORLD_SIZE: one process per machine assumed
+        ("2", None, 1, False),
+    ],
+)
+def test_distributed_runs_fall_back_to_cpu_with_fewer_gpus_than_processes(
+    monkeypatch, world_size, local_processes, gpus, on_cpu
+):
+    monkeypatch.setenv("WORLD_SIZE", world_size)
+    if local_processes is None:
+        monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    else:
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", local_processes)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    assert run_multitask._cpu_only_distributed() is on_cpu
+    if local_processes is not None:
+        assert run_multitask.distributed_on_cpu(int(world_size), int(local_processes), gpus) is on_cpu
+        if world_size == local_processes:  # the launch helper of these tests follows the same rule
+            assert ddp_on_cpu(int(world_size)) is on_cpu
 
 
 def steps_by_rank(log: str) -> dict:
@@ -197,7 +248,7 @@ def test_two_processes_train_the_same_task_at_every_step(tiny, tmp_path):
     )
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-3000:]
-    assert "distributed training: True" in log
+    check_ddp_devices(log)
     steps = steps_by_rank(log)
     # 80 examples, 4 per batch, 2 ranks x 2 micro-steps per step: 3 steps per task and epoch (one a split tail)
     assert len(steps) == 2 * 6 * 2
@@ -220,6 +271,8 @@ def test_interrupted_ddp_run_resumes_to_the_same_weights(tiny, tmp_path):
         "no",
         "--do_train",
     ]
+    if not ddp_on_cpu():  # NCCL on GPUs: exact equality needs deterministic kernels (embedding backward)
+        common.append("--full_determinism")
     full = accelerate_launch(tiny_args(tiny, tmp_path / "full", *common, "--num_train_epochs", "3"))
     assert full.returncode == 0, (full.stdout + full.stderr)[-3000:]
     cut_args = tiny_args(tiny, tmp_path / "cut", *common, "--save_strategy", "steps", "--save_steps", "14")
