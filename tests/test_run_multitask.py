@@ -290,6 +290,93 @@ def test_interrupted_ddp_run_resumes_to_the_same_weights(tiny, tmp_path):
         assert torch.equal(reference[name], final[name]), name
 
 
+MULTINODE_CONFIG = os.path.join(ROOT, "docs", "accelerate_multinode.yaml")
+DIGEST_ENTRY = os.path.join(ROOT, "tests", "weights_digest_entry.py")  # run_multitask.py + a weights digest per rank
+WEIGHTS_LINE = re.compile(r"\[mtst-weights\] rank=(\d+) sha256=([0-9a-f]{64})")
+
+
+def launch_two_machines(tmp_path, script_args, timeout=300):
+    """Two "machines" on loopback, one CPU process each (gloo), started at once, each in its own working directory
+    (`machine0/`, `machine1/`), so a relative --output_dir is each machine's own view of the output folder. Machine 0
+    is launched with the README's command line, machine 1 with docs/accelerate_multinode.yaml (rank, address, port,
+    process count and precision replaced). Returns the two logs; both launches must succeed."""
+    port = free_port()
+    launch = [sys.executable, "-m", "accelerate.commands.launch"]
+    flags = ["--multi_gpu", "--num_machines", "2", "--machine_rank", "0", "--main_process_ip", "127.0.0.1"]
+    flags += ["--main_process_port", str(port), "--num_processes", "2", "--mixed_precision", "no"]
+    config = yaml.safe_load(open(MULTINODE_CONFIG, encoding="utf-8"))
+    assert (config["distributed_type"], config["num_machines"]) == ("MULTI_GPU", 2)
+    config.update(machine_rank=1, main_process_ip="127.0.0.1", main_process_port=port, num_processes=2)
+    config.update(mixed_precision="no")
+    config_file = tmp_path / "machine1.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    commands = [[*launch, *flags], [*launch, "--config_file", str(config_file)]]
+    # each "machine" sees no GPU (one physical GPU shared by both would make NCCL fail), so both train on CPU
+    env = {**ENV, "CUDA_VISIBLE_DEVICES": ""}
+    logs, processes = [tmp_path / f"machine{r}.log" for r in (0, 1)], []
+    try:
+        for rank in (0, 1):
+            (tmp_path / f"machine{rank}").mkdir()
+            with open(logs[rank], "w") as log:  # files, not pipes: a full pipe would block one rank and both hang
+                processes.append(
+                    subprocess.Popen(
+                        [*commands[rank], DIGEST_ENTRY, *script_args],
+                        cwd=tmp_path / f"machine{rank}",
+                        env=env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
+        codes = [process.wait(timeout=timeout) for process in processes]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                os.killpg(process.pid, 9)
+                process.wait()
+    texts = [log.read_text() for log in logs]
+    for rank in (0, 1):
+        assert codes[rank] == 0, f"machine {rank} failed:\n{texts[rank][-3000:]}"
+    return texts
+
+
+def test_two_machines_train_the_same_task_at_every_step_and_only_the_main_one_writes(tiny, tmp_path):
+    """`accelerate launch --num_machines 2 --machine_rank {0,1} ...` on loopback: both ranks train the same task at
+    every step, end with identical weights, and only the main process writes the output folder."""
+    script_args = tiny_args(tiny, "out", "--num_train_epochs", "1", "--log_task_per_step", "--do_train", "--do_eval")
+    logs = launch_two_machines(tmp_path, script_args)
+    log = "\n".join(logs)
+    for rank, text in enumerate(logs):  # the global rank is the machine's: one process per machine
+        assert re.search(r"Process rank: 0, device: cpu(:0)?, n_gpu: 0, distributed training: True", text), text[
+            -3000:
+        ]
+        assert {int(r) for r, *_ in STEP_LINE.findall(text)} == {rank}, text[-3000:]
+    steps = steps_by_rank(log)
+    # 40 examples per task, 4 per batch, 2 ranks: 5 steps per task in the epoch
+    assert len(steps) == 10
+    for key, tasks in steps.items():
+        assert set(tasks) == {0, 1} and tasks[0] == tasks[1], (key, tasks)
+    assert sorted(tasks[0] for tasks in steps.values()) == ["ner"] * 5 + ["topic"] * 5
+
+    digests = dict(WEIGHTS_LINE.findall(log))
+    assert set(digests) == {"0", "1"} and digests["0"] == digests["1"], digests
+    out = tmp_path / "machine0" / "out"
+    sys.path.insert(0, os.path.dirname(DIGEST_ENTRY))
+    from weights_digest_entry import weights_digest
+
+    from modeling_mtst import MTSTModel
+
+    assert weights_digest(MTSTModel.from_pretrained(out)) == digests["0"]  # the saved model is the ranks' model
+    for name in ("config.json", "model.safetensors", "modeling_mtst.py", "tokenizer.json", "all_results.json"):
+        assert (out / name).exists(), name
+    # machine 1 writes nothing of its own but the Trainer's per-process RNG state in each checkpoint, which it
+    # needs to resume (with a shared output folder it lands beside the main process's checkpoint files)
+    written = sorted(str(p.relative_to(tmp_path / "machine1")) for p in (tmp_path / "machine1").rglob("*"))
+    rng_files = [p for p in written if re.fullmatch(r"out/checkpoint-\d+/rng_state_1\.pth", p)]
+    assert set(written) - set(rng_files) <= {"out", *(os.path.dirname(p) for p in rng_files)}, written
+    assert not list(out.rglob("rng_state_1.pth"))
+
+
 @pytest.mark.slow
 def test_bare_default_run(tmp_path):
     """`python run_multitask.py` with no argument: MiniLM on the sample data, trains, evaluates, saves (minutes)."""
