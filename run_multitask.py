@@ -235,8 +235,8 @@ def parse_args(argv: list[str] | None = None):
 
 def distributed_on_cpu(world_size: int, local_processes: int, gpus: int) -> bool:
     """Whether a run of `world_size` processes, `local_processes` of them on this machine, must train on CPU (gloo)
-    for want of one CUDA GPU per local process. NCCL needs a GPU of its own for every process: with fewer (none, or
-    2 processes on a 1-GPU machine), Accelerate would put several processes on the same GPU and NCCL would stop."""
+    for want of one CUDA GPU per local process. NCCL needs a GPU of its own for every process: with fewer (say 2
+    processes on a 1-GPU machine), Accelerate would put several processes on the same GPU and NCCL would stop."""
     return world_size > 1 and gpus < local_processes
 
 
