@@ -57,6 +57,43 @@ def group_entities(text: str, words: list[tuple[int, int, str, float]]) -> list[
     return [{k: e[k] for k in ("entity_group", "score", "word", "start", "end")} for e in entities]
 
 
+def text_windows(tokenizer, text: str, max_length: int, stride: int) -> list[dict]:
+    """Overlapping windows of at most `max_length` tokens (special tokens included) that together hold every token of
+    `text`; each window repeats the last `stride` text tokens of the one before. Every window is a dict of lists:
+    `input_ids`, `attention_mask` (and `token_type_ids` when the tokenizer makes them), `offset_mapping` (character
+    offsets into `text`) and `word_ids` (the word's index in the whole text; None for special tokens).
+
+    The text is tokenized once, whole, and cut here, rather than by the tokenizer's `return_overflowing_tokens`:
+    how the overflow is split depends on the `tokenizers` release (0.23.2 returns a single, short second window for
+    a long text and drops the rest), so windows cut by the tokenizer differ between installs. A fast tokenizer is
+    needed (offsets and word ids)."""
+    call = {"truncation": False, "padding": False, "verbose": False}
+    enc = tokenizer(text, return_offsets_mapping=True, **call)
+    bare = tokenizer(text, add_special_tokens=False, **call)["input_ids"]
+    ids, n = list(enc["input_ids"]), len(bare)
+    # the special tokens around the text (e.g. [CLS] ... [SEP]): where the bare text tokens sit in the full encoding
+    first = next((k for k in range(len(ids) - n + 1) if ids[k : k + n] == list(bare)), None)
+    if first is None:
+        raise ValueError(
+            f"The tokenizer {type(tokenizer).__name__} adds special tokens inside the text, not only around it: the "
+            "multitask pipeline cannot split long texts into windows with it."
+        )
+    body = max_length - (len(ids) - n)  # text tokens per window
+    if not 0 <= stride < body:
+        raise ValueError(f"stride must be in [0, {body}) for max_length={max_length}; got {stride}.")
+    names = [key for key in ("input_ids", "attention_mask", "token_type_ids", "offset_mapping") if key in enc]
+    columns = {name: list(enc[name]) for name in names}
+    columns["word_ids"] = enc.word_ids()
+    windows, start = [], 0
+    while True:
+        end = min(start + body, n)
+        keep = [*range(first), *range(first + start, first + end), *range(first + n, len(ids))]
+        windows.append({name: [values[i] for i in keep] for name, values in columns.items()})
+        if end >= n:
+            return windows
+        start = end - stride
+
+
 class MultiTaskPipeline(ChunkPipeline):
     """
     Every task's answer for each input text, from one forward pass per window:
@@ -108,25 +145,15 @@ class MultiTaskPipeline(ChunkPipeline):
         if not isinstance(text, str):
             raise TypeError(f"The multitask pipeline takes strings; got {type(text).__name__}.")
         max_length, stride = self._window(max_length, stride)
-        enc = self.tokenizer(
-            text,
-            truncation=True,
-            max_length=max_length,
-            stride=stride,
-            return_overflowing_tokens=True,
-            return_offsets_mapping=True,
-        )
-        names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in enc]
-        n_windows = len(enc["input_ids"])
-        for i in range(n_windows):
+        windows = text_windows(self.tokenizer, text, max_length, stride)
+        for i, window in enumerate(windows):
             # word ids shifted by one, so that 0 (also the padding value) means "no word"
-            word_ids = [-1 if w is None else w for w in enc.word_ids(i)]
+            word_ids = [-1 if w is None else w for w in window.pop("word_ids")]
             yield {
-                **{n: torch.tensor([enc[n][i]]) for n in names},
-                "offset_mapping": torch.tensor([enc["offset_mapping"][i]]),
+                **{name: torch.tensor([values]) for name, values in window.items()},
                 "word_ids": torch.tensor([word_ids]) + 1,
                 "text": text,
-                "is_last": i == n_windows - 1,
+                "is_last": i == len(windows) - 1,
             }
 
     def _forward(self, model_inputs):

@@ -233,12 +233,33 @@ def parse_args(argv: list[str] | None = None):
     return model_args, data_args, training_args
 
 
+def distributed_on_cpu(world_size: int, local_processes: int, gpus: int) -> bool:
+    """Whether a run of `world_size` processes, `local_processes` of them on this machine, must train on CPU (gloo)
+    for want of one CUDA GPU per local process. NCCL needs a GPU of its own for every process: with fewer (say 2
+    processes on a 1-GPU machine), Accelerate would put several processes on the same GPU and NCCL would stop."""
+    return world_size > 1 and gpus < local_processes
+
+
 def _cpu_only_distributed() -> bool:
-    """Launched as one of several processes (accelerate launch / torchrun) on a machine without CUDA: the training
-    arguments need use_cpu=True, or Accelerate sees no distributed setup and every process trains alone."""
+    """Launched as one of several processes (accelerate launch / torchrun) on a machine with fewer CUDA GPUs than it
+    runs processes: the training arguments need use_cpu=True, or Accelerate would either see no distributed setup
+    (no GPU: every process trains alone) or give several processes the same GPU (NCCL fails). LOCAL_WORLD_SIZE
+    (set by torchrun, and so by accelerate launch) counts this machine's processes; without it, one is assumed."""
     import torch
 
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    on_cpu = distributed_on_cpu(world_size, local_processes, gpus)
+    if on_cpu and gpus and os.environ.get("LOCAL_RANK", "0") == "0":
+        logger.warning(
+            "%d processes on this machine but only %d CUDA GPU(s): training on CPU with gloo (NCCL needs a GPU per "
+            "process). Launch at most %d process(es) per machine to train on the GPUs.",
+            local_processes,
+            gpus,
+            gpus,
+        )
+    return on_cpu
 
 
 def resolve_tasks_config(path: str) -> str:

@@ -88,3 +88,17 @@ def tiny_model():
 
     torch.manual_seed(0)
     return MTSTModel(tiny_mtst_config()).eval()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` need a CUDA GPU: skipped where torch.cuda.is_available() is False."""
+    gpu_tests = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_tests:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+    for item in gpu_tests:
+        item.add_marker(skip)

@@ -259,6 +259,36 @@ def test_multitask_pipeline_covers_long_texts_completely(tmp_path, tokenizer):
     assert all(text[e["start"] : e["end"]] == e["word"] for e in answer["ner"])
 
 
+@pytest.mark.parametrize("max_length,stride", [(32, 8), (16, 0), (8, 5), (512, 100)])
+def test_pipeline_windows_hold_every_token_with_the_stride_overlap(tokenizer, max_length, stride):
+    """The windows are cut by the pipeline from one whole-text encoding, so they do not depend on how the installed
+    tokenizers release splits overflowing tokens (0.23.2 dropped all but one short overflow window)."""
+    from pipeline_mtst import text_windows
+
+    text = " ".join(f"word{i} naïve, co-operate!" for i in range(120))
+    whole = tokenizer(text, add_special_tokens=False)["input_ids"]
+    windows = text_windows(tokenizer, text, max_length, stride)
+    assert len(windows) == max(1, -(-(len(whole) - stride) // (max_length - 2 - stride)))
+    rebuilt = []
+    for i, window in enumerate(windows):
+        ids = window["input_ids"]
+        assert len(ids) <= max_length and ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id
+        assert all(len(values) == len(ids) for values in window.values())
+        assert window["word_ids"][0] is None and window["word_ids"][-1] is None
+        body = ids[1:-1]
+        if i:  # each window repeats the last `stride` tokens of the one before
+            assert body[:stride] == rebuilt[len(rebuilt) - stride :]
+            body = body[stride:]
+        rebuilt += body
+        for (start, end), token in zip(window["offset_mapping"][1:-1], ids[1:-1]):
+            piece = tokenizer.convert_ids_to_tokens(token).removeprefix("##")
+            assert tokenizer.backend_tokenizer.normalizer.normalize_str(text[start:end]) == piece
+    assert rebuilt == whole
+    assert text_windows(tokenizer, "short", max_length, stride) == [
+        {k: v for k, v in tokenizer("short", return_offsets_mapping=True).items()} | {"word_ids": [None, 0, None]}
+    ]
+
+
 def test_group_entities_decodes_bio():
     from pipeline_mtst import group_entities
 

@@ -161,14 +161,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def accelerate_launch(args, timeout=300):
+def ddp_on_cpu(processes: int = 2) -> bool:
+    """Whether `processes` processes launched on this machine train on CPU (gloo): run_multitask's own rule (fewer
+    CUDA GPUs than processes on the machine), applied to this machine's GPU count. With a GPU each, they use NCCL."""
+    return run_multitask.distributed_on_cpu(processes, processes, torch.cuda.device_count())
+
+
+def accelerate_launch(args, timeout=300, processes=2):
+    """`accelerate launch --multi_gpu` (torchrun: one process per rank) of run_multitask.py on this machine. The script
+    decides the device: CPU and gloo when the machine has fewer GPUs than `processes` (none, or one: two processes on
+    GPU 0 make NCCL fail), a GPU per process and NCCL otherwise."""
     command = [
         sys.executable,
         "-m",
         "accelerate.commands.launch",
         "--multi_gpu",
         "--num_processes",
-        "2",
+        str(processes),
         "--num_machines",
         "1",
         "--main_process_port",
@@ -181,6 +190,48 @@ def accelerate_launch(args, timeout=300):
         *args,
     ]
     return subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def check_ddp_devices(log: str, processes: int = 2) -> None:
+    """Every rank ran distributed, on CPU when ddp_on_cpu() says so, else on its own GPU."""
+    devices = dict(re.findall(r"Process rank: (\d+), device: (\S+), n_gpu: \d+, distributed training: True", log))
+    if ddp_on_cpu(processes):  # Accelerate names the CPU device "cpu" or "cpu:0"
+        devices = {rank: device.split(":")[0] for rank, device in devices.items()}
+    expected = {str(r): "cpu" if ddp_on_cpu(processes) else f"cuda:{r}" for r in range(processes)}
+    assert devices == expected, (devices, log[-3000:])
+
+
+@pytest.mark.parametrize(
+    "world_size, local_processes, gpus, on_cpu",
+    [
+        ("1", "1", 0, False),  # one process: the Trainer picks the device itself
+        ("1", "1", 1, False),
+        ("2", "2", 0, True),  # no GPU: gloo
+        ("2", "2", 1, True),  # two processes would share GPU 0, which NCCL refuses
+        ("2", "2", 2, False),  # a GPU each: NCCL
+        ("3", "3", 2, True),
+        ("4", "2", 2, False),  # two machines with 2 processes and 2 GPUs each
+        ("2", "1", 1, False),  # two machines with one GPU and one process each
+        ("2", "1", 0, True),  # two CPU machines
+        ("2", None, 0, True),  # a launcher that does not set LOCAL_WORLD_SIZE: one process per machine assumed
+        ("2", None, 1, False),
+    ],
+)
+def test_distributed_runs_fall_back_to_cpu_with_fewer_gpus_than_processes(
+    monkeypatch, world_size, local_processes, gpus, on_cpu
+):
+    monkeypatch.setenv("WORLD_SIZE", world_size)
+    if local_processes is None:
+        monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    else:
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", local_processes)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    assert run_multitask._cpu_only_distributed() is on_cpu
+    if local_processes is not None:
+        assert run_multitask.distributed_on_cpu(int(world_size), int(local_processes), gpus) is on_cpu
+        if world_size == local_processes:  # the launch helper of these tests follows the same rule
+            assert ddp_on_cpu(int(world_size)) is on_cpu
 
 
 def steps_by_rank(log: str) -> dict:
@@ -197,7 +248,7 @@ def test_two_processes_train_the_same_task_at_every_step(tiny, tmp_path):
     )
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-3000:]
-    assert "distributed training: True" in log
+    check_ddp_devices(log)
     steps = steps_by_rank(log)
     # 80 examples, 4 per batch, 2 ranks x 2 micro-steps per step: 3 steps per task and epoch (one a split tail)
     assert len(steps) == 2 * 6 * 2
@@ -220,6 +271,8 @@ def test_interrupted_ddp_run_resumes_to_the_same_weights(tiny, tmp_path):
         "no",
         "--do_train",
     ]
+    if not ddp_on_cpu():  # NCCL on GPUs: exact equality needs deterministic kernels (embedding backward)
+        common.append("--full_determinism")
     full = accelerate_launch(tiny_args(tiny, tmp_path / "full", *common, "--num_train_epochs", "3"))
     assert full.returncode == 0, (full.stdout + full.stderr)[-3000:]
     cut_args = tiny_args(tiny, tmp_path / "cut", *common, "--save_strategy", "steps", "--save_steps", "14")
@@ -235,6 +288,93 @@ def test_interrupted_ddp_run_resumes_to_the_same_weights(tiny, tmp_path):
     assert reference.keys() == final.keys()
     for name in reference:
         assert torch.equal(reference[name], final[name]), name
+
+
+MULTINODE_CONFIG = os.path.join(ROOT, "docs", "accelerate_multinode.yaml")
+DIGEST_ENTRY = os.path.join(ROOT, "tests", "weights_digest_entry.py")  # run_multitask.py + a weights digest per rank
+WEIGHTS_LINE = re.compile(r"\[mtst-weights\] rank=(\d+) sha256=([0-9a-f]{64})")
+
+
+def launch_two_machines(tmp_path, script_args, timeout=300):
+    """Two "machines" on loopback, one CPU process each (gloo), started at once, each in its own working directory
+    (`machine0/`, `machine1/`), so a relative --output_dir is each machine's own view of the output folder. Machine 0
+    is launched with the README's command line, machine 1 with docs/accelerate_multinode.yaml (rank, address, port,
+    process count and precision replaced). Returns the two logs; both launches must succeed."""
+    port = free_port()
+    launch = [sys.executable, "-m", "accelerate.commands.launch"]
+    flags = ["--multi_gpu", "--num_machines", "2", "--machine_rank", "0", "--main_process_ip", "127.0.0.1"]
+    flags += ["--main_process_port", str(port), "--num_processes", "2", "--mixed_precision", "no"]
+    config = yaml.safe_load(open(MULTINODE_CONFIG, encoding="utf-8"))
+    assert (config["distributed_type"], config["num_machines"]) == ("MULTI_GPU", 2)
+    config.update(machine_rank=1, main_process_ip="127.0.0.1", main_process_port=port, num_processes=2)
+    config.update(mixed_precision="no")
+    config_file = tmp_path / "machine1.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    commands = [[*launch, *flags], [*launch, "--config_file", str(config_file)]]
+    # each "machine" sees no GPU (one physical GPU shared by both would make NCCL fail), so both train on CPU
+    env = {**ENV, "CUDA_VISIBLE_DEVICES": ""}
+    logs, processes = [tmp_path / f"machine{r}.log" for r in (0, 1)], []
+    try:
+        for rank in (0, 1):
+            (tmp_path / f"machine{rank}").mkdir()
+            with open(logs[rank], "w") as log:  # files, not pipes: a full pipe would block one rank and both hang
+                processes.append(
+                    subprocess.Popen(
+                        [*commands[rank], DIGEST_ENTRY, *script_args],
+                        cwd=tmp_path / f"machine{rank}",
+                        env=env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
+        codes = [process.wait(timeout=timeout) for process in processes]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                os.killpg(process.pid, 9)
+                process.wait()
+    texts = [log.read_text() for log in logs]
+    for rank in (0, 1):
+        assert codes[rank] == 0, f"machine {rank} failed:\n{texts[rank][-3000:]}"
+    return texts
+
+
+def test_two_machines_train_the_same_task_at_every_step_and_only_the_main_one_writes(tiny, tmp_path):
+    """`accelerate launch --num_machines 2 --machine_rank {0,1} ...` on loopback: both ranks train the same task at
+    every step, end with identical weights, and only the main process writes the output folder."""
+    script_args = tiny_args(tiny, "out", "--num_train_epochs", "1", "--log_task_per_step", "--do_train", "--do_eval")
+    logs = launch_two_machines(tmp_path, script_args)
+    log = "\n".join(logs)
+    for rank, text in enumerate(logs):  # the global rank is the machine's: one process per machine
+        assert re.search(r"Process rank: 0, device: cpu(:0)?, n_gpu: 0, distributed training: True", text), text[
+            -3000:
+        ]
+        assert {int(r) for r, *_ in STEP_LINE.findall(text)} == {rank}, text[-3000:]
+    steps = steps_by_rank(log)
+    # 40 examples per task, 4 per batch, 2 ranks: 5 steps per task in the epoch
+    assert len(steps) == 10
+    for key, tasks in steps.items():
+        assert set(tasks) == {0, 1} and tasks[0] == tasks[1], (key, tasks)
+    assert sorted(tasks[0] for tasks in steps.values()) == ["ner"] * 5 + ["topic"] * 5
+
+    digests = dict(WEIGHTS_LINE.findall(log))
+    assert set(digests) == {"0", "1"} and digests["0"] == digests["1"], digests
+    out = tmp_path / "machine0" / "out"
+    sys.path.insert(0, os.path.dirname(DIGEST_ENTRY))
+    from weights_digest_entry import weights_digest
+
+    from modeling_mtst import MTSTModel
+
+    assert weights_digest(MTSTModel.from_pretrained(out)) == digests["0"]  # the saved model is the ranks' model
+    for name in ("config.json", "model.safetensors", "modeling_mtst.py", "tokenizer.json", "all_results.json"):
+        assert (out / name).exists(), name
+    # machine 1 writes nothing of its own but the Trainer's per-process RNG state in each checkpoint, which it
+    # needs to resume (with a shared output folder it lands beside the main process's checkpoint files)
+    written = sorted(str(p.relative_to(tmp_path / "machine1")) for p in (tmp_path / "machine1").rglob("*"))
+    rng_files = [p for p in written if re.fullmatch(r"out/checkpoint-\d+/rng_state_1\.pth", p)]
+    assert set(written) - set(rng_files) <= {"out", *(os.path.dirname(p) for p in rng_files)}, written
+    assert not list(out.rglob("rng_state_1.pth"))
 
 
 @pytest.mark.slow
