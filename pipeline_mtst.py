@@ -63,17 +63,23 @@ def text_windows(tokenizer, text: str, max_length: int, stride: int) -> list[dic
     `input_ids`, `attention_mask` (and `token_type_ids` when the tokenizer makes them), `offset_mapping` (character
     offsets into `text`) and `word_ids` (the word's index in the whole text; None for special tokens).
 
-    The text is tokenized once, whole, and cut here, rather than by the tokenizer's `return_overflowing_tokens`:
-    how the overflow is split depends on the `tokenizers` release (0.23.2 returns a single, short second window for
-    a long text and drops the rest), so windows cut by the tokenizer differ between installs. A fast tokenizer is
-    needed (offsets and word ids)."""
-    call = {"truncation": False, "padding": False, "verbose": False}
-    enc = tokenizer(text, return_offsets_mapping=True, **call)
-    bare = tokenizer(text, add_special_tokens=False, **call)["input_ids"]
-    ids, n = list(enc["input_ids"]), len(bare)
-    # the special tokens around the text (e.g. [CLS] ... [SEP]): where the bare text tokens sit in the full encoding
-    first = next((k for k in range(len(ids) - n + 1) if ids[k : k + n] == list(bare)), None)
-    if first is None:
+    The text is tokenized once, whole (with its special-tokens mask), and cut here, rather than by the tokenizer's
+    `return_overflowing_tokens`: how the overflow is split depends on the `tokenizers` release (0.23.2 returns a
+    single, short second window for a long text and drops the rest), so windows cut by the tokenizer differ between
+    installs. A fast tokenizer is needed (offsets and word ids)."""
+    enc = tokenizer(
+        text,
+        truncation=False,
+        padding=False,
+        verbose=False,
+        return_offsets_mapping=True,
+        return_special_tokens_mask=True,
+    )
+    ids, special = list(enc["input_ids"]), list(enc.pop("special_tokens_mask"))
+    # the special tokens around the text (e.g. [CLS] ... [SEP]): the text tokens must form one run between them
+    text_positions = [k for k, flag in enumerate(special) if not flag]
+    first, n = (text_positions[0], len(text_positions)) if text_positions else (special.index(1) + 1, 0)
+    if text_positions and text_positions != list(range(first, first + n)):
         raise ValueError(
             f"The tokenizer {type(tokenizer).__name__} adds special tokens inside the text, not only around it: the "
             "multitask pipeline cannot split long texts into windows with it."
