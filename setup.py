@@ -61,4 +61,5 @@ class build_py(_build_py):
         return outputs + [target for _, target in self._resource_targets()]
 
 
-setup(cmdclass={"build_py": build_py})
+if __name__ == "__main__":  # setuptools runs this file as __main__; the tests import it for resource_files()
+    setup(cmdclass={"build_py": build_py})
