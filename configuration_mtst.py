@@ -11,6 +11,9 @@ from collections.abc import Mapping
 from transformers import AutoConfig, PretrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+# The MTST version: the package metadata (setup.cfg reads it), `mtst-train/mtst-predict --version` and the model card.
+__version__ = "0.2.0.dev0"
+
 POOLING_MODES = ("mean", "cls", "max")
 NORMALIZATIONS = ("none", "l2", "l1")
 TASK_TYPES = ("sequence_classification", "token_classification")

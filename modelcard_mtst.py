@@ -41,6 +41,8 @@ from huggingface_hub import CardData, ModelCard
 from huggingface_hub.utils import yaml_dump
 from transformers import TrainerCallback
 
+import mtst_resources
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -57,8 +59,10 @@ __all__ = [
 ]
 
 HERE = Path(__file__).resolve().parent
-TEMPLATE_PATH = HERE / "model_card.md"
-HANDLER_PATH = HERE / "handler.py"
+# Shipped files, found in the installed package or the source checkout (None: this installation lacks them; the
+# card and the folder say so in a warning, naming where they were looked for).
+TEMPLATE_PATH = mtst_resources.find("model_card.md")
+HANDLER_PATH = mtst_resources.find("handler.py")
 # The files that make a checkpoint loadable with trust_remote_code, plus the Inference Endpoints handler.
 CODE_FILES = ("configuration_mtst.py", "modeling_mtst.py", "pipeline_mtst.py", "handler.py")
 LOSS_CURVE_FILE = "loss_curve.svg"
@@ -291,10 +295,20 @@ def _identifier(name: str) -> str:
     return ident if ident.isidentifier() and not ident[0].isdigit() else f"task_{ident}"
 
 
+def _mtst_version() -> str | None:
+    """The version of the MTST code that runs (not of whichever mtst distribution pip recorded)."""
+    try:
+        from configuration_mtst import __version__
+    except ImportError:
+        return None
+    return __version__
+
+
 def _versions() -> dict[str, str]:
     versions = {"Python": platform.python_version()}
+    if _mtst_version():
+        versions["MTST"] = _mtst_version()
     for label, dist in (
-        ("MTST", "mtst"),
         ("Transformers", "transformers"),
         ("PyTorch", "torch"),
         ("Datasets", "datasets"),
@@ -1399,10 +1413,16 @@ def finalize_model_dir(save_directory: str | os.PathLike) -> list[str]:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         for name in CODE_FILES:
-            source, target = HERE / name, folder / name
-            if not source.is_file():
+            source, target = (HANDLER_PATH if name == "handler.py" else HERE / name), folder / name
+            if source is None or not source.is_file():
                 if not target.exists():
-                    logger.warning("Model folder: %s is missing and cannot be copied in.", name)
+                    where = mtst_resources.candidates(name) if name == "handler.py" else [HERE / name]
+                    logger.warning(
+                        "Model folder: %s is missing from this MTST installation (looked in %s) and cannot be "
+                        "copied in; reinstall mtst to restore it.",
+                        name,
+                        " and ".join(map(str, where)),
+                    )
                 continue
             if name == "handler.py" or not target.exists():
                 if not target.exists() or target.read_bytes() != source.read_bytes():
@@ -1486,13 +1506,17 @@ def write_model_card(
         elif curve.exists():
             curve.unlink()
         card_data._has_loss_curve = bool(svg)
-        card = ModelCard.from_template(card_data, template_path=str(TEMPLATE_PATH))
+        template = TEMPLATE_PATH if TEMPLATE_PATH is not None else mtst_resources.path("model_card.md")
+        card = ModelCard.from_template(card_data, template_path=str(template))
         card = ModelCard(_tidy(scrub(card.content, extra_paths=[folder.resolve()])))
     except Exception as err:
         logger.warning(
             "Model card: could not render the full card (%s: %s); writing a minimal one.",
             type(err).__name__,
-            scrub(str(err), extra_paths=[folder]),
+            # a missing template: say where it was looked for (installation paths, no secrets)
+            str(err)
+            if isinstance(err, mtst_resources.ResourceNotFoundError)
+            else scrub(str(err), extra_paths=[folder]),
         )
         try:
             card = _minimal_card(config if config is not None else getattr(model, "config", None), err)

@@ -328,6 +328,19 @@ def _use_color(choice: str) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------------------- CLI
+class _VersionAction(argparse.Action):
+    """`--version`: prints the MTST version (imported only when asked: configuration_mtst loads transformers)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from configuration_mtst import __version__
+
+        print(f"{PROG} {__version__}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -368,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--color", choices=["auto", "always", "never"], default="auto", help="ANSI colors in the table (default: auto)"
     )
+    parser.add_argument("--version", action=_VersionAction, help="print the MTST version and exit")
     parser.add_argument("--verbose", action="store_true", help="keep the transformers warnings and loading bars")
     return parser
 

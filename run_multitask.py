@@ -26,7 +26,8 @@ import datasets
 import transformers
 from transformers import AutoTokenizer, HfArgumentParser, set_seed
 
-from configuration_mtst import MTSTConfigError
+import mtst_resources
+from configuration_mtst import MTSTConfigError, __version__
 from modeling_mtst import MTSTModel, check_model_folder
 from tasks_mtst import (
     MultiTaskCollator,
@@ -45,7 +46,6 @@ from trainer_mtst import (
 
 logger = logging.getLogger(__name__)
 
-SCRIPT_DIR = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_TASKS_CONFIG = "data/tasks/default.yaml"
 EXIT_USAGE = 2
 
@@ -57,6 +57,10 @@ class CommandLineError(ValueError):
 class ArgumentParser(HfArgumentParser):
     """`HfArgumentParser` whose errors (unknown choice, bad value) raise `CommandLineError`, reported as one paragraph,
     instead of printing the usage of every option."""
+
+    def __init__(self, dataclass_types, **kwargs):
+        super().__init__(dataclass_types, **kwargs)
+        self.add_argument("--version", action="version", version=f"mtst-train {__version__}")
 
     def error(self, message: str):
         raise CommandLineError(f"{message}. See --help for the options.")
@@ -116,8 +120,8 @@ class DataArguments:
     tasks_config: str = field(
         default=DEFAULT_TASKS_CONFIG,
         metadata={
-            "help": "Task config (YAML/JSON). A relative path not found from the current folder is looked up next to "
-            "this script."
+            "help": "Task config (YAML/JSON). A relative path not found from the current folder is looked up among "
+            "the files MTST ships (data/tasks/*.yaml, with the sample data they use)."
         },
     )
     max_seq_length: int = field(default=128, metadata={"help": "Longer inputs are truncated."})
@@ -263,11 +267,22 @@ def _cpu_only_distributed() -> bool:
 
 
 def resolve_tasks_config(path: str) -> str:
-    """The task config path: as given when it exists, else relative to this script's folder."""
-    if os.path.exists(path) or os.path.isabs(path):
+    """The task config path: as given when it exists, else the file of that relative path that MTST ships
+    (`data/tasks/default.yaml` and the other configs, in the installed package or the source checkout). A config found
+    in neither place is a `CommandLineError` naming every place looked in."""
+    if os.path.exists(path):
         return path
-    beside = os.path.join(SCRIPT_DIR, path)
-    return beside if os.path.exists(beside) else path
+    shipped = None if os.path.isabs(path) else mtst_resources.find(os.path.normpath(path))
+    if shipped is not None:
+        return str(shipped)
+    tried = [os.path.abspath(path)]
+    if not os.path.isabs(path):
+        tried += [str(c) for c in mtst_resources.candidates(os.path.normpath(path))]
+    raise CommandLineError(
+        f"The task config {path} was not found; looked in {' and '.join(tried)}. Pass --tasks_config with an "
+        f"existing YAML or JSON file (see data/tasks/ in the repository). The default, {DEFAULT_TASKS_CONFIG}, ships "
+        "with the mtst package: if it is missing, reinstall mtst."
+    )
 
 
 def _reason(err: BaseException) -> str:

@@ -1,0 +1,173 @@
+"""Packaging: the shipped run-time files (mtst_resources), the single-sourced version, and (slow) a `pip install .`
+run that must give the same model card as an editable install. The built wheel itself is checked outside the
+repository by `.ci/wheel_smoke.py` (CI)."""
+
+from __future__ import annotations
+
+import configparser
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import backbone_path, tiny_mtst_config
+
+import modelcard_mtst
+import mtst_resources
+import predict_mtst
+import run_multitask
+from configuration_mtst import __version__
+from modeling_mtst import MTSTModel
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_shipped_file_is_found_in_the_checkout():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mtst_setup", ROOT / "setup.py")
+    setup = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(setup)
+    names = setup.resource_files()  # what setup.py copies into the wheel
+    for name in ("model_card.md", "handler.py", "data/tasks/default.yaml", "data/sample/ner/train.jsonl"):
+        assert name in names
+    for name in names:
+        assert mtst_resources.find(name) == ROOT / name, name
+    assert modelcard_mtst.TEMPLATE_PATH == ROOT / "model_card.md"
+    assert modelcard_mtst.HANDLER_PATH == ROOT / "handler.py"
+
+
+def test_a_missing_file_names_where_it_was_looked_for(monkeypatch, tmp_path):
+    assert mtst_resources.find("no_such_file.md") is None
+    with pytest.raises(mtst_resources.ResourceNotFoundError) as err:
+        mtst_resources.path("no_such_file.md")
+    message = str(err.value)
+    assert "no_such_file.md" in message and str(ROOT / "no_such_file.md") in message and "reinstall" in message
+    # an installed package (not a checkout): only the package folder is looked in, never the folder above it
+    monkeypatch.setattr(mtst_resources, "_PACKAGE_DIR", tmp_path / "site-packages" / "mtst_resources")
+    monkeypatch.setattr(mtst_resources, "_SOURCE_ROOT", tmp_path / "site-packages")
+    (tmp_path / "site-packages" / "mtst_resources").mkdir(parents=True)
+    (tmp_path / "site-packages" / "handler.py").write_text("# another distribution's top-level handler.py\n")
+    assert mtst_resources.candidates("handler.py") == [tmp_path / "site-packages" / "mtst_resources" / "handler.py"]
+    assert mtst_resources.find("handler.py") is None
+
+
+def test_default_tasks_config_is_found_from_any_folder(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    assert run_multitask.resolve_tasks_config("data/tasks/default.yaml") == str(ROOT / "data/tasks/default.yaml")
+    # a file of that name in the current folder is the user's own and wins
+    (tmp_path / "data" / "tasks").mkdir(parents=True)
+    (tmp_path / "data" / "tasks" / "default.yaml").write_text("tasks: []\n")
+    assert run_multitask.resolve_tasks_config("data/tasks/default.yaml") == "data/tasks/default.yaml"
+
+
+def test_missing_tasks_config_says_where_it_looked(monkeypatch, tmp_path, capsys):
+    monkeypatch.chdir(tmp_path)
+    code = run_multitask.main(["--tasks_config", "data/tasks/nothing.yaml", "--output_dir", str(tmp_path / "out")])
+    message = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and "Traceback" not in message
+    assert "data/tasks/nothing.yaml was not found" in message
+    assert str(tmp_path / "data/tasks/nothing.yaml") in message and str(ROOT / "data/tasks/nothing.yaml") in message
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture
+def tiny():
+    torch.manual_seed(0)
+    return MTSTModel(tiny_mtst_config()).eval()
+
+
+def test_missing_template_and_handler_are_warned_about(tiny, tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(modelcard_mtst, "TEMPLATE_PATH", None)
+    monkeypatch.setattr(modelcard_mtst, "HANDLER_PATH", None)
+    monkeypatch.setattr(mtst_resources, "_PACKAGE_DIR", tmp_path / "empty")
+    monkeypatch.setattr(mtst_resources, "_SOURCE_ROOT", tmp_path / "empty")
+    with caplog.at_level(logging.WARNING, logger="modelcard_mtst"):
+        modelcard_mtst.write_model_card(tmp_path / "out", tiny)
+    text = " ".join(caplog.text.split())
+    assert "model_card.md is missing from this installation" in text and str(tmp_path / "empty") in text
+    assert "handler.py is missing from this MTST installation" in text
+    assert not (tmp_path / "out" / "handler.py").exists() and (tmp_path / "out" / "README.md").exists()
+
+
+def test_one_version_everywhere(capsys):
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    assert cfg["metadata"]["version"] == "attr: configuration_mtst.__version__"
+    assert re.fullmatch(r"\d+\.\d+\.\d+(\.dev\d+|rc\d+)?", __version__)
+    assert modelcard_mtst._versions()["MTST"] == __version__
+    assert f"## {__version__.split('.dev')[0]}" in (ROOT / "CHANGELOG.md").read_text()
+    for main, prog in ((predict_mtst.main, "mtst-predict"), (run_multitask.main, "mtst-train")):
+        with pytest.raises(SystemExit) as exit_:
+            main(["--version"])
+        assert exit_.value.code in (0, None)
+        assert capsys.readouterr().out.strip() == f"{prog} {__version__}"
+
+
+# ------------------------------------------------------------------------------------------- pip install . (slow)
+_COPY_IGNORE = shutil.ignore_patterns(
+    ".git", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis", "outputs", "tests", "benchmarks"
+)
+# Lines of a card that legitimately differ between two identical runs (wall-clock durations).
+_VOLATILE = re.compile(r"^Training time: .*$", re.M)
+
+
+def _venv(path: Path, source: Path, editable: bool) -> Path:
+    """A venv over the installed packages with MTST installed from `source` (editable or not); its bin folder."""
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", path], check=True)
+    install = [sys.executable, "-m", "pip", "--python", path / "bin" / "python", "install", "-q", "--no-deps"]
+    install += ["--no-build-isolation", *(["-e"] if editable else []), source]
+    subprocess.run(install, check=True, env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+    return path / "bin"
+
+
+@pytest.mark.slow
+def test_pip_install_gives_the_same_card_as_the_editable_install(tmp_path):
+    """The same short run (default tasks, a tiny random backbone) with a non-editable and an editable install of the
+    same source, each from an empty folder: identical cards (but for the training time) and handler."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    source = tmp_path / "src"
+    shutil.copytree(ROOT, source, ignore=_COPY_IGNORE)
+    backbone = tmp_path / "backbone"
+    config = BertConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, max_position_embeddings=128
+    )
+    BertModel(config, add_pooling_layer=False).save_pretrained(backbone)
+    AutoTokenizer.from_pretrained(backbone_path()).save_pretrained(backbone)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
+    args = ["--model_name_or_path", backbone, "--max_steps", "3", "--logging_steps", "1", "--save_strategy", "no"]
+    args += ["--max_train_samples", "64", "--max_eval_samples", "16", "--per_device_train_batch_size", "8"]
+    cards, handlers = {}, {}
+    for kind in ("installed", "editable"):
+        bindir = _venv(tmp_path / f"venv-{kind}", source, editable=kind == "editable")
+        where = subprocess.run(
+            [bindir / "python", "-c", "import run_multitask, modelcard_mtst; print(modelcard_mtst.TEMPLATE_PATH)"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        expected = source if kind == "editable" else tmp_path / f"venv-{kind}"
+        assert where.startswith(str(expected)), (kind, where)
+        run_dir = tmp_path / f"run-{kind}"
+        run_dir.mkdir()
+        result = subprocess.run(
+            [bindir / "mtst-train", *args], cwd=run_dir, env=env, capture_output=True, text=True, timeout=600
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "Model card:" not in result.stderr and "Model folder:" not in result.stderr, result.stderr[-3000:]
+        out = run_dir / "outputs" / "mtst-default"
+        cards[kind] = _VOLATILE.sub("Training time: <t>", (out / "README.md").read_text(encoding="utf-8"))
+        handlers[kind] = (out / "handler.py").read_bytes()
+    assert "### Training log" in cards["installed"] and "model-index" in cards["installed"]
+    assert f"- MTST: {__version__}" in cards["installed"]
+    assert cards["installed"] == cards["editable"]
+    assert handlers["installed"] == handlers["editable"] == (ROOT / "handler.py").read_bytes()
