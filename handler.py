@@ -25,6 +25,7 @@ set by the server, never by a request, through environment variables (on an endp
     MTST_MAX_TOTAL_CHARS   characters per request, all texts together          (default 100,000)
     MTST_BATCH_SIZE        windows per forward pass when a request sets none   (default 32)
     MTST_MAX_BATCH_SIZE    the largest "batch_size" a request may ask for      (default 64)
+    MTST_FORWARD_CONCURRENCY  forward passes computed at once, all requests together (default 1)
 
 A bad value (not a positive integer, or `MTST_BATCH_SIZE` above `MTST_MAX_BATCH_SIZE`) is an error when the handler
 starts. The defaults bound one request to about 25,000 tokens: a few seconds on 2 CPU cores (the multitask pipeline
@@ -33,7 +34,11 @@ tokens, so that overlapping windows never encode a text more than about twice.
 
 Batching. The texts of one request run in one pipeline call, in batches of `batch_size` windows, sorted by token
 count (longest first, as `MTSTModel.encode()` does) so that each batch carries little padding; the answers come back
-in the request's order.
+in the request's order. Concurrent requests (a server calls the handler from several threads) take turns batch by
+batch: `MTST_FORWARD_CONCURRENCY` forward passes run at once (default 1, which uses every core for one batch instead
+of splitting the cores between competing batches, and holds one batch's activations in memory instead of one per
+request), while tokenization and answer building of the others go on; a short request is not held up behind a long
+one for more than a batch at a time, and an over-limit request is answered at once.
 
 `ServingLimits` (the limits, read from the environment, and the check) is shared with the Gradio demo `app.py`.
 
@@ -44,6 +49,7 @@ from __future__ import annotations
 
 import copy
 import os
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -64,6 +70,7 @@ LIMIT_SETTINGS = {
     "max_total_chars": ("MTST_MAX_TOTAL_CHARS", 100_000, "characters per request"),
     "batch_size": ("MTST_BATCH_SIZE", 32, "windows per forward pass (when a request sets no batch_size)"),
     "max_batch_size": ("MTST_MAX_BATCH_SIZE", 64, "windows per forward pass that a request may ask for"),
+    "forward_concurrency": ("MTST_FORWARD_CONCURRENCY", 1, "forward passes computed at once, over all requests"),
 }
 
 
@@ -82,6 +89,9 @@ class ServingLimits:
         max_total_chars (`int`): characters per request, all texts together (`MTST_MAX_TOTAL_CHARS`).
         batch_size (`int`): windows per forward pass when a request sets none (`MTST_BATCH_SIZE`).
         max_batch_size (`int`): the largest `batch_size` a request may ask for (`MTST_MAX_BATCH_SIZE`).
+        forward_concurrency (`int`): forward passes computed at once over all concurrent requests
+            (`MTST_FORWARD_CONCURRENCY`); the others wait for a slot between batches, so requests take turns batch
+            by batch.
     """
 
     max_inputs: int = LIMIT_SETTINGS["max_inputs"][1]
@@ -89,6 +99,7 @@ class ServingLimits:
     max_total_chars: int = LIMIT_SETTINGS["max_total_chars"][1]
     batch_size: int = LIMIT_SETTINGS["batch_size"][1]
     max_batch_size: int = LIMIT_SETTINGS["max_batch_size"][1]
+    forward_concurrency: int = LIMIT_SETTINGS["forward_concurrency"][1]
 
     def __post_init__(self):
         for field in fields(self):
@@ -183,6 +194,14 @@ class EndpointHandler:
         if not self.task_names or not hasattr(self.pipeline, "postprocess"):
             raise ValueError(f"{path or '.'} is not an MTST checkpoint with task heads (no tasks in its config).")
         self._count_tokens = _token_counter(self.pipeline.tokenizer)
+        self._forward_slots = threading.BoundedSemaphore(self.limits.forward_concurrency)
+        forward = self.pipeline.forward  # the pipeline calls self.forward once per batch of windows
+
+        def forward_in_turn(*args, **kwargs):
+            with self._forward_slots:
+                return forward(*args, **kwargs)
+
+        self.pipeline.forward = forward_in_turn
 
     def _window_room(self, max_length: int | None) -> int:
         """Text tokens per window for a request's `max_length` (the pipeline's own rule: the model's limit caps it)."""

@@ -172,6 +172,42 @@ def test_many_texts_run_in_one_sorted_call_and_answer_in_request_order(model_dir
     assert_same_answers(again, [{k: v for k, v in a.items() if k != "embedding"} for a in one_at_a_time])
 
 
+@pytest.mark.parametrize("slots", [1, 2])
+def test_concurrent_requests_take_turns_at_the_forward_pass(model_dir, slots):
+    import threading
+
+    handler = EndpointHandler(model_dir, limits=ServingLimits(forward_concurrency=slots, batch_size=2))
+    inner, active, peak, lock = handler.pipeline._forward, [0], [0], threading.Lock()
+
+    def tracked(*args, **kwargs):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.005)  # let other request threads reach the forward pass meanwhile
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    requests = [TEXTS[i::3] for i in range(3)] * 2
+    expected = [handler({"inputs": texts}) for texts in requests]
+    handler.pipeline._forward = tracked
+    answers = [None] * len(requests)
+
+    def client(i):
+        answers[i] = handler({"inputs": requests[i]})
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(requests))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert 1 <= peak[0] <= slots
+    for got, want in zip(answers, expected):
+        assert_same_answers(got, want)
+
+
 # ------------------------------------------------------------------------------------------------------------- app
 @pytest.fixture(scope="module")
 def pipe(model_dir):
