@@ -92,13 +92,17 @@ def concurrency_limit_from_env(environ=None) -> int:
 def predict(pipe, text: str, limits=None) -> list:
     """One value per task, in the model's task order: a `gr.HighlightedText` dict or a `gr.Label` dict.
 
-    With `limits` (a `ServingLimits`), a text over them raises its `LimitError` (a `ValueError`) before any work."""
+    With `limits` (a `ServingLimits`), a text over them raises its `LimitError` (a `ValueError`) before any work,
+    and the windows of a long text run in batches of `limits.batch_size`."""
     config = pipe.model.config
     if limits is not None and text:
         limits.check([text])
     if not text or not text.strip():
         return [None for _ in config.task_names]
-    answer = pipe(text, return_all_scores=True)
+    if limits is not None:
+        answer = pipe([text], batch_size=limits.batch_size, return_all_scores=True)[0]
+    else:
+        answer = pipe(text, return_all_scores=True)
     values = []
     for name in config.task_names:
         if config.task_type(name) == "token_classification":
@@ -172,7 +176,7 @@ def build_demo(
                     limits.check([value])  # before any work: the message is shown as a Gradio error
                 except ValueError as e:
                     raise gr.Error(str(e), title="Text too long", print_exception=False) from None
-            return predict(pipe, value)
+            return predict(pipe, value, limits)
 
         submit.click(answer, inputs=text, outputs=outputs, api_name="predict")
         text.submit(answer, inputs=text, outputs=outputs, api_name=False)

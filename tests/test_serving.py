@@ -246,6 +246,13 @@ def test_app_refuses_texts_over_its_limits_with_a_gradio_error(pipe):
     assert len(spy.calls) == calls  # nothing computed
     with pytest.raises(LimitError):
         app.predict(spy, "x" * 51, ServingLimits(max_chars=50))
+    # a long text's windows run in batches; the answer is the one-window-at-a-time answer
+    long_text = WORDS * 12
+    batched = app.predict(spy, long_text, ServingLimits(batch_size=4))
+    assert spy.calls[-1][1]["batch_size"] == 4
+    plain = app.predict(pipe, long_text)
+    assert batched[2]["entities"] == plain[2]["entities"] and batched[2]["entities"]
+    assert batched[0] == pytest.approx(plain[0], abs=1e-5) and batched[1] == pytest.approx(plain[1], abs=1e-5)
 
 
 def test_app_limits_and_concurrency_from_environment_and_options(pipe, monkeypatch, capsys, tmp_path):
