@@ -65,6 +65,7 @@ def _handler_module(model: str | None = None, revision: str | None = None):
             path = hf_hub_download(model, "handler.py", revision=revision)
         spec = importlib.util.spec_from_file_location("mtst_handler", path)
         handler = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = handler  # dataclasses look their module up there
         spec.loader.exec_module(handler)
     return handler
 

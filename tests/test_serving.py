@@ -6,6 +6,7 @@ pipeline never called) and at the limit (answered), through `EndpointHandler` an
 runs in one pipeline call, longest first, and answers in the request's order as one-at-a-time requests do.
 """
 
+import os
 import socket
 import time
 
@@ -325,3 +326,20 @@ def test_mtst_predict_has_no_serving_limits(model_dir, tmp_path, capsys, monkeyp
     path.write_text("word " * 30_000 + "\n" + "short\n", encoding="utf-8")  # 150,000 characters in one text
     assert main(["-m", model_dir, "-i", str(path)]) == 0
     assert capsys.readouterr().out.count("\n") == 2
+
+
+def test_app_without_the_checkout_reads_the_limits_from_the_model_repository(model_dir, tmp_path, monkeypatch):
+    import shutil
+    import sys
+
+    import app
+
+    folder = tmp_path / "repo"
+    shutil.copytree(model_dir, folder)
+    shutil.copyfile(os.path.join(os.path.dirname(app.__file__), "handler.py"), folder / "handler.py")
+    monkeypatch.setitem(sys.modules, "handler", None)  # `import handler` fails, as in a Space holding only app.py
+    monkeypatch.setenv("MTST_MAX_CHARS", "77")
+    limits = app.serving_limits(model=str(folder))
+    assert type(limits).__module__ == "mtst_handler" and limits.max_chars == 77
+    with pytest.raises(ValueError, match="77 characters per text"):
+        limits.check(["x" * 78])
