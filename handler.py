@@ -28,17 +28,17 @@ set by the server, never by a request, through environment variables (on an endp
     MTST_FORWARD_CONCURRENCY  forward passes computed at once, all requests together (default 1)
 
 A bad value (not a positive integer, or `MTST_BATCH_SIZE` above `MTST_MAX_BATCH_SIZE`) is an error when the handler
-starts. The defaults bound one request to about 25,000 tokens: a few seconds on 2 CPU cores (the multitask pipeline
-reads about 20,000 characters/s there on one long text). A request's `stride` may be at most half the window's text
-tokens, so that overlapping windows never encode a text more than about twice.
+starts. The defaults bound one request to 100,000 characters (roughly 25,000 tokens): about 5 s of work on 2 CPU
+cores, at the pace of issue 17's measurement there (one 800,000-character text took 36 s). A request's `stride` may be
+at most half the window's text tokens, so that overlapping windows never encode a text more than about twice.
 
 Batching. The texts of one request run in one pipeline call, in batches of `batch_size` windows, sorted by token
 count (longest first, as `MTSTModel.encode()` does) so that each batch carries little padding; the answers come back
 in the request's order. Concurrent requests (a server calls the handler from several threads) take turns batch by
 batch: `MTST_FORWARD_CONCURRENCY` forward passes run at once (default 1, which uses every core for one batch instead
 of splitting the cores between competing batches, and holds one batch's activations in memory instead of one per
-request), while tokenization and answer building of the others go on; a short request is not held up behind a long
-one for more than a batch at a time, and an over-limit request is answered at once.
+request), while tokenization and answer building of the others go on. Requests interleave batch by batch, so a short
+request does not wait for the whole of a long one, and an over-limit request is answered at once.
 
 `ServingLimits` (the limits, read from the environment, and the check) is shared with the Gradio demo `app.py`.
 
