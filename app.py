@@ -9,15 +9,26 @@ The model is a local folder or a Hub id: `--model`, else the `MTST_MODEL` enviro
 `outputs/mtst-default`. As a Hugging Face Space (`sdk: gradio`, `app_file: app.py`, a `MTST_MODEL` variable) the file
 runs unchanged; in a Space that does not hold the MTST modules, the model repository's own code is loaded
 (`trust_remote_code`). Importing this module loads no model: `build_demo(model)` does.
+
+Serving under load. A text longer than the server's limit is refused with a message (`gr.Error`) before anything is
+computed: `MTST_MAX_CHARS` (characters per text, default 20,000) and `MTST_MAX_TOTAL_CHARS` (per request; the app sends
+one text, so the smaller of the two applies), or `--max_chars`. The limits are `handler.ServingLimits`, the same as
+the endpoints handler's; a bad value of one of the variables stops the app at start-up. Gradio's queue runs up to
+`--concurrency_limit` requests at a time (`MTST_CONCURRENCY`, default 2): on a 2-core CPU two requests at once keep a
+short request from waiting behind a long one, while more than the cores adds no throughput, only longer answers for
+everyone and more memory held (each running request holds its activations).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 
 DEFAULT_MODEL = os.path.join("outputs", "mtst-default")
+DEFAULT_CONCURRENCY = 2  # requests computed at once: the cores of the 2-CPU machines (Spaces' free tier) we target
+CONCURRENCY_ENV = "MTST_CONCURRENCY"
 EXAMPLES = [
     "Apple is opening a new office in Paris, and investors love the idea.",
     "Lionel Messi scored twice as Inter Miami beat Orlando City on Saturday.",
@@ -39,12 +50,60 @@ def load_model(model: str | None = None, revision: str | None = None):
     return load_pipeline(model, revision=revision)
 
 
-def predict(pipe, text: str) -> list:
-    """One value per task, in the model's task order: a `gr.HighlightedText` dict or a `gr.Label` dict."""
+def _handler_module(model: str | None = None, revision: str | None = None):
+    """`handler.py` (which holds `ServingLimits`): from this folder, else from the model repository."""
+    try:
+        import handler
+    except ImportError:  # a Space holding only app.py: every MTST model repository carries handler.py
+        import importlib.util
+
+        from huggingface_hub import hf_hub_download
+
+        model = model or os.environ.get("MTST_MODEL") or DEFAULT_MODEL
+        path = os.path.join(model, "handler.py")
+        if not os.path.isfile(path):
+            path = hf_hub_download(model, "handler.py", revision=revision)
+        spec = importlib.util.spec_from_file_location("mtst_handler", path)
+        handler = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = handler  # dataclasses look their module up there
+        spec.loader.exec_module(handler)
+    return handler
+
+
+def serving_limits(max_chars: int | None = None, model: str | None = None, revision: str | None = None):
+    """The app's limits: `MTST_MAX_CHARS` / `MTST_MAX_TOTAL_CHARS` (see handler.py), `max_chars` winning when given.
+
+    Raises `ValueError` naming the variable when one is set to something other than a positive integer."""
+    return _handler_module(model, revision).ServingLimits.from_env(max_chars=max_chars)
+
+
+def concurrency_limit_from_env(environ=None) -> int:
+    """`MTST_CONCURRENCY`, else the default (2); `ValueError` when it is set to something else than an integer >= 1."""
+    raw = (os.environ if environ is None else environ).get(CONCURRENCY_ENV, "").strip()
+    if not raw:
+        return DEFAULT_CONCURRENCY
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(
+            f"The environment variable {CONCURRENCY_ENV} (requests the app computes at once) must be a positive "
+            f"integer such as {DEFAULT_CONCURRENCY}; got {raw!r}. Fix or unset it."
+        )
+    return int(raw)
+
+
+def predict(pipe, text: str, limits=None) -> list:
+    """One value per task, in the model's task order: a `gr.HighlightedText` dict or a `gr.Label` dict.
+
+    With `limits` (a `ServingLimits`), a text over them raises its `LimitError` (a `ValueError`) before any work,
+    and the windows of a long text run in batches of `limits.batch_size`."""
     config = pipe.model.config
+    if limits is not None and text:
+        limits.check([text])
     if not text or not text.strip():
         return [None for _ in config.task_names]
-    answer = pipe(text, return_all_scores=True)
+    if limits is not None:
+        answer = pipe([text], batch_size=limits.batch_size, return_all_scores=True)[0]
+    else:
+        answer = pipe(text, return_all_scores=True)
     values = []
     for name in config.task_names:
         if config.task_type(name) == "token_classification":
@@ -55,8 +114,27 @@ def predict(pipe, text: str) -> list:
     return values
 
 
-def build_demo(model: str | None = None, revision: str | None = None, pipe=None):
-    """The Gradio Blocks app for one MTST model (a folder or Hub id, or an already loaded pipeline)."""
+def build_demo(
+    model: str | None = None,
+    revision: str | None = None,
+    pipe=None,
+    limits=None,
+    max_chars: int | None = None,
+    concurrency_limit: int | None = None,
+):
+    """The Gradio Blocks app for one MTST model (a folder or Hub id, or an already loaded pipeline).
+
+    `limits` (a `handler.ServingLimits`) defaults to the `MTST_*` environment variables, with `max_chars` (characters
+    per text) winning when given; `concurrency_limit` (requests computed at once) defaults to `MTST_CONCURRENCY`,
+    else 2. Bad values raise `ValueError` before the model is loaded."""
+    if limits is None:
+        limits = serving_limits(max_chars, model, revision)
+    elif max_chars is not None:
+        limits = dataclasses.replace(limits, max_chars=max_chars)
+    if concurrency_limit is None:
+        concurrency_limit = concurrency_limit_from_env()
+    elif isinstance(concurrency_limit, bool) or not isinstance(concurrency_limit, int) or concurrency_limit < 1:
+        raise ValueError(f"concurrency_limit must be a positive integer; got {concurrency_limit!r}.")
     pipe = pipe if pipe is not None else load_model(model, revision)
     import gradio as gr
 
@@ -70,7 +148,13 @@ def build_demo(model: str | None = None, revision: str | None = None, pipe=None)
         )
         with gr.Row():
             with gr.Column(scale=1):
-                text = gr.Textbox(label="Text", lines=4, placeholder="Type a sentence…", elem_id="mtst-input")
+                text = gr.Textbox(
+                    label="Text",
+                    lines=4,
+                    placeholder="Type a sentence…",
+                    info=f"Up to {min(limits.max_chars, limits.max_total_chars):,} characters.",
+                    elem_id="mtst-input",
+                )
                 with gr.Row():
                     clear = gr.ClearButton(value="Clear")
                     submit = gr.Button("Analyze", variant="primary", elem_id="mtst-submit")
@@ -88,10 +172,17 @@ def build_demo(model: str | None = None, revision: str | None = None, pipe=None)
         clear.add([text, *outputs])
 
         def answer(value):
-            return predict(pipe, value)
+            if value:
+                try:
+                    limits.check([value])  # before any work: the message is shown as a Gradio error
+                except ValueError as e:
+                    raise gr.Error(str(e), title="Text too long", print_exception=False) from None
+            return predict(pipe, value, limits)
 
         submit.click(answer, inputs=text, outputs=outputs, api_name="predict")
         text.submit(answer, inputs=text, outputs=outputs, api_name=False)
+    demo.queue(default_concurrency_limit=concurrency_limit)
+    demo.mtst_limits, demo.mtst_concurrency_limit = limits, concurrency_limit
     return demo
 
 
@@ -106,6 +197,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--port", type=int, default=None, help="port (default: $GRADIO_SERVER_PORT, else 7860)")
     parser.add_argument("--share", action="store_true", help="ask Gradio for a temporary public link")
+    parser.add_argument(
+        "--max_chars",
+        type=int,
+        default=None,
+        help="longest text accepted, in characters (default: $MTST_MAX_CHARS, else 20,000)",
+    )
+    parser.add_argument(
+        "--concurrency_limit",
+        type=int,
+        default=None,
+        help=f"requests computed at once (default: ${CONCURRENCY_ENV}, else {DEFAULT_CONCURRENCY}, for 2 CPU cores)",
+    )
     return parser.parse_args(argv)
 
 
@@ -116,8 +219,10 @@ def main(argv=None) -> int:
     except ImportError:
         PredictError = OSError  # noqa: N806 - only app.py in a Space: loading errors are transformers' own
     try:
-        demo = build_demo(args.model, args.revision)
-    except PredictError as e:
+        demo = build_demo(
+            args.model, args.revision, max_chars=args.max_chars, concurrency_limit=args.concurrency_limit
+        )
+    except (PredictError, ValueError) as e:
         print(f"app.py: error: {e}", file=sys.stderr)
         return 2
     demo.launch(server_name=args.host, server_port=args.port, share=args.share)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Run the five MTST benchmarks one after another (each in its own process) and print the table of ratios.
+"""Run the six MTST benchmarks one after another (each in its own process) and print the table of ratios.
 
     python benchmarks/run_all.py                  # 1-3 and 5 at their default sizes, quality with --quick
     python benchmarks/run_all.py --full-quality   # quality on the full data (adds 30-50 minutes on 2 CPU cores)
@@ -29,6 +29,7 @@ BENCHMARKS = {
     "training": ("bench_training.py", [], ["--ner_examples", "320", "--topic_examples", "192"]),
     "quality": ("bench_quality.py", ["--quick"], ["--quick"]),
     "memory": ("bench_memory.py", [], ["--repeats", "1", "--n_texts", "128"]),
+    "serving": ("bench_serving.py", [], ["--quick"]),
 }
 
 
@@ -98,6 +99,38 @@ def summary_rows(quality_name: str) -> list[tuple]:
         rows.append(("5 memory: peak RSS 3 models / MTST", r["peak_rss"], "", None))
         rows.append(
             ("5 memory: peak RSS above interpreter floor, 3 models / MTST", r["peak_rss_above_interpreter"], "", None)
+        )
+    srv = _load("serving")
+    if srv:
+        levels = {level["clients"]: level for level in srv["levels"]}
+        top = levels[max(levels)]
+        one = levels[min(levels)]
+        t = srv["targets"]
+        rows.append(
+            (
+                f"6 serving: texts/s at {top['clients']} clients / 1 client ({one['throughput_texts_s']:.1f} -> "
+                f"{top['throughput_texts_s']:.1f}; p95 {top['latency_p95_s']:.2f} s)",
+                t["throughput_top_vs_one_client"]["value"],
+                ">= 1.0",
+                t["throughput_top_vs_one_client"]["met"],
+            )
+        )
+        rows.append(
+            (
+                f"6 serving: errors at {top['clients']} clients; answers identical to 1 client: "
+                f"{'yes' if top['identical'] else 'no'}",
+                top["errors"],
+                "0, identical",
+                t["errors_at_top_level"]["met"] and t["identical_to_single_client"]["met"],
+            )
+        )
+        rows.append(
+            (
+                "6 serving: over-limit requests answered 400, max latency (s)",
+                t["over_limit_latency_max_s"]["value"],
+                "< 1.0",
+                t["over_limit_latency_max_s"]["met"] and t["over_limit_answered_400"]["met"],
+            )
         )
     return rows
 
