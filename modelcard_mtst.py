@@ -506,6 +506,9 @@ class MTSTCardData(CardData):
         sampling (`dict`): `{"strategy", "probabilities": {task: p}, "steps": {task: n}, "steps_per_epoch"}`.
         learned_loss_weights (`dict`): per-task loss weights learned during training (uncertainty weighting).
         training_seconds (`float`): wall-clock training time.
+        kept_model (`dict`): which model training ended with (`MultiTaskTrainer.kept_model`): `{"selection": "best",
+            "checkpoint", "step", "metric", "value", "last_step"}` or `{"selection": "last", "step", "metric",
+            "reason"}`.
         notes (`list[str]`): extra sentences for the Limitations section.
     """
 
@@ -525,6 +528,7 @@ class MTSTCardData(CardData):
     sampling: dict[str, Any] = field(default_factory=dict)
     learned_loss_weights: dict[str, float] = field(default_factory=dict)
     training_seconds: float | None = None
+    kept_model: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     generated_from_trainer: bool = False
 
@@ -958,6 +962,7 @@ class MTSTCardData(CardData):
             has_loss_curve=self._has_loss_curve,
             loss_curve_file=LOSS_CURVE_FILE,
             training_time=_duration(self.training_seconds) if self.training_seconds else None,
+            kept_text=self._kept_text(),
             versions=_versions(),
             notes=list(self.notes),
             small_data=any(
@@ -968,6 +973,23 @@ class MTSTCardData(CardData):
             local_data=any(self.task_datasets.get(n, {}).get("local") for n in tasks),
         )
         return context
+
+    def _kept_text(self) -> str | None:
+        """One sentence on which checkpoint the weights are (None when unknown)."""
+        kept = self.kept_model or {}
+        metric = f"`{kept.get('metric') or 'eval_average'}`"
+        if kept.get("selection") == "best":
+            value = f", {metric} {kept['value']:.4f}" if isinstance(kept.get("value"), (int, float)) else ""
+            return (
+                f"the best checkpoint by {metric}: step {kept.get('step')}{value}, of {kept.get('last_step')} steps "
+                "trained."
+            )
+        if kept.get("selection") == "last":
+            reason = str(kept.get("reason") or "").rstrip(".")
+            return f"the last step's (step {kept.get('step')}), not selected by {metric}" + (
+                f": {reason}." if reason else "."
+            )
+        return None
 
     def _effective_batch(self, per_device) -> str | None:
         if per_device is None:
@@ -1271,6 +1293,9 @@ def card_data_from_trainer(
     if metrics:
         data.set_eval_results(metrics)
     _collect_learned_weights(trainer, data)
+    kept = getattr(trainer, "kept_model", None)
+    if isinstance(kept, Mapping):
+        data.kept_model = {k: _plain(v) for k, v in kept.items()}
     if data.training_seconds is None:
         runtime = next(
             (e.get("train_runtime") for e in reversed(trainer.state.log_history) if "train_runtime" in e), None
@@ -1299,6 +1324,7 @@ class MTSTCardCallback(TrainerCallback):
         self.trainer = trainer
         self.write_on_save = write_on_save
         self._collected = False
+        self._written = None  # (checkpoint folder, step) whose card write_checkpoint_files wrote
 
     @classmethod
     def attach(cls, trainer, card_data: MTSTCardData | None = None, **kwargs) -> MTSTCardCallback:
@@ -1366,14 +1392,21 @@ class MTSTCardCallback(TrainerCallback):
             data.set_log_history(state.log_history)
         _collect_learned_weights(self.trainer, data)
 
-    def on_save(self, args, state, control, model=None, processing_class=None, **kwargs):
-        if not self.write_on_save or not state.is_world_process_zero:
+    def write_checkpoint_files(self, args, state, folder, model=None, processing_class=None) -> None:
+        """Write the card (and the code files and the cleaned config.json) into the checkpoint `folder`. A
+        `MultiTaskTrainer` calls this right after the checkpoint's weights, before trainer_state.json; with another
+        trainer, `on_save` does it after."""
+        if not self.write_on_save or not state.is_world_process_zero or not os.path.isdir(folder):
             return
-        folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
-        if os.path.isdir(folder):
-            if state.log_history:
-                self.card_data.set_log_history(state.log_history)
-            write_model_card(folder, model, self.card_data, processing_class)
+        if state.log_history:
+            self.card_data.set_log_history(state.log_history)
+        write_model_card(folder, model, self.card_data, processing_class)
+        self._written = (os.path.normpath(folder), state.global_step)
+
+    def on_save(self, args, state, control, model=None, processing_class=None, **kwargs):
+        folder = os.path.normpath(os.path.join(args.output_dir, f"checkpoint-{state.global_step}"))
+        if self._written != (folder, state.global_step):
+            self.write_checkpoint_files(args, state, folder, model, processing_class)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -1400,9 +1433,10 @@ def _sanitize_config(save_directory: Path) -> None:
             else:
                 holder.pop("_name_or_path")
             changed = True
-    if changed:
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    if changed:  # a new file renamed over the old one: a kill never leaves a truncated config.json
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
 
 
 def finalize_model_dir(save_directory: str | os.PathLike) -> list[str]:

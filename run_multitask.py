@@ -41,6 +41,7 @@ from trainer_mtst import (
     MultiTaskTrainer,
     MultiTaskTrainingArguments,
     MultiTaskTrainingError,
+    checkpoint_files,
     last_complete_checkpoint,
 )
 
@@ -164,6 +165,14 @@ class ScriptTrainingArguments(MultiTaskTrainingArguments):
     save_total_limit: int | None = field(default=2, metadata={"help": "Keep at most this many checkpoints."})
     metric_for_best_model: str | None = field(
         default="average", metadata={"help": "Metric that picks the best checkpoint (eval_average by default)."}
+    )
+    load_best_model_at_end: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Keep (and save) the best checkpoint by metric_for_best_model rather than the last model. "
+            "Default: true when evaluation and saving line up (same strategy, save_steps a multiple of eval_steps), "
+            "else the last model, with the reason logged."
+        },
     )
     logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
     report_to: None | str | list[str] = field(default="none", metadata={"help": "Experiment trackers to report to."})
@@ -487,7 +496,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Scr
         and training_args.resume_last_checkpoint
         and os.path.isdir(training_args.output_dir)
     ):
-        checkpoint = last_complete_checkpoint(training_args.output_dir)
+        checkpoint = last_complete_checkpoint(training_args.output_dir, checkpoint_files(training_args))
         if checkpoint is not None:
             logger.info(
                 "Checkpoint detected, resuming training from %s. Use --resume_last_checkpoint false (or another "

@@ -42,6 +42,15 @@ Metrics (`eval_<task>_<metric>`, plus `eval_average` and `eval_loss`)
     - `eval_average`: the mean of the tasks' headline metrics, usable as `metric_for_best_model="average"`;
       `eval_loss`: the mean of the tasks' (unweighted) losses.
 
+Checkpoints and the saved model
+    A checkpoint is complete once `trainer_state.json` is in it: the Trainer writes that file last, and MTST writes its
+    own files (the uncertainty weights `mtst_loss_weighting.safetensors`, the card, the code files and the cleaned
+    `config.json`) right after the weights, before it (`MultiTaskTrainer.save_model`). Resuming skips or refuses a
+    checkpoint without it, with truncated weights or config, or without a file the run needs. When evaluation and
+    saving line up (`best_model_selection`), `load_best_model_at_end=None` turns into True: the model left after
+    training, and saved, is the best checkpoint by `metric_for_best_model` (`eval_average` in run_multitask.py); else
+    the last model is kept and the log says why. `MultiTaskTrainer.kept_model` says which one was kept.
+
 Freezing
     Static freezes (`freeze`, `freeze_layers`, `freeze_heads`) set `requires_grad=False` before the model is wrapped.
     Gradual unfreezing never touches `requires_grad`: a block waits with learning rate 0 (and zeroed gradients) until
@@ -80,7 +89,7 @@ from transformers.trainer_utils import (
 )
 
 from configuration_mtst import MTSTLoadError
-from modeling_mtst import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, check_weights
+from modeling_mtst import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, check_weights, check_weights_file
 from tasks_mtst import MultiTaskCollator, MultiTaskDataset
 
 __all__ = [
@@ -90,7 +99,9 @@ __all__ = [
     "MultiTaskTrainingError",
     "UncertaintyLossWeighting",
     "apply_static_freezing",
+    "best_model_selection",
     "check_resume_checkpoint",
+    "checkpoint_files",
     "checkpoint_problem",
     "last_complete_checkpoint",
     "parameter_blocks",
@@ -126,9 +137,16 @@ class MultiTaskTrainingError(ValueError):
 _CHECKPOINT_RE = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 
 
-def checkpoint_problem(folder: str) -> str | None:
-    """Why `folder` is not a complete Trainer checkpoint (None when it is). The Trainer writes a checkpoint in place
-    (no temporary folder), trainer_state.json last, so a save cut short by a kill lacks it or has truncated weights."""
+def checkpoint_files(args) -> tuple[str, ...]:
+    """The MTST files that a checkpoint of a run with these arguments must hold to be resumed from."""
+    return (LOSS_WEIGHTING_FILE,) if _option(args, "loss_weighting") == "uncertainty" else ()
+
+
+def checkpoint_problem(folder: str, required: Sequence[str] = ()) -> str | None:
+    """Why `folder` is not a complete checkpoint (None when it is). The Trainer writes a checkpoint in place (no
+    temporary folder), trainer_state.json last, and MTST writes its own files before that one (see
+    `MultiTaskTrainer.save_model`), so a save cut short by a kill lacks trainer_state.json or has truncated files.
+    `required` names further files the run needs (`checkpoint_files`)."""
     if not os.path.isdir(folder):
         return "it does not exist"
     state = os.path.join(folder, TRAINER_STATE_NAME)
@@ -139,18 +157,33 @@ def checkpoint_problem(folder: str) -> str | None:
             json.load(f)
     except (OSError, ValueError) as err:
         return f"its {TRAINER_STATE_NAME} is truncated or invalid ({err})"
+    try:
+        with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
+            json.load(f)
+    except (OSError, ValueError) as err:
+        return f"its config.json is missing, truncated or invalid ({err})"
     if not any(os.path.isfile(os.path.join(folder, name)) for name in (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME)):
         return f"it has no {SAFE_WEIGHTS_NAME}"
     try:
         check_weights(folder)
     except MTSTLoadError as err:
         return f"its weights are truncated or corrupt ({err.__cause__ or err})"
+    for name in required:
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            what = " (the learned uncertainty loss weights)" if name == LOSS_WEIGHTING_FILE else ""
+            return f"it has no {name}{what}, which this run needs: it was saved without it or the save was interrupted"
+        if name.endswith(".safetensors"):
+            try:
+                check_weights_file(path)
+            except MTSTLoadError as err:
+                return f"its {name} is truncated or corrupt ({err.__cause__ or err})"
     return None
 
 
-def last_complete_checkpoint(output_dir: str) -> str | None:
+def last_complete_checkpoint(output_dir: str, required: Sequence[str] = ()) -> str | None:
     """The complete checkpoint-N folder of `output_dir` with the highest N (None if there is none); incomplete ones
-    (a run killed while saving leaves one behind) are skipped with a warning."""
+    (a run killed while saving leaves one behind) are skipped with a warning. `required`: see `checkpoint_problem`."""
     if not os.path.isdir(output_dir):
         return None
     steps = sorted(
@@ -159,20 +192,23 @@ def last_complete_checkpoint(output_dir: str) -> str | None:
     )
     for _, name in steps:
         folder = os.path.join(output_dir, name)
-        problem = checkpoint_problem(folder)
+        problem = checkpoint_problem(folder, required)
         if problem is None:
             return folder
         logger.warning("Skipping the incomplete checkpoint %s: %s.", folder, problem)
     return None
 
 
-def check_resume_checkpoint(checkpoint: str, model: nn.Module) -> None:
-    """Raise `MultiTaskTrainingError` unless `checkpoint` is complete and holds exactly `model`'s tasks, labels and
-    weight shapes: otherwise the Trainer fails with a size mismatch, or quietly resumes with missing heads."""
-    problem = checkpoint_problem(checkpoint)
+def check_resume_checkpoint(checkpoint: str, model: nn.Module, required: Sequence[str] = ()) -> None:
+    """Raise `MultiTaskTrainingError` unless `checkpoint` is complete (with the `required` files) and holds exactly
+    `model`'s tasks, labels and weight shapes: otherwise the Trainer fails with a size mismatch, or quietly resumes
+    with missing heads."""
+    problem = checkpoint_problem(checkpoint, required)
     if problem is not None:
         parent = os.path.dirname(os.path.normpath(checkpoint))
-        other = last_complete_checkpoint(parent) if _CHECKPOINT_RE.match(os.path.basename(checkpoint)) else None
+        other = (
+            last_complete_checkpoint(parent, required) if _CHECKPOINT_RE.match(os.path.basename(checkpoint)) else None
+        )
         hint = f" The last complete checkpoint there is {other}." if other else ""
         raise MultiTaskTrainingError(f"Cannot resume from {checkpoint}: {problem}.{hint}")
     try:
@@ -210,6 +246,39 @@ def check_resume_checkpoint(checkpoint: str, model: nn.Module) -> None:
             f"{'; '.join(problems)}. Resume with the tasks and backbone it was trained with, or start afresh in "
             "another output folder."
         )
+
+
+def best_model_selection(args, has_eval_dataset: bool = True) -> str | None:
+    """Why the best checkpoint by `metric_for_best_model` cannot be the model kept at the end of training with these
+    arguments, or None when it can: a metric is set, and evaluation and saving line up (the same strategy, and
+    `save_steps` a multiple of `eval_steps`, or `save_strategy="best"`), so every checkpoint has its evaluation."""
+
+    def value(strategy) -> str:
+        return str(getattr(strategy, "value", strategy))
+
+    save, evaluate = value(args.save_strategy), value(args.eval_strategy)
+    if not args.metric_for_best_model:
+        return "no --metric_for_best_model is set"
+    if save == "no":
+        return "no checkpoint is saved (--save_strategy no)"
+    if evaluate == "no" or not has_eval_dataset:
+        return "nothing is evaluated during training (--eval_strategy no, or no evaluation data)"
+    if save == "best":
+        return None
+    if save != evaluate:
+        return f"evaluation (--eval_strategy {evaluate}) and saving (--save_strategy {save}) do not line up"
+    if save == "steps":
+        every, saved = args.eval_steps or 0, args.save_steps or 0
+        if every >= 1 and saved >= 1:
+            aligned = saved % every == 0
+        else:  # ratios of the total steps, as TrainingArguments compares them
+            aligned = every > 0 and every < 1 and 0 < saved < 1 and round(saved * 1e6) % round(every * 1e6) == 0
+        if not aligned:
+            return (
+                f"--save_steps {saved:g} is not a multiple of --eval_steps {every:g}, so some checkpoints have no "
+                "evaluation"
+            )
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -901,7 +970,7 @@ def _per_task(datasets) -> dict[str, MultiTaskDataset]:
 
 
 class _MultiTaskCallback(TrainerCallback):
-    """Keeps the sampler's epoch, the uncertainty weights' gradients and their checkpoint in step with training."""
+    """Keeps the sampler's epoch and the uncertainty weights' gradients in step with training."""
 
     def __init__(self, trainer: MultiTaskTrainer):
         self.trainer = trainer
@@ -926,14 +995,6 @@ class _MultiTaskCallback(TrainerCallback):
         weighting = self.trainer.loss_weighting_module
         if weighting is not None:
             weighting.zero_grad(set_to_none=True)
-
-    def on_save(self, args, state, control, **kwargs):
-        weighting = self.trainer.loss_weighting_module
-        if weighting is not None and args.should_save:
-            folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
-            if os.path.isdir(folder):
-                state = {k: v.detach().contiguous() for k, v in weighting.state_dict().items()}
-                save_file(state, os.path.join(folder, LOSS_WEIGHTING_FILE))
 
 
 class MultiTaskTrainer(Trainer):
@@ -1008,6 +1069,32 @@ class MultiTaskTrainer(Trainer):
             # Single-task batches leave the other tasks' heads out of every step's graph (the same heads on every
             # rank, so DDP keeps their gradients None and the optimizer skips them, exactly as in one process).
             args.ddp_find_unused_parameters = True
+        # The model kept at the end: the best checkpoint when evaluation and saving line up (None: decide here).
+        self.best_model_reason = best_model_selection(args, eval_dataset is not None)
+        keep_best = getattr(args, "load_best_model_at_end", False)
+        if keep_best is None:
+            args.load_best_model_at_end = self.best_model_reason is None
+        elif keep_best:
+            self.best_model_reason = None
+        else:
+            self.best_model_reason = "--load_best_model_at_end is false"
+        if args.should_log:
+            metric = _metric_key(args)
+            if args.load_best_model_at_end:
+                logger.info(
+                    "The model kept at the end of training is the best checkpoint by %s (evaluation and saving line "
+                    "up; --load_best_model_at_end false keeps the last one).",
+                    metric,
+                )
+            elif keep_best is None:
+                logger.warning(
+                    "The model kept at the end of training is the last one, not the best checkpoint by %s: %s. "
+                    "Evaluate and save with the same strategy (--save_steps a multiple of --eval_steps) to keep the "
+                    "best one.",
+                    metric,
+                    self.best_model_reason,
+                )
+        self.kept_model: dict[str, Any] | None = None  # set by train(): which model training ended with
         if isinstance(train_dataset, Mapping):
             train_dataset = MultiTaskDataset(train_dataset)
         if isinstance(eval_dataset, (Mapping, MultiTaskDataset)):
@@ -1461,22 +1548,104 @@ class MultiTaskTrainer(Trainer):
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
         """Check the checkpoint (complete; same tasks, labels and shapes; `True` picks the last complete one) and
         restore the learned uncertainty weights from it before resuming."""
+        required = checkpoint_files(self.args)
         if resume_from_checkpoint is True:
-            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir, required)
             if resume_from_checkpoint is None:
                 raise MultiTaskTrainingError(f"No complete checkpoint to resume from in {self.args.output_dir}.")
         if resume_from_checkpoint:
-            check_resume_checkpoint(resume_from_checkpoint, self.model)
-        if self.loss_weighting_module is not None and resume_from_checkpoint:
-            path = os.path.join(resume_from_checkpoint, LOSS_WEIGHTING_FILE)
-            if os.path.isfile(path):
-                self.loss_weighting_module.load_state_dict(load_file(path, device=str(self.args.device)))
-        return super().train(
+            check_resume_checkpoint(resume_from_checkpoint, self.model, required)
+            self._load_loss_weighting(resume_from_checkpoint)
+        output = super().train(
             resume_from_checkpoint=resume_from_checkpoint,
             trial=trial,
             ignore_keys_for_eval=ignore_keys_for_eval,
             **kwargs,
         )
+        self.kept_model = self._kept_model()
+        if self.args.should_log:
+            kept = self.kept_model
+            if kept["selection"] == "best":
+                logger.info(
+                    "Kept the best checkpoint by %s: %s (step %d, %s %.4f); training ran to step %d.",
+                    kept["metric"],
+                    kept["checkpoint"],
+                    kept["step"],
+                    kept["metric"],
+                    kept["value"],
+                    kept["last_step"],
+                )
+            else:
+                logger.info(
+                    "Kept the last model (step %d), not the best checkpoint by %s: %s.",
+                    kept["step"],
+                    kept["metric"],
+                    kept["reason"],
+                )
+        return output
+
+    def _kept_model(self) -> dict[str, Any]:
+        """Which model training ended with: `{"selection": "best", "checkpoint", "step", "metric", "value",
+        "last_step"}` for the best checkpoint, or `{"selection": "last", "step", "metric", "reason"}`."""
+        state, metric = self.state, _metric_key(self.args)
+        best = state.best_model_checkpoint
+        if self.args.load_best_model_at_end and best and checkpoint_problem(best) is None:
+            match = _CHECKPOINT_RE.match(os.path.basename(os.path.normpath(best)))
+            step = getattr(state, "best_global_step", None) or (int(match.group(1)) if match else state.global_step)
+            return {
+                "selection": "best",
+                "checkpoint": os.path.basename(os.path.normpath(best)),
+                "step": int(step),
+                "metric": metric,
+                "value": float(state.best_metric) if state.best_metric is not None else None,
+                "last_step": state.global_step,
+            }
+        reason = self.best_model_reason
+        if reason is None:
+            reason = (
+                "no evaluated checkpoint was found"
+                if best is None
+                else f"the best checkpoint {os.path.basename(os.path.normpath(best))} is missing or incomplete"
+            )
+        return {"selection": "last", "step": state.global_step, "metric": metric, "reason": reason}
+
+    def _load_loss_weighting(self, checkpoint: str) -> None:
+        """Restore the learned uncertainty weights (they live outside the model) from `checkpoint`, when used."""
+        if self.loss_weighting_module is not None:
+            path = os.path.join(checkpoint, LOSS_WEIGHTING_FILE)
+            if os.path.isfile(path):
+                self.loss_weighting_module.load_state_dict(load_file(path, device=str(self.args.device)))
+
+    def _load_best_model(self) -> None:
+        """The standard load of the best checkpoint's weights, plus its learned uncertainty weights."""
+        super()._load_best_model()
+        self._load_loss_weighting(self.state.best_model_checkpoint)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """The standard save. Into a checkpoint folder, MTST's own files (the uncertainty weights, then the card, the
+        code files and the cleaned config.json of `write_checkpoint_files` callbacks) follow the weights at once, so
+        they are all there before the Trainer writes trainer_state.json, last: a checkpoint that has that file is
+        complete."""
+        super().save_model(output_dir, _internal_call)
+        folder = output_dir or self.args.output_dir
+        name = os.path.basename(os.path.normpath(folder))
+        if not (_internal_call and name == f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"):
+            return
+        if self.args.should_save and self.loss_weighting_module is not None:
+            weights = {k: v.detach().contiguous() for k, v in self.loss_weighting_module.state_dict().items()}
+            path = os.path.join(folder, LOSS_WEIGHTING_FILE)
+            save_file(weights, path + ".tmp")
+            os.replace(path + ".tmp", path)
+        for callback in self.callback_handler.callbacks:
+            write = getattr(callback, "write_checkpoint_files", None)
+            if callable(write):
+                write(self.args, self.state, folder, model=self.model, processing_class=self.processing_class)
+
+
+def _metric_key(args) -> str:
+    """`metric_for_best_model` as the Trainer reads it (`average` -> `eval_average`)."""
+    metric = args.metric_for_best_model or "loss"
+    return metric if metric.startswith("eval_") else f"eval_{metric}"
 
 
 def format_parameter_summary(rows: Sequence[Mapping[str, Any]]) -> str:

@@ -1,6 +1,7 @@
 """Publishing through a Hub server on 127.0.0.1 (tests/hub_server.py): push a tiny trained MTST with its card, then
 load it by repo id in a fresh process (AutoModel, the multitask pipeline, a per-task pipeline, sentence-transformers,
-the endpoints handler and the card's own snippets), at `main` and at a pinned commit.
+the endpoints handler and the card's own snippets), at `main` and at a pinned commit. The second commit pushes other
+model code (`SECOND_CODE`), so the load pinned to the first commit shows that it runs the first commit's code.
 
 huggingface_hub reads HF_ENDPOINT at import, so every client runs in a fresh subprocess (`hub_server.run_client`).
 """
@@ -144,22 +145,48 @@ def _outputs(model, tokenizer, texts):
     return {"logits": dict(out.task_logits), "embedding": out.sentence_embedding}
 
 
+# Appended to the second version's modeling_mtst.py: a marker, and every task's logits shifted by a constant.
+LOGIT_SHIFT = 1.0
+SECOND_CODE = f"""
+
+# --- the second version of this file (tests/test_publishing.py): every task's logits shifted by LOGIT_SHIFT ---
+MTST_CODE_VERSION = "second"
+LOGIT_SHIFT = {LOGIT_SHIFT!r}
+_first_forward = MTSTModel.forward
+
+
+def _shifted_forward(self, *args, **kwargs):
+    output = _first_forward(self, *args, **kwargs)
+    output.task_logits = {{name: logits + LOGIT_SHIFT for name, logits in output.task_logits.items()}}
+    if output.logits is not None:
+        output.logits = output.logits + LOGIT_SHIFT
+    return output
+
+
+MTSTModel.forward = _shifted_forward
+"""
+
 PUSH = r"""
 import json, sys
-from transformers import AutoTokenizer
+from transformers import AutoModel, AutoTokenizer
 from modelcard_mtst import push_to_hub
-from modeling_mtst import MTSTModel
 
 first_dir, second_dir = sys.argv[1:3]
 first = push_to_hub(first_dir, "user/mtst-tiny", commit_message="First version")
-# the second version is pushed from the model object (saved to a temporary folder with its tokenizer and a card)
-model = MTSTModel.from_pretrained(second_dir)
+# the second version is pushed from the model object (saved to a temporary folder with its tokenizer and a card),
+# loaded with its own, changed, code: save_pretrained copies that code
+model = AutoModel.from_pretrained(second_dir, trust_remote_code=True)
+assert sys.modules[type(model).__module__].MTST_CODE_VERSION == "second"
 tokenizer = AutoTokenizer.from_pretrained(second_dir, trust_remote_code=True)
 second = push_to_hub(model, "user/mtst-tiny", tokenizer=tokenizer)
 private = push_to_hub(first_dir, "user/mtst-private", private=True, revision="dev")
 print(json.dumps({"first": first.oid, "second": second.oid, "private": private.oid}))
 """
 
+# One revision per fresh process: "first" (the pinned commit; also the per-task pipeline, sentence-transformers and the
+# endpoints handler) or "main" (also every python snippet of the card). Both in one process would not show what a
+# revision runs: once an MTST config class is registered as "mtst" with AutoConfig (configuration_mtst.py does it at
+# import), transformers 5.x reuses that class and the model class loaded with it for every later MTST load there.
 LOAD = r"""
 import json, re, sys
 import torch
@@ -167,21 +194,33 @@ from huggingface_hub import hf_hub_download, snapshot_download
 from sentence_transformers import SentenceTransformer
 from transformers import AutoModel, AutoTokenizer, pipeline
 
-repo, first, out_path, texts = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
-result = {}
-for name, kwargs in (("main", {}), ("first", {"revision": first})):
-    tokenizer = AutoTokenizer.from_pretrained(repo, trust_remote_code=True, **kwargs)
-    model = AutoModel.from_pretrained(repo, trust_remote_code=True, **kwargs).eval()
-    assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
-    batch = tokenizer(texts, padding=True, return_tensors="pt")
-    with torch.no_grad():
-        out = model(**batch)
-    multitask = pipeline(model=repo, trust_remote_code=True, **kwargs)
-    result[name] = {
-        "logits": dict(out.task_logits),
-        "embedding": out.sentence_embedding,
-        "pipeline": multitask(texts, return_embedding=True, return_all_scores=True),
-    }
+repo, which, first, out_path, texts = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], json.loads(sys.argv[5])
+kwargs = {"revision": first} if which == "first" else {}
+tokenizer = AutoTokenizer.from_pretrained(repo, trust_remote_code=True, **kwargs)
+model = AutoModel.from_pretrained(repo, trust_remote_code=True, **kwargs).eval()
+assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+module = sys.modules[type(model).__module__]
+batch = tokenizer(texts, padding=True, return_tensors="pt")
+with torch.no_grad():
+    out = model(**batch)
+multitask = pipeline(model=repo, trust_remote_code=True, **kwargs)
+result = {
+    "logits": dict(out.task_logits),
+    "embedding": out.sentence_embedding,
+    "pipeline": multitask(texts, return_embedding=True, return_all_scores=True),
+    "code_version": getattr(module, "MTST_CODE_VERSION", None),
+    "code": open(module.__file__, encoding="utf-8").read(),
+}
+if which == "main":
+    # every python snippet of the pushed card runs as written (against `main`)
+    readme = open(hf_hub_download(repo, "README.md"), encoding="utf-8").read()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {"__name__": "__card__"})
+    result["snippets"] = len(blocks)
+    torch.save(result, out_path)
+    print("LOADED")
+    sys.exit(0)
 sentiment = pipeline("text-classification", model=repo, trust_remote_code=True, revision=first,
                      model_kwargs={"default_task": "sentiment"})
 result["sentiment_pipeline"] = sentiment(texts)
@@ -193,13 +232,6 @@ sys.path.insert(0, path)
 from handler import EndpointHandler
 handler = EndpointHandler(path)
 result["handler"] = handler({"inputs": texts, "parameters": {"return_embedding": True, "return_all_scores": True}})
-
-# every python snippet of the pushed card runs as written (against `main`)
-readme = open(hf_hub_download(repo, "README.md"), encoding="utf-8").read()
-blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
-for block in blocks:
-    exec(compile(block, "README.md", "exec"), {"__name__": "__card__"})
-result["snippets"] = len(blocks)
 torch.save(result, out_path)
 print("LOADED")
 """
@@ -231,7 +263,11 @@ def test_push_then_load_by_repo_id_in_a_fresh_process(hub_server, tokenizer, tmp
             head.classifier.bias.add_(0.5)
     model.save_pretrained(second_dir)
     tokenizer.save_pretrained(second_dir)
+    first_code = (first_dir / "modeling_mtst.py").read_text()
+    second_code = first_code + SECOND_CODE  # ... with other model code: logits shifted by LOGIT_SHIFT
+    (second_dir / "modeling_mtst.py").write_text(second_code)
     expected_main = _outputs(model, tokenizer, TEXTS)
+    expected_main["logits"] = {task: logits + LOGIT_SHIFT for task, logits in expected_main["logits"].items()}
     first_model = MTSTModel.from_pretrained(first_dir).eval()
     expected_first = _outputs(first_model, tokenizer, TEXTS)
     from transformers import pipeline
@@ -247,12 +283,18 @@ def test_push_then_load_by_repo_id_in_a_fresh_process(hub_server, tokenizer, tmp
     assert set(hub_server.list_files("user/mtst-tiny", revision=shas["first"])) == EXPECTED_FILES
     # the second version has no training log: its commit removes the first version's loss curve
     assert set(hub_server.list_files("user/mtst-tiny")) == EXPECTED_FILES - {"loss_curve.svg"}
+    assert hub_server.read_file("user/mtst-tiny", "modeling_mtst.py", revision=shas["first"]).decode() == first_code
+    assert hub_server.read_file("user/mtst-tiny", "modeling_mtst.py").decode() == second_code
 
-    loaded = hub_server.run_client(
-        LOAD, tmp_path, args=["user/mtst-tiny", shas["first"], tmp_path / "loaded.pt", json.dumps(TEXTS)], env=threads
-    )
-    assert "LOADED" in loaded.stdout
-    result = torch.load(tmp_path / "loaded.pt")
+    result, loaded = {}, []
+    for which in ("first", "main"):  # each in a fresh process; the pinned one first
+        args = ["user/mtst-tiny", which, shas["first"], tmp_path / f"{which}.pt", json.dumps(TEXTS)]
+        loaded.append(hub_server.run_client(LOAD, tmp_path, args=args, env=threads))
+        assert "LOADED" in loaded[-1].stdout
+        result[which] = torch.load(tmp_path / f"{which}.pt")
+    # the pinned load ran the first commit's code, `main` the second's (a marker, and logits shifted: below)
+    assert (result["first"]["code_version"], result["first"]["code"]) == (None, first_code)
+    assert (result["main"]["code_version"], result["main"]["code"]) == ("second", second_code)
     for name, expected in (("main", expected_main), ("first", expected_first)):
         for task in TASKS:
             assert torch.equal(result[name]["logits"][task], expected["logits"][task]), (name, task)
@@ -260,15 +302,15 @@ def test_push_then_load_by_repo_id_in_a_fresh_process(hub_server, tokenizer, tmp
     assert not torch.equal(result["main"]["logits"]["topic"], result["first"]["logits"]["topic"])
     assert result["first"]["pipeline"] == local_answers  # the multitask pipeline, pinned to the first commit
     # the endpoints handler answers every task the same way (it batches a request's texts: padding moves floats ~1e-7)
-    assert_close_answers(result["handler"], local_answers)
-    assert all(set(answer) == {"topic", "sentiment", "ner", "embedding"} for answer in result["handler"])
+    assert_close_answers(result["first"]["handler"], local_answers)
+    assert all(set(answer) == {"topic", "sentiment", "ner", "embedding"} for answer in result["first"]["handler"])
     probabilities = expected_first["logits"]["sentiment"].softmax(-1)
-    for answer, probs in zip(result["sentiment_pipeline"], probabilities):
+    for answer, probs in zip(result["first"]["sentiment_pipeline"], probabilities):
         assert answer["label"] == ["negative", "neutral", "positive"][int(probs.argmax())]
         assert answer["score"] == pytest.approx(float(probs.max()), abs=1e-6)
-    st = result["sentence_transformers"]
+    st = result["first"]["sentence_transformers"]
     assert torch.allclose(st, expected_first["embedding"], atol=1e-6)
-    assert result["snippets"] == 5
+    assert result["main"]["snippets"] == 5
 
     # the card: valid YAML, one model-index result per task with the real numbers, the repo id in the snippets
     readme = hub_server.read_file("user/mtst-tiny", "README.md", revision=shas["first"]).decode()
@@ -302,7 +344,7 @@ def test_push_then_load_by_repo_id_in_a_fresh_process(hub_server, tokenizer, tmp
     assert hub_server.files_containing(hub_server.token) == []
     for fragment in (str(tmp_path), "/tmp/pytest", "/root", "/work", "site-packages", str(os.getcwd())):
         assert hub_server.files_containing(fragment) == [], fragment
-    for proc in (pushed, loaded):
+    for proc in (pushed, *loaded):
         assert hub_server.token not in proc.stdout + proc.stderr
 
     # the private repo, pushed to a new branch: readable with the token only

@@ -14,7 +14,7 @@ import torch
 import yaml
 from reliability_helpers import cli_args as tiny_args
 from safetensors.torch import load_file
-from trainer_helpers import backbone_path, write_task_files
+from trainer_helpers import WORSE_EPOCHS_RUN, backbone_path, install_worse_epochs, write_task_files
 
 import run_multitask
 
@@ -155,6 +155,60 @@ def test_train_evaluate_predict_save_and_reload(tiny, tmp_path, capsys):
     assert "does not match the task config" in capsys.readouterr().err
 
 
+def assert_kept_best_checkpoint(out, log: str, epochs: int, steps_per_epoch: int = 20) -> dict:
+    """The run in `out` had its last epoch made worse (`worse_at_epochs_callback`): the saved model is the best
+    checkpoint by eval_average, an earlier one, and the log and the card say so. Returns the trainer state."""
+    state = json.loads((out / "trainer_state.json").read_text())
+    evals = {e["step"]: e["eval_average"] for e in state["log_history"] if "eval_average" in e and "epoch" in e}
+    last = epochs * steps_per_epoch
+    assert sorted(evals) == [steps_per_epoch * (i + 1) for i in range(epochs)]
+    best = state["best_global_step"]
+    assert best < last and evals[last] < evals[best] == state["best_metric"] == max(evals.values())
+    checkpoint = out / f"checkpoint-{best}"
+    assert os.path.samefile(state["best_model_checkpoint"], checkpoint)
+    saved, kept = load_file(out / "model.safetensors"), load_file(checkpoint / "model.safetensors")
+    assert saved.keys() == kept.keys()
+    for name in saved:
+        assert torch.equal(saved[name], kept[name]), name
+    assert saved["heads.topic.classifier.weight"].abs().sum() > 0  # not the spoilt last epoch
+    value = f"{state['best_metric']:.4f}"
+    said = f"Kept the best checkpoint by eval_average: checkpoint-{best} (step {best}, eval_average {value}); "
+    assert said + f"training ran to step {last}." in log
+    card = (out / "README.md").read_text()
+    said = f"**Weights:** the best checkpoint by `eval_average`: step {best}, `eval_average` {value}, of {last} steps"
+    assert said + " trained." in card
+    results = json.loads((out / "all_results.json").read_text())
+    assert results["eval_average"] == pytest.approx(state["best_metric"])  # the final evaluation is of that model
+    return state
+
+
+def test_saved_model_is_the_best_checkpoint_by_eval_average(tiny, tmp_path, caplog, monkeypatch):
+    """Three epochs, the third made worse on purpose: the saved model is the best (earlier) checkpoint; with
+    save_total_limit 1 the Trainer keeps that checkpoint and deletes the others."""
+    monkeypatch.setattr(run_multitask, "attach_model_card", run_multitask.attach_model_card)  # restored afterwards
+    install_worse_epochs(run_multitask, [3])
+    out = tmp_path / "run"
+    args = tiny_args(tiny, out, "--num_train_epochs", "3", "--save_total_limit", "1", "--do_train", "--do_eval")
+    with caplog.at_level("INFO"):
+        assert run_multitask.main(args) == 0
+    assert "is the best checkpoint by eval_average (evaluation and saving line up" in caplog.text
+    state = assert_kept_best_checkpoint(out, caplog.text, epochs=3)
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == [f"checkpoint-{state['best_global_step']}"]
+
+
+def test_last_model_is_kept_and_said_when_evaluation_and_saving_do_not_line_up(tiny, tmp_path, caplog):
+    out = tmp_path / "run"
+    args = tiny_args(tiny, out, "--max_steps", "10", "--save_strategy", "steps", "--save_steps", "5", "--do_train")
+    with caplog.at_level("INFO"):
+        assert run_multitask.main([*args, "--do_eval"]) == 0
+    reason = "evaluation (--eval_strategy epoch) and saving (--save_strategy steps) do not line up"
+    said = "The model kept at the end of training is the last one, not the best checkpoint by eval_average: "
+    assert said + reason in caplog.text
+    assert f"Kept the last model (step 10), not the best checkpoint by eval_average: {reason}." in caplog.text
+    card = (out / "README.md").read_text()
+    assert f"**Weights:** the last step's (step 10), not selected by `eval_average`: {reason}." in card
+
+
 def free_port() -> int:
     with socket.socket() as sock:  # other test runs on this machine may hold accelerate's default port 29500
         sock.bind(("127.0.0.1", 0))
@@ -167,10 +221,11 @@ def ddp_on_cpu(processes: int = 2) -> bool:
     return run_multitask.distributed_on_cpu(processes, processes, torch.cuda.device_count())
 
 
-def accelerate_launch(args, timeout=300, processes=2):
+def accelerate_launch(args, timeout=300, processes=2, script=SCRIPT, env=None):
     """`accelerate launch --multi_gpu` (torchrun: one process per rank) of run_multitask.py on this machine. The script
     decides the device: CPU and gloo when the machine has fewer GPUs than `processes` (none, or one: two processes on
-    GPU 0 make NCCL fail), a GPU per process and NCCL otherwise."""
+    GPU 0 make NCCL fail), a GPU per process and NCCL otherwise. `script` replaces run_multitask.py; `env` adds
+    variables."""
     command = [
         sys.executable,
         "-m",
@@ -186,10 +241,11 @@ def accelerate_launch(args, timeout=300, processes=2):
         "no",
         "--dynamo_backend",
         "no",
-        SCRIPT,
+        str(script),
         *args,
     ]
-    return subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    env = {**ENV, **(env or {})}
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
 def check_ddp_devices(log: str, processes: int = 2) -> None:
@@ -242,9 +298,15 @@ def steps_by_rank(log: str) -> dict:
 
 
 def test_two_processes_train_the_same_task_at_every_step(tiny, tmp_path):
+    """Also: the second (last) epoch is made worse on purpose on both ranks, and the saved model is the first epoch's
+    checkpoint, the best by eval_average."""
     out = tmp_path / "ddp"
+    script = tmp_path / "worse_last_epoch.py"
+    script.write_text(WORSE_EPOCHS_RUN)
     result = accelerate_launch(
-        tiny_args(tiny, out, "--num_train_epochs", "2", "--gradient_accumulation_steps", "2", "--log_task_per_step")
+        tiny_args(tiny, out, "--num_train_epochs", "2", "--gradient_accumulation_steps", "2", "--log_task_per_step"),
+        script=script,
+        env={"MTST_WORSE_EPOCHS": "2"},
     )
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-3000:]
@@ -256,6 +318,8 @@ def test_two_processes_train_the_same_task_at_every_step(tiny, tmp_path):
         assert set(tasks) == {0, 1} and tasks[0] == tasks[1], (key, tasks)
     assert {tasks[0] for tasks in steps.values()} == {"topic", "ner"}
     assert (out / "all_results.json").exists() and (out / "model.safetensors").exists()
+    assert_kept_best_checkpoint(out, log, epochs=2, steps_per_epoch=6)
+    assert log.count("Kept the best checkpoint by eval_average") == 1  # said once, by the main process
 
 
 def test_interrupted_ddp_run_resumes_to_the_same_weights(tiny, tmp_path):

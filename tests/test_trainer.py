@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from trainer_helpers import NER_LABELS, TOPIC_LABELS, tiny_model, tokenized_tasks
+from trainer_helpers import NER_LABELS, TOPIC_LABELS, tiny_model, tokenized_tasks, worse_at_epochs_callback
 from transformers import TrainerCallback
 
 from trainer_mtst import (
@@ -17,6 +17,7 @@ from trainer_mtst import (
     MultiTaskTrainingArguments,
     MultiTaskTrainingError,
     apply_static_freezing,
+    best_model_selection,
     format_parameter_summary,
     sequence_classification_metrics,
     token_classification_metrics,
@@ -323,3 +324,81 @@ def test_group_by_length_through_the_trainer(tasks, tokenizer, tmp_path):
     assert len(batches) == len(loader) == 12
     assert [b["task"] for b in batches[:4]] == ["topic", "ner", "topic", "ner"]
     assert trainer._train_batch_sampler.lengths is not None
+
+
+@pytest.mark.parametrize(
+    "options, reason",
+    [
+        ({"eval_strategy": "epoch", "save_strategy": "epoch"}, None),
+        ({"eval_strategy": "steps", "save_strategy": "steps", "eval_steps": 5, "save_steps": 10}, None),
+        ({"eval_strategy": "steps", "save_strategy": "best", "eval_steps": 5}, None),
+        ({"eval_strategy": "steps", "save_strategy": "steps", "eval_steps": 4, "save_steps": 10}, "not a multiple"),
+        ({"eval_strategy": "epoch", "save_strategy": "steps", "save_steps": 5}, "do not line up"),
+        ({"eval_strategy": "no", "save_strategy": "epoch"}, "nothing is evaluated"),
+        ({"eval_strategy": "epoch", "save_strategy": "no"}, "no checkpoint is saved"),
+        ({"eval_strategy": "epoch", "save_strategy": "epoch", "metric_for_best_model": None}, "no --metric_for"),
+    ],
+)
+def test_best_model_selection_needs_evaluation_and_saving_to_line_up(tmp_path, options, reason):
+    args = make_args(tmp_path, **{"metric_for_best_model": "average", **options})
+    found = best_model_selection(args, has_eval_dataset=True)
+    assert found is None if reason is None else reason in found
+    if reason is None:
+        assert "nothing is evaluated" in best_model_selection(args, has_eval_dataset=False)
+
+
+def test_best_checkpoint_is_kept_with_its_uncertainty_weights(tasks, tokenizer, tmp_path, caplog):
+    """Two epochs, the second made worse on purpose: the trainer ends with checkpoint-12's weights and loss weights."""
+    args = make_args(
+        tmp_path,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        metric_for_best_model="average",
+        load_best_model_at_end=None,  # decided by the trainer
+        loss_weighting="uncertainty",
+    )
+    trainer = make_trainer(tasks, tokenizer, args, split="validation", callbacks=[worse_at_epochs_callback([2])])
+    assert trainer.args.load_best_model_at_end is True
+    with caplog.at_level("INFO", logger="trainer_mtst"):
+        trainer.train()
+    evals = [log["eval_average"] for log in trainer.state.log_history if "eval_average" in log]
+    assert len(evals) == 2 and evals[1] < evals[0]
+    assert trainer.kept_model == {
+        "selection": "best",
+        "checkpoint": "checkpoint-12",
+        "step": 12,
+        "metric": "eval_average",
+        "value": evals[0],
+        "last_step": 24,
+    }
+    kept = f"Kept the best checkpoint by eval_average: checkpoint-12 (step 12, eval_average {evals[0]:.4f})"
+    assert kept in caplog.text
+    best = os.path.join(args.output_dir, "checkpoint-12")
+    weights = load_file(os.path.join(best, "model.safetensors"))
+    for name, value in trainer.model.state_dict().items():
+        assert torch.equal(value, weights[name]), name
+    saved = load_file(os.path.join(best, LOSS_WEIGHTING_FILE))["log_vars"]
+    last = load_file(os.path.join(args.output_dir, "checkpoint-24", LOSS_WEIGHTING_FILE))["log_vars"]
+    assert not torch.equal(saved, last)  # the last epoch moved them: the best checkpoint's are restored
+    assert torch.equal(trainer.loss_weighting_module.log_vars.detach(), saved)
+    assert trainer.evaluate()["eval_average"] == pytest.approx(evals[0])
+
+
+def test_last_model_is_kept_when_evaluation_and_saving_do_not_line_up(tasks, tokenizer, tmp_path, caplog):
+    args = make_args(
+        tmp_path,
+        num_train_epochs=1,
+        eval_strategy="epoch",
+        save_strategy="steps",
+        save_steps=5,
+        metric_for_best_model="average",
+        load_best_model_at_end=None,
+    )
+    with caplog.at_level("INFO", logger="trainer_mtst"):
+        trainer = make_trainer(tasks, tokenizer, args, split="validation")
+        assert trainer.args.load_best_model_at_end is False
+        assert "is the last one, not the best checkpoint by eval_average: evaluation" in caplog.text
+        trainer.train()
+    reason = "evaluation (--eval_strategy epoch) and saving (--save_strategy steps) do not line up"
+    assert trainer.kept_model == {"selection": "last", "step": 12, "metric": "eval_average", "reason": reason}
+    assert f"Kept the last model (step 12), not the best checkpoint by eval_average: {reason}." in caplog.text

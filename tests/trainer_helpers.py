@@ -123,3 +123,54 @@ def tiny_model(specs, seed: int = 0, vocab_size: int = 30522, **config_kwargs):
     torch.manual_seed(seed)
     config = MTSTConfig(encoder=encoder, tasks={s.name: s.to_model_task() for s in specs}, **config_kwargs)
     return MTSTModel(config)
+
+
+def worse_at_epochs_callback(epochs, kill_after_save_step: int | None = None):
+    """A `TrainerCallback` that makes the model worse, deterministically, at the end of each epoch in `epochs` (before
+    that epoch's evaluation and save): every head's classifier then predicts its first label (topic 'World', a quarter
+    of the balanced evaluation set; ner 'O', entity F1 0). With `kill_after_save_step`, the process kills itself
+    (SIGKILL) once the checkpoint of that step is saved."""
+    import signal
+
+    import torch
+    from transformers import TrainerCallback
+
+    class WorseAtEpochs(TrainerCallback):
+        def on_epoch_end(self, args, state, control, model=None, **kwargs):
+            if round(state.epoch) in set(epochs):
+                with torch.no_grad():
+                    for head in model.heads.values():
+                        head.classifier.weight.zero_()
+                        head.classifier.bias.zero_()
+                        head.classifier.bias[0] = 10.0
+
+        def on_save(self, args, state, control, **kwargs):
+            if kill_after_save_step is not None and state.global_step == kill_after_save_step:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    return WorseAtEpochs()
+
+
+def install_worse_epochs(run_multitask_module, epochs, kill_after_save_step: int | None = None) -> None:
+    """Make `run_multitask.run` add `worse_at_epochs_callback(...)` to its trainer (see there)."""
+    attach = run_multitask_module.attach_model_card
+
+    def attach_with_worse_epochs(trainer, specs, model_args):
+        trainer.add_callback(worse_at_epochs_callback(epochs, kill_after_save_step))
+        return attach(trainer, specs, model_args)
+
+    run_multitask_module.attach_model_card = attach_with_worse_epochs
+
+
+# `python -c WORSE_EPOCHS_RUN <run_multitask args>` (or the same text as a script file, for accelerate launch): the
+# command line with `worse_at_epochs_callback`; MTST_WORSE_EPOCHS="2,3", MTST_KILL_AFTER_SAVE_STEP="40".
+WORSE_EPOCHS_RUN = f"""
+import os, sys
+sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
+import run_multitask
+from trainer_helpers import install_worse_epochs
+kill = os.environ.get("MTST_KILL_AFTER_SAVE_STEP")
+epochs = [int(e) for e in os.environ["MTST_WORSE_EPOCHS"].split(",")]
+install_worse_epochs(run_multitask, epochs, int(kill) if kill else None)
+sys.exit(run_multitask.main(sys.argv[1:]))
+"""
