@@ -27,16 +27,20 @@ EXAMPLES = [
 ]
 
 
-def load_model(model: str | None = None, revision: str | None = None):
-    """The multitask pipeline for `model` (default: `MTST_MODEL`, else `outputs/mtst-default`)."""
+def load_model(model: str | None = None, revision: str | None = None, dtype: str | None = None, backend=None):
+    """The multitask pipeline for `model` (default: `MTST_MODEL`, else `outputs/mtst-default`), in `dtype` on
+    `backend` (default: `MTST_DTYPE` / `MTST_BACKEND`, else float32 on torch; see inference_mtst)."""
     model = model or os.environ.get("MTST_MODEL") or None
+    dtype = dtype or os.environ.get("MTST_DTYPE") or "float32"
+    backend = backend or os.environ.get("MTST_BACKEND") or "torch"
     try:
         from predict_mtst import load_pipeline
     except ImportError:  # a Space holding only app.py: the model repository brings its own code
         from transformers import pipeline
 
-        return pipeline(model=model or DEFAULT_MODEL, revision=revision, trust_remote_code=True)
-    return load_pipeline(model, revision=revision)
+        kwargs = {"dtype": dtype} if dtype == "bfloat16" else {}  # int8 and onnx need the MTST modules
+        return pipeline(model=model or DEFAULT_MODEL, revision=revision, trust_remote_code=True, **kwargs)
+    return load_pipeline(model, revision=revision, dtype=dtype, backend=backend)
 
 
 def predict(pipe, text: str) -> list:
@@ -55,9 +59,9 @@ def predict(pipe, text: str) -> list:
     return values
 
 
-def build_demo(model: str | None = None, revision: str | None = None, pipe=None):
+def build_demo(model: str | None = None, revision: str | None = None, pipe=None, dtype=None, backend=None):
     """The Gradio Blocks app for one MTST model (a folder or Hub id, or an already loaded pipeline)."""
-    pipe = pipe if pipe is not None else load_model(model, revision)
+    pipe = pipe if pipe is not None else load_model(model, revision, dtype=dtype, backend=backend)
     import gradio as gr
 
     config = pipe.model.config
@@ -106,6 +110,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--port", type=int, default=None, help="port (default: $GRADIO_SERVER_PORT, else 7860)")
     parser.add_argument("--share", action="store_true", help="ask Gradio for a temporary public link")
+    parser.add_argument(
+        "--dtype", choices=["float32", "bfloat16", "int8"], default=None, help="precision (default: $MTST_DTYPE)"
+    )
+    parser.add_argument("--backend", choices=["torch", "onnx"], default=None, help="default: $MTST_BACKEND, torch")
     return parser.parse_args(argv)
 
 
@@ -116,7 +124,7 @@ def main(argv=None) -> int:
     except ImportError:
         PredictError = OSError  # noqa: N806 - only app.py in a Space: loading errors are transformers' own
     try:
-        demo = build_demo(args.model, args.revision)
+        demo = build_demo(args.model, args.revision, dtype=args.dtype, backend=args.backend)
     except PredictError as e:
         print(f"app.py: error: {e}", file=sys.stderr)
         return 2

@@ -157,3 +157,31 @@ def test_onnx_folder_errors(model_dir, onnx_dir, capsys, tmp_path):
     assert code == 2 and "has no model.onnx" in capsys.readouterr().err
     code = predict_mtst.main(["--model", onnx_dir, "x"])  # backend torch on an ONNX-only folder
     assert code == 2 and "--backend onnx" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------- app.py, handler.py
+@pytest.mark.parametrize("dtype", ["bfloat16", "int8"])
+def test_handler_precision(model_dir, monkeypatch, dtype):
+    from handler import EndpointHandler
+
+    reference = EndpointHandler(model_dir, device="cpu")(
+        {"inputs": TEXTS[0], "parameters": {"return_embedding": True}}
+    )
+    monkeypatch.setenv("MTST_DTYPE", dtype)
+    handler = EndpointHandler(model_dir, device="cpu")
+    answer = handler({"inputs": TEXTS[0], "parameters": {"return_embedding": True}})
+    assert answer["topic"]["label"] == reference["topic"]["label"]
+    assert cosine(answer["embedding"], reference["embedding"]) >= 0.99
+    if dtype == "int8":
+        assert not any(type(m) is torch.nn.Linear for m in handler.pipeline.model.modules())
+    monkeypatch.setenv("MTST_DTYPE", "float16")
+    with pytest.raises(ValueError, match="float32, bfloat16 or int8"):
+        EndpointHandler(model_dir, device="cpu")
+
+
+def test_app_load_model_dtype(model_dir):
+    import app
+
+    pipe = app.load_model(model_dir, dtype="int8")
+    assert not any(type(m) is torch.nn.Linear for m in pipe.model.modules())
+    assert app.predict(pipe, TEXTS[0])[0]  # one value per task
