@@ -22,6 +22,7 @@ imports them until they are used.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import warnings
 from dataclasses import dataclass
@@ -164,6 +165,9 @@ def export_onnx(
     batch = torch.export.Dim("batch", min=1)
     length = torch.export.Dim("sequence", min=1, max=max_positions)
     path = os.path.join(folder, ONNX_FILE)
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)  # "torchvision is not installed" notes
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
@@ -177,6 +181,7 @@ def export_onnx(
             external_data=False,
             verbose=False,
         )
+    exporter_log.setLevel(level)
     program.save(path)
     proto = onnx.load(path)
     metadata = {"mtst_tasks": json.dumps(tasks), "mtst_max_positions": str(max_positions)}
@@ -202,13 +207,19 @@ def export_onnx(
 def quantize_onnx(source: str, target: str) -> str:
     """ONNX Runtime's dynamic int8 quantization (`quantize_dynamic`) of the MatMul/Gemm weights of `source`."""
     quantization = _import("onnxruntime.quantization", "ONNX int8 quantization")
-    quantization.quantize_dynamic(
-        source,
-        target,
-        weight_type=quantization.QuantType.QInt8,
-        per_channel=True,
-        op_types_to_quantize=["MatMul", "Gemm"],
-    )
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantizer logs advice about pre-processing on the root logger
+    try:
+        quantization.quantize_dynamic(
+            source,
+            target,
+            weight_type=quantization.QuantType.QInt8,
+            per_channel=True,
+            op_types_to_quantize=["MatMul", "Gemm"],
+        )
+    finally:
+        root.setLevel(level)
     return target
 
 
