@@ -8,9 +8,11 @@
 - `dtype="bfloat16"`: the weights are cast to bfloat16 (CPU or GPU); on CPUs with AVX512-BF16/AMX the matrix
   multiplies run at about twice the float32 rate.
 - `dtype="int8"`: PyTorch's own dynamic quantization (`torch.ao.quantization.quantize_dynamic`) of every
-  `nn.Linear`: int8 weights, activations quantized per batch, fbgemm/oneDNN kernels (VNNI). It is built into the
-  CPU wheel and needs no other package; `torchao`'s int8 dynamic-activation config was slower than float32 in eager
-  mode on this CPU (it needs `torch.compile` to pay off), so it is not used. CPU only.
+  `nn.Linear`: int8 weights per output channel (on all-MiniLM-L6-v2 and 300 real texts, min / mean cosine to float32
+  0.923 / 0.974, against 0.855 / 0.935 per tensor), activations quantized per batch, fbgemm/oneDNN kernels
+  (VNNI). It is built into the CPU wheel and needs no other package; `torchao`'s int8 dynamic-activation config
+  was slower than float32 in eager mode on this CPU (it needs `torch.compile` to pay off), so it is not used.
+  CPU only.
 - `backend="onnx"`: the graph written by `export_onnx` (`mtst-export onnx`), run with `onnxruntime`; outputs are
   `sentence_embedding`, `pooled_embedding` (before normalization) and one `logits_<task>` per task. `dtype="int8"`
   selects the ONNX Runtime dynamically quantized graph (`model_int8.onnx`, written with `--quantize`).
@@ -84,7 +86,8 @@ def prepare_model(model: nn.Module, dtype: str = "float32", device=None) -> nn.M
     if dtype == "int8":
         with warnings.catch_warnings():  # torch.ao.quantization warns that it moves to torchao one day
             warnings.simplefilter("ignore")
-            return torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+            spec = {nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig}
+            return torch.ao.quantization.quantize_dynamic(model, spec, dtype=torch.qint8)
     return model
 
 
