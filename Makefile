@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 
 install:
 	$(PYTHON) -m pip install -q "$(TORCH)"
-	$(PYTHON) -m pip install -q -e ".[dev,demo]" "$(TORCH)"
+	$(PYTHON) -m pip install -q -e ".[dev,demo,onnx]" "$(TORCH)"
 
 test:
 	$(PYTHON) -m pytest -q

@@ -38,16 +38,20 @@ EXAMPLES = [
 ]
 
 
-def load_model(model: str | None = None, revision: str | None = None):
-    """The multitask pipeline for `model` (default: `MTST_MODEL`, else `outputs/mtst-default`)."""
+def load_model(model: str | None = None, revision: str | None = None, dtype: str | None = None, backend=None):
+    """The multitask pipeline for `model` (default: `MTST_MODEL`, else `outputs/mtst-default`), in `dtype` on
+    `backend` (default: `MTST_DTYPE` / `MTST_BACKEND`, else float32 on torch; see inference_mtst)."""
     model = model or os.environ.get("MTST_MODEL") or None
+    dtype = dtype or os.environ.get("MTST_DTYPE") or "float32"
+    backend = backend or os.environ.get("MTST_BACKEND") or "torch"
     try:
         from predict_mtst import load_pipeline
     except ImportError:  # a Space holding only app.py: the model repository brings its own code
         from transformers import pipeline
 
-        return pipeline(model=model or DEFAULT_MODEL, revision=revision, trust_remote_code=True)
-    return load_pipeline(model, revision=revision)
+        kwargs = {"dtype": dtype} if dtype == "bfloat16" else {}  # int8 and onnx need the MTST modules
+        return pipeline(model=model or DEFAULT_MODEL, revision=revision, trust_remote_code=True, **kwargs)
+    return load_pipeline(model, revision=revision, dtype=dtype, backend=backend)
 
 
 def _handler_module(model: str | None = None, revision: str | None = None):
@@ -121,12 +125,15 @@ def build_demo(
     limits=None,
     max_chars: int | None = None,
     concurrency_limit: int | None = None,
+    dtype: str | None = None,
+    backend: str | None = None,
 ):
     """The Gradio Blocks app for one MTST model (a folder or Hub id, or an already loaded pipeline).
 
     `limits` (a `handler.ServingLimits`) defaults to the `MTST_*` environment variables, with `max_chars` (characters
     per text) winning when given; `concurrency_limit` (requests computed at once) defaults to `MTST_CONCURRENCY`,
-    else 2. Bad values raise `ValueError` before the model is loaded."""
+    else 2; `dtype` and `backend` choose the precision and runtime (see `load_model`). Bad values raise `ValueError`
+    before the model is loaded."""
     if limits is None:
         limits = serving_limits(max_chars, model, revision)
     elif max_chars is not None:
@@ -135,7 +142,7 @@ def build_demo(
         concurrency_limit = concurrency_limit_from_env()
     elif isinstance(concurrency_limit, bool) or not isinstance(concurrency_limit, int) or concurrency_limit < 1:
         raise ValueError(f"concurrency_limit must be a positive integer; got {concurrency_limit!r}.")
-    pipe = pipe if pipe is not None else load_model(model, revision)
+    pipe = pipe if pipe is not None else load_model(model, revision, dtype=dtype, backend=backend)
     import gradio as gr
 
     config = pipe.model.config
@@ -209,6 +216,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=None,
         help=f"requests computed at once (default: ${CONCURRENCY_ENV}, else {DEFAULT_CONCURRENCY}, for 2 CPU cores)",
     )
+    parser.add_argument(
+        "--dtype", choices=["float32", "bfloat16", "int8"], default=None, help="precision (default: $MTST_DTYPE)"
+    )
+    parser.add_argument("--backend", choices=["torch", "onnx"], default=None, help="default: $MTST_BACKEND, torch")
     return parser.parse_args(argv)
 
 
@@ -220,7 +231,12 @@ def main(argv=None) -> int:
         PredictError = OSError  # noqa: N806 - only app.py in a Space: loading errors are transformers' own
     try:
         demo = build_demo(
-            args.model, args.revision, max_chars=args.max_chars, concurrency_limit=args.concurrency_limit
+            args.model,
+            args.revision,
+            max_chars=args.max_chars,
+            concurrency_limit=args.concurrency_limit,
+            dtype=args.dtype,
+            backend=args.backend,
         )
     except (PredictError, ValueError) as e:
         print(f"app.py: error: {e}", file=sys.stderr)

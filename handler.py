@@ -176,19 +176,43 @@ class EndpointHandler:
         device (`int` or `str`, *optional*): where to run; defaults to the first GPU when there is one, else CPU.
         limits (`ServingLimits`, *optional*): what one request may ask; defaults to `ServingLimits.from_env()` (the
             `MTST_*` environment variables, read once here: a bad value fails the start-up).
-        pipeline_kwargs: passed to `transformers.pipeline` (`revision`, `dtype`, ...).
+        precision (`str`, *optional*): `float32`, `bfloat16` or `int8` (int8 needs `inference_mtst.py` beside this
+            file); default: the `MTST_DTYPE` environment variable (an endpoint setting), else float32.
+        pipeline_kwargs: passed to `transformers.pipeline` (`revision`, ...).
     """
 
-    def __init__(self, path: str = "", device=None, limits: ServingLimits | None = None, **pipeline_kwargs):
+    def __init__(
+        self,
+        path: str = "",
+        device=None,
+        limits: ServingLimits | None = None,
+        precision: str | None = None,
+        **pipeline_kwargs,
+    ):
         self.limits = limits if limits is not None else ServingLimits.from_env()  # before the (slow) model load
         import torch
         from transformers import pipeline
+
+        precision = precision or os.environ.get("MTST_DTYPE") or "float32"
+        if precision not in ("float32", "bfloat16", "int8"):
+            raise ValueError(f"MTST_DTYPE must be float32, bfloat16 or int8; got {precision!r}.")
 
         if device is None and torch.cuda.is_available():
             device = 0
         if device is not None:
             pipeline_kwargs["device"] = device
         self.pipeline = pipeline(model=path or ".", trust_remote_code=True, **pipeline_kwargs)
+        if precision != "float32":
+            try:  # the inference options live in inference_mtst (an MTST checkout, or the file copied beside)
+                from inference_mtst import prepare_model
+            except ImportError:
+                prepare_model = None
+            if prepare_model is not None:
+                self.pipeline.model = prepare_model(self.pipeline.model, precision)
+            elif precision == "bfloat16":
+                self.pipeline.model = self.pipeline.model.to(torch.bfloat16)
+            else:
+                raise ValueError("MTST_DTYPE=int8 needs inference_mtst.py beside handler.py (from the MTST code).")
         config = self.pipeline.model.config
         self.task_names = list(getattr(config, "task_names", None) or [])
         if not self.task_names or not hasattr(self.pipeline, "postprocess"):

@@ -489,9 +489,7 @@ class MTSTModel(MTSTPreTrainedModel):
             starts = tqdm(starts, desc="Encoding", unit="batch")
         for start in starts:
             batch = tokenizer.pad([features[i] for i in order[start : start + batch_size]], return_tensors="pt")
-            inputs = {k: v.to(self.device) for k, v in batch.items()}
-            out = self.encoder(**_encoder_kwargs(self, inputs), return_dict=True)
-            embedding = self.embed(out.last_hidden_state, inputs["attention_mask"])
+            embedding = self._encode_batch({k: v.to(self.device) for k, v in batch.items()})
             if normalize is None:
                 embedding = self.normalize_embedding(embedding)
             elif normalize:
@@ -506,6 +504,11 @@ class MTSTModel(MTSTPreTrainedModel):
         if convert_to_numpy:
             result = result.numpy()
         return result[0] if single else result
+
+    def _encode_batch(self, inputs: dict) -> torch.Tensor:
+        """Pooled, projected (not normalized) sentence vectors of one padded batch; other backends override it."""
+        out = self.encoder(**_encoder_kwargs(self, inputs), return_dict=True)
+        return self.embed(out.last_hidden_state, inputs["attention_mask"])
 
 
 def _encoder_kwargs(model: MTSTModel, inputs: dict) -> dict:

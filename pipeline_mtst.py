@@ -166,8 +166,10 @@ class MultiTaskPipeline(ChunkPipeline):
         extras = {k: model_inputs.pop(k) for k in ("offset_mapping", "word_ids", "text", "is_last")}
         out = self.model(**model_inputs)
         mask = model_inputs["attention_mask"]
+        # backends without token states (ONNX Runtime) return the pooled vector themselves
+        pooled = out.get("pooled_embedding")
         result = {
-            "pooled": self.model.embed(out.last_hidden_state, mask),
+            "pooled": pooled if pooled is not None else self.model.embed(out.last_hidden_state, mask),
             "n_tokens": mask.sum(dim=1),
             "attention_mask": mask,
             **extras,

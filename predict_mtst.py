@@ -89,8 +89,16 @@ def _check_model(model: str, revision: str | None) -> None:
     _read_config(config_path, model)
 
 
-def load_pipeline(model: str | None = None, revision: str | None = None, device: str | None = None):
-    """The MTST multitask pipeline for a local folder or a Hub id (default: `outputs/mtst-default`).
+def load_pipeline(
+    model: str | None = None,
+    revision: str | None = None,
+    device: str | None = None,
+    dtype: str = "float32",
+    backend: str = "torch",
+):
+    """The MTST multitask pipeline for a local folder or a Hub id (default: `outputs/mtst-default`), in `dtype`
+    (float32, bfloat16, int8) on `backend` (torch, or onnx for a folder written by `mtst-export onnx`; see
+    inference_mtst).
 
     Uses the installed `modeling_mtst` / `pipeline_mtst` classes (no `trust_remote_code`). Raises `PredictError`
     with a one-paragraph message when the model is missing or is not an MTST model.
@@ -108,14 +116,19 @@ def load_pipeline(model: str | None = None, revision: str | None = None, device:
     from transformers import AutoConfig, AutoTokenizer
 
     from configuration_mtst import MTSTConfig, MTSTConfigError, MTSTLoadError
-    from modeling_mtst import MTSTModel
+    from inference_mtst import InferenceError, check_options, load_model
     from pipeline_mtst import MultiTaskPipeline
 
     # The installed classes answer for model_type "mtst": the tokenizer never asks to run the folder's code.
     AutoConfig.register("mtst", MTSTConfig, exist_ok=True)
     kwargs = {} if os.path.isdir(model) else {"revision": revision}
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() and backend == "torch" and dtype != "int8" else "cpu"
     try:
-        mtst = MTSTModel.from_pretrained(model, **kwargs).eval()
+        check_options(dtype, backend, device)
+        mtst = load_model(model, dtype=dtype, backend=backend, device=device, **kwargs)
+    except InferenceError as e:
+        raise PredictError(str(e)) from None
     except MTSTLoadError as e:  # missing or truncated weights
         raise PredictError(f"Could not load the MTST model from '{model}': {e}") from None
     except MTSTConfigError as e:
@@ -129,8 +142,6 @@ def load_pipeline(model: str | None = None, revision: str | None = None, device:
             f"'{model}' has no usable tokenizer ({e}). Save the tokenizer next to the model "
             "(tokenizer.save_pretrained)."
         ) from None
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
     return MultiTaskPipeline(model=mtst, tokenizer=tokenizer, device=device, task="multitask")
 
 
@@ -379,6 +390,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch_size", type=int, default=32, help="texts per forward pass (default: 32)")
     parser.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cuda if available)")
     parser.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "int8"],
+        default="float32",
+        help="inference precision: bfloat16 weights, or int8 dynamically quantized linear layers (CPU) "
+        "(default: float32)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=["torch", "onnx"],
+        default="torch",
+        help="torch, or onnx: ONNX Runtime on a folder written by `mtst-export onnx` (default: torch)",
+    )
+    parser.add_argument(
         "--color", choices=["auto", "always", "never"], default="auto", help="ANSI colors in the table (default: auto)"
     )
     parser.add_argument("--version", action=_VersionAction, help="print the MTST version and exit")
@@ -414,7 +438,9 @@ def run(args: argparse.Namespace) -> int:
         _quiet_transformers()
     if args.revision and args.model and os.path.isdir(args.model):
         print(f"{PROG}: --revision is ignored for the local folder '{args.model}'.", file=sys.stderr)
-    pipe = load_pipeline(args.model, revision=args.revision, device=args.device)
+    pipe = load_pipeline(
+        args.model, revision=args.revision, device=args.device, dtype=args.dtype, backend=args.backend
+    )
     tasks = _selected_tasks(args.tasks, pipe.model.config.task_names)
     fmt = args.format if args.format != "auto" else ("table" if sys.stdout.isatty() else "jsonl")
     color = fmt == "table" and _use_color(args.color)
