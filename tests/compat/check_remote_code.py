@@ -34,7 +34,8 @@ from concurrent.futures import ThreadPoolExecutor
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 TOLERANCE = 1e-5
-# The oldest 4.x we support, the first 5.x, one in the middle; the declared training minimum is added to these.
+# The oldest 4.x we support, the first 5.x, one in the middle; the declared training minimum (setup.cfg) is added
+# to these, and the installed stack is checked too.
 DEFAULT_VERSIONS = ("4.57.0", "5.0.0", "5.10.4")
 TRAINING_PACKAGES = ("transformers", "datasets", "accelerate", "huggingface-hub", "sentence-transformers")
 SENTENCES = [
@@ -134,16 +135,12 @@ def child_train(tiny_dir: str, out_dir: str) -> None:
     tiny = {"backbone": os.path.join(tiny_dir, "backbone"), "tasks": os.path.join(tiny_dir, "data", "tasks.json")}
     args = cli_args(tiny, out_dir, "--do_train", "--do_eval", "--max_steps", "6", "--eval_strategy", "no")
     args += ["--save_strategy", "no", "--logging_steps", "2"]
-    run = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "run_multitask.py"), *args],
-        env={**os.environ, "PYTHONPATH": ROOT},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if run.returncode != 0:
-        sys.exit(f"run_multitask.py exited {run.returncode}:\n{run.stderr[-4000:]}")
+    sys.path.insert(0, ROOT)
+    import run_multitask
+
+    code = run_multitask.main(args)
+    if code != 0:
+        sys.exit(f"run_multitask.py exited {code}")
     results = json.load(open(os.path.join(out_dir, "all_results.json"), encoding="utf-8"))
     for key in ("train_loss", "eval_topic_accuracy", "eval_ner_f1", "eval_average"):
         assert key in results, f"{key} missing from all_results.json: {sorted(results)}"
@@ -256,24 +253,27 @@ def compare(result: dict, reference: dict, baseline_answers: list | None) -> tup
 
 
 def pip_install(venv: str, requirements: list[str], env: dict) -> None:
-    """Install `requirements` into the venv without touching the installed torch: torch is pinned to the version
-    the system site-packages hold, which pip then leaves where it is."""
+    """Install `requirements` into the venv (made without pip of its own: this pip installs into it) without
+    touching the installed torch: torch is pinned to the version the system site-packages hold, so pip leaves it."""
     import torch
 
     pinned = [*requirements, f"torch=={torch.__version__}"]
-    command = [os.path.join(venv, "bin", "python"), "-m", "pip", "install", "-q", "--no-cache-dir", *pinned]
+    python = os.path.join(venv, "bin", "python")
+    command = [sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-cache-dir", "--no-compile"]
+    command += pinned
     run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     if run.returncode != 0:
         errors = [line for line in run.stderr.splitlines() if "file:///" not in line]
         raise RuntimeError(f"pip install {' '.join(requirements)} failed: {' '.join(errors)[-1500:]}")
 
 
-def make_venv(work: str, name: str, requirements: list[str], env: dict) -> tuple[str, float]:
-    start = time.time()
+def make_venv(work: str, name: str, requirements: list[str], env: dict) -> str:
     venv = os.path.join(work, f"venv-{name}")
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", venv], check=True, env=env)
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", venv], check=True, env=env
+    )
     pip_install(venv, requirements, env)
-    return os.path.join(venv, "bin", "python"), time.time() - start
+    return os.path.join(venv, "bin", "python")
 
 
 def requirements_for(version: str) -> list[str]:
@@ -297,13 +297,40 @@ def last_lines(text: str, n: int = 6) -> str:
     return " | ".join(lines[-n:])
 
 
+def run_job(work: str, index: int, requirements: list[str] | None, train: bool, env: dict) -> dict:
+    """Build the venv (none for the installed stack), load the saved model there, and train when asked."""
+    job = {"setup_s": 0.0, "check_s": 0.0, "error": None, "result": None, "trained": None}
+    start = time.time()
+    try:
+        python = make_venv(work, str(index), requirements, env) if requirements else sys.executable
+    except Exception as err:  # a failed install is a failed row, not a crash of the whole check
+        job["error"] = str(err)
+        return job
+    job["setup_s"] = time.time() - start
+    start = time.time()
+    model_dir, result_path = os.path.join(work, "model"), os.path.join(work, f"result-{index}.json")
+    run = run_child(python, "--child-load", [model_dir, result_path], env)
+    if run.returncode != 0:
+        job["error"] = last_lines(run.stderr)
+    else:
+        job["result"] = json.load(open(result_path, encoding="utf-8"))
+        if train:
+            run = run_child(python, "--child-train", [os.path.join(work, "tiny"), os.path.join(work, "trained")], env)
+            if run.returncode != 0:
+                job["error"] = "training: " + last_lines(run.stderr + run.stdout)
+            else:
+                job["trained"] = last_lines(run.stdout, 1).replace("TRAINED ", "trained on ")
+    job["check_s"] = time.time() - start
+    return job
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--versions", nargs="*", default=list(DEFAULT_VERSIONS), help="transformers versions to load")
     parser.add_argument("--no-training", action="store_true", help="skip the training smoke test on the minimums")
     parser.add_argument("--workdir", help="folder for the venvs and caches (default: a new temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
-    parser.add_argument("--jobs", type=int, default=2, help="venvs built at the same time")
+    parser.add_argument("--jobs", type=int, default=4, help="environments built and checked at the same time")
     args = parser.parse_args(argv)
 
     started = time.time()
@@ -311,89 +338,65 @@ def main(argv=None) -> int:
     os.makedirs(work, exist_ok=True)
     env = child_env(work)
     minimums = declared_minimums()
-    train_requirements = [f"{name}=={version}" for name, version in minimums.items()]
     if minimums["transformers"].startswith("4."):
         sys.exit("The training minimum in setup.cfg is a transformers 4.x; the training side needs transformers 5.")
-    rows = []
+    train_requirements = [f"{name}=={version}" for name, version in minimums.items()]
+    # the training minimum's venv also runs the loading check, so its transformers needs no venv of its own
+    train_version = None if args.no_training else minimums["transformers"]
+    jobs = {"installed": (None, False)}
+    jobs.update({f"transformers {v}": (requirements_for(v), False) for v in args.versions if v != train_version})
+    if train_version:
+        jobs["training minimum: " + ", ".join(train_requirements)] = (train_requirements, True)
     try:
-        model_dir = save_model(work)
+        save_model(work)
+        if train_version:
+            make_tiny_files(os.path.join(work, "tiny"))
         with open(os.path.join(work, "reference.json"), encoding="utf-8") as f:
             reference = json.load(f)
-
-        # the installed stack first: its pipeline answers are the baseline for entity spans
-        import transformers
-
-        installed = run_child(sys.executable, "--child-load", [model_dir, os.path.join(work, "installed.json")], env)
-        baseline = None
-        if installed.returncode == 0:
-            baseline = json.load(open(os.path.join(work, "installed.json"), encoding="utf-8"))["answers"]
-
-        jobs = {f"transformers {v}": requirements_for(v) for v in args.versions}
-        if not args.no_training:
-            jobs["training minimum"] = train_requirements
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
             futures = {
-                name: pool.submit(make_venv, work, str(i), reqs, env) for i, (name, reqs) in enumerate(jobs.items())
+                name: pool.submit(run_job, work, i, reqs, train, env)
+                for i, (name, (reqs, train)) in enumerate(jobs.items())
             }
-
-            def check(label, python, result_path, setup_s):
-                start = time.time()
-                run = run_child(python, "--child-load", [model_dir, result_path], env)
-                if run.returncode != 0:
-                    return [label, "-", "-", "-", f"FAIL: {last_lines(run.stderr)}", setup_s, time.time() - start]
-                result = json.load(open(result_path, encoding="utf-8"))
-                auto, pipe, problems = compare(result, reference, baseline)
-                import torch
-
-                if os.path.dirname(result["torch_file"]) != os.path.dirname(torch.__file__):
-                    problems.append(f"the venv has its own torch {result['torch']} at {result['torch_file']}")
-                stack = (
-                    f"{result['transformers']} (hub {result['huggingface_hub']}, tokenizers {result['tokenizers']})"
-                )
-                status = "pass" if not problems else "FAIL: " + "; ".join(problems)
-                return [label, stack, f"{auto:.1e}", f"{pipe:.1e}", status, setup_s, time.time() - start]
-
-            rows.append(check("installed", sys.executable, os.path.join(work, "installed.json"), 0.0))
-            for i, (name, future) in enumerate(futures.items()):
-                try:
-                    python, setup_s = future.result()
-                except Exception as err:  # a failed install is a failed row, not a crash of the whole check
-                    rows.append([name, "-", "-", "-", f"FAIL: {err}", 0.0, 0.0])
-                    continue
-                row = check(name, python, os.path.join(work, f"result-{i}.json"), setup_s)
-                if name == "training minimum" and row[4] == "pass":
-                    start = time.time()
-                    tiny_dir = os.path.join(work, "tiny")
-                    make_tiny_files(tiny_dir)
-                    run = run_child(python, "--child-train", [tiny_dir, os.path.join(work, "trained")], env)
-                    row[6] += time.time() - start
-                    if run.returncode != 0:
-                        row[4] = f"FAIL (training): {last_lines(run.stderr + run.stdout)}"
-                    else:
-                        row[4] = "pass, " + last_lines(run.stdout, 1).replace("TRAINED ", "trained on ")
-                    row[0] = "training minimum: " + ", ".join(train_requirements)
-                rows.append(row)
+            done = {name: future.result() for name, future in futures.items()}
     finally:
         if not args.keep and not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
 
+    import torch
+    import transformers
+
+    installed = done["installed"]["result"]
+    baseline = installed["answers"] if installed else None
+    rows = []
+    for name, job in done.items():
+        row = [name, "-", "-", "-", "", f"{job['setup_s']:.0f}", f"{job['check_s']:.0f}"]
+        if job["result"]:
+            result = job["result"]
+            auto, pipe, problems = compare(result, reference, baseline)
+            if os.path.dirname(result["torch_file"]) != os.path.dirname(torch.__file__):
+                problems.append(f"the venv has its own torch {result['torch']} at {result['torch_file']}")
+            row[1] = f"{result['transformers']} (hub {result['huggingface_hub']}, tokenizers {result['tokenizers']})"
+            row[2:4] = f"{auto:.1e}", f"{pipe:.1e}"
+            if job["error"]:
+                problems.append(job["error"])
+            row[4] = "FAIL: " + "; ".join(problems) if problems else "pass"
+            if job["trained"] and not problems:
+                row[4] += f"; {job['trained']}"
+        else:
+            row[4] = f"FAIL: {job['error']}"
+        rows.append(row)
+
     print(
-        f"\nMTST remote-code compatibility (saved with transformers {transformers.__version__}; tolerance {TOLERANCE})"
+        f"\nMTST remote code on other stacks (model saved with transformers {transformers.__version__}, torch "
+        f"{torch.__version__}; max abs logit difference allowed: {TOLERANCE})"
     )
-    header = [
-        "environment",
-        "transformers",
-        "AutoModel max|diff|",
-        "pipeline max|diff|",
-        "result",
-        "setup s",
-        "check s",
-    ]
-    print(" | ".join(header))
-    print(" | ".join("---" for _ in header))
+    header = ["environment", "transformers (hub, tokenizers)", "AutoModel max|diff|", "pipeline max|diff|", "result"]
+    print(" | ".join([*header, "setup s", "check s"]))
+    print(" | ".join("---" for _ in range(len(header) + 2)))
     for row in rows:
-        print(" | ".join(f"{c:.0f}" if isinstance(c, float) else str(c) for c in row))
-    failed = [row for row in rows if not str(row[4]).startswith("pass")]
+        print(" | ".join(row))
+    failed = [row for row in rows if not row[4].startswith("pass")]
     print(f"\ncompat check took {time.time() - started:.0f} s")
     print(f"compat: {len(rows) - len(failed)} passed, {len(failed)} failed")
     return 1 if failed else 0
