@@ -6,7 +6,8 @@ Run by `.ci/compat.sh` (so by `.ci/run`), or by hand: `python tests/compat/check
    with the installed stack, and its reference logits.
 2. For each transformers version: a throwaway virtual environment over the installed torch
    (`python -m venv --system-site-packages`, then `pip install transformers==X "huggingface-hub<2"`, or `<1` for 4.x),
-   loads the model through `AutoModel.from_pretrained(..., trust_remote_code=True)` and through the multitask pipeline
+   loads the model through `AutoModel.from_pretrained(..., trust_remote_code=True)` (and the two `AutoModelFor*`
+   per-task views) and through the multitask pipeline
    (`pipeline(model=..., trust_remote_code=True)`), and compares every logit with the reference (max abs diff <= 1e-5).
    The installed stack is checked the same way, without a venv.
 3. On the training minimum declared in setup.cfg (transformers, datasets, accelerate, huggingface-hub and
@@ -105,6 +106,13 @@ def child_load(model_dir: str, out_path: str) -> None:
         out = model(**batch)
     result["automodel"] = {name: logits.tolist() for name, logits in out.task_logits.items()}
     result["automodel"]["embedding"] = out.sentence_embedding.tolist()
+    # the per-task views that the standard text- and token-classification pipelines load
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+    for name, auto_class in (("topic", AutoModelForSequenceClassification), ("ner", AutoModelForTokenClassification)):
+        view = auto_class.from_pretrained(model_dir, trust_remote_code=True).eval()
+        with torch.no_grad():
+            result["automodel"][f"view:{name}"] = view(**batch).logits.tolist()
 
     pipe = pipeline(model=model_dir, trust_remote_code=True)
     assert type(pipe).__name__ == "MultiTaskPipeline", type(pipe).__name__
@@ -223,7 +231,8 @@ def max_diff(a, b) -> float:
 def compare(result: dict, reference: dict, baseline_answers: list | None) -> tuple[float, float, list[str]]:
     """(AutoModel max diff, pipeline max diff, problems) of one environment's result against the reference."""
     problems = []
-    auto = max(max_diff(result["automodel"].get(k), v) for k, v in reference["automodel"].items())
+    expected = {**reference["automodel"], **{f"view:{k}": reference["automodel"][k] for k in ("topic", "ner")}}
+    auto = max(max_diff(result["automodel"].get(k), v) for k, v in expected.items())
     ref_windows, windows = reference["windows"], result["windows"]
     if set(windows) != set(ref_windows):
         problems.append(f"pipeline windows {sorted(windows)} instead of {sorted(ref_windows)}")
@@ -391,7 +400,7 @@ def main(argv=None) -> int:
         f"\nMTST remote code on other stacks (model saved with transformers {transformers.__version__}, torch "
         f"{torch.__version__}; max abs logit difference allowed: {TOLERANCE})"
     )
-    header = ["environment", "transformers (hub, tokenizers)", "AutoModel max|diff|", "pipeline max|diff|", "result"]
+    header = ["environment", "transformers (hub, tokenizers)", "AutoModel* max|diff|", "pipeline max|diff|", "result"]
     print(" | ".join([*header, "setup s", "check s"]))
     print(" | ".join("---" for _ in range(len(header) + 2)))
     for row in rows:
