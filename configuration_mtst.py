@@ -6,10 +6,39 @@ This file travels to the Hub with the weights (``trust_remote_code``): it import
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping
 
+import transformers
 from transformers import AutoConfig, PretrainedConfig
-from transformers.configuration_utils import SubConfigSpec
+
+try:  # transformers >= 5.18: sub-configs are declared with a spec (a default model type among them)
+    from transformers.configuration_utils import SubConfigSpec
+except ImportError:  # transformers 4.57 - 5.17: a plain {name: config class} mapping
+    SubConfigSpec = None
+
+# The oldest transformers this file and modeling_mtst.py / pipeline_mtst.py are tested on (the CI compatibility check
+# loads a saved model with it); older releases stop here with one sentence instead of an error deep in loading.
+MIN_TRANSFORMERS_VERSION = "4.57.0"
+
+
+def _release(version: str) -> tuple[int, int, int]:
+    """(major, minor, micro) of a version string such as "5.0.0", "4.57.6", "5.1" or "5.1.0.dev0"."""
+    match = re.match(r"(\d+)(?:\.(\d+))?(?:\.(\d+))?", version.strip())
+    return tuple(int(part or 0) for part in match.groups()) if match else (0, 0, 0)
+
+
+def check_transformers_version(installed: str | None = None) -> None:
+    """Raise `ImportError` when the installed transformers is older than `MIN_TRANSFORMERS_VERSION`."""
+    installed = installed or transformers.__version__
+    if _release(installed) < _release(MIN_TRANSFORMERS_VERSION):
+        raise ImportError(
+            f"This MTST model needs transformers>={MIN_TRANSFORMERS_VERSION}, but transformers {installed} is "
+            f'installed; upgrade it with `pip install -U "transformers>={MIN_TRANSFORMERS_VERSION}"`.'
+        )
+
+
+check_transformers_version()
 
 # The MTST version: the package metadata (setup.cfg reads it), `mtst-train/mtst-predict --version` and the model card.
 __version__ = "0.2.0.dev0"
@@ -140,7 +169,10 @@ class MTSTConfig(PretrainedConfig):
 
     model_type = "mtst"
     # The encoder is a nested config, serialised under "encoder" with its own model_type.
-    sub_configs_defaults = {"encoder": SubConfigSpec(config_class=AutoConfig, model_type="bert")}
+    if SubConfigSpec is not None:
+        sub_configs_defaults = {"encoder": SubConfigSpec(config_class=AutoConfig, model_type="bert")}
+    else:
+        sub_configs = {"encoder": AutoConfig}
 
     def __init__(
         self,

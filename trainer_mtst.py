@@ -79,7 +79,6 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from transformers import Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_optimizer import is_optimizer_factory
 from transformers.trainer_utils import (
     PREFIX_CHECKPOINT_DIR,
     EvalPrediction,
@@ -87,6 +86,14 @@ from transformers.trainer_utils import (
     seed_worker,
     speed_metrics,
 )
+
+try:  # transformers >= 5.x with optimizer factories (Muon, Dion, ...)
+    from transformers.trainer_optimizer import is_optimizer_factory
+except ImportError:  # older releases: optimizer handlers return optimizer classes only
+
+    def is_optimizer_factory(optimizer_cls_or_factory) -> bool:
+        return False
+
 
 from configuration_mtst import MTSTLoadError
 from modeling_mtst import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, check_weights, check_weights_file
@@ -642,7 +649,7 @@ _OPTION_DEFAULTS = {
 
 
 def _option(args, name: str):
-    return getattr(args, name, _OPTION_DEFAULTS[name])
+    return getattr(args, name, _OPTION_DEFAULTS.get(name))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
