@@ -285,6 +285,8 @@ class MTSTConfig(PretrainedConfig):
 
 
 MTSTConfig.register_for_auto_class()
-# Once this module is imported (installed package, or remote code), AutoConfig/AutoTokenizer know "mtst" without
-# asking about remote code again.
-AutoConfig.register("mtst", MTSTConfig, exist_ok=True)
+# Imported from the installed package (not as remote code), AutoConfig/AutoTokenizer know "mtst" as local code. A copy
+# loaded as remote code (module `transformers_modules...`) must not register itself: transformers would then reuse
+# that one revision's classes for every later MTST load in the process, whatever revision it asks for.
+if not __name__.startswith("transformers_modules"):
+    AutoConfig.register("mtst", MTSTConfig, exist_ok=True)

@@ -183,10 +183,8 @@ private = push_to_hub(first_dir, "user/mtst-private", private=True, revision="de
 print(json.dumps({"first": first.oid, "second": second.oid, "private": private.oid}))
 """
 
-# One revision per fresh process: "first" (the pinned commit; also the per-task pipeline, sentence-transformers and the
-# endpoints handler) or "main" (also every python snippet of the card). Both in one process would not show what a
-# revision runs: once an MTST config class is registered as "mtst" with AutoConfig (configuration_mtst.py does it at
-# import), transformers 5.x reuses that class and the model class loaded with it for every later MTST load there.
+# A fresh process per starting revision: "first" (the pinned commit; also the per-task pipeline, sentence-transformers,
+# the endpoints handler, and then `main` in the same process) or "main" (also every python snippet of the card).
 LOAD = r"""
 import json, re, sys
 import torch
@@ -226,6 +224,10 @@ sentiment = pipeline("text-classification", model=repo, trust_remote_code=True, 
 result["sentiment_pipeline"] = sentiment(texts)
 st = SentenceTransformer(repo, trust_remote_code=True, revision=first, device="cpu")
 result["sentence_transformers"] = st.encode(texts, convert_to_tensor=True)
+
+# then `main` in the same process: each revision runs its own code (the pinned one loaded first must not stick)
+later = AutoModel.from_pretrained(repo, trust_remote_code=True).eval()
+result["main_after_first"] = getattr(sys.modules[type(later).__module__], "MTST_CODE_VERSION", None)
 
 path = snapshot_download(repo, revision=first)
 sys.path.insert(0, path)
@@ -295,6 +297,7 @@ def test_push_then_load_by_repo_id_in_a_fresh_process(hub_server, tokenizer, tmp
     # the pinned load ran the first commit's code, `main` the second's (a marker, and logits shifted: below)
     assert (result["first"]["code_version"], result["first"]["code"]) == (None, first_code)
     assert (result["main"]["code_version"], result["main"]["code"]) == ("second", second_code)
+    assert result["first"]["main_after_first"] == "second"  # a later load of `main` in that process runs main's code
     for name, expected in (("main", expected_main), ("first", expected_first)):
         for task in TASKS:
             assert torch.equal(result[name]["logits"][task], expected["logits"][task]), (name, task)
