@@ -169,3 +169,38 @@ def verdict(low: float, high: float) -> str:
     if high < 0:
         return "worse"
     return "same"
+
+
+def score_systems(
+    systems: dict[str, dict],
+    metric: str,
+    comparisons: Sequence[tuple[str, str]],
+    n_resamples: int = 2000,
+    rng_seed: int = 0,
+) -> dict:
+    """Per-seed scores, mean ± std of each system and the paired bootstrap of each comparison `(a, b)` (a - b).
+
+    `systems`: `{system: {seed: {"ids": [...], "rows": [...]}}}` (per-example rows as above). A comparison uses the
+    seeds that both systems have; in every seed both must be scored on the same examples, in the same order."""
+    scores = {}
+    for system, by_seed in systems.items():
+        per_seed = {int(seed): metric_value(metric, e["rows"]) for seed, e in by_seed.items()}
+        mean, std = mean_std(list(per_seed.values()))
+        scores[system] = {"per_seed": per_seed, "mean": mean, "std": std}
+    results = {}
+    for a, b in comparisons:
+        if a not in systems or b not in systems:
+            continue
+        seeds = sorted(set(systems[a]) & set(systems[b]), key=int)
+        data = []
+        for seed in seeds:
+            ea, eb = systems[a][seed], systems[b][seed]
+            if list(ea["ids"]) != list(eb["ids"]):
+                raise ValueError(f"seed {seed}: {a} and {b} were scored on different examples (or in another order).")
+            data.append((ea["ids"], ea["rows"], eb["rows"]))
+        if data:
+            results[f"{a}-{b}"] = {
+                "seeds": [int(s) for s in seeds],
+                **paired_bootstrap(data, metric, n_resamples, rng_seed),
+            }
+    return {"scores": scores, "comparisons": results}

@@ -120,3 +120,63 @@ def test_mean_std_and_verdict():
     assert bs.verdict(-0.5, -0.1) == "worse"
     assert bs.verdict(-0.1, 0.1) == "same"
     assert bs.verdict(0.0, 0.2) == "same"
+
+
+def test_score_systems_means_and_comparisons():
+    gold = [0, 1, 2, 3]
+    systems = {
+        "joint": {42: {"ids": [1, 2, 3, 4], "rows": bs.correctness(gold, [0, 1, 2, 3])}},
+        "alone": {42: {"ids": [1, 2, 3, 4], "rows": bs.correctness(gold, [0, 1, 2, 0])}},
+        "plain": {42: {"ids": [4, 3, 2, 1], "rows": bs.correctness(gold, [0, 1, 2, 3])}},
+    }
+    systems["joint"][43] = {"ids": [1, 2, 3, 4], "rows": bs.correctness(gold, [0, 1, 0, 0])}
+    result = bs.score_systems(systems, "accuracy", [("joint", "alone")], n_resamples=100)
+    assert result["scores"]["joint"]["per_seed"] == {42: 1.0, 43: 0.5}
+    assert result["scores"]["joint"]["mean"] == 0.75
+    assert result["scores"]["alone"]["std"] is None
+    comparison = result["comparisons"]["joint-alone"]
+    assert comparison["seeds"] == [42] and comparison["diff"] == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="different examples"):
+        bs.score_systems(systems, "accuracy", [("joint", "plain")], n_resamples=10)
+
+
+def test_quality_benchmark_reads_per_sentence_counts(tmp_path):
+    """bench_quality.read_examples: words without a prediction (cut by truncation) are left out, as the run's own
+    metric leaves them out."""
+    import json
+
+    import bench_quality as bq
+
+    records = [
+        {"tokens": ["a", "b", "c"], "labels": ["B-PER", "O", "B-LOC"], "predictions": ["B-PER", "O", None]},
+        {"tokens": ["d"], "labels": ["O"], "predictions": ["B-ORG"]},
+    ]
+    (tmp_path / "predictions_ner.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    examples = bq.read_examples(str(tmp_path), "ner")
+    assert examples == {"ids": [0, 1], "rows": [[1, 0, 0], [0, 1, 0]]}
+
+
+def test_imbalanced_protocol_uses_run_multitask_defaults():
+    import argparse
+
+    import bench_quality as bq
+
+    import run_multitask as rm
+
+    defaults = rm.ScriptTrainingArguments.__dataclass_fields__
+    args = argparse.Namespace(
+        protocol="imbalanced",
+        epochs=None,
+        batch_size=None,
+        learning_rate=None,
+        max_seq_length=None,
+        group_by_length=None,
+    )
+    recipe = bq.resolve_recipe(args)
+    assert recipe["epochs"] == defaults["num_train_epochs"].default
+    assert recipe["batch_size"] == defaults["per_device_train_batch_size"].default
+    assert recipe["learning_rate"] == defaults["learning_rate"].default
+    assert recipe["sampling_strategy"] == defaults["sampling_strategy"].default
+    assert recipe["group_by_length"] == defaults["group_by_length"].default
+    args.protocol = "main"
+    assert bq.resolve_recipe(args)["epochs"] == 1.0 and bq.resolve_recipe(args)["group_by_length"] is True
