@@ -623,12 +623,22 @@ def reanalyze(args) -> dict:
         args.name = old["benchmark"]
     if args.results_dir is None:
         bc.RESULTS_DIR = os.path.dirname(os.path.abspath(args.reanalyze))
-    return report(args, old["recipe"], old["runs"], examples, old.get("imbalanced_sample"), old.get("total_wall_s"))
+    origin = old.get("trained_by") or {k: old.get(k) for k in ("command", "machine", "date_utc")}
+    return report(
+        args, old["recipe"], old["runs"], examples, old.get("imbalanced_sample"), old.get("total_wall_s"), origin
+    )
 
 
-def report(args, recipe, runs, examples, sample, total_wall) -> dict:
+def report(args, recipe, runs, examples, sample, total_wall, trained_by: dict | None = None) -> dict:
+    """Statistics, markdown and result files. `trained_by`: for --reanalyze, the command, machine and date of the
+    run that trained the models (the files' own command and machine are then those of the re-analysis)."""
     analysis = analyze(args, runs, examples)
     text = markdown(args, recipe, runs, analysis, sample, total_wall)
+    if trained_by:
+        text += (
+            f"\n\nStatistics recomputed with --reanalyze; the models were trained by `{trained_by['command']}` on "
+            f"{trained_by['date_utc']} (machine in the JSON, `trained_by`)."
+        )
     print("\n" + text.split("Commands:")[0])
     examples_path = write_examples(args.name, examples)
     tgt = targets(analysis)
@@ -641,6 +651,7 @@ def report(args, recipe, runs, examples, sample, total_wall) -> dict:
         "analysis": analysis,
         "targets": tgt,
         "examples_file": os.path.relpath(examples_path, bc.REPO_ROOT),
+        "trained_by": trained_by,
         "headline": {
             "name": "quality: joint - alone (points), worst task, with its 95% interval",
             "ratio": min((t["diff_points"] for t in tgt.values()), default=None),
