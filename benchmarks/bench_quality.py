@@ -1,35 +1,50 @@
 #!/usr/bin/env python
-"""Benchmark 4: quality, MTST trained jointly on CoNLL-2003 + AG News vs the two single-task baselines.
+"""Benchmark 4: quality. Is one MTST trained jointly on CoNLL-2003 + AG News as good as each task trained alone?
 
-All three runs use the project's own command line, `run_multitask.py`, with the same budget and flags; only the
-task config differs:
+Five runs per seed, each in its own process, all with the same backbone (all-MiniLM-L6-v2), data, epochs, batch
+size, learning rate, schedule (linear decay, the same warm-up share) and max length:
 
-- joint: benchmarks/configs/joint.yaml (ner + topic, proportional sampling: each example once per epoch);
-- single-task baselines: benchmarks/configs/ner.yaml and benchmarks/configs/topic.yaml.
+- `joint`: `run_multitask.py` with benchmarks/configs/joint.yaml (ner + topic; extra options with `--joint-args`);
+- `ner_only`, `topic_only`: `run_multitask.py` with ner.yaml / topic.yaml (MTST trained on one task);
+- `ner_plain`, `topic_plain`: the plain transformers single-task recipe (`bench_quality_plain.py`:
+  `AutoModelFor{Token,Sequence}Classification` + `Trainer`, the run_ner.py / run_glue.py way) on the same configs.
 
-Data: CoNLL-2003 train / validation / test as staged; AG News: only the official 7,600-row test file is staged, so
-the configs carve a fixed, stratified 80/20 split of it (6,080 train / 1,520 held out, seed 42); the 20% is never
-used for training or model selection. Metrics: CoNLL-2003 **test** entity F1 (seqeval, IOB2, strict mode, from
-`--do_predict`) and AG News **held-out** accuracy (the 20% split, from `--do_eval`); CoNLL validation F1 is
-reported too. Target: the joint model within 0.3 points of the single-task model on each (joint >= single - 0.3).
+Metrics: CoNLL-2003 **test** entity F1 (seqeval, strict IOB2) and AG News **held-out** accuracy (a stratified 20%
+of the staged 7,600-row file, carved with the run's seed, so a seed's five runs share it; never used for training or
+model selection). Every run's per-example results are kept (per-sentence entity TP/FP/FN, per-example correctness;
+`<name>_examples.json.gz`) and every number is computed from them with one code (`bench_stats.py`); the runs' own
+reported metrics are recorded beside them as a check. Per task: mean ± standard deviation over seeds, and a paired
+bootstrap 95% interval of joint - alone, joint - plain and alone - plain (test examples resampled with the same draw
+for both systems, pooled over seeds); "better" / "worse" only where the interval excludes zero, else "same".
 
-Budget (full run: two seeds, 42 and 43, results averaged; fits in under an hour on 2 CPU cores): 1 epoch, batch 32,
-lr 1e-4 (10% warm-up, linear decay), max_seq_length 128, group_by_length in every run, no checkpoints, no
-evaluation during training. A seed also fixes the AG News 80/20 split (run_multitask.py carves it with the run's
-seed); the joint and single-task runs of a seed share it.
-`--quick`: a smoke version on subsets (a few minutes; not comparable to the full numbers).
-`--device cuda`: the same runs on a GPU (not tested here: this machine has no CUDA).
+Protocols (one code):
 
-    python benchmarks/bench_quality.py --quick            # smoke test, a few minutes
-    python benchmarks/bench_quality.py                    # full run, 2 seeds (20-45 minutes on 2 busy cores)
-    python benchmarks/bench_quality.py --device cuda      # GPU variant
+- `main` (default): full CoNLL-2003 train + the AG News 80% split, run_multitask.py's default recipe except 1 epoch
+  and `group_by_length` on (CPU-sized); `--device cuda --epochs 3` is the GPU protocol.
+- `imbalanced`: CoNLL-2003 train cut to a fixed random sample of 3,000 sentences (the same sample for every seed)
+  with the AG News 80% split, at run_multitask.py's default recipe as it is (its defaults are read from the script:
+  epochs, batch size, learning rate, warm-up, sampling, group_by_length), evaluated on the full CoNLL-2003 test set;
+  it mimics the case where a small token task loses most from joint training.
+
+The plain recipe always groups by length (as a user would switch it on); `--group_by_length` sets the MTST runs'.
+
+    python benchmarks/bench_quality.py --quick                  # smoke run (minutes; results in a temp folder)
+    python benchmarks/bench_quality.py                          # CPU protocol, seeds 42 43 44
+    python benchmarks/bench_quality.py --seeds 42 43 44 45 46   # 5 seeds
+    python benchmarks/bench_quality.py --device cuda --epochs 3 # GPU protocol
+    python benchmarks/bench_quality.py --protocol imbalanced
+    python benchmarks/bench_quality.py --joint-args "--sampling_strategy temperature --temperature 2" --name q_temp
+    python benchmarks/bench_quality.py --reanalyze benchmarks/results/quality.json   # statistics again, no training
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
+import hashlib
 import json
 import os
+import random
 import shlex
 import shutil
 import subprocess
@@ -39,130 +54,321 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_common as bc  # noqa: E402
+import bench_stats as bs  # noqa: E402
 
-RUNS = {"joint": "joint", "ner_only": "ner", "topic_only": "topic"}
-QUICK = {"max_train_samples": 1000, "max_eval_samples": 500}
+# run name -> (kind, task config name); kind "mtst" runs run_multitask.py, "plain" runs bench_quality_plain.py
+RUNS = {
+    "joint": ("mtst", "joint"),
+    "ner_only": ("mtst", "ner"),
+    "topic_only": ("mtst", "topic"),
+    "ner_plain": ("plain", "ner"),
+    "topic_plain": ("plain", "topic"),
+}
+# task -> what is scored: the split, the prediction file's suffix, the metric, the run's own metric key, the runs
+TASKS = {
+    "ner": {
+        "label": "CoNLL-2003 test entity F1",
+        "split": "test",
+        "suffix": "",
+        "metric": "f1",
+        "reported": "predict_ner_f1",
+        "systems": {"joint": "joint", "alone": "ner_only", "plain": "ner_plain"},
+    },
+    "topic": {
+        "label": "AG News held-out accuracy",
+        "split": "validation",
+        "suffix": "_validation",
+        "metric": "accuracy",
+        "reported": "eval_topic_accuracy",
+        "systems": {"joint": "joint", "alone": "topic_only", "plain": "topic_plain"},
+    },
+}
+SYSTEM_NAMES = {"plain": "plain transformers", "alone": "MTST alone", "joint": "MTST joint"}
+COMPARISONS = (("joint", "alone"), ("joint", "plain"), ("alone", "plain"))
+QUICK = {"max_train_samples": 300, "max_eval_samples": 200}
+IMBALANCED = {"sentences": 3000, "sample_seed": 2003}  # the sample does not depend on the run seed
+DEFAULT_SEEDS = [42, 43, 44]
 
 
-def build_command(config: str, output_dir: str, args, seed: int, joint: bool) -> list[str]:
+# ------------------------------------------------------------------------------------------------------ the recipe
+def run_multitask_defaults() -> dict:
+    """The training recipe of run_multitask.py, read from its argument dataclasses (never copied by hand)."""
+    import run_multitask as rm
+
+    train = {f.name: f.default for f in rm.ScriptTrainingArguments.__dataclass_fields__.values()}
+    data = {f.name: f.default for f in rm.DataArguments.__dataclass_fields__.values()}
+    scheduler = train["lr_scheduler_type"]
+    return {
+        "epochs": float(train["num_train_epochs"]),
+        "batch_size": int(train["per_device_train_batch_size"]),
+        "eval_batch_size": int(train["per_device_eval_batch_size"]),
+        "learning_rate": float(train["learning_rate"]),
+        "warmup_steps": float(train["warmup_steps"]),
+        "lr_scheduler_type": str(getattr(scheduler, "value", scheduler)),
+        "weight_decay": float(train["weight_decay"]),
+        "sampling_strategy": str(train["sampling_strategy"]),
+        "group_by_length": bool(train["group_by_length"]),
+        "max_seq_length": int(data["max_seq_length"]),
+        "validation_fraction": float(data["validation_fraction"]),
+    }
+
+
+def resolve_recipe(args) -> dict:
+    """The protocol's recipe: run_multitask.py's defaults; `main` trains 1 epoch with group_by_length on; command-line
+    values override either."""
+    recipe = run_multitask_defaults()
+    recipe["run_multitask_defaults"] = dict(recipe)
+    if args.protocol == "main":
+        recipe.update(epochs=1.0, group_by_length=True)
+    for key in ("epochs", "batch_size", "learning_rate", "max_seq_length"):
+        if getattr(args, key) is not None:
+            recipe[key] = type(recipe[key])(getattr(args, key))
+    if args.group_by_length is not None:
+        recipe["group_by_length"] = bool(args.group_by_length)
+    return recipe
+
+
+# -------------------------------------------------------------------------------------------------------- the data
+def imbalanced_data(folder: str) -> tuple[dict, dict]:
+    """Write the fixed 3,000-sentence sample of CoNLL-2003 train and the imbalanced protocol's task configs (absolute
+    data paths) into `folder`; returns ({config name: path}, a description of the sample)."""
+    import yaml
+
+    rows = bc.read_jsonl("conll_train")
+    n, seed = IMBALANCED["sentences"], IMBALANCED["sample_seed"]
+    indices = sorted(random.Random(seed).sample(range(len(rows)), n))
+    os.makedirs(folder, exist_ok=True)
+    sample_path = os.path.join(folder, f"conll2003_train_sample{n}_seed{seed}.jsonl.gz")
+    with gzip.open(sample_path, "wt", encoding="utf-8") as f:
+        for i in indices:
+            f.write(json.dumps(rows[i], ensure_ascii=False) + "\n")
+    configs = {}
+    for name in ("joint", "ner", "topic"):
+        config = bc.task_config(name)
+        for task in config["tasks"]:
+            if task["name"] == "ner":
+                task["data_files"]["train"] = sample_path
+        configs[name] = os.path.join(folder, f"{name}_imbalanced.yaml")
+        with open(configs[name], "w", encoding="utf-8") as f:
+            yaml.safe_dump(config, f, sort_keys=False)
+    info = {
+        "conll_train_sentences": n,
+        "of": len(rows),
+        "sample": f"sorted(random.Random({seed}).sample(range({len(rows)}), {n})) of conll2003/train.jsonl.gz rows",
+        "indices_sha256": hashlib.sha256(",".join(map(str, indices)).encode()).hexdigest(),
+        "tokens": sum(len(rows[i]["tokens"]) for i in indices),
+    }
+    return configs, info
+
+
+def task_configs(args, root: str) -> tuple[dict, dict | None]:
+    """{config name: path} of the protocol's task configs (relative to the repository root when committed)."""
+    if args.protocol == "imbalanced":
+        return imbalanced_data(os.path.join(root, "data"))
+    configs = {}
+    for name in ("joint", "ner", "topic"):
+        bc.task_config(name)  # checks that every data file exists (clear message otherwise)
+        if bc.DATA_DIR == bc.DEFAULT_DATA_DIR:
+            configs[name] = os.path.relpath(os.path.join(bc.CONFIG_DIR, f"{name}.yaml"), bc.REPO_ROOT)
+        else:  # MTST_BENCH_DATA points elsewhere: a copy with absolute data paths
+            configs[name] = bc.write_task_config(name, os.path.join(root, "configs"))
+    return configs, None
+
+
+# -------------------------------------------------------------------------------------------------------- the runs
+def _limits(args) -> list[str]:
+    out = []
+    if args.max_train_samples:
+        out += ["--max_train_samples", str(args.max_train_samples)]
+    if args.max_eval_samples:
+        out += ["--max_eval_samples", str(args.max_eval_samples)]
+    return out
+
+
+def mtst_command(config: str, output_dir: str, recipe: dict, args, seed: int, joint: bool) -> list[str]:
     cmd = [
-        sys.executable,
         "run_multitask.py",
-        "--tasks_config",
-        config,
-        "--output_dir",
-        output_dir,
-        "--do_train",
-        "--do_eval",
-        "--do_predict",
-        "--num_train_epochs",
-        str(args.epochs),
-        "--per_device_train_batch_size",
-        str(args.batch_size),
-        "--per_device_eval_batch_size",
-        "64",
-        "--learning_rate",
-        str(args.learning_rate),
-        "--max_seq_length",
-        str(args.max_seq_length),
-        "--group_by_length",
-        "true" if args.group_by_length else "false",
-        "--sampling_strategy",
-        "proportional",
-        "--seed",
-        str(seed),
-        "--eval_strategy",
-        "no",
-        "--save_strategy",
-        "no",
-        "--logging_steps",
-        "50",
-        "--disable_tqdm",
-        "true",
-        "--resume_last_checkpoint",
-        "false",
-    ]
+        "--tasks_config", config,
+        "--output_dir", output_dir,
+        "--do_train", "--do_eval", "--do_predict",
+        "--num_train_epochs", f"{recipe['epochs']:g}",
+        "--per_device_train_batch_size", str(recipe["batch_size"]),
+        "--per_device_eval_batch_size", str(recipe["eval_batch_size"]),
+        "--learning_rate", f"{recipe['learning_rate']:g}",
+        "--max_seq_length", str(recipe["max_seq_length"]),
+        "--group_by_length", "true" if recipe["group_by_length"] else "false",
+        "--sampling_strategy", recipe["sampling_strategy"],
+        "--seed", str(seed),
+        "--eval_strategy", "no",
+        "--save_strategy", "no",
+        "--logging_steps", "50",
+        "--disable_tqdm", "true",
+        "--resume_last_checkpoint", "false",
+    ]  # fmt: skip
     if args.device == "cpu":
         cmd.append("--use_cpu")
-    if args.max_train_samples:
-        cmd += ["--max_train_samples", str(args.max_train_samples)]
-    if args.max_eval_samples:
-        cmd += ["--max_eval_samples", str(args.max_eval_samples)]
-    if joint and args.joint_args:
+    cmd += _limits(args)
+    if joint:
         cmd += shlex.split(args.joint_args)
     return cmd
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="smoke version on subsets (a few minutes)")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--epochs", type=float, default=1.0)
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--learning_rate", type=float, default=1e-4)
-    parser.add_argument("--max_seq_length", type=int, default=128)
-    parser.add_argument("--group_by_length", type=int, choices=[0, 1], default=1)
-    parser.add_argument("--max_train_samples", type=int, default=None, help="per task (quick default: 1000)")
-    parser.add_argument("--max_eval_samples", type=int, default=None, help="per task and split (quick: 500)")
-    parser.add_argument(
-        "--seeds",
-        type=int,
-        nargs="+",
-        default=None,
-        help="one set of runs per seed, means reported (default: 42 43; quick: 42)",
-    )
-    parser.add_argument(
-        "--joint_args", default="", help="extra run_multitask.py options for the joint run only (quote them)"
-    )
-    parser.add_argument("--name", default=None, help="results file name (default: quality / quality_quick)")
-    parser.add_argument("--runs", nargs="+", choices=list(RUNS), default=list(RUNS))
-    parser.add_argument("--output_root", default=None, help="keep the trained models here (default: temporary)")
-    args = parser.parse_args(argv)
-    if args.seeds is None:
-        args.seeds = [42] if args.quick else [42, 43]
-    if args.quick:
-        args.max_train_samples = args.max_train_samples or QUICK["max_train_samples"]
-        args.max_eval_samples = args.max_eval_samples or QUICK["max_eval_samples"]
-    if args.device == "cuda":
-        import torch
+def plain_command(config: str, output_dir: str, recipe: dict, args, seed: int) -> list[str]:
+    cmd = [
+        "benchmarks/bench_quality_plain.py",
+        "--tasks_config", config,
+        "--output_dir", output_dir,
+        "--num_train_epochs", f"{recipe['epochs']:g}",
+        "--per_device_train_batch_size", str(recipe["batch_size"]),
+        "--per_device_eval_batch_size", str(recipe["eval_batch_size"]),
+        "--learning_rate", f"{recipe['learning_rate']:g}",
+        "--warmup_steps", f"{recipe['warmup_steps']:g}",
+        "--lr_scheduler_type", recipe["lr_scheduler_type"],
+        "--weight_decay", f"{recipe['weight_decay']:g}",
+        "--max_seq_length", str(recipe["max_seq_length"]),
+        "--validation_fraction", f"{recipe['validation_fraction']:g}",
+        "--group_by_length", "true",
+        "--seed", str(seed),
+    ]  # fmt: skip
+    if args.device == "cpu":
+        cmd.append("--use_cpu")
+    return cmd + _limits(args)
 
-        if not torch.cuda.is_available():
-            sys.exit("--device cuda: no CUDA device is available on this machine.")
 
-    bc.require_data("conll_train", "conll_validation", "conll_test", "ag_news")
-    root = args.output_root or tempfile.mkdtemp(prefix="mtst-bench-quality-")
-    configs = {}
-    for name, cfg in RUNS.items():
-        bc.task_config(cfg)  # checks that every data file exists (clear message otherwise)
-        if bc.DATA_DIR == bc.DEFAULT_DATA_DIR:  # the committed config, its paths relative to the repository root
-            configs[name] = os.path.relpath(os.path.join(bc.CONFIG_DIR, f"{cfg}.yaml"), bc.REPO_ROOT)
-        else:  # MTST_BENCH_DATA points elsewhere: a copy with absolute data paths
-            configs[name] = bc.write_task_config(cfg, os.path.join(root, "configs"))
+def mtst_heldout_predictions(run_dir: str, config: str, seed: int, recipe: dict, args) -> None:
+    """Write `predictions_<task>_validation.jsonl` for the sequence tasks of an MTST run (its AG News held-out
+    predictions; `run_multitask.py --do_predict` only writes test splits), with the project's own code: the split
+    re-made by `load_task_data` with the run's seed, `tokenize_task`, `MultiTaskTrainer.predict`, `write_predictions`
+    (so the accuracy equals the run's `eval_topic_accuracy`)."""
+    import datasets
+    import transformers
+    from transformers import AutoTokenizer
+
+    from modeling_mtst import MTSTModel
+    from tasks_mtst import MultiTaskCollator, load_task_data, load_task_specs, tokenize_task
+    from trainer_mtst import MultiTaskTrainer, MultiTaskTrainingArguments, write_predictions
+
+    transformers.utils.logging.set_verbosity_error()
+    specs = [s for s in load_task_specs(os.path.join(bc.REPO_ROOT, config)) if not s.is_token_task]
+    if not specs:
+        return
+    tokenizer = AutoTokenizer.from_pretrained(run_dir)
+    model = MTSTModel.from_pretrained(run_dir)
+    with tempfile.TemporaryDirectory(prefix="mtst-bench-predict-") as tmp:
+        trainer = MultiTaskTrainer(
+            model=model,
+            args=MultiTaskTrainingArguments(
+                output_dir=tmp,
+                per_device_eval_batch_size=recipe["eval_batch_size"],
+                use_cpu=args.device == "cpu",
+                report_to="none",
+                disable_tqdm=True,
+            ),
+            data_collator=MultiTaskCollator(tokenizer),
+            processing_class=tokenizer,
+        )
+        for spec in specs:
+            if args.max_train_samples:
+                spec.max_train_samples = args.max_train_samples
+            if args.max_eval_samples:
+                spec.max_eval_samples = args.max_eval_samples
+            raw = load_task_data(spec, seed=seed, validation_fraction=recipe["validation_fraction"])["validation"]
+            data = tokenize_task(spec, datasets.DatasetDict(validation=raw), tokenizer, recipe["max_seq_length"])
+            output = trainer.predict({spec.name: data["validation"]}, metric_key_prefix="heldout")
+            write_predictions(
+                os.path.join(run_dir, f"predictions_{spec.name}_validation.jsonl"),
+                spec.type,
+                list(spec.labels),
+                output.predictions[spec.name],
+                output.label_ids[spec.name],
+                raw,
+            )
+
+
+def _read_lines(path: str) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def read_examples(run_dir: str, task: str) -> dict:
+    """A run's per-example results for `task`: ids and rows (`bench_stats`: (tp, fp, fn) per CoNLL sentence, words
+    without a prediction, i.e. cut by truncation, left out as the run's own metric leaves them out; (correct, 1) per AG
+    News example, named by its row in the staged file, so a seed's runs and different seeds line up)."""
+    info = TASKS[task]
+    records = _read_lines(os.path.join(run_dir, f"predictions_{task}{info['suffix']}.jsonl"))
+    if info["metric"] == "f1":
+        gold, pred = [], []
+        for r in records:
+            kept = [(g, p) for g, p in zip(r["labels"], r["predictions"]) if p is not None]
+            gold.append([g for g, _ in kept])
+            pred.append([p for _, p in kept])
+        return {"ids": list(range(len(records))), "rows": bs.entity_counts(gold, pred).tolist()}
+    rows_of = ag_news_rows()
+    ids = []
+    for r in records:
+        if r["text"] not in rows_of:
+            sys.exit(
+                f"{run_dir}: an AG News prediction's text is not in {bc.data_path('ag_news')}: {r['text'][:80]!r}"
+            )
+        ids.append(rows_of[r["text"]])
+    return {
+        "ids": ids,
+        "rows": bs.correctness([r["label"] for r in records], [r["prediction"] for r in records]).tolist(),
+    }
+
+
+_AG_ROWS: dict[str, int] = {}
+
+
+def ag_news_rows() -> dict[str, int]:
+    """text -> row of the staged AG News file (its 7,600 texts are distinct)."""
+    if not _AG_ROWS:
+        _AG_ROWS.update({row["text"]: i for i, row in enumerate(bc.read_jsonl("ag_news"))})
+    return _AG_ROWS
+
+
+def train_all(args, recipe: dict, root: str, configs: dict) -> tuple[dict, dict]:
+    """Run every (seed, run); returns (runs: {run: [per-seed record]}, examples: {run: {seed: {task: ...}}})."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     runs: dict[str, list[dict]] = {name: [] for name in args.runs}
-    t_all = time.perf_counter()
-    suffix = "_quick" if args.quick else ""
+    examples: dict[str, dict] = {name: {} for name in args.runs}
+    os.makedirs(bc.RESULTS_DIR, exist_ok=True)
     for seed in args.seeds:
         for name in args.runs:
+            kind, config_name = RUNS[name]
             out = os.path.join(root, f"{name}_seed{seed}")
-            cmd = build_command(configs[name], out, args, seed, joint=name == "joint")
-            shown = " ".join(shlex.quote(c) for c in ["python", *cmd[1:]])
+            if kind == "mtst":
+                cmd = mtst_command(configs[config_name], out, recipe, args, seed, joint=name == "joint")
+            else:
+                cmd = plain_command(configs[config_name], out, recipe, args, seed)
+            shown = " ".join(shlex.quote(c) for c in ["python", *cmd])
             print(f"[{name} seed {seed}] {shown}", flush=True)
-            log_path = os.path.join(bc.RESULTS_DIR, f"quality_{name}_seed{seed}{suffix}.log")
-            os.makedirs(bc.RESULTS_DIR, exist_ok=True)
+            log_path = os.path.join(bc.RESULTS_DIR, f"{args.name}_{name}_seed{seed}.log")
             t0 = time.perf_counter()
             with open(log_path, "w", encoding="utf-8") as log:
-                proc = subprocess.run(cmd, cwd=bc.REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+                proc = subprocess.run(
+                    [sys.executable, *cmd], cwd=bc.REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+                )
             wall = time.perf_counter() - t0
             if proc.returncode != 0:
                 with open(log_path, encoding="utf-8") as f:
                     tail = f.read()[-4000:]
-                sys.exit(f"[{name}] run_multitask.py failed (exit {proc.returncode}); log {log_path}:\n{tail}")
+                sys.exit(f"[{name} seed {seed}] failed (exit {proc.returncode}); log {log_path}:\n{tail}")
+            t1 = time.perf_counter()
+            if kind == "mtst":
+                mtst_heldout_predictions(out, configs[config_name], seed, recipe, args)
             with open(os.path.join(out, "all_results.json"), encoding="utf-8") as f:
                 metrics = json.load(f)
-            runs[name].append(
-                {"seed": seed, "command": shown, "wall_s": wall, "metrics": metrics, "log": os.path.relpath(log_path)}
-            )
+            examples[name][seed] = {t: read_examples(out, t) for t in TASKS if name in TASKS[t]["systems"].values()}
+            record = {
+                "seed": seed,
+                "command": shown,
+                "wall_s": wall,
+                "heldout_predict_s": time.perf_counter() - t1 if kind == "mtst" else 0.0,
+                "metrics": metrics,
+                "log": os.path.relpath(log_path, bc.REPO_ROOT),
+            }
+            runs[name].append(record)
             print(
                 f"[{name} seed {seed}] done in {wall / 60:.1f} min: "
                 + ", ".join(
@@ -172,97 +378,316 @@ def main(argv=None) -> dict:
                 ),
                 flush=True,
             )
-    total_wall = time.perf_counter() - t_all
-    if not args.output_root:
-        shutil.rmtree(root, ignore_errors=True)
+            if not args.output_root:
+                shutil.rmtree(out, ignore_errors=True)
+    return runs, examples
 
-    def values(run, key):
-        return [r["metrics"][key] for r in runs.get(run, []) if key in r["metrics"]]
 
-    def mean(xs):
-        return sum(xs) / len(xs)
-
-    rows, targets, per_seed = [], {}, []
-    for label, key, single in (
-        ("CoNLL-2003 test entity F1 (seqeval strict IOB2)", "predict_ner_f1", "ner_only"),
-        ("CoNLL-2003 validation entity F1", "eval_ner_f1", "ner_only"),
-        ("AG News held-out accuracy (the 20% split)", "eval_topic_accuracy", "topic_only"),
-    ):
-        joint, alone = values("joint", key), values(single, key)
-        if not joint or not alone:
+# ------------------------------------------------------------------------------------------------------ statistics
+def analyze(args, runs: dict, examples: dict) -> dict:
+    """Per task: the systems' scores (computed from the per-example results), mean ± std, the paired bootstrap
+    comparisons, and a check that each run's own reported metric equals its per-example score."""
+    out: dict = {}
+    for task, info in TASKS.items():
+        systems = {s: r for s, r in info["systems"].items() if examples.get(r)}
+        if not systems:
             continue
-        diff = 100 * (mean(joint) - mean(alone))
-        met = diff >= -0.3
-        rows.append((label, 100 * mean(alone), 100 * mean(joint), diff, "met" if met else "missed"))
-        for seed, j, a in zip(args.seeds, joint, alone):
-            per_seed.append((label, seed, 100 * a, 100 * j, 100 * (j - a)))
-        if key != "eval_ner_f1":
-            targets[key] = {
-                "single": mean(alone),
-                "joint": mean(joint),
-                "single_per_seed": alone,
-                "joint_per_seed": joint,
-                "diff_points": diff,
-                "target": -0.3,
-                "met": met,
-            }
-    table = bc.markdown_table(["metric", "single-task", "MTST joint", "joint - single (points)", ">= -0.3"], rows)
-    times = bc.markdown_table(
-        ["run", "seed", "wall time (min)", "train runtime (min)", "train steps/s"],
-        [
-            (
-                name,
-                r["seed"],
-                r["wall_s"] / 60,
-                r["metrics"].get("train_runtime", 0) / 60,
-                r["metrics"].get("train_steps_per_second"),
+        per_system = {s: {seed: e[task] for seed, e in examples[r].items()} for s, r in systems.items()}
+        try:
+            result = bs.score_systems(per_system, info["metric"], COMPARISONS, args.n_resamples, args.bootstrap_seed)
+        except ValueError as err:
+            sys.exit(f"{info['label']}: {err}")
+        checks = []
+        for system, run in systems.items():
+            result["scores"][system]["run"] = run
+            for r in runs.get(run, []):
+                if info["reported"] in r["metrics"]:
+                    value = result["scores"][system]["per_seed"][int(r["seed"])]
+                    checks.append({"run": run, "seed": r["seed"], "reported": r["metrics"][info["reported"]]})
+                    checks[-1]["from_examples"] = value
+        worst = max((abs(c["reported"] - c["from_examples"]) for c in checks), default=0.0)
+        if worst > 1e-6:
+            print(f"warning: {task}: a run's reported metric differs from its per-example score by {worst:.2e}")
+        out[task] = {"label": info["label"], "metric": info["metric"], **result}
+        out[task]["check"] = {"max_abs_diff_reported_vs_examples": worst, "runs": checks}
+    return out
+
+
+def targets(analysis: dict) -> dict:
+    """Per task: joint not worse than alone and than plain (the 95% interval's upper end >= 0)."""
+    result = {}
+    for task, a in analysis.items():
+        c = a["comparisons"]
+        if "joint-alone" not in c:
+            continue
+        t = {
+            "joint": a["scores"]["joint"]["mean"],
+            "alone": a["scores"]["alone"]["mean"],
+            "diff_points": 100 * c["joint-alone"]["diff"],
+            "ci95_points": [100 * x for x in c["joint-alone"]["ci"]],
+            "verdict": c["joint-alone"]["verdict"],
+            "met": c["joint-alone"]["ci"][1] >= 0,
+        }
+        if "joint-plain" in c:
+            t["plain"] = a["scores"]["plain"]["mean"]
+            t["vs_plain_diff_points"] = 100 * c["joint-plain"]["diff"]
+            t["vs_plain_ci95_points"] = [100 * x for x in c["joint-plain"]["ci"]]
+            t["vs_plain_verdict"] = c["joint-plain"]["verdict"]
+            t["met"] = t["met"] and c["joint-plain"]["ci"][1] >= 0
+        result[task] = t
+    return result
+
+
+# -------------------------------------------------------------------------------------------------------- reporting
+def _pm(mean: float, std: float | None) -> str:
+    return f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
+
+
+def _ci(ci) -> str:
+    return f"[{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}]"
+
+
+def markdown(args, recipe: dict, runs: dict, analysis: dict, sample: dict | None, total_wall: float | None) -> str:
+    n_seeds = len(args.seeds)
+    score_rows, comp_rows = [], []
+    for task, a in analysis.items():
+        row = [a["label"]]
+        for system in ("plain", "alone", "joint"):
+            s = a["scores"].get(system)
+            row.append(_pm(s["mean"], s["std"]) if s else "-")
+        row.append(
+            ", ".join(f"{k}: {100 * v:.2f}" for k, v in a["scores"].get("joint", {"per_seed": {}})["per_seed"].items())
+        )
+        score_rows.append(row)
+        for key, c in a["comparisons"].items():
+            x, y = key.split("-")
+            comp_rows.append(
+                (
+                    a["label"],
+                    f"{SYSTEM_NAMES[x]} - {SYSTEM_NAMES[y]}",
+                    f"{100 * c['diff']:+.2f}",
+                    _ci(c["ci"]),
+                    f"**{c['verdict']}**",
+                    "; ".join(
+                        f"{seed}: {100 * p['diff']:+.2f} {_ci(p['ci'])}" for seed, p in zip(c["seeds"], c["per_seed"])
+                    ),
+                )
             )
-            for name, rs in runs.items()
-            for r in rs
-        ],
+    scores = bc.markdown_table(
+        ["metric (points)", "plain transformers", "MTST alone", "MTST joint", "MTST joint per seed"], score_rows
     )
-    seeds_table = bc.markdown_table(["metric", "seed", "single-task", "MTST joint", "joint - single"], per_seed)
-    print("\n" + table + "\n\n" + times)
-    if len(args.seeds) > 1:
-        print("\n" + seeds_table)
-    if args.quick:
-        data_note = (
-            f"**Quick smoke run**: at most {args.max_train_samples} training examples per task and "
-            f"{args.max_eval_samples} per evaluation split (first rows); not comparable with the full run."
+    comps = bc.markdown_table(
+        ["metric", "comparison", "difference (points)", "95% CI", "verdict", "per seed (difference [95% CI])"],
+        comp_rows,
+    )
+    per_seed_rows = []
+    for name, records in runs.items():
+        for r in records:
+            m = r["metrics"]
+            per_seed_rows.append(
+                (
+                    name,
+                    r["seed"],
+                    f"{100 * m['predict_ner_f1']:.2f}" if "predict_ner_f1" in m else "-",
+                    f"{100 * m['eval_ner_f1']:.2f}" if "eval_ner_f1" in m else "-",
+                    f"{100 * m['eval_topic_accuracy']:.2f}" if "eval_topic_accuracy" in m else "-",
+                    r["wall_s"] / 60,
+                    m.get("train_runtime", 0) / 60,
+                    m.get("train_steps_per_second"),
+                )
+            )
+    headers = ["run", "seed", "CoNLL test F1", "CoNLL val F1", "AG held-out acc", "wall (min)", "train (min)"]
+    per_seed = bc.markdown_table([*headers, "train steps/s"], per_seed_rows)
+    if args.protocol == "imbalanced":
+        data = (
+            f"CoNLL-2003 train cut to a fixed sample of {sample['conll_train_sentences']:,} of "
+            f"{sample['of']:,} sentences (`{sample['sample']}`, the same for every seed), the AG News 80% split "
+            "(6,080 rows) trained jointly; evaluated on the full CoNLL-2003 test set (3,453 sentences) and the AG "
+            "News held-out 20% (1,520 rows)."
         )
     else:
-        data_note = (
-            "Full data: CoNLL-2003 train (14,041 sentences) / validation (3,250) / test (3,453); AG News 80/20 split "
-            "of the staged 7,600-row file (6,080 train / 1,520 held out, stratified, made with the run's seed)."
+        data = (
+            "CoNLL-2003 train (14,041 sentences) / validation (3,250) / test (3,453); AG News: a stratified 80/20 "
+            "split of the staged 7,600-row file (6,080 train / 1,520 held out)."
         )
-    markdown = (
-        f"# Benchmark 4: quality, joint MTST vs single-task baselines{' (quick)' if args.quick else ''}\n\n"
-        f"{data_note} All runs: `run_multitask.py`, backbone all-MiniLM-L6-v2, {args.epochs:g} epoch, batch "
-        f"{args.batch_size}, lr {args.learning_rate:g} (10% warm-up, linear decay), max_seq_length "
-        f"{args.max_seq_length}, group_by_length {bool(args.group_by_length)}, seed(s) {args.seeds} (mean over "
-        f"seeds; a seed also fixes the AG News 80/20 split, shared by that seed's runs), device "
-        f"{args.device}; only the task config differs (benchmarks/configs/joint.yaml, ner.yaml, topic.yaml). "
-        + (f"Joint run only: `{args.joint_args}`. " if args.joint_args else "")
-        + "Metrics in points (x100).\n\n"
-        f"{table}\n\n"
-        + (f"Per seed:\n\n{seeds_table}\n\n" if len(args.seeds) > 1 else "")
-        + "Wall times (each run: loading + tokenizing, training, evaluation, prediction, saving):\n\n"
-        f"{times}\n\nTotal wall time: {total_wall / 60:.1f} min.\n\nCommands:\n\n"
+    if args.quick:
+        data = (
+            f"**Quick smoke run** (not comparable with the full protocol): at most {args.max_train_samples} training "
+            f"examples per task and {args.max_eval_samples} per evaluation split (first rows). " + data
+        )
+    text = (
+        f"# Benchmark 4: quality, protocol `{args.protocol}`{' (quick)' if args.quick else ''}, "
+        f"device {args.device}\n\n"
+        f"{data} The AG News split is made with the run's seed, so the five runs of a seed share it.\n\n"
+        f"Recipe (every run): backbone all-MiniLM-L6-v2, {recipe['epochs']:g} epoch(s), batch {recipe['batch_size']}, "
+        f"lr {recipe['learning_rate']:g}, {recipe['lr_scheduler_type']} schedule with warm-up "
+        f"{recipe['warmup_steps']:g} of the steps, weight decay {recipe['weight_decay']:g}, max_seq_length "
+        f"{recipe['max_seq_length']}; MTST runs: `run_multitask.py`, sampling `{recipe['sampling_strategy']}`, "
+        f"group_by_length {recipe['group_by_length']}; plain runs: `bench_quality_plain.py` "
+        "(AutoModelFor*Classification + Trainer, group_by_length on). Seeds "
+        f"{', '.join(map(str, args.seeds))}."
+        + (f" **Joint run only: `{args.joint_args}`.**" if args.joint_args else "")
+        + "\n\n"
+        f"Scores (points, mean ± standard deviation over {n_seeds} seed(s)):\n\n{scores}\n\n"
+        f"Paired bootstrap ({args.n_resamples:,} resamples of the test examples, the same draw for both systems, "
+        f"pooled over seeds as the mean of the per-seed differences; numpy default_rng({args.bootstrap_seed})). "
+        "The interval covers test-set sampling, not training-seed variance (the standard deviations above show "
+        'that). Verdict "better" / "worse" only where the 95% interval excludes zero:\n\n'
+        f"{comps}\n\nPer run and seed (each run's own reported metrics; wall time includes loading, tokenizing, "
+        f"training, evaluation and prediction):\n\n{per_seed}\n\n"
+        + (f"Total wall time: {total_wall / 60:.1f} min.\n\n" if total_wall is not None else "")
+        + "Commands:\n\n"
         + "\n".join(f"- {name} (seed {r['seed']}): `{r['command']}`" for name, rs in runs.items() for r in rs)
     )
+    return text
+
+
+def result_name(args) -> str:
+    name = "quality" + ("_imbalanced" if args.protocol == "imbalanced" else "")
+    name += "_cuda" if args.device == "cuda" else ""
+    return name + ("_quick" if args.quick else "")
+
+
+def write_examples(name: str, examples: dict) -> str:
+    path = os.path.join(bc.RESULTS_DIR, f"{name}_examples.json.gz")
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        json.dump({run: {str(seed): v for seed, v in by_seed.items()} for run, by_seed in examples.items()}, f)
+    return path
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--protocol", choices=["main", "imbalanced"], default="main")
+    parser.add_argument("--quick", action="store_true", help="smoke run on subsets; results in a temporary folder")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--epochs", type=float, default=None, help="default: main 1, imbalanced run_multitask's")
+    parser.add_argument("--batch_size", type=int, default=None, help="default: run_multitask.py's (32)")
+    parser.add_argument("--learning_rate", type=float, default=None, help="default: run_multitask.py's (1e-4)")
+    parser.add_argument("--max_seq_length", type=int, default=None, help="default: run_multitask.py's (128)")
+    parser.add_argument(
+        "--group_by_length", type=int, choices=[0, 1], default=None, help="MTST runs (main: 1; imbalanced: default)"
+    )
+    parser.add_argument(
+        "--max_train_samples", type=int, default=None, help=f"per task (quick: {QUICK['max_train_samples']})"
+    )
+    parser.add_argument(
+        "--max_eval_samples", type=int, default=None, help=f"per split (quick: {QUICK['max_eval_samples']})"
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default: 42 43 44 (quick: 42)")
+    parser.add_argument(
+        "--joint-args",
+        "--joint_args",
+        dest="joint_args",
+        default="",
+        help='extra run_multitask.py options for the joint run only, e.g. "--sampling_strategy temperature"',
+    )
+    parser.add_argument("--runs", nargs="+", choices=list(RUNS), default=list(RUNS))
+    parser.add_argument("--n_resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    parser.add_argument("--bootstrap_seed", type=int, default=0)
+    parser.add_argument(
+        "--name", default=None, help="results file name (default: quality[_imbalanced][_cuda][_quick])"
+    )
+    parser.add_argument(
+        "--results_dir", default=None, help="default: benchmarks/results; with --quick a temporary folder"
+    )
+    parser.add_argument("--output_root", default=None, help="keep the trained models here (default: temporary)")
+    parser.add_argument("--reanalyze", default=None, help="a results JSON: recompute the statistics, train nothing")
+    args = parser.parse_args(argv)
+    try:
+        shlex.split(args.joint_args)
+    except ValueError as err:
+        parser.error(f"--joint-args {args.joint_args!r} cannot be split into options: {err}")
+    if args.seeds is None:
+        args.seeds = [42] if args.quick else list(DEFAULT_SEEDS)
+    if args.quick:
+        args.max_train_samples = args.max_train_samples or QUICK["max_train_samples"]
+        args.max_eval_samples = args.max_eval_samples or QUICK["max_eval_samples"]
+        if args.results_dir is None and not os.environ.get("MTST_BENCH_RESULTS"):
+            args.results_dir = os.path.join(tempfile.gettempdir(), "mtst-bench-quick-results")
+    if args.results_dir:
+        bc.RESULTS_DIR = os.path.abspath(args.results_dir)
+    args.name_given = args.name is not None
+    args.name = args.name or result_name(args)
+    return args
+
+
+def reanalyze(args) -> dict:
+    """Recompute the statistics of a finished run from its JSON and `_examples.json.gz` (e.g. more resamples)."""
+    with open(args.reanalyze, encoding="utf-8") as f:
+        old = json.load(f)
+    with gzip.open(os.path.splitext(args.reanalyze)[0] + "_examples.json.gz", "rt", encoding="utf-8") as f:
+        examples = json.load(f)
+    for key in ("protocol", "quick", "device", "seeds", "joint_args", "max_train_samples", "max_eval_samples"):
+        setattr(args, key, old["settings"][key])
+    if not args.name_given:
+        args.name = old["benchmark"]
+    if args.results_dir is None:
+        bc.RESULTS_DIR = os.path.dirname(os.path.abspath(args.reanalyze))
+    origin = old.get("trained_by") or {k: old.get(k) for k in ("command", "machine", "date_utc")}
+    return report(
+        args, old["recipe"], old["runs"], examples, old.get("imbalanced_sample"), old.get("total_wall_s"), origin
+    )
+
+
+def report(args, recipe, runs, examples, sample, total_wall, trained_by: dict | None = None) -> dict:
+    """Statistics, markdown and result files. `trained_by`: for --reanalyze, the command, machine and date of the
+    run that trained the models (the files' own command and machine are then those of the re-analysis)."""
+    analysis = analyze(args, runs, examples)
+    text = markdown(args, recipe, runs, analysis, sample, total_wall)
+    if trained_by:
+        text += (
+            f"\n\nStatistics recomputed with --reanalyze; the models were trained by `{trained_by['command']}` on "
+            f"{trained_by['date_utc']} (machine in the JSON, `trained_by`)."
+        )
+    print("\n" + text.split("Commands:")[0])
+    examples_path = write_examples(args.name, examples)
+    tgt = targets(analysis)
     payload = {
-        "settings": vars(args),
+        "settings": {k: v for k, v in vars(args).items() if k not in ("reanalyze", "name_given")},
+        "recipe": recipe,
+        "imbalanced_sample": sample,
         "runs": runs,
         "total_wall_s": total_wall,
-        "targets": targets,
+        "analysis": analysis,
+        "targets": tgt,
+        "examples_file": os.path.relpath(examples_path, bc.REPO_ROOT),
+        "trained_by": trained_by,
         "headline": {
-            "name": "quality (joint - single, points; worst task)",
-            "ratio": min((t["diff_points"] for t in targets.values()), default=None),
-            "target": -0.3,
+            "name": "quality: joint - alone (points), worst task, with its 95% interval",
+            "ratio": min((t["diff_points"] for t in tgt.values()), default=None),
+            "met": all(t["met"] for t in tgt.values()) if tgt else None,
         },
     }
-    bc.write_results(args.name or ("quality_quick" if args.quick else "quality"), payload, markdown)
+    bc.write_results(args.name, payload, text)
     return payload
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.reanalyze:
+        return reanalyze(args)
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            sys.exit("--device cuda: no CUDA device is available on this machine.")
+    bc.require_data("conll_train", "conll_validation", "conll_test", "ag_news")
+    recipe = resolve_recipe(args)
+    root = args.output_root or tempfile.mkdtemp(prefix="mtst-bench-quality-")
+    os.makedirs(root, exist_ok=True)
+    configs, sample = task_configs(args, root)
+    if sample is not None:
+        sample["configs"] = {}
+        for name, path in configs.items():
+            with open(path, encoding="utf-8") as f:
+                sample["configs"][name] = f.read()
+    t0 = time.perf_counter()
+    try:
+        runs, examples = train_all(args, recipe, root, configs)
+    finally:
+        if not args.output_root:
+            shutil.rmtree(root, ignore_errors=True)
+    return report(args, recipe, runs, examples, sample, time.perf_counter() - t0)
 
 
 if __name__ == "__main__":

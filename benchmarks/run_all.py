@@ -2,7 +2,7 @@
 """Run the six MTST benchmarks one after another (each in its own process) and print the table of ratios.
 
     python benchmarks/run_all.py                  # 1-3, 5, 6 at their default sizes, quality with --quick
-    python benchmarks/run_all.py --full-quality   # quality on the full data (adds 30-50 minutes on 2 CPU cores)
+    python benchmarks/run_all.py --full-quality   # quality protocol in full (3 seeds, 5 runs each: about 45-75 min)
     python benchmarks/run_all.py --quick          # all at a small size (smoke test; results in a temp folder)
     python benchmarks/run_all.py --only embeddings memory
     python benchmarks/run_all.py --summary-only   # just rebuild the table from benchmarks/results/*.json
@@ -23,6 +23,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_common as bc  # noqa: E402
 
+QUICK_RESULTS = os.path.join(tempfile.gettempdir(), "mtst-bench-quick-results")  # as bench_quality.py --quick
 BENCHMARKS = {
     "embeddings": ("bench_embeddings.py", [], ["--n_conll", "250", "--n_ag", "250"]),
     "multitask_inference": ("bench_multitask_inference.py", [], ["--n_conll", "100", "--n_ag", "100"]),
@@ -34,15 +35,15 @@ BENCHMARKS = {
 }
 
 
-def _load(name: str) -> dict | None:
-    path = os.path.join(bc.RESULTS_DIR, f"{name}.json")
+def _load(name: str, folder: str | None = None) -> dict | None:
+    path = os.path.join(folder or bc.RESULTS_DIR, f"{name}.json")
     if not os.path.isfile(path):
         return None
     with open(path, encoding="utf-8") as f:
         return json.load(f)
 
 
-def summary_rows(quality_name: str) -> list[tuple]:
+def summary_rows(quality_name: str, quality_dir: str | None = None) -> list[tuple]:
     rows = []
     emb = _load("embeddings")
     if emb:
@@ -81,14 +82,31 @@ def summary_rows(quality_name: str) -> list[tuple]:
             rows.append((f"3 training real tokens/s: {name} / {base}", r[key], target, met))
         eff = ", ".join(f"{n} {r['padding_efficiency']:.2f}" for n, r in tr["results"].items())
         rows.append((f"3 training padding efficiency: {eff}", None, "", None))
-    q = _load(quality_name)
-    if q:
+    q = _load(quality_name, quality_dir)
+    quick = " (quick)" if "quick" in quality_name else ""
+    if q and "analysis" in q:  # bench_quality.py with seeds, plain baseline and bootstrap intervals
+        for task, label in (("ner", "CoNLL test F1"), ("topic", "AG News held-out acc.")):
+            t = q["targets"].get(task)
+            if not t:
+                continue
+            plain = f", plain {100 * t['plain']:.2f}" if "plain" in t else ""
+            rows.append(
+                (
+                    f"4 quality{quick}: {label} joint - alone (points; alone {100 * t['alone']:.2f}, joint "
+                    f"{100 * t['joint']:.2f}{plain}; 95% CI [{t['ci95_points'][0]:+.2f}, {t['ci95_points'][1]:+.2f}], "
+                    f"{t['verdict']})",
+                    t["diff_points"],
+                    "CI upper end >= 0 vs alone and vs plain",
+                    t["met"],
+                )
+            )
+    elif q:  # results of the earlier two-seed script (no intervals)
         for key, label in (("predict_ner_f1", "CoNLL test F1"), ("eval_topic_accuracy", "AG News held-out acc.")):
             if key in q["targets"]:
                 t = q["targets"][key]
                 rows.append(
                     (
-                        f"4 quality{' (quick)' if 'quick' in quality_name else ''}: {label} joint - single (points; "
+                        f"4 quality{quick}: {label} joint - single (points; "
                         f"single {100 * t['single']:.2f}, joint {100 * t['joint']:.2f})",
                         t["diff_points"],
                         ">= -0.3",
@@ -160,7 +178,7 @@ def main(argv=None) -> int:
     )
     args = parser.parse_args(argv)
     if args.results_dir is None and args.quick:
-        args.results_dir = os.path.join(tempfile.gettempdir(), "mtst-bench-quick-results")
+        args.results_dir = QUICK_RESULTS
     if args.results_dir:
         bc.RESULTS_DIR = os.path.abspath(args.results_dir)
         os.environ["MTST_BENCH_RESULTS"] = bc.RESULTS_DIR
@@ -185,7 +203,10 @@ def main(argv=None) -> int:
                 failed.append(name)
 
     quality_name = "quality" if args.full_quality or (args.summary_only and _load("quality")) else "quality_quick"
-    rows = summary_rows(quality_name)
+    # bench_quality.py --quick writes to a temporary folder (never over the committed results) unless
+    # MTST_BENCH_RESULTS names one
+    quality_dir = None if quality_name == "quality" else os.environ.get("MTST_BENCH_RESULTS") or QUICK_RESULTS
+    rows = summary_rows(quality_name, quality_dir)
     table = bc.markdown_table(["benchmark", "value", "target", "met"], rows)
     print("\n" + table)
     markdown = (

@@ -1,0 +1,182 @@
+"""The quality benchmark's statistics (benchmarks/bench_stats.py): F1 from pooled per-sentence counts equals
+seqeval's, and the paired bootstrap interval behaves on cases whose answer is known. Fast and deterministic."""
+
+import os
+import random
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+import bench_stats as bs  # noqa: E402
+
+GOLD = [
+    ["B-PER", "I-PER", "O", "B-LOC"],
+    ["O", "O", "O"],
+    ["B-ORG", "I-ORG", "I-ORG", "O", "B-MISC"],
+    ["B-LOC", "O", "B-PER", "I-PER"],
+    ["O", "B-MISC", "I-MISC"],
+]
+PRED = [
+    ["B-PER", "I-PER", "O", "B-ORG"],  # one hit, one wrong type
+    ["O", "B-LOC", "O"],  # a false positive
+    ["B-ORG", "I-ORG", "O", "O", "B-MISC"],  # boundary error (ORG too short) and a hit
+    ["I-LOC", "O", "B-PER", "I-PER"],  # I- start: not an entity in strict IOB2
+    ["O", "B-MISC", "I-MISC"],  # exact
+]
+
+
+def test_entity_counts_by_sentence():
+    counts = bs.entity_counts(GOLD, PRED)
+    assert counts.tolist() == [[1, 1, 1], [0, 1, 0], [1, 1, 1], [1, 0, 1], [1, 0, 0]]
+
+
+def test_f1_from_pooled_counts_equals_seqeval():
+    from seqeval.metrics import f1_score
+    from seqeval.scheme import IOB2
+
+    expected = f1_score(GOLD, PRED, mode="strict", scheme=IOB2)
+    assert bs.metric_value("f1", bs.entity_counts(GOLD, PRED)) == pytest.approx(expected, abs=1e-12)
+    # also on a larger random example, and on any subset of the sentences
+    rng = random.Random(0)
+    tags = ["O", "O", "O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]
+    gold = [[rng.choice(tags) for _ in range(rng.randint(1, 12))] for _ in range(200)]
+    pred = [[t if rng.random() < 0.8 else rng.choice(tags) for t in sent] for sent in gold]
+    counts = bs.entity_counts(gold, pred)
+    assert bs.metric_value("f1", counts) == pytest.approx(f1_score(gold, pred, mode="strict", scheme=IOB2), abs=1e-12)
+    subset = list(range(0, 200, 3))
+    assert bs.metric_value("f1", counts[subset]) == pytest.approx(
+        f1_score([gold[i] for i in subset], [pred[i] for i in subset], mode="strict", scheme=IOB2), abs=1e-12
+    )
+
+
+def test_f1_and_accuracy_of_empty_sets_are_zero():
+    assert bs.f1_from_counts(np.array([0, 0, 0])) == 0.0
+    assert bs.accuracy_from_counts(np.array([0, 0])) == 0.0
+    assert bs.metric_value("accuracy", bs.correctness([1, 2, 3, 4], [1, 2, 0, 4])) == 0.75
+
+
+def test_identical_systems_give_a_zero_interval():
+    rows = bs.entity_counts(GOLD, PRED)
+    ids = list(range(len(GOLD)))
+    result = bs.paired_bootstrap([(ids, rows, rows), (ids, rows, rows)], "f1", n_resamples=500, rng_seed=1)
+    assert result["diff"] == 0.0
+    assert result["ci"] == [0.0, 0.0]
+    assert result["verdict"] == "same"
+
+
+def test_a_system_better_on_every_example_has_an_interval_above_zero():
+    n = 300
+    gold = [i % 4 for i in range(n)]
+    wrong = [(g + 1) % 4 for g in gold]
+    rng = random.Random(3)
+    half = [g if rng.random() < 0.5 else w for g, w in zip(gold, wrong)]
+    seeds = [
+        ([f"ex{i}" for i in range(n)], bs.correctness(gold, gold), bs.correctness(gold, half)),
+        ([f"ex{i}" for i in range(n)], bs.correctness(gold, gold), bs.correctness(gold, wrong)),
+    ]
+    result = bs.paired_bootstrap(seeds, "accuracy", n_resamples=1000, rng_seed=0)
+    assert result["ci"][0] > 0
+    assert result["verdict"] == "better"
+    assert result["per_seed"][1]["ci"] == [1.0, 1.0]
+    swapped = bs.paired_bootstrap([(ids, b, a) for ids, a, b in seeds], "accuracy", n_resamples=1000, rng_seed=0)
+    assert swapped["verdict"] == "worse"
+    assert swapped["ci"] == pytest.approx([-result["ci"][1], -result["ci"][0]])
+
+
+def test_bootstrap_is_deterministic_and_noise_gives_same():
+    rng = np.random.default_rng(5)
+    n = 400
+    gold = rng.integers(0, 4, n)
+    a = np.where(rng.random(n) < 0.9, gold, (gold + 1) % 4)
+    b = np.where(rng.random(n) < 0.9, gold, (gold + 1) % 4)
+    seeds = [(list(range(n)), bs.correctness(gold, a), bs.correctness(gold, b))]
+    first = bs.paired_bootstrap(seeds, "accuracy", n_resamples=1000, rng_seed=7)
+    again = bs.paired_bootstrap(seeds, "accuracy", n_resamples=1000, rng_seed=7)
+    assert first == again
+    assert first["ci"][0] < first["diff"] < first["ci"][1]
+    assert first["verdict"] == "same"  # two systems of the same quality: the interval holds zero
+
+
+def test_seeds_with_disjoint_examples_and_bad_input():
+    gold = [0, 1, 2, 3]
+    seeds = [(["a", "b", "c", "d"], bs.correctness(gold, gold), bs.correctness(gold, [0, 1, 0, 0]))]
+    seeds.append((["e", "f", "g", "h"], bs.correctness(gold, gold), bs.correctness(gold, gold)))
+    result = bs.paired_bootstrap(seeds, "accuracy", n_resamples=200, rng_seed=0)
+    assert result["distinct_examples"] == 8
+    assert result["diff"] == pytest.approx((0.5 + 0.0) / 2)
+    with pytest.raises(ValueError, match="unique"):
+        bs.paired_bootstrap([(["a", "a"], np.ones((2, 2)), np.ones((2, 2)))], "accuracy")
+    with pytest.raises(ValueError, match="unknown metric"):
+        bs.paired_bootstrap(seeds, "bleu")
+
+
+def test_mean_std_and_verdict():
+    assert bs.mean_std([1.0]) == (1.0, None)
+    mean, std = bs.mean_std([1.0, 2.0, 3.0])
+    assert mean == 2.0 and std == pytest.approx(1.0)
+    assert bs.verdict(0.1, 0.5) == "better"
+    assert bs.verdict(-0.5, -0.1) == "worse"
+    assert bs.verdict(-0.1, 0.1) == "same"
+    assert bs.verdict(0.0, 0.2) == "same"
+
+
+def test_score_systems_means_and_comparisons():
+    gold = [0, 1, 2, 3]
+    systems = {
+        "joint": {42: {"ids": [1, 2, 3, 4], "rows": bs.correctness(gold, [0, 1, 2, 3])}},
+        "alone": {42: {"ids": [1, 2, 3, 4], "rows": bs.correctness(gold, [0, 1, 2, 0])}},
+        "plain": {42: {"ids": [4, 3, 2, 1], "rows": bs.correctness(gold, [0, 1, 2, 3])}},
+    }
+    systems["joint"][43] = {"ids": [1, 2, 3, 4], "rows": bs.correctness(gold, [0, 1, 0, 0])}
+    result = bs.score_systems(systems, "accuracy", [("joint", "alone")], n_resamples=100)
+    assert result["scores"]["joint"]["per_seed"] == {42: 1.0, 43: 0.5}
+    assert result["scores"]["joint"]["mean"] == 0.75
+    assert result["scores"]["alone"]["std"] is None
+    comparison = result["comparisons"]["joint-alone"]
+    assert comparison["seeds"] == [42] and comparison["diff"] == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="different examples"):
+        bs.score_systems(systems, "accuracy", [("joint", "plain")], n_resamples=10)
+
+
+def test_quality_benchmark_reads_per_sentence_counts(tmp_path):
+    """bench_quality.read_examples: words without a prediction (cut by truncation) are left out, as the run's own
+    metric leaves them out."""
+    import json
+
+    import bench_quality as bq
+
+    records = [
+        {"tokens": ["a", "b", "c"], "labels": ["B-PER", "O", "B-LOC"], "predictions": ["B-PER", "O", None]},
+        {"tokens": ["d"], "labels": ["O"], "predictions": ["B-ORG"]},
+    ]
+    (tmp_path / "predictions_ner.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    examples = bq.read_examples(str(tmp_path), "ner")
+    assert examples == {"ids": [0, 1], "rows": [[1, 0, 0], [0, 1, 0]]}
+
+
+def test_imbalanced_protocol_uses_run_multitask_defaults():
+    import argparse
+
+    import bench_quality as bq
+
+    import run_multitask as rm
+
+    defaults = rm.ScriptTrainingArguments.__dataclass_fields__
+    args = argparse.Namespace(
+        protocol="imbalanced",
+        epochs=None,
+        batch_size=None,
+        learning_rate=None,
+        max_seq_length=None,
+        group_by_length=None,
+    )
+    recipe = bq.resolve_recipe(args)
+    assert recipe["epochs"] == defaults["num_train_epochs"].default
+    assert recipe["batch_size"] == defaults["per_device_train_batch_size"].default
+    assert recipe["learning_rate"] == defaults["learning_rate"].default
+    assert recipe["sampling_strategy"] == defaults["sampling_strategy"].default
+    assert recipe["group_by_length"] == defaults["group_by_length"].default
+    args.protocol = "main"
+    assert bq.resolve_recipe(args)["epochs"] == 1.0 and bq.resolve_recipe(args)["group_by_length"] is True
