@@ -493,6 +493,8 @@ class MTSTCardData(CardData):
         learned_loss_weights (`dict`): per-task loss weights learned during training (uncertainty weighting).
         training_seconds (`float`): wall-clock training time.
         notes (`list[str]`): extra sentences for the Limitations section.
+        kept_tasks (`list[str]`): tasks of the starting MTST model that this run kept without training them
+            (a grown model, see `grow_mtst`); marked "kept, not trained" in the task table.
     """
 
     language: str | list[str] | None = None
@@ -512,6 +514,7 @@ class MTSTCardData(CardData):
     learned_loss_weights: dict[str, float] = field(default_factory=dict)
     training_seconds: float | None = None
     notes: list[str] = field(default_factory=list)
+    kept_tasks: list[str] = field(default_factory=list)
     generated_from_trainer: bool = False
 
     # set by register(); not part of the card's own state
@@ -946,6 +949,7 @@ class MTSTCardData(CardData):
             training_time=_duration(self.training_seconds) if self.training_seconds else None,
             versions=_versions(),
             notes=list(self.notes),
+            kept_tasks=[n for n in self.kept_tasks if n in tasks],
             small_data=any(
                 isinstance(self.task_datasets.get(n, {}).get("eval_size"), int)
                 and self.task_datasets[n]["eval_size"] < 1000
@@ -1014,7 +1018,7 @@ class MTSTCardData(CardData):
             if step is None:
                 continue
             is_train = "loss" in entry
-            is_eval = any(k.startswith("eval_") for k in entry)
+            is_eval = any(k.startswith("eval_") and not k.startswith("eval_before_") for k in entry)
             if not (is_train or is_eval):
                 continue
             row = rows.setdefault(int(step), {"Epoch": entry.get("epoch"), "Step": int(step)})
