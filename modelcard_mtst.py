@@ -1528,6 +1528,49 @@ def _matches_upload(name: str) -> bool:
     return any(fnmatch(name, pattern) for pattern in UPLOAD_PATTERNS)
 
 
+def stage_upload(
+    folder: str | os.PathLike, stage: str | os.PathLike, repo_id: str, secret: str | None = None
+) -> list[str]:
+    """Copy into `stage` exactly the files [`push_to_hub`] uploads from the saved model `folder` (see there), with
+    the repo id filled into the card and local paths scrubbed; refuses a file holding `secret` (the Hub token).
+    Returns the staged file names. `export_for_hub` uses it to write a local folder as a Hub repo would receive it."""
+    folder, stage = Path(folder), Path(stage)
+    name = repo_id.split("/")[-1]
+    for source in sorted(folder.iterdir()):
+        if not source.is_file() or not _matches_upload(source.name):
+            continue
+        data = source.read_bytes()
+        if source.name == README_FILE:
+            text = data.decode("utf-8").replace(MODEL_ID_PLACEHOLDER, repo_id)
+            text = text.replace(_MODEL_NAME_PLACEHOLDER, name)
+            data = scrub(text, extra_paths=[folder.resolve()], token=secret).encode("utf-8")
+        if secret and secret.encode() in data:
+            raise ValueError(f"{source.name} contains the Hub token; refusing to upload it.")
+        (stage / source.name).write_bytes(data)
+    leaks = []
+    prefixes = [p.encode() for p in _local_prefixes([folder.resolve()])]
+    for path in stage.iterdir():
+        if path.suffix in (".json", ".md", ".py", ".svg", ".txt") and any(p in path.read_bytes() for p in prefixes):
+            leaks.append(path.name)
+    if leaks:
+        logger.warning("push_to_hub: %s contain(s) a local path of this machine.", ", ".join(leaks))
+    return sorted(p.name for p in stage.iterdir())
+
+
+def export_for_hub(model_dir: str | os.PathLike, target: str | os.PathLike, repo_id: str = "local/mtst-model"):
+    """Write into the new folder `target` the files a `push_to_hub(model_dir, repo_id)` would upload (code files
+    completed, card with `repo_id`), without any network: a local stand-in for the Hub repo, loadable with
+    `AutoModel.from_pretrained(target, trust_remote_code=True)`. Returns the file names."""
+    folder, target = Path(model_dir), Path(target)
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"{folder} is not a saved model folder (no config.json).")
+    finalize_model_dir(folder)
+    if not (folder / README_FILE).is_file():
+        write_model_card(folder, None, None, None)
+    target.mkdir(parents=True, exist_ok=False)
+    return stage_upload(folder, target, repo_id)
+
+
 def push_to_hub(
     model_dir_or_model,
     repo_id: str,
@@ -1589,27 +1632,7 @@ def push_to_hub(
         api = HfApi(token=token)
         if "/" not in repo_id:  # the Hub puts it in the token owner's namespace
             repo_id = f"{api.whoami()['name']}/{repo_id}"
-        name = repo_id.split("/")[1]
-        for source in sorted(folder.iterdir()):
-            if not source.is_file() or not _matches_upload(source.name):
-                continue
-            data = source.read_bytes()
-            if source.name == README_FILE:
-                text = data.decode("utf-8").replace(MODEL_ID_PLACEHOLDER, repo_id)
-                text = text.replace(_MODEL_NAME_PLACEHOLDER, name)
-                data = scrub(text, extra_paths=[folder.resolve()], token=secret).encode("utf-8")
-            if secret and secret.encode() in data:
-                raise ValueError(f"{source.name} contains the Hub token; refusing to upload it.")
-            (stage / source.name).write_bytes(data)
-        leaks = []
-        prefixes = [p.encode() for p in _local_prefixes([folder.resolve()])]
-        for path in stage.iterdir():
-            if path.suffix in (".json", ".md", ".py", ".svg", ".txt") and any(
-                p in path.read_bytes() for p in prefixes
-            ):
-                leaks.append(path.name)
-        if leaks:
-            logger.warning("push_to_hub: %s contain(s) a local path of this machine.", ", ".join(leaks))
+        stage_upload(folder, stage, repo_id, secret)
 
         repo_url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         repo_id = repo_url.repo_id

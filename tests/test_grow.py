@@ -89,6 +89,14 @@ def test_add_a_task_with_frozen_encoder_keeps_old_outputs_bit_identical(trained,
     assert "kept, not trained: ner" in printed and "continued (frozen): topic" in printed
     card = (out / "README.md").read_text()
     assert "(kept, not trained)" in card and "`ner`" in card
+    # the folder as a Hub repo would receive it: no checkpoints or training state, the repo id in the card
+    import modelcard_mtst
+
+    files = modelcard_mtst.export_for_hub(out, tmp_path / "hub", repo_id="you/grown")
+    assert {"config.json", "model.safetensors", "modeling_mtst.py", "README.md", "tokenizer.json"} <= set(files)
+    assert "training_args.bin" not in files and "all_results.json" not in files
+    assert "you/grown" in (tmp_path / "hub" / "README.md").read_text()
+    assert torch.equal(outputs(tmp_path / "hub")["polarity"], after["polarity"])
 
 
 def test_rehearsal_reports_old_task_metrics_before_and_after(trained, tmp_path):
