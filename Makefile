@@ -2,7 +2,7 @@ PYTHON ?= python
 # The CPU build of torch is installed first and pinned, so that no CUDA wheels are pulled in.
 TORCH ?= torch==2.13.0
 
-.PHONY: install test test-slow style quality bench bench-full
+.PHONY: install test test-slow notebook style quality bench bench-full
 
 install:
 	$(PYTHON) -m pip install -q "$(TORCH)"
@@ -13,6 +13,10 @@ test:
 
 test-slow:
 	$(PYTHON) -m pytest -q -m slow
+
+# Execute the walkthrough notebook (nbclient); any failing cell fails the target. Outputs are not written back.
+notebook:
+	$(PYTHON) -c "import nbclient, nbformat; nb = nbformat.read('notebooks/walkthrough.ipynb', as_version=4); nbclient.NotebookClient(nb, timeout=900, kernel_name='python3', resources={'metadata': {'path': 'notebooks'}}).execute(); print('notebooks/walkthrough.ipynb: every cell ran')"
 
 style:
 	ruff format .

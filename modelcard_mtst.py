@@ -510,6 +510,8 @@ class MTSTCardData(CardData):
             "checkpoint", "step", "metric", "value", "last_step"}` or `{"selection": "last", "step", "metric",
             "reason"}`.
         notes (`list[str]`): extra sentences for the Limitations section.
+        kept_tasks (`list[str]`): tasks of the starting MTST model that this run kept without training them
+            (a grown model, see `grow_mtst`); marked "kept, not trained" in the task table.
     """
 
     language: str | list[str] | None = None
@@ -530,6 +532,7 @@ class MTSTCardData(CardData):
     training_seconds: float | None = None
     kept_model: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    kept_tasks: list[str] = field(default_factory=list)
     generated_from_trainer: bool = False
 
     # set by register(); not part of the card's own state
@@ -965,6 +968,7 @@ class MTSTCardData(CardData):
             kept_text=self._kept_text(),
             versions=_versions(),
             notes=list(self.notes),
+            kept_tasks=[n for n in self.kept_tasks if n in tasks],
             small_data=any(
                 isinstance(self.task_datasets.get(n, {}).get("eval_size"), int)
                 and self.task_datasets[n]["eval_size"] < 1000
@@ -1050,7 +1054,7 @@ class MTSTCardData(CardData):
             if step is None:
                 continue
             is_train = "loss" in entry
-            is_eval = any(k.startswith("eval_") for k in entry)
+            is_eval = any(k.startswith("eval_") and not k.startswith("eval_before_") for k in entry)
             if not (is_train or is_eval):
                 continue
             row = rows.setdefault(int(step), {"Epoch": entry.get("epoch"), "Step": int(step)})
@@ -1582,6 +1586,49 @@ def _matches_upload(name: str) -> bool:
     return any(fnmatch(name, pattern) for pattern in UPLOAD_PATTERNS)
 
 
+def stage_upload(
+    folder: str | os.PathLike, stage: str | os.PathLike, repo_id: str, secret: str | None = None
+) -> list[str]:
+    """Copy into `stage` exactly the files [`push_to_hub`] uploads from the saved model `folder` (see there), with
+    the repo id filled into the card and local paths scrubbed; refuses a file holding `secret` (the Hub token).
+    Returns the staged file names. `export_for_hub` uses it to write a local folder as a Hub repo would receive it."""
+    folder, stage = Path(folder), Path(stage)
+    name = repo_id.split("/")[-1]
+    for source in sorted(folder.iterdir()):
+        if not source.is_file() or not _matches_upload(source.name):
+            continue
+        data = source.read_bytes()
+        if source.name == README_FILE:
+            text = data.decode("utf-8").replace(MODEL_ID_PLACEHOLDER, repo_id)
+            text = text.replace(_MODEL_NAME_PLACEHOLDER, name)
+            data = scrub(text, extra_paths=[folder.resolve()], token=secret).encode("utf-8")
+        if secret and secret.encode() in data:
+            raise ValueError(f"{source.name} contains the Hub token; refusing to upload it.")
+        (stage / source.name).write_bytes(data)
+    leaks = []
+    prefixes = [p.encode() for p in _local_prefixes([folder.resolve()])]
+    for path in stage.iterdir():
+        if path.suffix in (".json", ".md", ".py", ".svg", ".txt") and any(p in path.read_bytes() for p in prefixes):
+            leaks.append(path.name)
+    if leaks:
+        logger.warning("push_to_hub: %s contain(s) a local path of this machine.", ", ".join(leaks))
+    return sorted(p.name for p in stage.iterdir())
+
+
+def export_for_hub(model_dir: str | os.PathLike, target: str | os.PathLike, repo_id: str = "local/mtst-model"):
+    """Write into the new folder `target` the files a `push_to_hub(model_dir, repo_id)` would upload (code files
+    completed, card with `repo_id`), without any network: a local stand-in for the Hub repo, loadable with
+    `AutoModel.from_pretrained(target, trust_remote_code=True)`. Returns the file names."""
+    folder, target = Path(model_dir), Path(target)
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"{folder} is not a saved model folder (no config.json).")
+    finalize_model_dir(folder)
+    if not (folder / README_FILE).is_file():
+        write_model_card(folder, None, None, None)
+    target.mkdir(parents=True, exist_ok=False)
+    return stage_upload(folder, target, repo_id)
+
+
 def push_to_hub(
     model_dir_or_model,
     repo_id: str,
@@ -1643,27 +1690,7 @@ def push_to_hub(
         api = HfApi(token=token)
         if "/" not in repo_id:  # the Hub puts it in the token owner's namespace
             repo_id = f"{api.whoami()['name']}/{repo_id}"
-        name = repo_id.split("/")[1]
-        for source in sorted(folder.iterdir()):
-            if not source.is_file() or not _matches_upload(source.name):
-                continue
-            data = source.read_bytes()
-            if source.name == README_FILE:
-                text = data.decode("utf-8").replace(MODEL_ID_PLACEHOLDER, repo_id)
-                text = text.replace(_MODEL_NAME_PLACEHOLDER, name)
-                data = scrub(text, extra_paths=[folder.resolve()], token=secret).encode("utf-8")
-            if secret and secret.encode() in data:
-                raise ValueError(f"{source.name} contains the Hub token; refusing to upload it.")
-            (stage / source.name).write_bytes(data)
-        leaks = []
-        prefixes = [p.encode() for p in _local_prefixes([folder.resolve()])]
-        for path in stage.iterdir():
-            if path.suffix in (".json", ".md", ".py", ".svg", ".txt") and any(
-                p in path.read_bytes() for p in prefixes
-            ):
-                leaks.append(path.name)
-        if leaks:
-            logger.warning("push_to_hub: %s contain(s) a local path of this machine.", ", ".join(leaks))
+        stage_upload(folder, stage, repo_id, secret)
 
         repo_url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         repo_id = repo_url.repo_id

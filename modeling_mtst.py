@@ -263,20 +263,56 @@ class MTSTModel(MTSTPreTrainedModel):
         self.pooling = Pooling(config.pooling)
         hidden = config.encoder.hidden_size
         self.projection = nn.Linear(hidden, config.embedding_dim) if config.embedding_dim else None
-        eps = getattr(config.encoder, "layer_norm_eps", 1e-12)
         self.heads = nn.ModuleDict()
         for name, spec in (config.tasks or {}).items():
-            input_size = config.sentence_embedding_dimension if spec["type"] == "sequence_classification" else hidden
-            self.heads[name] = TaskHead(
-                input_size,
-                len(spec["labels"]),
-                dropout=spec["dropout"],
-                layer_norm=spec["layer_norm"],
-                activation=spec["activation"],
-                hidden_size=spec["hidden_size"],
-                layer_norm_eps=eps,
-            )
+            self.heads[name] = self._new_head(spec)
         self.post_init()
+
+    def _new_head(self, spec: dict) -> TaskHead:
+        """A task head for one (normalized) task entry: sequence heads read the sentence vector, token heads the
+        encoder's token states."""
+        config = self.config
+        sequence = spec["type"] == "sequence_classification"
+        return TaskHead(
+            config.sentence_embedding_dimension if sequence else config.encoder.hidden_size,
+            len(spec["labels"]),
+            dropout=spec["dropout"],
+            layer_norm=spec["layer_norm"],
+            activation=spec["activation"],
+            hidden_size=spec["hidden_size"],
+            layer_norm_eps=getattr(config.encoder, "layer_norm_eps", 1e-12),
+        )
+
+    def add_task(self, name: str, type: str, labels, replace: bool = False, **options) -> TaskHead:
+        """
+        Add a task with a freshly initialised head (`options`: `dropout`, `layer_norm`, `activation`, `hidden_size`,
+        `loss_weight`; defaults from the config's `head_*` values). Every other weight stays as it is. An existing
+        task is an error unless `replace=True`, which re-creates its head (new labels) at the same place in the
+        task table. Returns the new head.
+        """
+        tasks = dict(self.config.tasks or {})
+        if name in tasks and not replace:
+            raise MTSTConfigError(
+                f"Task {name!r} already exists (labels {tasks[name]['labels']}); pass replace=True to re-create it."
+            )
+        tasks[name] = {"type": type, "labels": list(labels), **options}
+        # MTSTConfig validates and completes every entry (head defaults from the config).
+        checked = MTSTConfig(
+            encoder=self.config.encoder,
+            tasks=tasks,
+            head_dropout=self.config.head_dropout,
+            head_layer_norm=self.config.head_layer_norm,
+            head_activation=self.config.head_activation,
+            head_hidden_size=self.config.head_hidden_size,
+        ).tasks
+        head = self._new_head(checked[name])
+        head.apply(self._init_weights)
+        reference = next(self.parameters(), None)
+        if reference is not None:
+            head.to(device=reference.device, dtype=reference.dtype)
+        self.heads[name] = head
+        self.config.tasks = {**(self.config.tasks or {}), name: checked[name]}
+        return head
 
     @classmethod
     def from_backbone(cls, name_or_path: str, tasks=None, *, encoder_kwargs: dict | None = None, **config_kwargs):

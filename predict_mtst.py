@@ -42,6 +42,7 @@ class Inputs:
     texts: list[str]
     source: str  # "arguments", "stdin" or the file name
     skipped: int = 0  # empty lines skipped (txt / stdin / blank jsonl lines)
+    records: list[dict] | None = None  # .jsonl/.csv input: every row's fields, aligned with `texts` (mtst-label)
 
 
 # ---------------------------------------------------------------------------------------------------- model loading
@@ -168,7 +169,7 @@ def _lines(text: str, name: str) -> Inputs:
 
 
 def _jsonl(text: str, name: str, column: str) -> Inputs:
-    texts, skipped = [], 0
+    texts, skipped, records = [], 0, []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             skipped += 1
@@ -194,7 +195,8 @@ def _jsonl(text: str, name: str, column: str) -> Inputs:
                 "not a string."
             )
         texts.append(value)
-    return Inputs(texts, name, skipped)
+        records.append(record)
+    return Inputs(texts, name, skipped, records)
 
 
 def _csv(text: str, name: str, column: str, delimiter: str) -> Inputs:
@@ -208,15 +210,16 @@ def _csv(text: str, name: str, column: str, delimiter: str) -> Inputs:
                 f"{name} has no column '{column}'; its columns are: {', '.join(header)}. "
                 "Choose one with --text_column."
             )
-        texts = []
+        texts, records = [], []
         for row in reader:
             value = row[column]
             if value is None:
                 raise PredictError(f"{name} line {reader.line_num}: the row has no value in column '{column}'.")
             texts.append(value)
+            records.append({k: v for k, v in row.items() if k is not None})
     except csv.Error as e:
         raise PredictError(f"{name} line {reader.line_num} is not valid CSV: {e}.") from None
-    return Inputs(texts, name)
+    return Inputs(texts, name, records=records)
 
 
 def read_file(path: str, text_column: str = "text") -> Inputs:

@@ -26,6 +26,7 @@ import datasets
 import transformers
 from transformers import AutoTokenizer, HfArgumentParser, set_seed
 
+import grow_mtst
 import mtst_resources
 from configuration_mtst import MTSTConfigError, __version__
 from modeling_mtst import MTSTModel, check_model_folder
@@ -112,6 +113,13 @@ class ModelArguments:
         default=None, metadata={"help": "Default width of an extra dense layer in the heads (none by default)."}
     )
     cache_dir: str | None = field(default=None, metadata={"help": "Cache folder for Hub models and datasets."})
+    reset_heads: str | None = field(
+        default=None,
+        metadata={
+            "help": "Growing a trained MTST (--model_name_or_path is an MTST model): comma-separated tasks whose head "
+            "is re-created with the task config's labels instead of keeping the saved head and labels."
+        },
+    )
 
 
 @dataclass
@@ -376,6 +384,45 @@ def build_model(model_args: ModelArguments, specs) -> MTSTModel:
     )
 
 
+def build_or_grow_model(model_args: ModelArguments, specs, training_args, saved_config=None):
+    """(model, growth plan): a fresh MTST on a backbone (plan None), or the saved MTST model given as
+    model_name_or_path with the task config applied to it (`grow_mtst`): continued heads keep their weights, new
+    ones are added, `--reset_heads` are re-created, tasks left out of the config stay untouched (frozen). With
+    `--freeze encoder`/`all` the old heads and the projection are frozen too, so the old outputs do not change."""
+    if saved_config is None:
+        return build_model(model_args, specs), None
+    path = model_args.model_name_or_path
+    frozen = training_args.freeze in ("encoder", "all")
+    plan = grow_mtst.plan_growth(saved_config, specs, path, model_args.reset_heads, frozen=frozen)
+    if training_args.do_train and not plan.trained:
+        raise CommandLineError(
+            f"Nothing to train: with --freeze {training_args.freeze} on the MTST model {path} only new heads and "
+            f"--reset_heads train, and the task config adds none (it continues {', '.join(plan.continued)}). Add a "
+            "task to the config, or train without --freeze to fine-tune the existing tasks."
+        )
+    kwargs = {"cache_dir": model_args.cache_dir}
+    if model_args.model_revision and not os.path.isdir(path):
+        kwargs["revision"] = model_args.model_revision
+    model = MTSTModel.from_pretrained(path, **kwargs)
+    grow_mtst.grow_model(model, specs, plan)
+    grow_mtst.freeze_for_growth(training_args, plan)
+    logger.info(plan.summary())
+    for name in plan.kept:
+        logger.info("Task '%s': %s (not in the task config; its head stays as saved).", name, grow_mtst.KEPT_NOTE)
+    return model, plan
+
+
+def evaluate_before_training(trainer, tokenized, plan) -> dict:
+    """Growing a model: evaluate the loaded model on the continued tasks' validation data before training, as
+    `eval_before_<task>_<metric>`, so forgetting can be read next to the `eval_<task>_<metric>` after training."""
+    tasks = [t for t in plan.continued if "validation" in tokenized[t]]
+    if not tasks:
+        return {}
+    logger.info("*** Evaluate the old tasks before training: %s ***", ", ".join(tasks))
+    metrics = trainer.evaluate({t: tokenized[t]["validation"] for t in tasks}, metric_key_prefix="eval_before")
+    return {k: v for k, v in metrics.items() if not k.endswith(("_runtime", "_per_second"))}
+
+
 def _modelcard_module():
     try:
         import modelcard_mtst
@@ -393,6 +440,9 @@ def attach_model_card(trainer, specs, model_args: ModelArguments):
     try:
         card_data = module.MTSTCardData(base_model=model_args.model_name_or_path)
         card_data.set_task_specs(specs)
+        plan = getattr(trainer, "growth_plan", None)
+        if plan is not None:
+            card_data.kept_tasks = list(plan.kept)
         module.MTSTCardCallback.attach(trainer, card_data)
         return card_data
     except Exception as err:  # the card must never block training
@@ -514,6 +564,11 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Scr
             spec.max_eval_samples = data_args.max_eval_samples
     logger.info("Tasks: %s", ", ".join(f"{s.name} ({s.type})" for s in specs))
 
+    saved_config = grow_mtst.saved_mtst_config(
+        model_args.model_name_or_path, cache_dir=model_args.cache_dir, revision=model_args.model_revision
+    )
+    if saved_config is not None:  # growing a trained MTST: continued tasks read their data with the saved labels
+        grow_mtst.use_saved_labels(specs, saved_config)
     tokenizer = load_tokenizer(model_args)
     raw, tokenized = {}, {}
     with training_args.main_process_first(desc="loading the task data"):
@@ -526,7 +581,9 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Scr
                 cache_dir=model_args.cache_dir,
             )
 
-    model = build_model(model_args, specs)  # after the data: labels may be inferred from it
+    # after the data: labels may be inferred from it
+    model, growth = build_or_grow_model(model_args, specs, training_args, saved_config)
+    train_tasks = [s.name for s in specs if growth is None or s.name in growth.trained]
     limit = model.max_sequence_length()
     if limit is not None and data_args.max_seq_length > limit:
         raise CommandLineError(
@@ -552,20 +609,24 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Scr
         model=model,
         args=training_args,
         data_collator=MultiTaskCollator(tokenizer, pad_to_multiple_of=data_args.pad_to_multiple_of),
-        train_dataset={s.name: tokenized[s.name]["train"] for s in specs} if training_args.do_train else None,
+        train_dataset={t: tokenized[t]["train"] for t in train_tasks} if training_args.do_train else None,
         eval_dataset={s.name: tokenized[s.name]["validation"] for s in specs} if training_args.do_eval else None,
         processing_class=tokenizer,
         task_batch_sizes={s.name: s.batch_size for s in specs if s.batch_size},
     )
 
+    trainer.growth_plan = growth
     card_data = attach_model_card(trainer, specs, model_args)
 
     all_metrics: dict = {}
+    before = {}
+    if growth is not None and training_args.do_train and training_args.do_eval:
+        before = evaluate_before_training(trainer, tokenized, growth)
     if training_args.do_train:
         train_result = trainer.train(resume_from_checkpoint=checkpoint)
         trainer.save_model()  # model, config, tokenizer and the model code (auto_map)
         metrics = dict(train_result.metrics)
-        metrics["train_samples"] = sum(len(tokenized[s.name]["train"]) for s in specs)
+        metrics["train_samples"] = sum(len(tokenized[t]["train"]) for t in train_tasks)
         weights = trainer.learned_loss_weights()
         if weights:
             metrics.update({f"train_loss_weight_{t}": w for t, w in weights.items()})
@@ -581,6 +642,9 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Scr
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
         all_metrics.update(metrics)
+        if before:
+            trainer.save_metrics("eval_before", before)
+            all_metrics.update(before)
 
     if training_args.do_predict:
         logger.info("*** Predict ***")
@@ -613,6 +677,9 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Scr
         table = format_metrics_table(all_metrics, [s.name for s in specs])
         if table:
             print("\n" + table, flush=True)
+        if growth is not None:
+            forgetting = grow_mtst.format_forgetting(all_metrics, trainer.model.config, growth.continued)
+            print("\n" + growth.summary() + ("\n" + forgetting if forgetting else ""), flush=True)
     return all_metrics
 
 
