@@ -322,51 +322,10 @@ def load_tokenizer(model_args: ModelArguments):
         ) from err
 
 
-def is_mtst_checkpoint(path: str) -> bool:
-    config = os.path.join(path, "config.json")
-    if not os.path.isfile(config):
-        return False
-    with open(config, encoding="utf-8") as f:
-        return json.load(f).get("model_type") == "mtst"
-
-
-def check_checkpoint_tasks(config, specs, path: str) -> None:
-    """The checkpoint must have every configured task with the same type and labels (in order)."""
-    problems = []
-    for spec in specs:
-        if spec.name not in (config.tasks or {}):
-            problems.append(f"task '{spec.name}' has no head in the checkpoint")
-            continue
-        if config.task_type(spec.name) != spec.type:
-            problems.append(f"task '{spec.name}' is {spec.type} in the config but {config.task_type(spec.name)} there")
-        elif config.task_labels(spec.name) != list(spec.labels):
-            problems.append(
-                f"task '{spec.name}' has labels {list(spec.labels)} in the config but {config.task_labels(spec.name)} "
-                "in the checkpoint"
-            )
-    if problems:
-        raise CommandLineError(
-            f"The MTST checkpoint {path} does not match the task config: {'; '.join(problems)}. Train from a backbone "
-            f"instead, or use a task config with the checkpoint's tasks ({', '.join(config.task_names)}) and labels."
-        )
-    extra = [t for t in config.task_names if t not in {s.name for s in specs}]
-    if extra:
-        logger.warning("The checkpoint's task(s) %s are not in the task config; their heads stay as they are.", extra)
-
-
 def build_model(model_args: ModelArguments, specs) -> MTSTModel:
-    """A fresh MTST on the backbone, or the MTST checkpoint given as model_name_or_path (tasks checked)."""
+    """A fresh MTST on the backbone `model_name_or_path` (a saved MTST model goes through `build_or_grow_model`)."""
     path = model_args.model_name_or_path
     check_model_folder(path)
-    try:
-        is_mtst = os.path.isdir(path) and is_mtst_checkpoint(path)
-    except (OSError, ValueError) as err:
-        raise CommandLineError(f"The config.json of {path} cannot be read: {_reason(err)}.") from err
-    if is_mtst:
-        model = MTSTModel.from_pretrained(path, cache_dir=model_args.cache_dir)
-        check_checkpoint_tasks(model.config, specs, path)
-        logger.info("Continuing from the MTST checkpoint %s (tasks %s).", path, ", ".join(model.config.task_names))
-        return model
     encoder_kwargs = {"cache_dir": model_args.cache_dir}
     if model_args.model_revision:
         encoder_kwargs["revision"] = model_args.model_revision
