@@ -63,6 +63,16 @@ sys.exit(run_multitask.main(sys.argv[1:]))
 """
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Runs in this process use one thread, as the subprocesses do (ENV: OMP_NUM_THREADS=1): exact comparisons
+    between them need the same float reductions."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     return make_tiny(tmp_path_factory.mktemp("tiny"))
