@@ -78,7 +78,7 @@ def text_windows(tokenizer, text: str, max_length: int, stride: int) -> list[dic
     ids, special = list(enc["input_ids"]), list(enc.pop("special_tokens_mask"))
     # the special tokens around the text (e.g. [CLS] ... [SEP]): the text tokens must form one run between them
     text_positions = [k for k, flag in enumerate(special) if not flag]
-    first, n = (text_positions[0], len(text_positions)) if text_positions else (special.index(1) + 1, 0)
+    first, n = (text_positions[0], len(text_positions)) if text_positions else (0, 0)  # no text: one window
     if text_positions and text_positions != list(range(first, first + n)):
         raise ValueError(
             f"The tokenizer {type(tokenizer).__name__} adds special tokens inside the text, not only around it: the "
