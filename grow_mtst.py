@@ -25,11 +25,11 @@ import os
 from dataclasses import dataclass, field
 
 from configuration_mtst import MTSTConfigError
+from trainer_mtst import HEADLINE_METRICS
 
 logger = logging.getLogger(__name__)
 
 KEPT_NOTE = "kept, not trained"
-HEADLINE = {"sequence_classification": "accuracy", "token_classification": "f1"}
 
 
 class GrowError(MTSTConfigError):
@@ -185,7 +185,7 @@ def format_forgetting(metrics: dict, config, tasks) -> str:
     """One line per old task: its headline metric before and after training, and the difference."""
     lines = []
     for task in tasks:
-        metric = HEADLINE[config.task_type(task)]
+        metric = HEADLINE_METRICS[config.task_type(task)]
         before, after = metrics.get(f"eval_before_{task}_{metric}"), metrics.get(f"eval_{task}_{metric}")
         if before is None or after is None:
             continue
