@@ -35,6 +35,7 @@ The plain recipe always groups by length (as a user would switch it on); `--grou
     python benchmarks/bench_quality.py --protocol imbalanced
     python benchmarks/bench_quality.py --joint-args "--sampling_strategy temperature --temperature 2" --name q_temp
     python benchmarks/bench_quality.py --reanalyze benchmarks/results/quality.json   # statistics again, no training
+    python benchmarks/bench_quality.py --output_root runs/q --reuse ...   # take over runs finished in runs/q
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ COMPARISONS = (("joint", "alone"), ("joint", "plain"), ("alone", "plain"))
 QUICK = {"max_train_samples": 300, "max_eval_samples": 200}
 IMBALANCED = {"sentences": 3000, "sample_seed": 2003}  # the sample does not depend on the run seed
 DEFAULT_SEEDS = [42, 43, 44]
+RUN_RECORD = "bench_quality_run.json"  # in a kept run's folder: its record and per-example results (--reuse)
 
 
 # ------------------------------------------------------------------------------------------------------ the recipe
@@ -342,6 +344,16 @@ def train_all(args, recipe: dict, root: str, configs: dict) -> tuple[dict, dict]
             else:
                 cmd = plain_command(configs[config_name], out, recipe, args, seed)
             shown = " ".join(shlex.quote(c) for c in ["python", *cmd])
+            saved = os.path.join(out, RUN_RECORD)
+            if args.reuse and os.path.isfile(saved):
+                with open(saved, encoding="utf-8") as f:
+                    kept = json.load(f)
+                if kept["record"]["command"] == shown:
+                    print(f"[{name} seed {seed}] reused {saved} (same command)", flush=True)
+                    runs[name].append(kept["record"])
+                    examples[name][seed] = kept["examples"]
+                    continue
+                print(f"[{name} seed {seed}] not reused: {saved} was made by another command", flush=True)
             print(f"[{name} seed {seed}] {shown}", flush=True)
             log_path = os.path.join(bc.RESULTS_DIR, f"{args.name}_{name}_seed{seed}.log")
             t0 = time.perf_counter()
@@ -369,6 +381,9 @@ def train_all(args, recipe: dict, root: str, configs: dict) -> tuple[dict, dict]
                 "log": os.path.relpath(log_path, bc.REPO_ROOT),
             }
             runs[name].append(record)
+            if args.output_root:  # a later run with --reuse can take this run over
+                with open(saved, "w", encoding="utf-8") as f:
+                    json.dump({"record": record, "examples": examples[name][seed]}, f)
             print(
                 f"[{name} seed {seed}] done in {wall / 60:.1f} min: "
                 + ", ".join(
@@ -591,6 +606,12 @@ def parse_args(argv=None):
         "--results_dir", default=None, help="default: benchmarks/results; with --quick a temporary folder"
     )
     parser.add_argument("--output_root", default=None, help="keep the trained models here (default: temporary)")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="with --output_root: take over a run already finished there by the same command (resume a benchmark, "
+        "or compare a new joint run with kept single-task runs)",
+    )
     parser.add_argument("--reanalyze", default=None, help="a results JSON: recompute the statistics, train nothing")
     args = parser.parse_args(argv)
     try:
@@ -606,6 +627,8 @@ def parse_args(argv=None):
             args.results_dir = os.path.join(tempfile.gettempdir(), "mtst-bench-quick-results")
     if args.results_dir:
         bc.RESULTS_DIR = os.path.abspath(args.results_dir)
+    if args.reuse and not args.output_root:
+        parser.error("--reuse needs --output_root (the folder the earlier runs were kept in)")
     args.name_given = args.name is not None
     args.name = args.name or result_name(args)
     return args
