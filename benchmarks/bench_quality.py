@@ -338,7 +338,9 @@ def train_all(args, recipe: dict, root: str, configs: dict) -> tuple[dict, dict]
     for seed in args.seeds:
         for name in args.runs:
             kind, config_name = RUNS[name]
-            out = os.path.join(root, f"{name}_seed{seed}")
+            # A joint run with other options gets its own folder, so runs of several recipes can share a root.
+            tag = f"{name}_{args.name}" if name == "joint" and args.joint_args else name
+            out = os.path.join(root, f"{tag}_seed{seed}")
             if kind == "mtst":
                 cmd = mtst_command(configs[config_name], out, recipe, args, seed, joint=name == "joint")
             else:
