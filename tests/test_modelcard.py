@@ -177,6 +177,105 @@ def test_card_metadata_model_index_and_body(tiny, tokenizer, tmp_path):
     assert reloaded.data.eval_results and reloaded.data.model_name == "your-mtst-model"
 
 
+# The card's YAML header and headings as modelcard_mtst wrote them before issue 13's rewrite (same inputs): a change
+# of the card's metadata or sections must be deliberate. Key order inside a mapping is not compared (the Hub reads
+# the same metadata either way); list order is.
+CARD_HEADINGS = [
+    "# your-mtst-model",
+    "## Tasks",
+    "## Results",
+    "## Usage",
+    "### All tasks at once: the multitask pipeline",
+    "### One task with a standard pipeline",
+    "### AutoModel: logits of every task and the sentence embedding",
+    "### Sentence embeddings with sentence-transformers",
+    "### Inference Endpoints (custom handler)",
+    "## Training",
+    "### Data",
+    "### Procedure",
+    "### Training log",
+    "### Framework versions",
+    "## Limitations",
+]
+BASE_TAGS = ["multi-task", "custom_code", "sentence-embeddings", "text-classification", "token-classification", "mtst"]
+FULL_CARD_HEADER = {
+    "library_name": "transformers",
+    "pipeline_tag": "text-classification",
+    "tags": BASE_TAGS,
+    "language": ["en"],
+    "license": "apache-2.0",
+    "base_model": "sentence-transformers/all-MiniLM-L6-v2",
+    "datasets": ["fancyzhx/ag_news", "eriktks/conll2003"],
+    "metrics": ["accuracy", "f1", "precision", "recall"],
+    "widget": [
+        {"text": "Apple is opening a new office in Paris."},
+        {"text": "The match ended in a draw."},
+        {"text": "Shares fell."},
+    ],
+    "model-index": [
+        {
+            "name": "your-mtst-model",
+            "results": [
+                {
+                    "task": {"type": "text-classification", "name": "Text Classification (topic)"},
+                    "dataset": {"name": "fancyzhx/ag_news", "type": "fancyzhx/ag_news", "split": "test"},
+                    "metrics": [
+                        {"type": "accuracy", "value": 0.7, "name": "topic Accuracy"},
+                        {"type": "f1", "value": 0.66, "name": "topic Macro F1"},
+                    ],
+                },
+                {
+                    "task": {"type": "text-classification", "name": "Text Classification (sentiment)"},
+                    "dataset": {"name": "sentiment (local files)", "type": "sentiment", "split": "validation"},
+                    "metrics": [
+                        {"type": "accuracy", "value": 0.5, "name": "sentiment Accuracy"},
+                        {"type": "f1", "value": 0.45, "name": "sentiment Macro F1"},
+                    ],
+                },
+                {
+                    "task": {"type": "token-classification", "name": "Token Classification (ner)"},
+                    "dataset": {
+                        "name": "eriktks/conll2003",
+                        "type": "eriktks/conll2003",
+                        "config": "conll2003",
+                        "split": "validation",
+                        "revision": "refs/convert/parquet",
+                    },
+                    "metrics": [
+                        {"type": "f1", "value": 0.4444, "name": "ner Entity F1 (seqeval, strict)"},
+                        {"type": "precision", "value": 0.4, "name": "ner Entity Precision (seqeval, strict)"},
+                        {"type": "recall", "value": 0.5, "name": "ner Entity Recall (seqeval, strict)"},
+                        {"type": "accuracy", "value": 0.8, "name": "ner Token Accuracy"},
+                    ],
+                },
+            ],
+        }
+    ],
+}
+
+
+def card_headings(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("#")]
+
+
+def assert_same_header(meta: dict, expected: dict) -> None:
+    """Key by key (a failure names the key), then no key more or less, in the Hub's usual order."""
+    for key, value in expected.items():
+        assert meta.get(key) == value, key
+    assert list(meta) == list(expected)
+
+
+def test_card_header_and_sections_are_those_of_the_earlier_cards(tiny, tokenizer, tmp_path):
+    text = write_model_card(tmp_path / "full", tiny, full_card_data(), tokenizer).content
+    assert_same_header(metadata_load(tmp_path / "full" / "README.md"), FULL_CARD_HEADER)
+    assert card_headings(text) == CARD_HEADINGS
+    # nothing known but the model: the same sections, three keys
+    text = write_model_card(tmp_path / "bare", MTSTModel(tiny_mtst_config())).content
+    expected = {"library_name": "transformers", "pipeline_tag": "text-classification", "tags": BASE_TAGS}
+    assert_same_header(metadata_load(tmp_path / "bare" / "README.md"), expected)
+    assert card_headings(text) == CARD_HEADINGS
+
+
 def test_every_python_snippet_of_the_card_compiles(tiny, tmp_path):
     text = write_model_card(tmp_path, tiny, full_card_data()).content
     blocks = text.split("```python\n")[1:]
