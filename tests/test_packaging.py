@@ -20,6 +20,7 @@ from conftest import backbone_path, tiny_mtst_config
 import modelcard_mtst
 import mtst_resources
 import predict_mtst
+import publish_mtst
 import run_multitask
 from configuration_mtst import __version__
 from modeling_mtst import MTSTModel
@@ -39,7 +40,7 @@ def test_every_shipped_file_is_found_in_the_checkout():
     for name in names:
         assert mtst_resources.find(name) == ROOT / name, name
     assert modelcard_mtst.TEMPLATE_PATH == ROOT / "model_card.md"
-    assert modelcard_mtst.HANDLER_PATH == ROOT / "handler.py"
+    assert publish_mtst.HANDLER_PATH == ROOT / "handler.py"
 
 
 def test_a_missing_file_names_where_it_was_looked_for(monkeypatch, tmp_path):
@@ -84,7 +85,7 @@ def tiny():
 
 def test_missing_template_and_handler_are_warned_about(tiny, tmp_path, caplog, monkeypatch):
     monkeypatch.setattr(modelcard_mtst, "TEMPLATE_PATH", None)
-    monkeypatch.setattr(modelcard_mtst, "HANDLER_PATH", None)
+    monkeypatch.setattr(publish_mtst, "HANDLER_PATH", None)
     monkeypatch.setattr(mtst_resources, "_PACKAGE_DIR", tmp_path / "empty")
     monkeypatch.setattr(mtst_resources, "_SOURCE_ROOT", tmp_path / "empty")
     with caplog.at_level(logging.WARNING, logger="modelcard_mtst"):

@@ -14,6 +14,7 @@ import torch
 from conftest import NER_LABELS, TASKS, tiny_mtst_config
 from huggingface_hub import metadata_load
 from huggingface_hub.repocard_data import model_index_to_eval_results
+from test_modelcard import BASE_TAGS, CARD_HEADINGS, card_headings
 
 from modelcard_mtst import MODEL_ID_PLACEHOLDER, MTSTCardData, push_to_hub, write_model_card
 from modeling_mtst import MTSTModel
@@ -430,6 +431,25 @@ def test_run_multitask_push_to_hub_publishes_a_loadable_repo(hub_server, tokeniz
     (tmp_path / "README.md").write_text(readme)
     meta = metadata_load(tmp_path / "README.md")
     assert meta["pipeline_tag"] == "text-classification" and "generated_from_trainer" in meta["tags"]
+    # the header and sections of the card of a run_multitask run, as they were before issue 13's rewrite
+    assert list(meta) == ["library_name", "pipeline_tag", "tags", "metrics", "widget", "model-index"]
+    assert meta["tags"] == BASE_TAGS + ["generated_from_trainer"]
+    assert meta["metrics"] == ["accuracy", "f1", "precision", "recall"]
+    index = meta["model-index"][0]["results"]
+    assert [(r["task"], r["dataset"], [m["name"] for m in r["metrics"]]) for r in index] == [
+        (
+            {"type": "text-classification", "name": "Text Classification (topic)"},
+            {"name": "topic (local files)", "type": "topic", "split": "test"},
+            ["topic Accuracy", "topic Macro F1", "topic Macro Precision", "topic Macro Recall"],
+        ),
+        (
+            {"type": "token-classification", "name": "Token Classification (ner)"},
+            {"name": "ner (local files)", "type": "ner", "split": "test"},
+            [f"ner Entity {name} (seqeval, strict)" for name in ("F1", "Precision", "Recall")]
+            + ["ner Token Accuracy"],
+        ),
+    ]
+    assert card_headings(readme) == ["# cli-model", *CARD_HEADINGS[1:]]  # the repo's name as the title
     assert "base_model" not in meta and "datasets" not in meta  # a local backbone and local files: not named
     assert len(meta["widget"]) == 3
     with open(output_dir / "all_results.json") as f:
