@@ -329,6 +329,26 @@ def ag_news_rows() -> dict[str, int]:
     return _AG_ROWS
 
 
+def effective_arguments(command: str) -> tuple[str, dict[str, str]]:
+    """(script, {option: value}) of a run command, the last value of a repeated option winning as in argparse, so
+    `--sampling_strategy proportional --sampling_strategy balanced` (recipe, then --joint-args) equals
+    `--sampling_strategy balanced`; flags get "". Used by --reuse to recognise a run made with the same settings."""
+    words = shlex.split(command)[1:]  # drop "python"
+    options: dict[str, str] = {}
+    i = 1
+    while i < len(words):
+        key = words[i].split("=", 1)[0]
+        if "=" in words[i]:
+            options[key] = words[i].split("=", 1)[1]
+        elif i + 1 < len(words) and not words[i + 1].startswith("--"):
+            options[key] = words[i + 1]
+            i += 1
+        else:
+            options[key] = ""
+        i += 1
+    return words[0], options
+
+
 def train_all(args, recipe: dict, root: str, configs: dict) -> tuple[dict, dict]:
     """Run every (seed, run); returns (runs: {run: [per-seed record]}, examples: {run: {seed: {task: ...}}})."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -350,12 +370,12 @@ def train_all(args, recipe: dict, root: str, configs: dict) -> tuple[dict, dict]
             if args.reuse and os.path.isfile(saved):
                 with open(saved, encoding="utf-8") as f:
                     kept = json.load(f)
-                if kept["record"]["command"] == shown:
-                    print(f"[{name} seed {seed}] reused {saved} (same command)", flush=True)
+                if effective_arguments(kept["record"]["command"]) == effective_arguments(shown):
+                    print(f"[{name} seed {seed}] reused {saved} (same settings)", flush=True)
                     runs[name].append(kept["record"])
                     examples[name][seed] = kept["examples"]
                     continue
-                print(f"[{name} seed {seed}] not reused: {saved} was made by another command", flush=True)
+                print(f"[{name} seed {seed}] not reused: {saved} was made with other settings", flush=True)
             print(f"[{name} seed {seed}] {shown}", flush=True)
             log_path = os.path.join(bc.RESULTS_DIR, f"{args.name}_{name}_seed{seed}.log")
             t0 = time.perf_counter()

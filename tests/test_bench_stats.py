@@ -180,3 +180,15 @@ def test_imbalanced_protocol_uses_run_multitask_defaults():
     assert recipe["group_by_length"] == defaults["group_by_length"].default
     args.protocol = "main"
     assert bq.resolve_recipe(args)["epochs"] == 1.0 and bq.resolve_recipe(args)["group_by_length"] is True
+
+
+def test_reuse_recognises_the_same_settings_given_in_another_order():
+    import bench_quality as bq
+
+    recipe = "python run_multitask.py --seed 42 --sampling_strategy proportional --use_cpu --lr=1e-4"
+    joint = recipe + " --sampling_strategy balanced"  # --joint-args come last and win, as in argparse
+    assert bq.effective_arguments(joint) == bq.effective_arguments(
+        "python run_multitask.py --use_cpu --sampling_strategy balanced --lr 1e-4 --seed 42"
+    )
+    assert bq.effective_arguments(joint) != bq.effective_arguments(recipe)
+    assert bq.effective_arguments(recipe)[0] != bq.effective_arguments(recipe.replace("run_multitask", "plain"))[0]
