@@ -10,6 +10,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import functools
 import gzip
+import hashlib
 import json
 import logging
 import types
@@ -841,6 +842,73 @@ def test_length_grouped_indices():
     assert sorted(indices) == list(range(8))
     assert indices == length_grouped_indices(lengths, batch_size=2, seed=1)
     assert lengths[indices[0]] == max(lengths)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the tokenized and collated outputs are pinned (refactors must not change what the model is trained on)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _mixed_tasks(tmp_path):
+    """A small mixed dataset: every file format, string/int/ClassLabel labels, a text pair, IOB1, repaired IOB2."""
+    (tmp_path / "pair.csv").write_text(
+        'premise,hypothesis,label\n"A man, eating",a meal,1\nA dog,a cat,0\nB,y,1\nC,z,0\n', encoding="utf-8"
+    )
+    features = datasets.Features(
+        {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])}
+    )
+    datasets.Dataset.from_dict(
+        {"text": ["good film", "bad plot", "fine acting", "dull"], "label": [1, 0, 1, 0]}, features=features
+    ).to_parquet(str(tmp_path / "cl.parquet"))
+    write_jsonl(tmp_path / "s.jsonl", seq_rows(10, labels=("b", "a", "c")))
+    (tmp_path / "t.conll").write_text(CONLL_TEXT, encoding="utf-8")
+    rows = tok_rows(4) + [{"tokens": ["Unbelievably", "Zürich", "wins"], "ner_tags": ["O", "I-LOC", "O"]}]
+    write_jsonl(tmp_path / "t.jsonl", rows)
+    return [
+        seq_task({"train": "pair.csv", "validation": "pair.csv"}, name="pair", text_column="premise",
+                 text_pair_column="hypothesis", labels=["contradiction", "entailment"]),
+        seq_task({"train": "cl.parquet", "validation": "cl.parquet"}, name="cl", labels=["pos", "neg"]),
+        seq_task({"train": "s.jsonl"}, name="inferred", validation_fraction=0.3),
+        tok_task({"train": "t.conll", "validation": "t.conll"}, name="conll", tag_scheme="iob1", labels=CONLL_LABELS),
+        tok_task({"train": "t.jsonl", "validation": "t.jsonl"}, name="repaired"),
+    ]  # fmt: skip
+
+
+def _tokenized_and_collated(specs, tokenizer, **kwargs):
+    data, batches = {}, []
+    for spec in specs:
+        tokenized = tokenize_task(spec, load_task_data(spec, seed=7), tokenizer, **kwargs)
+        data[spec.name] = {split: ds.to_dict() for split, ds in tokenized.items()}
+        rows = tokenized["train"]
+        batch = MultiTaskCollator(tokenizer, pad_to_multiple_of=8)([{**rows[i], "task": spec.name} for i in range(3)])
+        batches.append({k: v.tolist() if isinstance(v, torch.Tensor) else v for k, v in batch.items()})
+    return data, batches
+
+
+def test_tokenized_outputs_are_pinned_on_mixed_data(tokenizer, tmp_path):
+    specs = load_task_specs(_mixed_tasks(tmp_path), base_dir=tmp_path)
+    data, batches = _tokenized_and_collated(specs, tokenizer, max_seq_length=12)
+    # a word label on its first sub-token; the invalid I-LOC of "Zürich" repaired to B-LOC (id 1)
+    assert data["repaired"]["train"]["labels"][4] == [-100, 0, -100, -100, -100, -100, 1, 0, -100]
+    assert _digest(data) == "78d0c12c30bdac64"
+    assert _digest(batches) == "d103e688551960a0"
+    _, batches = _tokenized_and_collated(specs[3:], tokenizer, max_seq_length=12, label_all_tokens=True)
+    assert _digest(batches) == "ea419cba00b02031"
+
+
+def test_tokenized_outputs_are_pinned_on_shipped_configs(tokenizer):
+    digests = {}
+    for name in ("default.yaml", "local_files.yaml"):
+        data, batches = _tokenized_and_collated(load_task_specs(TASKS_DIR / name), tokenizer, max_seq_length=24)
+        digests[name] = (_digest(data), _digest(batches))
+    assert digests == {
+        "default.yaml": ("22f8edb21556060e", "ec81f306a5eb323a"),
+        "local_files.yaml": ("6cab838b440750ea", "b024df148b7bc498"),
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------------
