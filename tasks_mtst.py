@@ -57,10 +57,8 @@ __all__ = [
     "load_task_specs",
     "load_task_data",
     "tokenize_task",
-    "load_and_tokenize_tasks",
     "MultiTaskDataset",
     "MultiTaskCollator",
-    "length_grouped_indices",
     "iob1_to_iob2",
     "repair_iob2",
     "sort_labels",
@@ -1007,9 +1005,6 @@ class _LabelMapper:
     def __call__(self, value: Any) -> int | None:
         return self.index.get(self.name(value)) if value is not None else None
 
-    def describe(self) -> str:
-        return "label set"
-
     def label_set(self) -> str:
         return str(self.labels if len(self.labels) <= 50 else self.labels[:50] + ["..."])
 
@@ -1041,7 +1036,7 @@ def _sequence_converter(spec: TaskSpec, mapper: _LabelMapper):
             if label is None or label == "":
                 problems.append(f"missing label in column '{label_col}'")
             elif label_id is None:
-                problems.append(f"label {_short(mapper.name(label))} is not in the {mapper.describe()}")
+                problems.append(f"label {_short(mapper.name(label))} is not in the label set")
             out["text"].append(text)
             out["label"].append(-1 if label_id is None else label_id)
             out["__error__"].append("; ".join(problems))
@@ -1111,8 +1106,7 @@ def _token_converter(spec: TaskSpec, mapper: _LabelMapper):
                         label_id = mapper.index.get(name) if name is not None else None
                         if label_id is None:
                             problems.append(
-                                f"tag {_short(name)} at position {i + 1} (token {tokens[i]!r}) is not in the "
-                                f"{mapper.describe()}"
+                                f"tag {_short(name)} at position {i + 1} (token {tokens[i]!r}) is not in the label set"
                             )
                             break
                         ids.append(label_id)
@@ -1394,26 +1388,6 @@ def tokenize_task(
     return result
 
 
-def load_and_tokenize_tasks(
-    specs: Sequence[TaskSpec],
-    tokenizer,
-    max_seq_length: int = 128,
-    label_all_tokens: bool = False,
-    seed: int = 42,
-    validation_fraction: float = 0.1,
-    drop_invalid: bool = False,
-    cache_dir: str | None = None,
-) -> dict[str, datasets.DatasetDict]:
-    """``load_task_data`` + ``tokenize_task`` for every spec: ``{task: DatasetDict}`` in spec order."""
-    out = {}
-    for spec in specs:
-        raw = load_task_data(
-            spec, seed=seed, validation_fraction=validation_fraction, drop_invalid=drop_invalid, cache_dir=cache_dir
-        )
-        out[spec.name] = tokenize_task(spec, raw, tokenizer, max_seq_length, label_all_tokens)
-    return out
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Multi-task dataset and collator
 # ----------------------------------------------------------------------------------------------------------------
@@ -1575,13 +1549,3 @@ class MultiTaskCollator:
                 batch["labels"] = self._labels_tensor(labels, length)
             batch["task"] = tasks[0]
         return batch
-
-
-def length_grouped_indices(lengths: Sequence[int], batch_size: int, seed: int = 0) -> list[int]:
-    """Indices grouped so that a batch holds examples of similar length (shuffled with ``seed``); a thin wrapper of
-    transformers' ``get_length_grouped_indices`` for samplers that want it per task."""
-    from transformers.trainer_pt_utils import get_length_grouped_indices
-
-    generator = torch.Generator()
-    generator.manual_seed(seed)
-    return list(get_length_grouped_indices(list(lengths), batch_size, generator=generator))

@@ -32,7 +32,6 @@ from tasks_mtst import (
     TaskFileNotFoundError,
     TaskSpec,
     iob1_to_iob2,
-    length_grouped_indices,
     load_task_data,
     load_task_specs,
     repair_iob2,
@@ -827,21 +826,13 @@ def test_dataloader_end_to_end(tokenizer, tmp_path):
         tok_task({"train": "t.jsonl", "validation": "t.jsonl"}),
     ]
     specs = load_task_specs(tasks, base_dir=tmp_path)
-    data = tasks_mtst.load_and_tokenize_tasks(specs, tokenizer, max_seq_length=16)
+    data = {spec.name: tokenize_task(spec, load_task_data(spec), tokenizer, max_seq_length=16) for spec in specs}
     ds = MultiTaskDataset({name: dd["train"] for name, dd in data.items()})
     sampler = [list(ds.indices("tok"))[:4], list(ds.indices("seq"))[:3]]
     loader = torch.utils.data.DataLoader(ds, batch_sampler=sampler, collate_fn=MultiTaskCollator(tokenizer))
     first, second = list(loader)
     assert first["task"] == "tok" and first["labels"].shape == first["input_ids"].shape
     assert second["task"] == "seq" and second["labels"].shape == (3,)
-
-
-def test_length_grouped_indices():
-    lengths = [5, 1, 9, 3, 7, 2, 8, 4]
-    indices = length_grouped_indices(lengths, batch_size=2, seed=1)
-    assert sorted(indices) == list(range(8))
-    assert indices == length_grouped_indices(lengths, batch_size=2, seed=1)
-    assert lengths[indices[0]] == max(lengths)
 
 
 # ---------------------------------------------------------------------------------------------------------------
