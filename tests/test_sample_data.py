@@ -14,14 +14,9 @@ import datasets
 import pytest
 import torch
 
-from tasks_mtst import (
-    MultiTaskCollator,
-    MultiTaskDataset,
-    load_task_data,
-    load_task_specs,
-    repair_iob2,
-    tokenize_task,
-)
+from collator_mtst import MultiTaskCollator, MultiTaskDataset
+from data_mtst import load_task_data
+from tasks_mtst import load_task_specs, repair_iob2, tokenize_task
 
 datasets.disable_progress_bars()
 

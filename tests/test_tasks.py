@@ -23,16 +23,16 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import data_mtst
 import tasks_mtst
+from collator_mtst import MultiTaskCollator, MultiTaskDataset
+from data_mtst import load_task_data
 from tasks_mtst import (
-    MultiTaskCollator,
-    MultiTaskDataset,
     TaskConfigError,
     TaskDataError,
     TaskFileNotFoundError,
     TaskSpec,
     iob1_to_iob2,
-    load_task_data,
     load_task_specs,
     repair_iob2,
     sort_labels,
@@ -229,7 +229,7 @@ def test_config_duplicate_names_and_top_level(tmp_path):
 def test_jsonl_and_split_carving(tmp_path, caplog):
     write_jsonl(tmp_path / "train.jsonl", seq_rows(40))
     write_jsonl(tmp_path / "test.jsonl", seq_rows(6))
-    with caplog.at_level(logging.INFO, logger="tasks_mtst"):
+    with caplog.at_level(logging.INFO, logger="data_mtst"):
         spec, dd = load_one(seq_task({"train": "train.jsonl", "test": "test.jsonl"}), base_dir=tmp_path, seed=3)
     assert list(dd) == ["train", "validation", "test"]
     assert (len(dd["train"]), len(dd["validation"]), len(dd["test"])) == (36, 4, 6)
@@ -485,7 +485,7 @@ def test_iob_strict_and_repair(tmp_path, caplog):
     message = raises_data_error(tok_task({"train": "t.jsonl"}, labels=CONLL_LABELS, strict_iob=True), tmp_path)
     assert "line 3: invalid IOB2 sequence: 'I-LOC' at position 4 (token 'New') follows 'O'" in message
     assert "line 4: invalid IOB2 sequence: 'I-LOC' at position 2 (token 'Smith') follows 'B-PER'" in message
-    with caplog.at_level(logging.WARNING, logger="tasks_mtst"):
+    with caplog.at_level(logging.WARNING, logger="data_mtst"):
         spec, dd = load_one(tok_task({"train": "t.jsonl", "validation": "t.jsonl"}, labels=CONLL_LABELS), tmp_path)
     assert spec.repaired == {"train": 2, "validation": 2}
     assert "repaired 2 invalid IOB2 tag(s)" in caplog.text
@@ -509,7 +509,7 @@ def test_drop_invalid_records_and_logs(tmp_path, caplog):
     rows[7]["text"] = ""
     write_jsonl(tmp_path / "t.jsonl", rows)
     write_jsonl(tmp_path / "v.jsonl", seq_rows(5))
-    with caplog.at_level(logging.WARNING, logger="tasks_mtst"):
+    with caplog.at_level(logging.WARNING, logger="data_mtst"):
         spec, dd = load_one(
             seq_task({"train": "t.jsonl", "validation": "v.jsonl"}, labels=["neg", "pos"]),
             base_dir=tmp_path,
@@ -558,7 +558,7 @@ def test_hub_dataset_through_load_dataset(tmp_path, monkeypatch):
         calls.append((path, name, revision))
         return datasets.DatasetDict({"train": train, "test": train})
 
-    monkeypatch.setattr(tasks_mtst.datasets, "load_dataset", fake_load_dataset)
+    monkeypatch.setattr(data_mtst.datasets, "load_dataset", fake_load_dataset)
     task = {"name": "hub", "type": "sequence_classification", "dataset": "org/ds", "revision": "refs/convert/parquet"}
     with pytest.raises(TaskDataError) as info:
         load_one(task)
@@ -567,7 +567,7 @@ def test_hub_dataset_through_load_dataset(tmp_path, monkeypatch):
     assert calls[0] == ("org/ds", None, "refs/convert/parquet")
     assert spec.labels == ["a", "b"] and spec.dropped == {"train": 1, "test": 1}
 
-    monkeypatch.setattr(tasks_mtst.datasets, "load_dataset", lambda *a, **k: datasets.DatasetDict({"test": train}))
+    monkeypatch.setattr(data_mtst.datasets, "load_dataset", lambda *a, **k: datasets.DatasetDict({"test": train}))
     with pytest.raises(TaskDataError, match="no 'train' split \\(it has test\\)"):
         load_one(task)
 
@@ -927,3 +927,14 @@ def test_shared_benchmark_config(monkeypatch):
     assert counts == {0: 1900, 1: 1900, 2: 1900, 3: 1900}
     tokenized = tokenize_task(specs["ner"], ner, minilm_tokenizer(), max_seq_length=128)
     assert len(tokenized["test"]) == 3453
+
+
+def test_moved_names_still_importable_from_tasks_mtst():
+    """load_task_data and the collator moved to data_mtst / collator_mtst; `from tasks_mtst import ...` still works."""
+    from tasks_mtst import MultiTaskCollator as collator_class
+    from tasks_mtst import MultiTaskDataset as dataset_class
+    from tasks_mtst import load_task_data as load
+
+    assert (collator_class, dataset_class, load) == (MultiTaskCollator, MultiTaskDataset, load_task_data)
+    with pytest.raises(AttributeError, match="no attribute 'not_a_name'"):
+        tasks_mtst.not_a_name
