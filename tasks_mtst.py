@@ -42,6 +42,8 @@ from typing import Any
 import datasets
 import yaml
 
+from configuration_mtst import HEAD_DEFAULTS, TASK_TYPES, MTSTConfigError, check_head_options
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -58,14 +60,13 @@ __all__ = [
     "TAG_SCHEMES",
 ]
 
-TASK_TYPES = ("sequence_classification", "token_classification")
 SEQUENCE, TOKEN = TASK_TYPES
 # "bio" is accepted as a name for iob2, "io" as a name for plain tags ("none").
 TAG_SCHEMES = ("iob2", "bio", "iob1", "none", "io")
 SPLITS = ("train", "validation", "test")
 # The Hub's automatic parquet export of a dataset: one folder per config, {config}/{split}/NNNN.parquet.
 PARQUET_EXPORT_REVISION = "refs/convert/parquet"
-HEAD_OPTIONS = ("dropout", "layer_norm", "activation", "hidden_size")
+HEAD_OPTIONS = tuple(HEAD_DEFAULTS)
 FORMATS = ("json", "csv", "tsv", "parquet", "conll")
 IGNORE_INDEX = -100
 MAX_LISTED_PROBLEMS = 20
@@ -167,6 +168,13 @@ class TaskSpec:
     truncated: dict[str, int] = dataclasses.field(default_factory=dict)
     labels_inferred: bool = False
 
+    def __post_init__(self):
+        unknown = sorted(set(self.head) - set(HEAD_OPTIONS))
+        problems = [f"unknown head option(s) {unknown}; allowed: {', '.join(HEAD_OPTIONS)}"] if unknown else []
+        problems += _head_problems({k: v for k, v in self.head.items() if k in HEAD_OPTIONS}, "head option")
+        if problems:
+            raise TaskConfigError(f"Task '{self.name}': " + "; ".join(problems) + ".")
+
     @property
     def is_token_task(self) -> bool:
         return self.type == TOKEN
@@ -250,6 +258,15 @@ def _paragraph(head: str, problems: Sequence[str], tail: str = "") -> str:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _head_problems(head: Mapping[str, Any], where: str) -> list[str]:
+    """What is wrong with these head options, by the model config's rules (``configuration_mtst``)."""
+    try:
+        check_head_options(head, where)
+    except MTSTConfigError as err:
+        return [str(err).rstrip(".")]
+    return []
 
 
 def _check_label_list(where: str, labels: Any, type_: str, tag_scheme: str, problems: list[str]) -> list[str] | None:
@@ -433,16 +450,8 @@ def _parse_task(entry: Any, index: int, source: str, base_dir: str | None, probl
                         f"{where}: unknown head option {key!r}{_suggest(str(key), HEAD_OPTIONS)}; "
                         f"allowed head options: {', '.join(HEAD_OPTIONS)}"
                     )
-                elif key == "dropout" and (
-                    isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1
-                ):
-                    problems.append(f"{where}: head 'dropout' must be a number in [0, 1), got {value!r}")
-                elif key == "layer_norm" and not isinstance(value, bool):
-                    problems.append(f"{where}: head 'layer_norm' must be true or false, got {value!r}")
-                elif key == "activation" and (not isinstance(value, str) or not value):
-                    problems.append(f"{where}: head 'activation' must be a name such as 'gelu', got {value!r}")
-                elif key == "hidden_size" and value is not None and (not _is_int(value) or value <= 0):
-                    problems.append(f"{where}: head 'hidden_size' must be a positive integer or null, got {value!r}")
+                else:
+                    problems.extend(_head_problems({key: value}, f"{where}: head option"))
             kwargs["head"] = dict(head)
 
     if len(problems) > n_before or type_ is None or not isinstance(name, str):

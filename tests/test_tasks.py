@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 import data_mtst
 import tasks_mtst
 from collator_mtst import MultiTaskCollator, MultiTaskDataset
+from configuration_mtst import MTSTConfig
 from data_mtst import load_task_data
 from tasks_mtst import (
     TaskConfigError,
@@ -202,6 +203,28 @@ def test_config_errors(task, expected):
     assert "\n" not in message
     for fragment in expected:
         assert fragment in message
+
+
+def test_bad_head_option_fails_when_the_task_file_is_read(tmp_path):
+    """Head options are checked by the model config's rules (configuration_mtst) when the task file is read, not
+    after all data has loaded: the message names the file, the task, the option and the allowed values."""
+    path = write_config(
+        tmp_path / "t.yaml",
+        [seq_task("missing.jsonl", head={"activation": "gleu", "hidden_size": 0}), tok_task("missing.jsonl")],
+    )
+    with pytest.raises(TaskConfigError) as info:
+        load_task_specs(path)  # the data file does not exist: nothing is read before the check
+    message = str(info.value)
+    assert message.startswith(f"Task config {path} is invalid: 2 problem(s): ")
+    assert f"task 'seq' in {path}: head option: unknown activation 'gleu'; allowed values: 'gelu'" in message
+    assert "'hidden_size' must be a positive integer or null; got 0" in message and "\n" not in message
+    with pytest.raises(TaskConfigError, match="Task 'x': head option: unknown activation 'gleu'"):
+        TaskSpec(name="x", type="sequence_classification", head={"activation": "gleu"})
+    with pytest.raises(TaskConfigError, match=r"Task 'x': unknown head option\(s\) \['dropuot'\]"):
+        TaskSpec(name="x", type="sequence_classification", head={"dropuot": 0.1})
+    # every value the task file accepts, the model config accepts too
+    (spec,) = load_task_specs({"tasks": [seq_task("a.jsonl", labels=["a", "b"], head={"activation": "none"})]})
+    assert MTSTConfig(tasks={"seq": spec.to_model_task()}).tasks["seq"]["activation"] == "none"
 
 
 def test_config_duplicate_names_and_top_level(tmp_path):
