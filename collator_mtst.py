@@ -13,6 +13,7 @@ from typing import Any
 
 import datasets
 import torch
+from transformers import DataCollatorForTokenClassification, DataCollatorWithPadding
 
 from tasks_mtst import IGNORE_INDEX
 
@@ -107,6 +108,9 @@ class MultiTaskCollator:
     mixing tasks is a ``ValueError``. Joint examples, whose ``labels`` is a dict ``{task: label}``, give ``labels``
     as ``{task: tensor}`` (a missing label is -100) and ``task=None``. Feature keys other than the model inputs,
     ``labels`` and ``task`` are ignored.
+
+    The padding is transformers' own: ``DataCollatorWithPadding`` for the inputs of sequence tasks and of joint
+    examples, ``DataCollatorForTokenClassification`` for token tasks (labels padded on the tokenizer's side).
     """
 
     def __init__(self, tokenizer, pad_to_multiple_of: int | None = None, label_pad_token_id: int = IGNORE_INDEX):
@@ -115,27 +119,23 @@ class MultiTaskCollator:
         self.label_pad_token_id = label_pad_token_id
         names = set(getattr(tokenizer, "model_input_names", None) or ())
         self.input_names = names | {"input_ids", "attention_mask", "token_type_ids"}
+        self.pad_inputs = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
+        self.pad_token_task = DataCollatorForTokenClassification(
+            tokenizer, pad_to_multiple_of=pad_to_multiple_of, label_pad_token_id=label_pad_token_id
+        )
 
-    def _pad_labels(self, rows: list[Any], length: int) -> torch.Tensor:
+    def _joint_labels(self, rows: list[Any], length: int) -> torch.Tensor:
+        """One task's labels of a joint batch: a missing label is ``label_pad_token_id``; token label rows are padded
+        to ``length`` on the tokenizer's padding side, as ``DataCollatorForTokenClassification`` does."""
         pad = self.label_pad_token_id
-        left = getattr(self.tokenizer, "padding_side", "right") == "left"
-        out = torch.full((len(rows), length), pad, dtype=torch.long)
-        for i, row in enumerate(rows):
-            if row is None:
-                continue
-            row = list(row)[:length]
-            if row:
-                if left:
-                    out[i, length - len(row) :] = torch.tensor(row, dtype=torch.long)
-                else:
-                    out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-        return out
-
-    def _labels_tensor(self, rows: list[Any], length: int) -> torch.Tensor:
-        present = [r for r in rows if r is not None]
-        if present and isinstance(present[0], (list, tuple)):
-            return self._pad_labels(rows, length)
-        return torch.tensor([self.label_pad_token_id if r is None else int(r) for r in rows], dtype=torch.long)
+        if not any(isinstance(row, (list, tuple)) for row in rows):
+            return torch.tensor([pad if row is None else int(row) for row in rows], dtype=torch.long)
+        rows = [[] if row is None else list(row) for row in rows]
+        if getattr(self.tokenizer, "padding_side", "right") == "left":
+            rows = [[pad] * (length - len(row)) + row for row in rows]
+        else:
+            rows = [row + [pad] * (length - len(row)) for row in rows]
+        return torch.tensor(rows, dtype=torch.long)
 
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         if not features:
@@ -158,20 +158,22 @@ class MultiTaskCollator:
                 f"MultiTaskCollator: the batch mixes tasks {sorted(set(map(str, tasks)))}; every batch must hold one "
                 "task (use a task-aware batch sampler)."
             )
-        batch = dict(
-            self.tokenizer.pad(inputs, padding=True, pad_to_multiple_of=self.pad_to_multiple_of, return_tensors="pt")
-        )
-        length = batch["input_ids"].shape[1]
         if joint:
+            batch = dict(self.pad_inputs(inputs))
+            length = batch["input_ids"].shape[1]
             names = []
             for label in labels:
                 names.extend(t for t in label if t not in names)
             batch["labels"] = {
-                t: self._labels_tensor([_as_list(label.get(t)) for label in labels], length) for t in names
+                t: self._joint_labels([_as_list(label.get(t)) for label in labels], length) for t in names
             }
             batch["task"] = None
+        elif all(has_labels) and isinstance(labels[0], (list, tuple)):
+            batch = dict(self.pad_token_task([{**x, "labels": label} for x, label in zip(inputs, labels)]))
+            batch["task"] = tasks[0]
         else:
+            batch = dict(self.pad_inputs(inputs))
             if all(has_labels):
-                batch["labels"] = self._labels_tensor(labels, length)
+                batch["labels"] = torch.tensor([int(label) for label in labels], dtype=torch.long)
             batch["task"] = tasks[0]
         return batch
