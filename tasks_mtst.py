@@ -41,6 +41,7 @@ from typing import Any
 
 import datasets
 import yaml
+from datasets.packaged_modules import _EXTENSION_TO_MODULE
 
 from configuration_mtst import HEAD_DEFAULTS, TASK_TYPES, MTSTConfigError, check_head_options
 
@@ -71,20 +72,20 @@ FORMATS = ("json", "csv", "tsv", "parquet", "conll")
 IGNORE_INDEX = -100
 MAX_LISTED_PROBLEMS = 20
 
-_EXTENSIONS = {
-    ".json": "json",
-    ".jsonl": "json",
-    ".ndjson": "json",
-    ".csv": "csv",
-    ".tsv": "tsv",
-    ".tab": "tsv",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".conll": "conll",
-    ".txt": "conll",
-    ".iob": "conll",
-    ".bio": "conll",
-}
+
+def _known_extensions() -> dict[str, str]:
+    """{extension: format}: datasets' own table (``.json``, ``.jsonl``, ``.csv``, ``.tsv``, ``.parquet``, ``.conll``,
+    ...) for the formats we read as they are, plus the extensions it lacks or gives to another builder (``.txt`` is
+    plain text to datasets; to a token task it is a CoNLL file, as are ``.iob`` and ``.bio``)."""
+    known = {}
+    for ext, (module, kwargs) in _EXTENSION_TO_MODULE.items():
+        fmt = "tsv" if (module, kwargs) == ("csv", {"sep": "\t"}) else module
+        if fmt in FORMATS and (not kwargs or fmt == "tsv"):  # not .conllu, whose comment lines need a builder option
+            known[ext.lower()] = fmt
+    return {**known, ".tab": "tsv", ".pq": "parquet", ".txt": "conll", ".iob": "conll", ".bio": "conll"}
+
+
+_EXTENSIONS = _known_extensions()
 _COMPRESSIONS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
