@@ -6,6 +6,10 @@
 ``spec.labels``. Bad data raises ``TaskDataError`` (a ``ValueError``) with one paragraph that names the task, the
 file, the row and the offending value, unless ``drop_invalid=True``, which drops the bad rows, logs how many and
 records the count in ``spec.dropped``.
+
+The builders parse the files. This module reads a file itself only to check it before a builder sees it (UTF-8,
+NUL bytes, empty), to count the columns of a CoNLL file, and, when there is a problem to report, to turn a row
+index into a line number (``_Locator``) and to find the line where a JSON file breaks.
 """
 
 from __future__ import annotations
