@@ -68,6 +68,24 @@ def _choice(name: str, value, allowed: tuple) -> str:
     return value
 
 
+def check_head_options(head: Mapping, where: str) -> None:
+    """Raise `MTSTConfigError`, its message starting with `where`, when a head option that `head` sets has a value
+    that is not allowed. The one set of rules for head options: task files (`tasks_mtst`) check them with it too."""
+    if "dropout" in head:
+        dropout = head["dropout"]
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+            raise MTSTConfigError(f"{where}: 'dropout' must be a number in [0, 1); got {dropout!r}.")
+    if "layer_norm" in head and not isinstance(head["layer_norm"], bool):
+        raise MTSTConfigError(f"{where}: 'layer_norm' must be true or false; got {head['layer_norm']!r}.")
+    if "activation" in head and head["activation"] not in ACTIVATIONS:
+        raise MTSTConfigError(
+            f"{where}: unknown activation {head['activation']!r}; allowed values: {', '.join(map(repr, ACTIVATIONS))}."
+        )
+    hidden = head.get("hidden_size")
+    if hidden is not None and (isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1):
+        raise MTSTConfigError(f"{where}: 'hidden_size' must be a positive integer or null; got {hidden!r}.")
+
+
 def _normalize_task(name: str, spec, head_defaults: dict) -> dict:
     """Check one task entry and return it with every head option filled in."""
     where = f"Task {name!r}"
@@ -98,15 +116,7 @@ def _normalize_task(name: str, spec, head_defaults: dict) -> dict:
     task = {"type": task_type, "labels": labels}
     for key, default in head_defaults.items():
         task[key] = spec.get(key, default)
-    dropout = task["dropout"]
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-        raise MTSTConfigError(f"{where}: 'dropout' must be a number in [0, 1); got {dropout!r}.")
-    if not isinstance(task["layer_norm"], bool):
-        raise MTSTConfigError(f"{where}: 'layer_norm' must be true or false; got {task['layer_norm']!r}.")
-    _choice(f"activation for task {name!r}", task["activation"], ACTIVATIONS)
-    hidden = task["hidden_size"]
-    if hidden is not None and (isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1):
-        raise MTSTConfigError(f"{where}: 'hidden_size' must be a positive integer or null; got {hidden!r}.")
+    check_head_options(task, where)
     weight = spec.get("loss_weight", 1.0)
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0 or weight == float("inf"):
         raise MTSTConfigError(f"{where}: 'loss_weight' must be a positive finite number; got {weight!r}.")

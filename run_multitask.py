@@ -28,16 +28,11 @@ from transformers import AutoTokenizer, HfArgumentParser, set_seed
 
 import grow_mtst
 import mtst_resources
+from collator_mtst import MultiTaskCollator
 from configuration_mtst import MTSTConfigError, __version__
+from data_mtst import load_task_data
 from modeling_mtst import MTSTModel, check_model_folder
-from tasks_mtst import (
-    MultiTaskCollator,
-    TaskConfigError,
-    TaskDataError,
-    load_task_data,
-    load_task_specs,
-    tokenize_task,
-)
+from tasks_mtst import TaskConfigError, TaskDataError, load_task_specs, tokenize_task
 from trainer_mtst import (
     MultiTaskTrainer,
     MultiTaskTrainingArguments,
@@ -483,7 +478,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Scr
     if training_args.should_log:
         transformers.utils.logging.set_verbosity_info()
     log_level = training_args.get_process_log_level()
-    for name in (__name__, "trainer_mtst", "tasks_mtst", "modeling_mtst"):
+    for name in (__name__, "trainer_mtst", "tasks_mtst", "data_mtst", "modeling_mtst"):
         logging.getLogger(name).setLevel(log_level)
     datasets.utils.logging.set_verbosity(log_level)
     transformers.utils.logging.set_verbosity(log_level)

@@ -81,8 +81,8 @@ def load_sentence_transformers(path: str, tmp: str):
 
 def train_mtst(path: str, tokenizer, args, specs, data) -> object:
     """A short joint training (MultiTaskTrainer) from the backbone: the model every precision is scored on."""
+    from collator_mtst import MultiTaskCollator
     from modeling_mtst import MTSTModel
-    from tasks_mtst import MultiTaskCollator
     from trainer_mtst import MultiTaskTrainer, MultiTaskTrainingArguments
 
     tasks = {spec.name: spec.to_model_task() for spec in specs}
@@ -182,9 +182,10 @@ def main(argv=None) -> dict:
     import torch
     from transformers import AutoTokenizer
 
+    from data_mtst import load_task_data
     from inference_mtst import export_onnx, load_model, prepare_model
     from modeling_mtst import MTSTModel
-    from tasks_mtst import load_task_data, load_task_specs, tokenize_task
+    from tasks_mtst import load_task_specs, tokenize_task
 
     logging.getLogger().setLevel(logging.ERROR)  # onnxruntime's quantizer logs advice on the root logger
     path = bc.backbone_path()

@@ -246,8 +246,10 @@ def mtst_heldout_predictions(run_dir: str, config: str, seed: int, recipe: dict,
     import transformers
     from transformers import AutoTokenizer
 
+    from collator_mtst import MultiTaskCollator
+    from data_mtst import load_task_data
     from modeling_mtst import MTSTModel
-    from tasks_mtst import MultiTaskCollator, load_task_data, load_task_specs, tokenize_task
+    from tasks_mtst import load_task_specs, tokenize_task
     from trainer_mtst import MultiTaskTrainer, MultiTaskTrainingArguments, write_predictions
 
     transformers.utils.logging.set_verbosity_error()

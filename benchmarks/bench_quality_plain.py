@@ -109,7 +109,8 @@ def main(argv=None) -> dict:
         set_seed,
     )
 
-    from tasks_mtst import load_task_data, load_task_specs
+    from data_mtst import load_task_data
+    from tasks_mtst import load_task_specs
     from trainer_mtst import task_metrics, write_predictions
 
     logging.basicConfig(

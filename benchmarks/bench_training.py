@@ -161,8 +161,10 @@ def main(argv=None) -> dict:
         TrainingArguments,
     )
 
+    from collator_mtst import MultiTaskCollator
+    from data_mtst import load_task_data
     from modeling_mtst import MTSTModel
-    from tasks_mtst import MultiTaskCollator, load_task_data, load_task_specs, tokenize_task
+    from tasks_mtst import load_task_specs, tokenize_task
     from trainer_mtst import MultiTaskTrainer, MultiTaskTrainingArguments
 
     path = bc.backbone_path()

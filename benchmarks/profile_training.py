@@ -27,7 +27,7 @@ import bench_common as bc  # noqa: E402
 PARTS = {
     "forward + backward (training_step)": ("trainer.py", "training_step"),
     "optimizer step": (None, "step"),
-    "collation (MultiTaskCollator)": ("tasks_mtst.py", "__call__"),
+    "collation (MultiTaskCollator)": ("collator_mtst.py", "__call__"),
     "batch sampler": ("trainer_mtst.py", "iter_steps"),
     "logging": ("trainer_mtst.py", "log"),
 }

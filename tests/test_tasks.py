@@ -10,6 +10,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import functools
 import gzip
+import hashlib
 import json
 import logging
 import types
@@ -22,17 +23,17 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import data_mtst
 import tasks_mtst
+from collator_mtst import MultiTaskCollator, MultiTaskDataset
+from configuration_mtst import MTSTConfig
+from data_mtst import load_task_data
 from tasks_mtst import (
-    MultiTaskCollator,
-    MultiTaskDataset,
     TaskConfigError,
     TaskDataError,
     TaskFileNotFoundError,
     TaskSpec,
     iob1_to_iob2,
-    length_grouped_indices,
-    load_task_data,
     load_task_specs,
     repair_iob2,
     sort_labels,
@@ -204,6 +205,28 @@ def test_config_errors(task, expected):
         assert fragment in message
 
 
+def test_bad_head_option_fails_when_the_task_file_is_read(tmp_path):
+    """Head options are checked by the model config's rules (configuration_mtst) when the task file is read, not
+    after all data has loaded: the message names the file, the task, the option and the allowed values."""
+    path = write_config(
+        tmp_path / "t.yaml",
+        [seq_task("missing.jsonl", head={"activation": "gleu", "hidden_size": 0}), tok_task("missing.jsonl")],
+    )
+    with pytest.raises(TaskConfigError) as info:
+        load_task_specs(path)  # the data file does not exist: nothing is read before the check
+    message = str(info.value)
+    assert message.startswith(f"Task config {path} is invalid: 2 problem(s): ")
+    assert f"task 'seq' in {path}: head option: unknown activation 'gleu'; allowed values: 'gelu'" in message
+    assert "'hidden_size' must be a positive integer or null; got 0" in message and "\n" not in message
+    with pytest.raises(TaskConfigError, match="Task 'x': head option: unknown activation 'gleu'"):
+        TaskSpec(name="x", type="sequence_classification", head={"activation": "gleu"})
+    with pytest.raises(TaskConfigError, match=r"Task 'x': unknown head option\(s\) \['dropuot'\]"):
+        TaskSpec(name="x", type="sequence_classification", head={"dropuot": 0.1})
+    # every value the task file accepts, the model config accepts too
+    (spec,) = load_task_specs({"tasks": [seq_task("a.jsonl", labels=["a", "b"], head={"activation": "none"})]})
+    assert MTSTConfig(tasks={"seq": spec.to_model_task()}).tasks["seq"]["activation"] == "none"
+
+
 def test_config_duplicate_names_and_top_level(tmp_path):
     path = write_config(tmp_path / "t.yaml", [seq_task("a.jsonl"), seq_task("b.jsonl")])
     with pytest.raises(TaskConfigError, match=r"duplicate task name\(s\) \['seq'\]") as info:
@@ -229,7 +252,7 @@ def test_config_duplicate_names_and_top_level(tmp_path):
 def test_jsonl_and_split_carving(tmp_path, caplog):
     write_jsonl(tmp_path / "train.jsonl", seq_rows(40))
     write_jsonl(tmp_path / "test.jsonl", seq_rows(6))
-    with caplog.at_level(logging.INFO, logger="tasks_mtst"):
+    with caplog.at_level(logging.INFO, logger="data_mtst"):
         spec, dd = load_one(seq_task({"train": "train.jsonl", "test": "test.jsonl"}), base_dir=tmp_path, seed=3)
     assert list(dd) == ["train", "validation", "test"]
     assert (len(dd["train"]), len(dd["validation"]), len(dd["test"])) == (36, 4, 6)
@@ -485,7 +508,7 @@ def test_iob_strict_and_repair(tmp_path, caplog):
     message = raises_data_error(tok_task({"train": "t.jsonl"}, labels=CONLL_LABELS, strict_iob=True), tmp_path)
     assert "line 3: invalid IOB2 sequence: 'I-LOC' at position 4 (token 'New') follows 'O'" in message
     assert "line 4: invalid IOB2 sequence: 'I-LOC' at position 2 (token 'Smith') follows 'B-PER'" in message
-    with caplog.at_level(logging.WARNING, logger="tasks_mtst"):
+    with caplog.at_level(logging.WARNING, logger="data_mtst"):
         spec, dd = load_one(tok_task({"train": "t.jsonl", "validation": "t.jsonl"}, labels=CONLL_LABELS), tmp_path)
     assert spec.repaired == {"train": 2, "validation": 2}
     assert "repaired 2 invalid IOB2 tag(s)" in caplog.text
@@ -509,7 +532,7 @@ def test_drop_invalid_records_and_logs(tmp_path, caplog):
     rows[7]["text"] = ""
     write_jsonl(tmp_path / "t.jsonl", rows)
     write_jsonl(tmp_path / "v.jsonl", seq_rows(5))
-    with caplog.at_level(logging.WARNING, logger="tasks_mtst"):
+    with caplog.at_level(logging.WARNING, logger="data_mtst"):
         spec, dd = load_one(
             seq_task({"train": "t.jsonl", "validation": "v.jsonl"}, labels=["neg", "pos"]),
             base_dir=tmp_path,
@@ -558,7 +581,7 @@ def test_hub_dataset_through_load_dataset(tmp_path, monkeypatch):
         calls.append((path, name, revision))
         return datasets.DatasetDict({"train": train, "test": train})
 
-    monkeypatch.setattr(tasks_mtst.datasets, "load_dataset", fake_load_dataset)
+    monkeypatch.setattr(data_mtst.datasets, "load_dataset", fake_load_dataset)
     task = {"name": "hub", "type": "sequence_classification", "dataset": "org/ds", "revision": "refs/convert/parquet"}
     with pytest.raises(TaskDataError) as info:
         load_one(task)
@@ -567,7 +590,7 @@ def test_hub_dataset_through_load_dataset(tmp_path, monkeypatch):
     assert calls[0] == ("org/ds", None, "refs/convert/parquet")
     assert spec.labels == ["a", "b"] and spec.dropped == {"train": 1, "test": 1}
 
-    monkeypatch.setattr(tasks_mtst.datasets, "load_dataset", lambda *a, **k: datasets.DatasetDict({"test": train}))
+    monkeypatch.setattr(data_mtst.datasets, "load_dataset", lambda *a, **k: datasets.DatasetDict({"test": train}))
     with pytest.raises(TaskDataError, match="no 'train' split \\(it has test\\)"):
         load_one(task)
 
@@ -826,7 +849,7 @@ def test_dataloader_end_to_end(tokenizer, tmp_path):
         tok_task({"train": "t.jsonl", "validation": "t.jsonl"}),
     ]
     specs = load_task_specs(tasks, base_dir=tmp_path)
-    data = tasks_mtst.load_and_tokenize_tasks(specs, tokenizer, max_seq_length=16)
+    data = {spec.name: tokenize_task(spec, load_task_data(spec), tokenizer, max_seq_length=16) for spec in specs}
     ds = MultiTaskDataset({name: dd["train"] for name, dd in data.items()})
     sampler = [list(ds.indices("tok"))[:4], list(ds.indices("seq"))[:3]]
     loader = torch.utils.data.DataLoader(ds, batch_sampler=sampler, collate_fn=MultiTaskCollator(tokenizer))
@@ -835,12 +858,71 @@ def test_dataloader_end_to_end(tokenizer, tmp_path):
     assert second["task"] == "seq" and second["labels"].shape == (3,)
 
 
-def test_length_grouped_indices():
-    lengths = [5, 1, 9, 3, 7, 2, 8, 4]
-    indices = length_grouped_indices(lengths, batch_size=2, seed=1)
-    assert sorted(indices) == list(range(8))
-    assert indices == length_grouped_indices(lengths, batch_size=2, seed=1)
-    assert lengths[indices[0]] == max(lengths)
+# ---------------------------------------------------------------------------------------------------------------
+# the tokenized and collated outputs are pinned (refactors must not change what the model is trained on)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _mixed_tasks(tmp_path):
+    """A small mixed dataset: every file format, string/int/ClassLabel labels, a text pair, IOB1, repaired IOB2."""
+    (tmp_path / "pair.csv").write_text(
+        'premise,hypothesis,label\n"A man, eating",a meal,1\nA dog,a cat,0\nB,y,1\nC,z,0\n', encoding="utf-8"
+    )
+    features = datasets.Features(
+        {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])}
+    )
+    datasets.Dataset.from_dict(
+        {"text": ["good film", "bad plot", "fine acting", "dull"], "label": [1, 0, 1, 0]}, features=features
+    ).to_parquet(str(tmp_path / "cl.parquet"))
+    write_jsonl(tmp_path / "s.jsonl", seq_rows(10, labels=("b", "a", "c")))
+    (tmp_path / "t.conll").write_text(CONLL_TEXT, encoding="utf-8")
+    rows = tok_rows(4) + [{"tokens": ["Unbelievably", "Zürich", "wins"], "ner_tags": ["O", "I-LOC", "O"]}]
+    write_jsonl(tmp_path / "t.jsonl", rows)
+    return [
+        seq_task({"train": "pair.csv", "validation": "pair.csv"}, name="pair", text_column="premise",
+                 text_pair_column="hypothesis", labels=["contradiction", "entailment"]),
+        seq_task({"train": "cl.parquet", "validation": "cl.parquet"}, name="cl", labels=["pos", "neg"]),
+        seq_task({"train": "s.jsonl"}, name="inferred", validation_fraction=0.3),
+        tok_task({"train": "t.conll", "validation": "t.conll"}, name="conll", tag_scheme="iob1", labels=CONLL_LABELS),
+        tok_task({"train": "t.jsonl", "validation": "t.jsonl"}, name="repaired"),
+    ]  # fmt: skip
+
+
+def _tokenized_and_collated(specs, tokenizer, **kwargs):
+    data, batches = {}, []
+    for spec in specs:
+        tokenized = tokenize_task(spec, load_task_data(spec, seed=7), tokenizer, **kwargs)
+        data[spec.name] = {split: ds.to_dict() for split, ds in tokenized.items()}
+        rows = tokenized["train"]
+        batch = MultiTaskCollator(tokenizer, pad_to_multiple_of=8)([{**rows[i], "task": spec.name} for i in range(3)])
+        batches.append({k: v.tolist() if isinstance(v, torch.Tensor) else v for k, v in batch.items()})
+    return data, batches
+
+
+def test_tokenized_outputs_are_pinned_on_mixed_data(tokenizer, tmp_path):
+    specs = load_task_specs(_mixed_tasks(tmp_path), base_dir=tmp_path)
+    data, batches = _tokenized_and_collated(specs, tokenizer, max_seq_length=12)
+    # a word label on its first sub-token; the invalid I-LOC of "Zürich" repaired to B-LOC (id 1)
+    assert data["repaired"]["train"]["labels"][4] == [-100, 0, -100, -100, -100, -100, 1, 0, -100]
+    assert _digest(data) == "78d0c12c30bdac64"
+    assert _digest(batches) == "d103e688551960a0"
+    _, batches = _tokenized_and_collated(specs[3:], tokenizer, max_seq_length=12, label_all_tokens=True)
+    assert _digest(batches) == "ea419cba00b02031"
+
+
+def test_tokenized_outputs_are_pinned_on_shipped_configs(tokenizer):
+    digests = {}
+    for name in ("default.yaml", "local_files.yaml"):
+        data, batches = _tokenized_and_collated(load_task_specs(TASKS_DIR / name), tokenizer, max_seq_length=24)
+        digests[name] = (_digest(data), _digest(batches))
+    assert digests == {
+        "default.yaml": ("22f8edb21556060e", "ec81f306a5eb323a"),
+        "local_files.yaml": ("6cab838b440750ea", "b024df148b7bc498"),
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -868,3 +950,14 @@ def test_shared_benchmark_config(monkeypatch):
     assert counts == {0: 1900, 1: 1900, 2: 1900, 3: 1900}
     tokenized = tokenize_task(specs["ner"], ner, minilm_tokenizer(), max_seq_length=128)
     assert len(tokenized["test"]) == 3453
+
+
+def test_moved_names_still_importable_from_tasks_mtst():
+    """load_task_data and the collator moved to data_mtst / collator_mtst; `from tasks_mtst import ...` still works."""
+    from tasks_mtst import MultiTaskCollator as collator_class
+    from tasks_mtst import MultiTaskDataset as dataset_class
+    from tasks_mtst import load_task_data as load
+
+    assert (collator_class, dataset_class, load) == (MultiTaskCollator, MultiTaskDataset, load_task_data)
+    with pytest.raises(AttributeError, match="no attribute 'not_a_name'"):
+        tasks_mtst.not_a_name

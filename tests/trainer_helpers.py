@@ -95,7 +95,8 @@ def write_task_files(folder, n_train: int = 48, n_eval: int = 16, seed: int = 0)
 
 def tokenized_tasks(tokenizer, folder, n_train: int = 48, n_eval: int = 16, seed: int = 0):
     """(specs, raw {task: DatasetDict}, tokenized {task: DatasetDict}) for the synthetic topic + ner tasks."""
-    from tasks_mtst import load_task_data, load_task_specs, tokenize_task
+    from data_mtst import load_task_data
+    from tasks_mtst import load_task_specs, tokenize_task
 
     path = write_task_files(folder, n_train, n_eval, seed)
     specs = load_task_specs(path)
