@@ -334,7 +334,8 @@ def ag_news_rows() -> dict[str, int]:
 def effective_arguments(command: str) -> tuple[str, dict[str, str]]:
     """(script, {option: value}) of a run command, the last value of a repeated option winning as in argparse, so
     `--sampling_strategy proportional --sampling_strategy balanced` (recipe, then --joint-args) equals
-    `--sampling_strategy balanced`; flags get "". Used by --reuse to recognise a run made with the same settings."""
+    `--sampling_strategy balanced`; flags get ""; `--output_dir` is left out. Used by --reuse to recognise a run
+    made with the same settings."""
     words = shlex.split(command)[1:]  # drop "python"
     options: dict[str, str] = {}
     i = 1
@@ -348,6 +349,7 @@ def effective_arguments(command: str) -> tuple[str, dict[str, str]]:
         else:
             options[key] = ""
         i += 1
+    options.pop("--output_dir", None)  # where a run is kept is not one of its settings
     return words[0], options
 
 

@@ -191,4 +191,5 @@ def test_reuse_recognises_the_same_settings_given_in_another_order():
         "python run_multitask.py --use_cpu --sampling_strategy balanced --lr 1e-4 --seed 42"
     )
     assert bq.effective_arguments(joint) != bq.effective_arguments(recipe)
+    assert bq.effective_arguments(recipe + " --output_dir a") == bq.effective_arguments(recipe + " --output_dir b")
     assert bq.effective_arguments(recipe)[0] != bq.effective_arguments(recipe.replace("run_multitask", "plain"))[0]
