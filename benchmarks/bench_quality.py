@@ -376,7 +376,7 @@ def train_all(args, recipe: dict, root: str, configs: dict) -> tuple[dict, dict]
                     kept = json.load(f)
                 if effective_arguments(kept["record"]["command"]) == effective_arguments(shown):
                     print(f"[{name} seed {seed}] reused {saved} (same settings)", flush=True)
-                    runs[name].append(kept["record"])
+                    runs[name].append({**kept["record"], "reused": True})
                     examples[name][seed] = kept["examples"]
                     continue
                 print(f"[{name} seed {seed}] not reused: {saved} was made with other settings", flush=True)
@@ -576,10 +576,23 @@ def markdown(args, recipe: dict, runs: dict, analysis: dict, sample: dict | None
         'that). Verdict "better" / "worse" only where the 95% interval excludes zero:\n\n'
         f"{comps}\n\nPer run and seed (each run's own reported metrics; wall time includes loading, tokenizing, "
         f"training, evaluation and prediction):\n\n{per_seed}\n\n"
-        + (f"Total wall time: {total_wall / 60:.1f} min.\n\n" if total_wall is not None else "")
+        + (f"Wall time of this invocation: {total_wall / 60:.1f} min. " if total_wall is not None else "")
+        + _run_time_note(runs)
+        + "\n\n"
         + "Commands:\n\n"
         + "\n".join(f"- {name} (seed {r['seed']}): `{r['command']}`" for name, rs in runs.items() for r in rs)
     )
+    return text
+
+
+def _run_time_note(runs: dict) -> str:
+    """The runs' summed wall time, and which runs were taken over with --reuse (timed when they were made)."""
+    records = [r for rs in runs.values() for r in rs]
+    total = sum(r["wall_s"] for r in records if r.get("wall_s") == r.get("wall_s"))  # NaN: not timed
+    reused = [f"{name} seed {r['seed']}" for name, rs in runs.items() for r in rs if r.get("reused")]
+    text = f"Sum of the runs' wall times: {total / 60:.1f} min."
+    if reused:
+        text += f" Taken over from earlier invocations with --reuse (timed when they ran): {', '.join(reused)}."
     return text
 
 
