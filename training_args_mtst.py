@@ -1,0 +1,107 @@
+"""The options of multi-task training: `MultiTaskTrainingArguments` ([`TrainingArguments`] plus the options of
+[`trainer_mtst.MultiTaskTrainer`]) and `MultiTaskTrainingError`, the error of an invalid multi-task option (defined
+here, the lowest module that raises it; `trainer_mtst` re-exports both).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+__all__ = ["MultiTaskTrainingArguments", "MultiTaskTrainingError"]
+
+SAMPLING_STRATEGIES = ("round_robin", "proportional", "temperature", "weights")
+LOSS_WEIGHTINGS = ("static", "uncertainty")
+FREEZE_OPTIONS = ("none", "all", "encoder", "embeddings")
+UNFREEZE_UNITS = ("steps", "epochs")
+
+
+class MultiTaskTrainingError(ValueError):
+    """A multi-task training option is invalid; the message names the option and the allowed values."""
+
+
+@dataclass
+class MultiTaskTrainingArguments(TrainingArguments):
+    """[`TrainingArguments`] plus the multi-task options of [`MultiTaskTrainer`]."""
+
+    sampling_strategy: str = field(
+        default="proportional",
+        metadata={
+            "help": "How optimizer steps are spread over tasks: round_robin (tasks in turn), proportional (each "
+            "example once per epoch, steps in random task order), temperature (p ~ min(size, cap)^(1/T)), weights "
+            "(p ~ task_weights).",
+            "choices": list(SAMPLING_STRATEGIES),
+        },
+    )
+    temperature: float = field(default=2.0, metadata={"help": "T of the temperature sampling strategy."})
+    temperature_cap: int | None = field(
+        default=None, metadata={"help": "Task sizes are capped at this many examples before the temperature."}
+    )
+    task_weights: str | None = field(
+        default=None,
+        metadata={"help": "Sampling weights of the weights strategy: 'task=w,task=w' or a JSON object."},
+    )
+    group_by_length: bool = field(
+        default=False,
+        metadata={"help": "Inside each task, batch examples of similar length together (less padding)."},
+    )
+    loss_weighting: str = field(
+        default="static",
+        metadata={
+            "help": "static: each task's loss times its loss_weight; uncertainty: learned per-task log-variances "
+            "(Kendall et al. 2018).",
+            "choices": list(LOSS_WEIGHTINGS),
+        },
+    )
+    loss_weighting_lr: float | None = field(
+        default=1e-2,
+        metadata={"help": "Learning rate of the uncertainty log-variances (None: the model's learning rate)."},
+    )
+    freeze: str = field(
+        default="none",
+        metadata={
+            "help": "Freeze from the start: none; all (encoder and projection: only the heads train); encoder; "
+            "embeddings.",
+            "choices": list(FREEZE_OPTIONS),
+        },
+    )
+    freeze_layers: int = field(default=0, metadata={"help": "Freeze the embeddings and the lowest N encoder layers."})
+    freeze_heads: list[str] | None = field(default=None, metadata={"help": "Task heads to freeze."})
+    gradual_unfreeze_every: int = field(
+        default=0,
+        metadata={
+            "help": "Gradual unfreezing: start with only heads and projection training, then unfreeze one encoder "
+            "layer (top first, embeddings last) every N units. 0 turns it off."
+        },
+    )
+    gradual_unfreeze_unit: str = field(
+        default="epochs",
+        metadata={"help": "Unit of gradual_unfreeze_every.", "choices": list(UNFREEZE_UNITS)},
+    )
+    layerwise_lr_decay: float = field(
+        default=1.0,
+        metadata={
+            "help": "Encoder layer k from the top (top = 0) trains at lr * decay^k, the embeddings at "
+            "lr * decay^num_layers; heads and projection at lr. 1.0 turns it off."
+        },
+    )
+    log_task_per_step: bool = field(
+        default=False,
+        metadata={"help": "Log one line per training micro-batch with the rank, the step and the task (debugging)."},
+    )
+    remove_unused_columns: bool = field(
+        default=False,
+        metadata={"help": "Kept False: the data layer gives only model columns, and 'task' must reach the model."},
+    )
+
+
+_OPTION_DEFAULTS = {
+    f.name: f.default
+    for f in MultiTaskTrainingArguments.__dataclass_fields__.values()
+    if f.name not in TrainingArguments.__dataclass_fields__
+}
+
+
+def _option(args, name: str):
+    return getattr(args, name, _OPTION_DEFAULTS.get(name))
