@@ -81,12 +81,10 @@ from sampler_mtst import MultiTaskBatchSampler
 from tasks_mtst import MultiTaskCollator, MultiTaskDataset
 from training_args_mtst import (
     FREEZE_OPTIONS,
-    LOSS_WEIGHTINGS,
-    SAMPLING_STRATEGIES,
-    UNFREEZE_UNITS,
     MultiTaskTrainingArguments,
     MultiTaskTrainingError,
     _option,
+    check_options,
 )
 
 __all__ = [
@@ -309,27 +307,7 @@ class MultiTaskTrainer(Trainer):
     ):
         if args is None:
             args = MultiTaskTrainingArguments(output_dir="trainer_output")
-        for option, allowed in (
-            ("sampling_strategy", SAMPLING_STRATEGIES),
-            ("loss_weighting", LOSS_WEIGHTINGS),
-            ("freeze", FREEZE_OPTIONS),
-            ("gradual_unfreeze_unit", UNFREEZE_UNITS),
-        ):
-            if _option(args, option) not in allowed:
-                raise MultiTaskTrainingError(
-                    f"Unknown {option} {_option(args, option)!r}; allowed values: {', '.join(allowed)}."
-                )
-        decay = _option(args, "layerwise_lr_decay")
-        if not isinstance(decay, (int, float)) or not 0 < decay <= 1:
-            raise MultiTaskTrainingError(f"`layerwise_lr_decay` must be in (0, 1]; got {decay!r}.")
-        every = _option(args, "gradual_unfreeze_every")
-        if isinstance(every, bool) or not isinstance(every, int) or every < 0:
-            raise MultiTaskTrainingError(f"`gradual_unfreeze_every` must be an integer >= 0; got {every!r}.")
-        temperature, cap = _option(args, "temperature"), _option(args, "temperature_cap")
-        if not isinstance(temperature, (int, float)) or not (temperature > 0 and math.isfinite(temperature)):
-            raise MultiTaskTrainingError(f"`temperature` must be a positive number; got {temperature!r}.")
-        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
-            raise MultiTaskTrainingError(f"`temperature_cap` must be a positive integer; got {cap!r}.")
+        check_options(args)  # MultiTaskTrainingArguments checks them when made; args may have changed since
         if model is not None:
             self.task_names = list(model.config.task_names)
             if not self.task_names:

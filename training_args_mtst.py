@@ -5,16 +5,60 @@ here, the lowest module that raises it; `trainer_mtst` re-exports both).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
+from transformers.utils import ExplicitEnum
 
-__all__ = ["MultiTaskTrainingArguments", "MultiTaskTrainingError"]
+__all__ = [
+    "FreezeOption",
+    "LossWeighting",
+    "MultiTaskTrainingArguments",
+    "MultiTaskTrainingError",
+    "SamplingStrategy",
+    "UnfreezeUnit",
+    "check_options",
+]
 
-SAMPLING_STRATEGIES = ("round_robin", "proportional", "temperature", "weights")
-LOSS_WEIGHTINGS = ("static", "uncertainty")
-FREEZE_OPTIONS = ("none", "all", "encoder", "embeddings")
-UNFREEZE_UNITS = ("steps", "epochs")
+
+class SamplingStrategy(ExplicitEnum):
+    """How optimizer steps are spread over tasks (see `sampler_mtst`)."""
+
+    ROUND_ROBIN = "round_robin"
+    PROPORTIONAL = "proportional"
+    TEMPERATURE = "temperature"
+    WEIGHTS = "weights"
+
+
+class LossWeighting(ExplicitEnum):
+    """How the tasks' losses are weighted (see `trainer_mtst`)."""
+
+    STATIC = "static"
+    UNCERTAINTY = "uncertainty"
+
+
+class FreezeOption(ExplicitEnum):
+    """What is frozen from the start (see `trainer_mtst.apply_static_freezing`)."""
+
+    NONE = "none"
+    ALL = "all"
+    ENCODER = "encoder"
+    EMBEDDINGS = "embeddings"
+
+
+class UnfreezeUnit(ExplicitEnum):
+    """Unit of `gradual_unfreeze_every`."""
+
+    STEPS = "steps"
+    EPOCHS = "epochs"
+
+
+# The allowed values, in the order the messages and --help list them.
+SAMPLING_STRATEGIES = tuple(s.value for s in SamplingStrategy)
+LOSS_WEIGHTINGS = tuple(s.value for s in LossWeighting)
+FREEZE_OPTIONS = tuple(s.value for s in FreezeOption)
+UNFREEZE_UNITS = tuple(s.value for s in UnfreezeUnit)
 
 
 class MultiTaskTrainingError(ValueError):
@@ -95,6 +139,11 @@ class MultiTaskTrainingArguments(TrainingArguments):
         metadata={"help": "Kept False: the data layer gives only model columns, and 'task' must reach the model."},
     )
 
+    def __post_init__(self):
+        """The standard checks, then the multi-task options' (`check_options`); the options stay plain strings."""
+        super().__post_init__()
+        check_options(self)
+
 
 _OPTION_DEFAULTS = {
     f.name: f.default
@@ -105,3 +154,35 @@ _OPTION_DEFAULTS = {
 
 def _option(args, name: str):
     return getattr(args, name, _OPTION_DEFAULTS.get(name))
+
+
+_ENUM_OPTIONS = {
+    "sampling_strategy": SamplingStrategy,
+    "loss_weighting": LossWeighting,
+    "freeze": FreezeOption,
+    "gradual_unfreeze_unit": UnfreezeUnit,
+}
+
+
+def check_options(args) -> None:
+    """Raise `MultiTaskTrainingError` for an invalid multi-task option of `args` (a plain `TrainingArguments` has the
+    defaults). `MultiTaskTrainingArguments.__post_init__` calls it, and so does the Trainer, for arguments changed
+    after they were made."""
+    for option, choices in _ENUM_OPTIONS.items():
+        value = _option(args, option)
+        try:
+            choices(value)
+        except (ValueError, TypeError):
+            allowed = ", ".join(choice.value for choice in choices)
+            raise MultiTaskTrainingError(f"Unknown {option} {value!r}; allowed values: {allowed}.") from None
+    decay = _option(args, "layerwise_lr_decay")
+    if not isinstance(decay, (int, float)) or not 0 < decay <= 1:
+        raise MultiTaskTrainingError(f"`layerwise_lr_decay` must be in (0, 1]; got {decay!r}.")
+    every = _option(args, "gradual_unfreeze_every")
+    if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+        raise MultiTaskTrainingError(f"`gradual_unfreeze_every` must be an integer >= 0; got {every!r}.")
+    temperature, cap = _option(args, "temperature"), _option(args, "temperature_cap")
+    if not isinstance(temperature, (int, float)) or not (temperature > 0 and math.isfinite(temperature)):
+        raise MultiTaskTrainingError(f"`temperature` must be a positive number; got {temperature!r}.")
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+        raise MultiTaskTrainingError(f"`temperature_cap` must be a positive integer; got {cap!r}.")
