@@ -716,31 +716,43 @@ class MultiTaskTrainer(Trainer):
         finally:
             self._eval_task = None
 
+    def _evaluate_tasks(self, datasets, own: bool, description: str, metric_key_prefix: str, ignore_keys=None):
+        """`_run_task_loop` over every task (`own`: the tasks' own eval sets): `{task: EvalLoopOutput}` and the tasks'
+        metrics (no speed metrics) plus `<prefix>_average`, the mean of the tasks' headline metrics."""
+        config = self.accelerator.unwrap_model(self.model).config
+        outputs, metrics, headline = {}, {}, []
+        for task, dataset in datasets.items():
+            prefix = f"{metric_key_prefix}_{task}"
+            output = self._run_task_loop(
+                task, None if own else dataset, f"{description} ({task})", prefix, ignore_keys
+            )
+            outputs[task] = output
+            values = {k: v for k, v in output.metrics.items() if not k.endswith(("_runtime", "_per_second"))}
+            metrics.update(values)
+            key = f"{prefix}_{HEADLINE_METRICS[config.task_type(task)]}"
+            if key in values:
+                headline.append(values[key])
+        if headline:
+            metrics[f"{metric_key_prefix}_average"] = float(np.mean(headline))
+        return outputs, metrics
+
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         """Run the standard loop per task; adds `<prefix>_average` and `<prefix>_loss`; logs all tasks at once."""
         datasets = self._eval_datasets(eval_dataset)
         self._memory_tracker.start()
         start_time = time.time()
-        metrics: dict[str, float] = {}
-        headline, losses, num_samples, num_steps = [], [], 0, 0
-        config = self.accelerator.unwrap_model(self.model).config
-        for task, dataset in datasets.items():
-            prefix = f"{metric_key_prefix}_{task}"
-            own = eval_dataset is None
-            output = self._run_task_loop(task, None if own else dataset, f"Evaluation ({task})", prefix, ignore_keys)
-            task_values = {k: v for k, v in output.metrics.items() if not k.endswith(("_runtime", "_per_second"))}
-            metrics.update(task_values)
-            key = f"{prefix}_{HEADLINE_METRICS[config.task_type(task)]}"
-            if key in task_values:
-                headline.append(task_values[key])
-            if f"{prefix}_loss" in task_values:
-                losses.append(task_values[f"{prefix}_loss"])
-            num_samples += output.num_samples
-            num_steps += math.ceil(output.num_samples / (self.args.eval_batch_size * self.args.world_size))
-        if headline:
-            metrics[f"{metric_key_prefix}_average"] = float(np.mean(headline))
+        own = eval_dataset is None
+        outputs, metrics = self._evaluate_tasks(datasets, own, "Evaluation", metric_key_prefix, ignore_keys)
+        losses = [
+            o.metrics[f"{metric_key_prefix}_{t}_loss"]
+            for t, o in outputs.items()
+            if f"{metric_key_prefix}_{t}_loss" in o.metrics
+        ]
         if losses:
             metrics[f"{metric_key_prefix}_loss"] = float(np.mean(losses))
+        per_step = self.args.eval_batch_size * self.args.world_size
+        num_samples = sum(o.num_samples for o in outputs.values())
+        num_steps = sum(math.ceil(o.num_samples / per_step) for o in outputs.values())
         metrics.update(speed_metrics(metric_key_prefix, start_time, num_samples=num_samples, num_steps=num_steps))
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
@@ -761,41 +773,26 @@ class MultiTaskTrainer(Trainer):
         `predictions`/`label_ids` are `{task: array}` and whose metrics are `<prefix>_<task>_<metric>` and
         `<prefix>_average`."""
         datasets = self._eval_datasets(test_dataset)
-        config = self.accelerator.unwrap_model(self.model).config
-        predictions, label_ids, metrics, headline = {}, {}, {}, []
         start_time = time.time()
-        num_samples = 0
-        for task, dataset in datasets.items():
-            prefix = f"{metric_key_prefix}_{task}"
-            output = self._run_task_loop(task, dataset, f"Prediction ({task})", prefix, ignore_keys)
-            predictions[task], label_ids[task] = output.predictions, output.label_ids
-            values = {k: v for k, v in output.metrics.items() if not k.endswith(("_runtime", "_per_second"))}
-            metrics.update(values)
-            key = f"{prefix}_{HEADLINE_METRICS[config.task_type(task)]}"
-            if key in values:
-                headline.append(values[key])
-            num_samples += output.num_samples
-            if output_dir is not None and self.is_world_process_zero() and output.predictions is not None:
-                raw = raw_datasets.get(task) if raw_datasets else None
-                word_ids = None
-                if config.task_type(task) == "token_classification" and raw is not None:
-                    word_ids = self._word_ids(raw, max_seq_length)
-                path = os.path.join(output_dir, f"predictions_{task}.jsonl")
-                write_predictions(
-                    path,
-                    config.task_type(task),
-                    config.task_labels(task),
-                    output.predictions,
-                    output.label_ids,
-                    raw,
-                    word_ids,
-                )
-                logger.info("Wrote %s", path)
-        if headline:
-            metrics[f"{metric_key_prefix}_average"] = float(np.mean(headline))
+        outputs, metrics = self._evaluate_tasks(datasets, False, "Prediction", metric_key_prefix, ignore_keys)
+        num_samples = sum(o.num_samples for o in outputs.values())
         metrics.update(speed_metrics(metric_key_prefix, start_time, num_samples=num_samples))
+        if output_dir is not None and self.is_world_process_zero():
+            config = self.accelerator.unwrap_model(self.model).config
+            for task, output in outputs.items():
+                if output.predictions is None:
+                    continue
+                kind, raw = config.task_type(task), (raw_datasets.get(task) if raw_datasets else None)
+                word_ids = (
+                    self._word_ids(raw, max_seq_length) if kind == "token_classification" and raw is not None else None
+                )
+                path = os.path.join(output_dir, f"predictions_{task}.jsonl")
+                labels = config.task_labels(task)
+                write_predictions(path, kind, labels, output.predictions, output.label_ids, raw, word_ids)
+                logger.info("Wrote %s", path)
         self.control = self.callback_handler.on_predict(self.args, self.state, self.control, metrics)
-        return PredictionOutput(predictions=predictions, label_ids=label_ids, metrics=metrics)
+        predictions = {task: output.predictions for task, output in outputs.items()}
+        return PredictionOutput(predictions, {task: output.label_ids for task, output in outputs.items()}, metrics)
 
     def _word_ids(self, raw_dataset, max_seq_length: int | None):
         tokenizer = self.processing_class
