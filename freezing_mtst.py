@@ -17,7 +17,13 @@ from torch import nn
 
 from training_args_mtst import FREEZE_OPTIONS, MultiTaskTrainingError
 
-__all__ = ["ParameterBlock", "apply_static_freezing", "format_parameter_summary", "parameter_blocks"]
+__all__ = [
+    "ParameterBlock",
+    "apply_static_freezing",
+    "format_parameter_summary",
+    "parameter_blocks",
+    "parameter_groups",
+]
 
 
 @dataclass
@@ -69,6 +75,47 @@ def parameter_blocks(model: nn.Module, layerwise_lr_decay: float = 1.0) -> list[
         block = owner.get(id(p)) or ("encoder.other" if id(p) in encoder_ids else "other")
         blocks[block].params.append((name, p))
     return [b for b in blocks.values() if b.params]
+
+
+def parameter_groups(
+    blocks: Sequence[ParameterBlock],
+    decay_names: set[str],
+    weight_decay: float,
+    learning_rate: float,
+    unfreeze_every_steps: int = 0,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The optimizer's parameter groups of `blocks` (for each block, its trainable parameters in `decay_names` with
+    `weight_decay`, the others without, at `learning_rate * lr_scale`, tagged `mtst_block` and `mtst_unfreeze_step`
+    = `stage * unfreeze_every_steps`), and one summary row per block for `format_parameter_summary`."""
+    groups, summary = [], []
+    for block in blocks:
+        trainable = [(n, p) for n, p in block.params if p.requires_grad]
+        start = block.stage * unfreeze_every_steps
+        lr = learning_rate * block.lr_scale
+        summary.append(
+            {
+                "group": block.name,
+                "parameters": sum(p.numel() for _, p in block.params),
+                "trainable": sum(p.numel() for _, p in trainable),
+                "lr": lr,
+                "unfreeze_step": start if trainable else None,
+            }
+        )
+        for wd, params in (
+            (weight_decay, [p for n, p in trainable if n in decay_names]),
+            (0.0, [p for n, p in trainable if n not in decay_names]),
+        ):
+            if params:
+                groups.append(
+                    {
+                        "params": params,
+                        "weight_decay": wd,
+                        "lr": lr,
+                        "mtst_block": block.name,
+                        "mtst_unfreeze_step": start,
+                    }
+                )
+    return groups, summary
 
 
 def apply_static_freezing(

@@ -65,7 +65,13 @@ from checkpoints_mtst import (
     checkpoint_problem,
     last_complete_checkpoint,
 )
-from freezing_mtst import _gated_lambda, apply_static_freezing, format_parameter_summary, parameter_blocks
+from freezing_mtst import (
+    _gated_lambda,
+    apply_static_freezing,
+    format_parameter_summary,
+    parameter_blocks,
+    parameter_groups,
+)
 from metrics_mtst import (
     HEADLINE_METRICS,
     sequence_classification_metrics,
@@ -472,33 +478,7 @@ class MultiTaskTrainer(Trainer):
         every_steps = self._unfreeze_every_steps_value() if gradual else 0
         self._unfreeze_every_steps = every_steps
         base_lr = self.args.learning_rate
-        groups, summary = [], []
-        for block in blocks:
-            trainable = [(n, p) for n, p in block.params if p.requires_grad]
-            start = block.stage * every_steps if gradual else 0
-            summary.append(
-                {
-                    "group": block.name,
-                    "parameters": sum(p.numel() for _, p in block.params),
-                    "trainable": sum(p.numel() for _, p in trainable),
-                    "lr": base_lr * block.lr_scale,
-                    "unfreeze_step": start if trainable else None,
-                }
-            )
-            for wd, params in (
-                (self.args.weight_decay, [p for n, p in trainable if n in decay_names]),
-                (0.0, [p for n, p in trainable if n not in decay_names]),
-            ):
-                if params:
-                    groups.append(
-                        {
-                            "params": params,
-                            "weight_decay": wd,
-                            "lr": base_lr * block.lr_scale,
-                            "mtst_block": block.name,
-                            "mtst_unfreeze_step": start,
-                        }
-                    )
+        groups, summary = parameter_groups(blocks, decay_names, self.args.weight_decay, base_lr, every_steps)
         if self.loss_weighting_module is not None:
             lr = _option(self.args, "loss_weighting_lr") or base_lr
             groups.append(
