@@ -13,13 +13,10 @@ Loss
     of accumulation steps instead (`model_accepts_loss_kwargs = False`, `loss_is_scaled_for_ga = False`).
 
 Checkpoints and the saved model
-    A checkpoint is complete once `trainer_state.json` is in it: the Trainer writes that file last, and MTST writes its
-    own files (the uncertainty weights `mtst_loss_weighting.safetensors`, the card, the code files and the cleaned
-    `config.json`) right after the weights, before it (`MultiTaskTrainer.save_model`). Resuming skips or refuses a
-    checkpoint without it, with truncated weights or config, or without a file the run needs. When evaluation and
-    saving line up (`best_model_selection`), `load_best_model_at_end=None` turns into True: the model left after
-    training, and saved, is the best checkpoint by `metric_for_best_model` (`eval_average` in run_multitask.py); else
-    the last model is kept and the log says why. `MultiTaskTrainer.kept_model` says which one was kept.
+    `save_model` writes MTST's own files into a checkpoint right after the weights, before the Trainer's
+    `trainer_state.json`, so a checkpoint that has that file is complete; `train` checks the checkpoint it resumes
+    from, and `kept_model` says whether the model left after training is the best checkpoint or the last model (see
+    `checkpoints_mtst` for the rules).
 """
 
 from __future__ import annotations

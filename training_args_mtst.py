@@ -23,7 +23,8 @@ __all__ = [
 
 
 class SamplingStrategy(ExplicitEnum):
-    """How optimizer steps are spread over tasks (see `sampler_mtst`)."""
+    """How optimizer steps are spread over tasks: in turn, in proportion to the tasks' sizes, by a temperature over
+    the sizes, or by given weights (see `sampler_mtst.MultiTaskBatchSampler`)."""
 
     ROUND_ROBIN = "round_robin"
     PROPORTIONAL = "proportional"
@@ -65,18 +66,20 @@ class MultiTaskTrainingError(ValueError):
     """A multi-task training option is invalid; the message names the option and the allowed values."""
 
 
+def _choice(default: str, choices: type[ExplicitEnum], help: str):
+    """A string option whose allowed values (for --help and the parser) are those of `choices`."""
+    return field(default=default, metadata={"help": help, "choices": [choice.value for choice in choices]})
+
+
 @dataclass
 class MultiTaskTrainingArguments(TrainingArguments):
     """[`TrainingArguments`] plus the multi-task options of [`MultiTaskTrainer`]."""
 
-    sampling_strategy: str = field(
-        default="proportional",
-        metadata={
-            "help": "How optimizer steps are spread over tasks: round_robin (tasks in turn), proportional (each "
-            "example once per epoch, steps in random task order), temperature (p ~ min(size, cap)^(1/T)), weights "
-            "(p ~ task_weights).",
-            "choices": list(SAMPLING_STRATEGIES),
-        },
+    sampling_strategy: str = _choice(
+        "proportional",
+        SamplingStrategy,
+        "How optimizer steps are spread over tasks: round_robin (tasks in turn), proportional (each example once per "
+        "epoch, steps in random task order), temperature (p ~ min(size, cap)^(1/T)), weights (p ~ task_weights).",
     )
     temperature: float = field(default=2.0, metadata={"help": "T of the temperature sampling strategy."})
     temperature_cap: int | None = field(
@@ -90,25 +93,20 @@ class MultiTaskTrainingArguments(TrainingArguments):
         default=False,
         metadata={"help": "Inside each task, batch examples of similar length together (less padding)."},
     )
-    loss_weighting: str = field(
-        default="static",
-        metadata={
-            "help": "static: each task's loss times its loss_weight; uncertainty: learned per-task log-variances "
-            "(Kendall et al. 2018).",
-            "choices": list(LOSS_WEIGHTINGS),
-        },
+    loss_weighting: str = _choice(
+        "static",
+        LossWeighting,
+        "static: each task's loss times its loss_weight; uncertainty: learned per-task log-variances (Kendall et al. "
+        "2018).",
     )
     loss_weighting_lr: float | None = field(
         default=1e-2,
         metadata={"help": "Learning rate of the uncertainty log-variances (None: the model's learning rate)."},
     )
-    freeze: str = field(
-        default="none",
-        metadata={
-            "help": "Freeze from the start: none; all (encoder and projection: only the heads train); encoder; "
-            "embeddings.",
-            "choices": list(FREEZE_OPTIONS),
-        },
+    freeze: str = _choice(
+        "none",
+        FreezeOption,
+        "Freeze from the start: none; all (encoder and projection: only the heads train); encoder; embeddings.",
     )
     freeze_layers: int = field(default=0, metadata={"help": "Freeze the embeddings and the lowest N encoder layers."})
     freeze_heads: list[str] | None = field(default=None, metadata={"help": "Task heads to freeze."})
@@ -119,10 +117,7 @@ class MultiTaskTrainingArguments(TrainingArguments):
             "layer (top first, embeddings last) every N units. 0 turns it off."
         },
     )
-    gradual_unfreeze_unit: str = field(
-        default="epochs",
-        metadata={"help": "Unit of gradual_unfreeze_every.", "choices": list(UNFREEZE_UNITS)},
-    )
+    gradual_unfreeze_unit: str = _choice("epochs", UnfreezeUnit, "Unit of gradual_unfreeze_every.")
     layerwise_lr_decay: float = field(
         default=1.0,
         metadata={
