@@ -29,12 +29,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from torch.utils.data import Sampler
 
-from tasks_mtst import MultiTaskDataset
 from training_args_mtst import SAMPLING_STRATEGIES, MultiTaskTrainingError
+
+if TYPE_CHECKING:  # the sampler needs only the dataset's task_sizes and offsets
+    from tasks_mtst import MultiTaskDataset
 
 __all__ = ["SAMPLING_STRATEGIES", "MultiTaskBatchSampler"]
 
