@@ -478,7 +478,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Scr
     if training_args.should_log:
         transformers.utils.logging.set_verbosity_info()
     log_level = training_args.get_process_log_level()
-    for name in (__name__, "trainer_mtst", "tasks_mtst", "data_mtst", "modeling_mtst"):
+    for name in (__name__, "trainer_mtst", "checkpoints_mtst", "tasks_mtst", "data_mtst", "modeling_mtst"):
         logging.getLogger(name).setLevel(log_level)
     datasets.utils.logging.set_verbosity(log_level)
     transformers.utils.logging.set_verbosity(log_level)

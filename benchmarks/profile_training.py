@@ -28,7 +28,7 @@ PARTS = {
     "forward + backward (training_step)": ("trainer.py", "training_step"),
     "optimizer step": (None, "step"),
     "collation (MultiTaskCollator)": ("collator_mtst.py", "__call__"),
-    "batch sampler": ("trainer_mtst.py", "iter_steps"),
+    "batch sampler": ("sampler_mtst.py", "iter_steps"),
     "logging": ("trainer_mtst.py", "log"),
 }
 

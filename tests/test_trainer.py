@@ -1,10 +1,9 @@
 """MultiTaskTrainer on a tiny random model: overfitting, loss weighting, freezing, layer-wise LR, gradual unfreezing,
-metrics, prediction files and exact resume from a checkpoint."""
+prediction files and exact resume from a checkpoint (the metric functions: test_metrics.py)."""
 
 import json
 import os
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -19,9 +18,6 @@ from trainer_mtst import (
     apply_static_freezing,
     best_model_selection,
     format_parameter_summary,
-    sequence_classification_metrics,
-    token_classification_metrics,
-    write_predictions,
 )
 
 
@@ -171,6 +167,26 @@ def test_freeze_errors(tasks):
         apply_static_freezing(model, freeze="all", freeze_heads=["topic", "ner"])
 
 
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"sampling_strategy": "uniform"}, "Unknown sampling_strategy 'uniform'; allowed values: round_robin, "),
+        ({"loss_weighting": "learned"}, "Unknown loss_weighting 'learned'; allowed values: static, uncertainty."),
+        ({"gradual_unfreeze_unit": "days"}, "Unknown gradual_unfreeze_unit 'days'; allowed values: steps, epochs."),
+        ({"layerwise_lr_decay": 0.0}, "`layerwise_lr_decay` must be in (0, 1]; got 0.0."),
+    ],
+)
+def test_options_are_checked_when_the_arguments_are_made(tmp_path, options, message):
+    with pytest.raises(MultiTaskTrainingError) as err:
+        MultiTaskTrainingArguments(output_dir=str(tmp_path), report_to="none", **options)
+    assert message in str(err.value)
+    args = MultiTaskTrainingArguments(output_dir=str(tmp_path), report_to="none")
+    assert type(args.sampling_strategy) is str  # the options stay plain strings (card, training_args.bin)
+    args.freeze = "head"  # changed after it was made: the Trainer checks again
+    with pytest.raises(MultiTaskTrainingError, match="Unknown freeze 'head'; allowed values: none, all, encoder"):
+        MultiTaskTrainer(model=None, args=args)
+
+
 def test_layerwise_learning_rates(tasks, tokenizer, tmp_path):
     trainer = make_trainer(tasks, tokenizer, make_args(tmp_path, learning_rate=1e-3, layerwise_lr_decay=0.5))
     optimizer = trainer.create_optimizer()
@@ -250,39 +266,6 @@ def test_predict_writes_one_file_per_task(tasks, tokenizer, tmp_path):
         assert row["tokens"] == source["tokens"]
         assert len(row["predictions"]) == len(row["labels"]) == len(row["scores"]) == len(source["tokens"])
         assert set(row["predictions"]) <= set(NER_LABELS)
-
-
-def test_sequence_metrics():
-    logits = np.array([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 2.0]])
-    metrics = sequence_classification_metrics(logits, np.array([0, 1, 2, 2]))
-    assert metrics["accuracy"] == pytest.approx(0.75)
-    # per class f1: 1, 2/3, 2/3
-    assert metrics["macro_f1"] == pytest.approx((1 + 2 / 3 + 2 / 3) / 3)
-    assert metrics["macro_precision"] == pytest.approx((1 + 0.5 + 1) / 3)
-    assert metrics["macro_recall"] == pytest.approx((1 + 1 + 0.5) / 3)
-
-
-def test_token_metrics_are_strict_iob2():
-    names = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
-    gold = np.array([[-100, 1, 2, 0, 3, -100], [-100, 0, 3, 4, 0, -100]])
-    # row 0: PER correct, LOC correct; row 1: the LOC starts with I- (invalid in strict IOB2: no entity)
-    pred = np.array([[0, 1, 2, 0, 3, 0], [0, 0, 4, 4, 0, 0]])
-    metrics = token_classification_metrics(pred, gold, names)
-    assert metrics["precision"] == pytest.approx(1.0)
-    assert metrics["recall"] == pytest.approx(2 / 3)
-    assert metrics["accuracy"] == pytest.approx(7 / 8)
-    assert metrics["PER_f1"] == pytest.approx(1.0)
-    assert metrics["LOC_f1"] == pytest.approx(2 / 3)
-    plain = token_classification_metrics(np.array([[0, 1, 1, 0]]), np.array([[0, 1, 1, 0]]), ["O", "PER"])
-    assert plain["f1"] == pytest.approx(1.0) and "PER_f1" in plain  # plain tags read as IO
-
-
-def test_write_predictions_without_raw_data(tmp_path):
-    path = tmp_path / "p.jsonl"
-    logits = np.array([[[0.0, 5.0], [5.0, 0.0], [0.0, 5.0]]])
-    write_predictions(str(path), "token_classification", ["O", "B-X"], logits, np.array([[-100, 1, 0]]))
-    row = json.loads(path.read_text())
-    assert row["predictions"] == ["O", "B-X"] and row["labels"] == ["B-X", "O"]
 
 
 class StopAfterSave(TrainerCallback):

@@ -1,0 +1,183 @@
+"""The options of multi-task training: `MultiTaskTrainingArguments` ([`TrainingArguments`] plus the options of
+[`trainer_mtst.MultiTaskTrainer`]) and `MultiTaskTrainingError`, the error of an invalid multi-task option (defined
+here, the lowest module that raises it; `trainer_mtst` re-exports both).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+from transformers.utils import ExplicitEnum
+
+__all__ = [
+    "FreezeOption",
+    "LossWeighting",
+    "MultiTaskTrainingArguments",
+    "MultiTaskTrainingError",
+    "SamplingStrategy",
+    "UnfreezeUnit",
+    "check_options",
+]
+
+
+class SamplingStrategy(ExplicitEnum):
+    """How optimizer steps are spread over tasks: in turn, in proportion to the tasks' sizes, by a temperature over
+    the sizes, or by given weights (see `sampler_mtst.MultiTaskBatchSampler`)."""
+
+    ROUND_ROBIN = "round_robin"
+    PROPORTIONAL = "proportional"
+    TEMPERATURE = "temperature"
+    WEIGHTS = "weights"
+
+
+class LossWeighting(ExplicitEnum):
+    """How the tasks' losses are weighted (see `trainer_mtst`)."""
+
+    STATIC = "static"
+    UNCERTAINTY = "uncertainty"
+
+
+class FreezeOption(ExplicitEnum):
+    """What is frozen from the start (see `trainer_mtst.apply_static_freezing`)."""
+
+    NONE = "none"
+    ALL = "all"
+    ENCODER = "encoder"
+    EMBEDDINGS = "embeddings"
+
+
+class UnfreezeUnit(ExplicitEnum):
+    """Unit of `gradual_unfreeze_every`."""
+
+    STEPS = "steps"
+    EPOCHS = "epochs"
+
+
+# The allowed values, in the order the messages and --help list them.
+SAMPLING_STRATEGIES = tuple(s.value for s in SamplingStrategy)
+LOSS_WEIGHTINGS = tuple(s.value for s in LossWeighting)
+FREEZE_OPTIONS = tuple(s.value for s in FreezeOption)
+UNFREEZE_UNITS = tuple(s.value for s in UnfreezeUnit)
+
+
+class MultiTaskTrainingError(ValueError):
+    """A multi-task training option is invalid; the message names the option and the allowed values."""
+
+
+def _choice(default: str, choices: type[ExplicitEnum], help: str):
+    """A string option whose allowed values (for --help and the parser) are those of `choices`."""
+    return field(default=default, metadata={"help": help, "choices": [choice.value for choice in choices]})
+
+
+@dataclass
+class MultiTaskTrainingArguments(TrainingArguments):
+    """[`TrainingArguments`] plus the multi-task options of [`MultiTaskTrainer`]."""
+
+    sampling_strategy: str = _choice(
+        "proportional",
+        SamplingStrategy,
+        "How optimizer steps are spread over tasks: round_robin (tasks in turn), proportional (each example once per "
+        "epoch, steps in random task order), temperature (p ~ min(size, cap)^(1/T)), weights (p ~ task_weights).",
+    )
+    temperature: float = field(default=2.0, metadata={"help": "T of the temperature sampling strategy."})
+    temperature_cap: int | None = field(
+        default=None, metadata={"help": "Task sizes are capped at this many examples before the temperature."}
+    )
+    task_weights: str | None = field(
+        default=None,
+        metadata={"help": "Sampling weights of the weights strategy: 'task=w,task=w' or a JSON object."},
+    )
+    group_by_length: bool = field(
+        default=False,
+        metadata={"help": "Inside each task, batch examples of similar length together (less padding)."},
+    )
+    loss_weighting: str = _choice(
+        "static",
+        LossWeighting,
+        "static: each task's loss times its loss_weight; uncertainty: learned per-task log-variances (Kendall et al. "
+        "2018).",
+    )
+    loss_weighting_lr: float | None = field(
+        default=1e-2,
+        metadata={"help": "Learning rate of the uncertainty log-variances (None: the model's learning rate)."},
+    )
+    freeze: str = _choice(
+        "none",
+        FreezeOption,
+        "Freeze from the start: none; all (encoder and projection: only the heads train); encoder; embeddings.",
+    )
+    freeze_layers: int = field(default=0, metadata={"help": "Freeze the embeddings and the lowest N encoder layers."})
+    freeze_heads: list[str] | None = field(default=None, metadata={"help": "Task heads to freeze."})
+    gradual_unfreeze_every: int = field(
+        default=0,
+        metadata={
+            "help": "Gradual unfreezing: start with only heads and projection training, then unfreeze one encoder "
+            "layer (top first, embeddings last) every N units. 0 turns it off."
+        },
+    )
+    gradual_unfreeze_unit: str = _choice("epochs", UnfreezeUnit, "Unit of gradual_unfreeze_every.")
+    layerwise_lr_decay: float = field(
+        default=1.0,
+        metadata={
+            "help": "Encoder layer k from the top (top = 0) trains at lr * decay^k, the embeddings at "
+            "lr * decay^num_layers; heads and projection at lr. 1.0 turns it off."
+        },
+    )
+    log_task_per_step: bool = field(
+        default=False,
+        metadata={"help": "Log one line per training micro-batch with the rank, the step and the task (debugging)."},
+    )
+    remove_unused_columns: bool = field(
+        default=False,
+        metadata={"help": "Kept False: the data layer gives only model columns, and 'task' must reach the model."},
+    )
+
+    def __post_init__(self):
+        """The standard checks, then the multi-task options' (`check_options`); the options stay plain strings."""
+        super().__post_init__()
+        check_options(self)
+
+
+_OPTION_DEFAULTS = {
+    f.name: f.default
+    for f in MultiTaskTrainingArguments.__dataclass_fields__.values()
+    if f.name not in TrainingArguments.__dataclass_fields__
+}
+
+
+def _option(args, name: str):
+    return getattr(args, name, _OPTION_DEFAULTS.get(name))
+
+
+_ENUM_OPTIONS = {
+    "sampling_strategy": SamplingStrategy,
+    "loss_weighting": LossWeighting,
+    "freeze": FreezeOption,
+    "gradual_unfreeze_unit": UnfreezeUnit,
+}
+
+
+def check_options(args) -> None:
+    """Raise `MultiTaskTrainingError` for an invalid multi-task option of `args` (a plain `TrainingArguments` has the
+    defaults). `MultiTaskTrainingArguments.__post_init__` calls it, and so does the Trainer, for arguments changed
+    after they were made."""
+    for option, choices in _ENUM_OPTIONS.items():
+        value = _option(args, option)
+        try:
+            choices(value)
+        except (ValueError, TypeError):
+            allowed = ", ".join(choice.value for choice in choices)
+            raise MultiTaskTrainingError(f"Unknown {option} {value!r}; allowed values: {allowed}.") from None
+    decay = _option(args, "layerwise_lr_decay")
+    if not isinstance(decay, (int, float)) or not 0 < decay <= 1:
+        raise MultiTaskTrainingError(f"`layerwise_lr_decay` must be in (0, 1]; got {decay!r}.")
+    every = _option(args, "gradual_unfreeze_every")
+    if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+        raise MultiTaskTrainingError(f"`gradual_unfreeze_every` must be an integer >= 0; got {every!r}.")
+    temperature, cap = _option(args, "temperature"), _option(args, "temperature_cap")
+    if not isinstance(temperature, (int, float)) or not (temperature > 0 and math.isfinite(temperature)):
+        raise MultiTaskTrainingError(f"`temperature` must be a positive number; got {temperature!r}.")
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+        raise MultiTaskTrainingError(f"`temperature_cap` must be a positive integer; got {cap!r}.")
