@@ -26,14 +26,13 @@ import math
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from torch import nn
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import (
@@ -84,6 +83,7 @@ from training_args_mtst import (
     _option,
     check_options,
 )
+from weighting_mtst import UncertaintyLossWeighting
 
 __all__ = [
     "MultiTaskBatchSampler",
@@ -108,30 +108,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 # One line per training micro-batch (rank, step, task) when `log_task_per_step` or MTST_LOG_TASK_PER_STEP=1.
 step_logger = logging.getLogger(__name__ + ".steps")
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Loss weighting
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-class UncertaintyLossWeighting(nn.Module):
-    """Homoscedastic uncertainty weighting (Kendall, Gal & Cipolla 2018), classification form:
-    `L = exp(-s_t) * L_t + s_t / 2` with a learned `s_t = log σ_t²` per task (initialised to 0, i.e. weight 1)."""
-
-    def __init__(self, tasks: Sequence[str]):
-        super().__init__()
-        self.tasks = list(tasks)
-        self.index = {t: i for i, t in enumerate(self.tasks)}
-        self.log_vars = nn.Parameter(torch.zeros(len(self.tasks)))
-
-    def forward(self, task: str, loss: torch.Tensor) -> torch.Tensor:
-        s = self.log_vars[self.index[task]]
-        return torch.exp(-s) * loss + 0.5 * s
-
-    def weights(self) -> dict[str, float]:
-        """The current effective weight exp(-s_t) of every task."""
-        return {t: float(torch.exp(-self.log_vars[i].detach())) for t, i in self.index.items()}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
