@@ -83,15 +83,20 @@ def parameter_groups(
     weight_decay: float,
     learning_rate: float,
     unfreeze_every_steps: int = 0,
+    head_learning_rates: Mapping[str, float] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The optimizer's parameter groups of `blocks` (for each block, its trainable parameters in `decay_names` with
     `weight_decay`, the others without, at `learning_rate * lr_scale`, tagged `mtst_block` and `mtst_unfreeze_step`
-    = `stage * unfreeze_every_steps`), and one summary row per block for `format_parameter_summary`."""
+    = `stage * unfreeze_every_steps`), and one summary row per block for `format_parameter_summary`.
+    `head_learning_rates` ({task: lr}) sets the learning rate of those tasks' heads instead."""
+    head_learning_rates = head_learning_rates or {}
     groups, summary = [], []
     for block in blocks:
         trainable = [(n, p) for n, p in block.params if p.requires_grad]
         start = block.stage * unfreeze_every_steps
         lr = learning_rate * block.lr_scale
+        if block.name.startswith("head.") and block.name[len("head.") :] in head_learning_rates:
+            lr = head_learning_rates[block.name[len("head.") :]]
         summary.append(
             {
                 "group": block.name,

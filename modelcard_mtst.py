@@ -359,12 +359,14 @@ class MTSTCardData(ModelCardData):
         info: dict[str, Any] = {}
         if getattr(sampler, "strategy", None):
             info["strategy"] = _fmt(sampler.strategy)
-        steps, total = getattr(sampler, "task_steps", None), getattr(sampler, "steps_per_epoch", None)
+        # Steps of each task per epoch (balanced upsamples small tasks beyond their own pass).
+        steps = getattr(sampler, "epoch_task_steps", None) or getattr(sampler, "task_steps", None)
+        total = getattr(sampler, "steps_per_epoch", None)
         if isinstance(steps, Mapping):
             info["steps"] = {t: int(n) for t, n in steps.items()}
             info["steps_per_epoch"] = int(total or sum(info["steps"].values()))
         probabilities = getattr(sampler, "probabilities", None)
-        if isinstance(probabilities, Mapping) and probabilities:
+        if isinstance(probabilities, Mapping) and probabilities and info.get("strategy") != "balanced":
             info["probabilities"] = {t: float(p) for t, p in probabilities.items()}
         elif info.get("steps_per_epoch"):
             info["probabilities"] = {t: n / info["steps_per_epoch"] for t, n in info["steps"].items()}

@@ -34,6 +34,7 @@ from data_mtst import load_task_data
 from modeling_mtst import MTSTModel, check_model_folder
 from tasks_mtst import TaskConfigError, TaskDataError, load_task_specs, tokenize_task
 from trainer_mtst import (
+    SAMPLING_STRATEGIES,
     MultiTaskTrainer,
     MultiTaskTrainingArguments,
     MultiTaskTrainingError,
@@ -176,6 +177,19 @@ class ScriptTrainingArguments(MultiTaskTrainingArguments):
             "Default: true when evaluation and saving line up (same strategy, save_steps a multiple of eval_steps), "
             "else the last model, with the reason logged."
         },
+    )
+    sampling_strategy: str = field(
+        default="balanced",
+        metadata={
+            "help": "How optimizer steps are spread over tasks: balanced (every task a full pass per epoch, small "
+            "tasks upsampled to the temperature share; the default, chosen by benchmarks/bench_quality.py), "
+            "proportional, round_robin, temperature, weights.",
+            "choices": list(SAMPLING_STRATEGIES),
+        },
+    )
+    group_by_length: bool = field(
+        default=True,
+        metadata={"help": "Inside each task, batch examples of similar length together (less padding, faster)."},
     )
     logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
     report_to: None | str | list[str] = field(default="none", metadata={"help": "Experiment trackers to report to."})

@@ -23,6 +23,11 @@ Sampling (`MultiTaskBatchSampler`)
       examples; `cap=None` means no cap). `weights`: `p(t) ∝ weight(t)`. A task's steps come from a shuffled pass
       over its examples; when the pass is used up a new, differently shuffled pass starts (sampling of steps with
       replacement across passes, without replacement inside a pass). Epoch length as above.
+    - `balanced`: every task gets at least one full pass per epoch and small tasks are upsampled towards the
+      temperature share: with `p(t) ∝ min(n_t, cap) ** (1 / T)`, the epoch has the fewest steps `L` for which
+      `p(t) * L >= steps(t)` for every task, and task t gets `max(steps(t), round(p(t) * L))` steps, in a random
+      order. No task trains on less than it would alone; a task whose temperature share exceeds its size share runs
+      extra passes (new shuffles). Epoch length: the sum of those steps (longer than `proportional`'s).
 """
 
 from __future__ import annotations
@@ -84,11 +89,11 @@ class MultiTaskBatchSampler(Sampler[list[int]]):
     Args:
         task_sizes (`Mapping[str, int]`): examples per task, in task order (`MultiTaskDataset.task_sizes`).
         batch_size (`int`): batch size per device.
-        strategy (`str`): one of `round_robin`, `proportional`, `temperature`, `weights`.
+        strategy (`str`): one of `round_robin`, `proportional`, `temperature`, `balanced`, `weights`.
         offsets (`Mapping[str, int]`, *optional*): global index of each task's first example (default: cumulative
             sizes in task order, as in `MultiTaskDataset.offsets`).
         task_batch_sizes (`Mapping[str, int]`, *optional*): per-task batch sizes overriding `batch_size`.
-        temperature (`float`): T of the `temperature` strategy.
+        temperature (`float`): T of the `temperature` and `balanced` strategies.
         temperature_cap (`int`, *optional*): sizes are capped at this many examples before the temperature.
         weights (`Mapping[str, float]` or list): sampling weights of the `weights` strategy (non-negative).
         seed (`int`): with the epoch, determines the whole stream.
@@ -177,7 +182,7 @@ class MultiTaskBatchSampler(Sampler[list[int]]):
 
         # Probability of drawing each task at a step (temperature / weights).
         self.probabilities = None
-        if strategy == "temperature":
+        if strategy in ("temperature", "balanced"):
             if not isinstance(temperature, (int, float)) or not temperature > 0:
                 raise MultiTaskTrainingError(f"`temperature` must be a positive number; got {temperature!r}.")
             if temperature_cap is not None and (not isinstance(temperature_cap, int) or temperature_cap < 1):
@@ -223,7 +228,14 @@ class MultiTaskBatchSampler(Sampler[list[int]]):
                     f" batches{' of ' + str(self.batch_sizes[t]) if drop_last else ''}, all from one task). Add data, "
                     "lower those settings, or remove the task."
                 )
-        self.steps_per_epoch = sum(self.task_steps.values())
+        # Steps of each task in one epoch (proportional / round_robin / balanced; drawn per step otherwise).
+        self.epoch_task_steps = dict(self.task_steps)
+        if strategy == "balanced":
+            length = max(self.task_steps[t] / self.probabilities[t] for t in self.tasks)
+            self.epoch_task_steps = {
+                t: max(self.task_steps[t], int(round(self.probabilities[t] * length))) for t in self.tasks
+            }
+        self.steps_per_epoch = sum(self.epoch_task_steps.values())
         if self.steps_per_epoch == 0:
             raise MultiTaskTrainingError("The training data gives no batch at all.")
 
@@ -280,8 +292,8 @@ class MultiTaskBatchSampler(Sampler[list[int]]):
                         order.append(i)
                         remaining[i] -= 1
             return order
-        if self.strategy == "proportional":
-            order = np.repeat(np.arange(len(self.tasks)), [self.task_steps[t] for t in self.tasks])
+        if self.strategy in ("proportional", "balanced"):
+            order = np.repeat(np.arange(len(self.tasks)), [self.epoch_task_steps[t] for t in self.tasks])
             return self._rng(1).permutation(order).tolist()
         p = np.array([self.probabilities[t] for t in self.tasks])
         return self._rng(1).choice(len(self.tasks), size=self.steps_per_epoch, p=p).tolist()

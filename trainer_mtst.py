@@ -76,14 +76,14 @@ from metrics_mtst import (
     token_classification_metrics,
     write_predictions,
 )
-from sampler_mtst import MultiTaskBatchSampler
+from sampler_mtst import MultiTaskBatchSampler, _task_mapping
 from training_args_mtst import (
     MultiTaskTrainingArguments,
     MultiTaskTrainingError,
     _option,
     check_options,
 )
-from weighting_mtst import UncertaintyLossWeighting
+from weighting_mtst import GradientProjection, UncertaintyLossWeighting
 
 __all__ = [
     "MultiTaskBatchSampler",
@@ -139,6 +139,9 @@ class _MultiTaskCallback(TrainerCallback):
             sampler.set_epoch(int(math.floor((state.epoch or 0.0) + 1e-9)))
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        projection, task = self.trainer.gradient_projection, self.trainer._step_task
+        if projection is not None and task is not None:
+            projection(task)
         weighting = self.trainer.loss_weighting_module
         if weighting is not None and self.trainer.accelerator.num_processes > 1:
             p = weighting.log_vars
@@ -190,6 +193,12 @@ class MultiTaskTrainer(Trainer):
             )
         if model is None:
             raise MultiTaskTrainingError("MultiTaskTrainer needs an MTST model (model_init is not supported).")
+        self.head_learning_rates = _task_mapping(
+            "head_learning_rates", _option(args, "head_learning_rates"), self.task_names
+        )
+        bad = {t: lr for t, lr in self.head_learning_rates.items() if not (lr > 0 and math.isfinite(lr))}
+        if bad:
+            raise MultiTaskTrainingError(f"`head_learning_rates` must be positive numbers; got {bad}.")
         if getattr(args, "train_sampling_strategy", "random") != "random":
             # MultiTaskBatchSampler replaces the Trainer's sampler; the Trainer's length grouping would also reorder
             # evaluation sets (and so misalign prediction files).
@@ -273,6 +282,12 @@ class MultiTaskTrainer(Trainer):
         self.loss_weighting_module = None
         if _option(args, "loss_weighting") == "uncertainty":
             self.loss_weighting_module = UncertaintyLossWeighting(self.task_names).to(self.args.device)
+        self.gradient_projection = None
+        if _option(args, "gradient_surgery") == "pcgrad" and len(self.task_names) > 1:
+            self.gradient_projection = GradientProjection(
+                model.named_parameters(), _option(args, "gradient_surgery_decay")
+            )
+        self._step_task: str | None = None
         self.add_callback(_MultiTaskCallback(self))
 
     # -- data ---------------------------------------------------------------------------------------------------------
@@ -363,6 +378,7 @@ class MultiTaskTrainer(Trainer):
             losses = dict(outputs.task_losses or {})
             loss = sum(self._weighted(t, value) for t, value in losses.items())
         if model.training:
+            self._step_task = task
             self._check_finite(losses, loss)
             for t, value in losses.items():
                 i = self.task_names.index(t)
@@ -418,6 +434,9 @@ class MultiTaskTrainer(Trainer):
             if self.loss_weighting_module is not None:
                 for task, w in self.loss_weighting_module.weights().items():
                     logs[f"loss_weight_{task}"] = w
+            if self.gradient_projection is not None:
+                for task, rate in self.gradient_projection.pop_rates().items():
+                    logs[f"gradient_conflict_{task}"] = rate
         super().log(logs, start_time)
 
     def learned_loss_weights(self) -> dict[str, float] | None:
@@ -451,7 +470,9 @@ class MultiTaskTrainer(Trainer):
         every_steps = self._unfreeze_every_steps_value() if gradual else 0
         self._unfreeze_every_steps = every_steps
         base_lr = self.args.learning_rate
-        groups, summary = parameter_groups(blocks, decay_names, self.args.weight_decay, base_lr, every_steps)
+        groups, summary = parameter_groups(
+            blocks, decay_names, self.args.weight_decay, base_lr, every_steps, self.head_learning_rates
+        )
         if self.loss_weighting_module is not None:
             lr = _option(self.args, "loss_weighting_lr") or base_lr
             groups.append(

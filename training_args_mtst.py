@@ -13,6 +13,7 @@ from transformers.utils import ExplicitEnum
 
 __all__ = [
     "FreezeOption",
+    "GradientSurgery",
     "LossWeighting",
     "MultiTaskTrainingArguments",
     "MultiTaskTrainingError",
@@ -24,11 +25,13 @@ __all__ = [
 
 class SamplingStrategy(ExplicitEnum):
     """How optimizer steps are spread over tasks: in turn, in proportion to the tasks' sizes, by a temperature over
-    the sizes, or by given weights (see `sampler_mtst.MultiTaskBatchSampler`)."""
+    the sizes (drawn per step, or `balanced`: a full pass of every task, small ones upsampled), or by given weights
+    (see `sampler_mtst.MultiTaskBatchSampler`)."""
 
     ROUND_ROBIN = "round_robin"
     PROPORTIONAL = "proportional"
     TEMPERATURE = "temperature"
+    BALANCED = "balanced"
     WEIGHTS = "weights"
 
 
@@ -37,6 +40,13 @@ class LossWeighting(ExplicitEnum):
 
     STATIC = "static"
     UNCERTAINTY = "uncertainty"
+
+
+class GradientSurgery(ExplicitEnum):
+    """How a step's shared gradient is adjusted against the other tasks' (see `weighting_mtst.GradientProjection`)."""
+
+    NONE = "none"
+    PCGRAD = "pcgrad"
 
 
 class FreezeOption(ExplicitEnum):
@@ -58,6 +68,7 @@ class UnfreezeUnit(ExplicitEnum):
 # The allowed values, in the order the messages and --help list them.
 SAMPLING_STRATEGIES = tuple(s.value for s in SamplingStrategy)
 LOSS_WEIGHTINGS = tuple(s.value for s in LossWeighting)
+GRADIENT_SURGERIES = tuple(s.value for s in GradientSurgery)
 FREEZE_OPTIONS = tuple(s.value for s in FreezeOption)
 UNFREEZE_UNITS = tuple(s.value for s in UnfreezeUnit)
 
@@ -79,9 +90,10 @@ class MultiTaskTrainingArguments(TrainingArguments):
         "proportional",
         SamplingStrategy,
         "How optimizer steps are spread over tasks: round_robin (tasks in turn), proportional (each example once per "
-        "epoch, steps in random task order), temperature (p ~ min(size, cap)^(1/T)), weights (p ~ task_weights).",
+        "epoch, steps in random task order), temperature (p ~ min(size, cap)^(1/T)), balanced (every task a full "
+        "pass per epoch, small tasks upsampled to the temperature share), weights (p ~ task_weights).",
     )
-    temperature: float = field(default=2.0, metadata={"help": "T of the temperature sampling strategy."})
+    temperature: float = field(default=2.0, metadata={"help": "T of the temperature and balanced strategies."})
     temperature_cap: int | None = field(
         default=None, metadata={"help": "Task sizes are capped at this many examples before the temperature."}
     )
@@ -98,6 +110,22 @@ class MultiTaskTrainingArguments(TrainingArguments):
         LossWeighting,
         "static: each task's loss times its loss_weight; uncertainty: learned per-task log-variances (Kendall et al. "
         "2018).",
+    )
+    head_learning_rates: str | None = field(
+        default=None,
+        metadata={
+            "help": "Peak learning rate of task heads, per task ('ner=3e-4,topic=1e-4' or a JSON object; tasks not "
+            "named use learning_rate)."
+        },
+    )
+    gradient_surgery: str = _choice(
+        "none",
+        GradientSurgery,
+        "pcgrad: at each step, remove from the task's shared-parameter gradient its component against the other "
+        "tasks' recent gradients (PCGrad-style, Yu et al. 2020).",
+    )
+    gradient_surgery_decay: float = field(
+        default=0.9, metadata={"help": "Decay of the per-task gradient averages used by gradient_surgery=pcgrad."}
     )
     loss_weighting_lr: float | None = field(
         default=1e-2,
@@ -154,6 +182,7 @@ def _option(args, name: str):
 _ENUM_OPTIONS = {
     "sampling_strategy": SamplingStrategy,
     "loss_weighting": LossWeighting,
+    "gradient_surgery": GradientSurgery,
     "freeze": FreezeOption,
     "gradual_unfreeze_unit": UnfreezeUnit,
 }
@@ -181,3 +210,6 @@ def check_options(args) -> None:
         raise MultiTaskTrainingError(f"`temperature` must be a positive number; got {temperature!r}.")
     if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
         raise MultiTaskTrainingError(f"`temperature_cap` must be a positive integer; got {cap!r}.")
+    decay = _option(args, "gradient_surgery_decay")
+    if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay < 1:
+        raise MultiTaskTrainingError(f"`gradient_surgery_decay` must be in [0, 1); got {decay!r}.")

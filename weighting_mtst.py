@@ -1,6 +1,6 @@
-"""How the tasks' losses are combined in multi-task training: learned uncertainty weights (Kendall, Gal & Cipolla
-2018). Static per-task weights need no code of their own (`loss_weight` in the task config, applied by
-`trainer_mtst.MultiTaskTrainer`)."""
+"""How the tasks' losses and gradients are combined in multi-task training: learned uncertainty weights (Kendall, Gal &
+Cipolla 2018) and PCGrad-style projection of conflicting gradients (Yu et al. 2020). Static per-task weights need no
+code of their own (`loss_weight` in the task config, applied by `trainer_mtst.MultiTaskTrainer`)."""
 
 from __future__ import annotations
 
@@ -27,3 +27,59 @@ class UncertaintyLossWeighting(nn.Module):
     def weights(self) -> dict[str, float]:
         """The current effective weight exp(-s_t) of every task."""
         return {t: float(torch.exp(-self.log_vars[i].detach())) for t, i in self.index.items()}
+
+
+class GradientProjection:
+    """PCGrad-style projection of conflicting task gradients (Yu et al. 2020) for single-task steps.
+
+    PCGrad needs every task's gradient at the same step; MTST's steps hold one task each, so the other tasks are
+    represented by an exponential moving average of their recent gradients on the shared parameters (encoder and
+    projection; heads are never shared). At a step of task t, for every other task s with an average `e_s`: when
+    `g · e_s < 0`, `g <- g - (g · e_s / |e_s|²) e_s`, removing the component that would undo task s's progress.
+    `e_t` is then updated with t's unprojected gradient: `e_t <- decay * e_t + (1 - decay) * g`. The averages live in
+    memory only (a resumed run rebuilds them within a few steps); under DDP gradients are already synchronised, so
+    every process projects alike. The trainer applies it after gradient clipping, so it only ever shortens a step.
+    """
+
+    def __init__(self, named_parameters, decay: float = 0.9):
+        self.params = [p for name, p in named_parameters if p.requires_grad and not name.startswith("heads.")]
+        self.decay = float(decay)
+        self.averages: dict[str, torch.Tensor] = {}
+        self.steps: dict[str, int] = {}
+        self.projected: dict[str, int] = {}
+
+    @torch.no_grad()
+    def __call__(self, task: str) -> None:
+        if not self.params:
+            return
+        grad = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in self.params])
+        grad = grad.float()
+        original = grad.clone()
+        conflicted = False
+        for other, average in self.averages.items():
+            if other == task:
+                continue
+            dot = torch.dot(grad, average)
+            if dot < 0:
+                grad.sub_(average, alpha=float(dot / average.dot(average).clamp_min(1e-30)))
+                conflicted = True
+        self.steps[task] = self.steps.get(task, 0) + 1
+        self.projected[task] = self.projected.get(task, 0) + int(conflicted)
+        if task in self.averages:
+            self.averages[task].mul_(self.decay).add_(original, alpha=1 - self.decay)
+        else:
+            self.averages[task] = original
+        if conflicted:
+            offset = 0
+            for p in self.params:
+                n = p.numel()
+                if p.grad is not None:
+                    p.grad.copy_(grad[offset : offset + n].view_as(p.grad))
+                offset += n
+
+    def pop_rates(self) -> dict[str, float]:
+        """Share of each task's steps since the last call whose gradient was projected."""
+        rates = {t: self.projected.get(t, 0) / n for t, n in self.steps.items() if n}
+        self.steps.clear()
+        self.projected.clear()
+        return rates

@@ -57,7 +57,7 @@ def test_defaults(monkeypatch, tmp_path):
     assert args.eval_strategy == "epoch" and args.save_strategy == "epoch" and args.logging_steps == 10
     assert args.report_to in ([], ["none"], "none") and args.remove_unused_columns is False
     assert args.metric_for_best_model == "eval_average" or args.metric_for_best_model == "average"
-    assert data_args.max_seq_length == 128 and args.sampling_strategy == "proportional"
+    assert data_args.max_seq_length == 128 and args.sampling_strategy == "balanced" and args.group_by_length
     _, _, args = run_multitask.parse_args(["--do_predict"])
     assert args.do_predict and not args.do_train
 

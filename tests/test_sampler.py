@@ -136,6 +136,23 @@ def test_temperature_passes_reshuffle_when_a_task_is_exhausted():
     assert len(batches) == len(sampler)
 
 
+def test_balanced_gives_every_task_a_full_pass_and_upsamples_small_ones():
+    sizes = {"big": 800, "small": 100}
+    sampler = make("balanced", sizes, batch_size=10, temperature=2.0)
+    assert sampler.task_steps == {"big": 80, "small": 10}
+    # p ∝ sqrt(n): big 0.739, small 0.261; the shortest epoch giving big its 80 steps has 108.3 steps
+    assert sampler.epoch_task_steps == {"big": 80, "small": 28}
+    assert Counter(sampler.task_schedule(0)) == Counter(sampler.epoch_task_steps)
+    assert sampler.task_schedule(0) != sampler.task_schedule(1)
+    seen = Counter(i for batch in sampler for i in batch)
+    assert set(seen) == set(range(900))  # nothing left out: every example of every task at least once
+    assert all(seen[i] == 1 for i in range(800))  # the big task: exactly one pass
+    assert 2 <= min(seen[i] for i in range(800, 900)) and max(seen[i] for i in range(800, 900)) <= 3
+    # temperature 1 is proportional; a very high temperature gives every task the steps of the largest one
+    assert make("balanced", sizes, batch_size=10, temperature=1.0).epoch_task_steps == sampler.task_steps
+    assert make("balanced", sizes, batch_size=10, temperature=1e9).epoch_task_steps == {"big": 80, "small": 80}
+
+
 def test_weights_strategy():
     sampler = make("weights", weights={"a": 1, "b": 3, "c": 0}, batch_size=1)
     counts = Counter()

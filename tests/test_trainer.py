@@ -19,6 +19,7 @@ from trainer_mtst import (
     best_model_selection,
     format_parameter_summary,
 )
+from weighting_mtst import GradientProjection
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +115,45 @@ def test_uncertainty_weights_are_trained_and_checkpointed(tasks, tokenizer, tmp_
     loss = torch.tensor(2.0)
     s = module.log_vars[module.index["ner"]].detach()
     assert module("ner", loss).item() == pytest.approx((torch.exp(-s) * 2.0 + 0.5 * s).item())
+
+
+def test_gradient_surgery_removes_the_component_against_the_other_task():
+    shared, head = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2))
+    surgery = GradientProjection([("encoder.w", shared), ("heads.ner.w", head)], decay=0.5)
+    shared.grad, head.grad = torch.tensor([1.0, 0.0, 0.0]), torch.tensor([5.0, 5.0])
+    surgery("topic")  # no other task seen yet: unchanged; becomes topic's average
+    assert torch.equal(shared.grad, torch.tensor([1.0, 0.0, 0.0]))
+    shared.grad = torch.tensor([-1.0, 2.0, 0.0])  # conflicts with topic's [1, 0, 0]
+    surgery("ner")
+    assert torch.allclose(shared.grad, torch.tensor([0.0, 2.0, 0.0]))  # the conflicting part is gone
+    assert torch.equal(head.grad, torch.tensor([5.0, 5.0]))  # heads are not shared: never projected
+    assert torch.allclose(surgery.averages["ner"], torch.tensor([-1.0, 2.0, 0.0]))  # the unprojected gradient
+    shared.grad = torch.tensor([0.0, 1.0, 1.0])  # agrees with ner: unchanged
+    surgery("topic")
+    assert torch.equal(shared.grad, torch.tensor([0.0, 1.0, 1.0]))
+    assert torch.allclose(surgery.averages["topic"], torch.tensor([0.5, 0.5, 0.5]))  # 0.5 * old + 0.5 * new
+    assert surgery.pop_rates() == {"topic": 0.0, "ner": 1.0} and surgery.pop_rates() == {}
+
+
+def test_gradient_surgery_trains_and_logs_conflicts(tasks, tokenizer, tmp_path):
+    args = make_args(tmp_path, gradient_surgery="pcgrad", logging_steps=2, num_train_epochs=1)
+    trainer = make_trainer(tasks, tokenizer, args)
+    trainer.train()
+    assert set(trainer.gradient_projection.averages) == {"topic", "ner"}
+    assert any(k.startswith("gradient_conflict_") for log in trainer.state.log_history for k in log)
+    with pytest.raises(MultiTaskTrainingError, match="gradient_surgery"):
+        make_args(tmp_path, gradient_surgery="pcgrad2")
+
+
+def test_head_learning_rates_set_each_heads_peak_lr(tasks, tokenizer, tmp_path):
+    args = make_args(tmp_path, head_learning_rates="ner=0.02", learning_rate=1e-3, num_train_epochs=1)
+    trainer = make_trainer(tasks, tokenizer, args)
+    trainer.create_optimizer()
+    lrs = {g["mtst_block"]: g["lr"] for g in trainer.optimizer.param_groups}
+    assert lrs["head.ner"] == 0.02 and lrs["head.topic"] == 1e-3 and lrs["encoder.layer.0"] == 1e-3
+    for bad, message in (("pos=0.1", "unknown task"), ("ner=-1", "positive"), ("ner", "task=value")):
+        with pytest.raises(MultiTaskTrainingError, match=message):
+            make_trainer(tasks, tokenizer, make_args(tmp_path, head_learning_rates=bad))
 
 
 def test_static_freezing_keeps_parameters_bit_identical(tasks, tokenizer, tmp_path):
