@@ -34,13 +34,13 @@ from data_mtst import load_task_data
 from modeling_mtst import MTSTModel, check_model_folder
 from tasks_mtst import TaskConfigError, TaskDataError, load_task_specs, tokenize_task
 from trainer_mtst import (
-    SAMPLING_STRATEGIES,
     MultiTaskTrainer,
     MultiTaskTrainingArguments,
     MultiTaskTrainingError,
     checkpoint_files,
     last_complete_checkpoint,
 )
+from training_args_mtst import SAMPLING_STRATEGIES
 
 logger = logging.getLogger(__name__)
 
