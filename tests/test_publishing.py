@@ -464,7 +464,7 @@ def test_run_multitask_push_to_hub_publishes_a_loadable_repo(hub_server, tokeniz
     for label in CLI_TOPIC_LABELS + CLI_NER_LABELS:
         assert f"`{label}`" in readme
     assert 'pipeline(model="user/cli-model", trust_remote_code=True' in readme
-    assert "| `max_steps` | 4 |" in readme and "**Task sampling:** `proportional`" in readme
+    assert "| `max_steps` | 4 |" in readme and "**Task sampling:** `balanced`" in readme
     assert "![Training and validation loss](loss_curve.svg)" in readme
     assert hub_server.files_containing(hub_server.token) == []
     for fragment in (str(tmp_path), "/tmp/pytest", "/root", "/work", "site-packages"):
