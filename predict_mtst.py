@@ -47,18 +47,30 @@ class Inputs:
 
 # ---------------------------------------------------------------------------------------------------- model loading
 def _read_config(path: str, model: str) -> dict:
+    from configuration_mtst import read_config_dict
+
     try:
-        with open(path, encoding="utf-8") as f:
-            config = json.load(f)
+        config = read_config_dict(path)
     except (OSError, ValueError) as e:
         raise PredictError(f"'{model}' is not an MTST model: its config.json cannot be read ({e}).") from None
-    if not isinstance(config, dict) or config.get("model_type") != "mtst":
-        found = config.get("model_type") if isinstance(config, dict) else None
+    if config.get("model_type") != "mtst":
+        found = config.get("model_type")
         raise PredictError(
             f"'{model}' is not an MTST model: its config.json has model_type {found!r}, expected 'mtst'. "
             "Pass a folder written by the MTST training script (or MTSTModel.save_pretrained), or an MTST Hub id."
         )
     return config
+
+
+def check_not_missing_path(model: str) -> None:
+    """Fails with a clear message when `model`, which is not a folder, is a file or a local path that does not exist
+    (anything else is left to be resolved as a Hub id). Used by mtst-predict and mtst-label."""
+    from configuration_mtst import is_local_path
+
+    if os.path.exists(model):
+        raise PredictError(f"'{model}' is a file, not a model folder. Pass the folder that holds config.json.")
+    if is_local_path(model):
+        raise PredictError(f"Model folder '{model}' does not exist.")
 
 
 def _check_model(model: str, revision: str | None) -> None:
@@ -72,20 +84,17 @@ def _check_model(model: str, revision: str | None) -> None:
             )
         _read_config(config_path, model)
         return
-    if os.path.exists(model):
-        raise PredictError(f"'{model}' is a file, not a model folder. Pass the folder that holds config.json.")
-    looks_like_path = model.startswith((".", "/", "~")) or model.endswith(("/", os.sep)) or model.count("/") > 1
-    if looks_like_path:
-        raise PredictError(f"Model folder '{model}' does not exist.")
+    check_not_missing_path(model)
     from huggingface_hub import hf_hub_download
+
+    from configuration_mtst import first_sentence
 
     try:
         config_path = hf_hub_download(model, "config.json", revision=revision)
     except Exception as e:  # noqa: BLE001 - offline mode, unknown repo or revision, invalid id, network: one message
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise PredictError(
             f"Model '{model}' is neither a local folder nor a model that could be fetched from the Hub "
-            f"({type(e).__name__}: {reason}). Check the path, or the Hub id and --revision."
+            f"({first_sentence(e)}). Check the path, or the Hub id and --revision."
         ) from None
     _read_config(config_path, model)
 
