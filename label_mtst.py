@@ -31,7 +31,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 
-from predict_mtst import PredictError, check_not_missing_path, read_file
+from predict_mtst import PredictError, check_not_missing_path, cli_parser, read_file
 
 PROG = "mtst-label"
 WORD = re.compile(r"\w+(?:[.,'’-]\w+)*|[^\w\s]")
@@ -234,15 +234,14 @@ def label_texts(pipe, kind: str, texts, records=None, min_score: float = 0.0, ba
 
 # ---------------------------------------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Label texts with an MTST task or a transformers token/text classifier and write them in the "
-        "format a task config reads (tokens/ner_tags, or text/label), dropping texts under --min_score.",
-        epilog="Examples:\n"
-        f"  {PROG} --model outputs/mtst-default --task ner --input texts.csv --output silver.jsonl --min_score 0.8\n"
-        f"  {PROG} --model some/bert-ner --input news.jsonl --text_column body --output silver.jsonl\n"
-        "Errors about the model or the input exit with code 2.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = cli_parser(
+        PROG,
+        "Label texts with an MTST task or a transformers token/text classifier and write them in the format a task "
+        "config reads (tokens/ner_tags, or text/label), dropping texts under --min_score.",
+        [
+            f"{PROG} --model outputs/mtst-default --task ner --input texts.csv --output silver.jsonl --min_score 0.8",
+            f"{PROG} --model some/bert-ner --input news.jsonl --text_column body --output silver.jsonl",
+        ],
     )
     parser.add_argument("--model", "-m", required=True, help="MTST folder or Hub id, or a transformers classifier")
     parser.add_argument("--task", default=None, help="the MTST task to label with (e.g. ner, topic)")

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 DEFAULT_MODEL = os.path.join("outputs", "mtst-default")
 PROG = "mtst-predict"
+ERRORS_EXIT_2 = "Errors about the model or the input exit with code 2."
 INPUT_FORMATS = {".txt": "txt", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv"}
 ENTITY_COLORS = {"PER": "36", "ORG": "35", "LOC": "32", "MISC": "33"}  # ANSI: cyan, magenta, green, yellow
 OTHER_COLORS = ["34", "31", "96", "95", "92", "93"]
@@ -364,17 +365,26 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Run an MTST model on texts: every task's answer (labels with scores, entities), optionally the "
-        "sentence embedding.",
-        epilog="Examples:\n"
-        f'  {PROG} "Apple is opening a new office in Paris."\n'
-        f"  {PROG} --model outputs/mtst-default --input news.csv --text_column body > predictions.jsonl\n"
-        f"  cat texts.txt | {PROG} --tasks topic,ner --format table\n"
-        "Errors about the model or the input exit with code 2.",
+def cli_parser(prog: str, description: str, examples: list[str]) -> argparse.ArgumentParser:
+    """The parser of an MTST command (mtst-predict, mtst-label): its examples, then the exit-code convention."""
+    return argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        epilog="Examples:\n" + "".join(f"  {line}\n" for line in examples) + ERRORS_EXIT_2,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli_parser(
+        PROG,
+        "Run an MTST model on texts: every task's answer (labels with scores, entities), optionally the sentence "
+        "embedding.",
+        [
+            f'{PROG} "Apple is opening a new office in Paris."',
+            f"{PROG} --model outputs/mtst-default --input news.csv --text_column body > predictions.jsonl",
+            f"cat texts.txt | {PROG} --tasks topic,ner --format table",
+        ],
     )
     parser.add_argument(
         "texts", nargs="*", help="texts to run on; '-' (or none, with stdin not a terminal) reads stdin"
