@@ -31,7 +31,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 
-from predict_mtst import PredictError, check_not_missing_path, cli_parser, read_file
+from predict_mtst import PredictError, check_not_missing_path, cli_parser, read_file, run_command
 
 PROG = "mtst-label"
 WORD = re.compile(r"\w+(?:[.,'’-]\w+)*|[^\w\s]")
@@ -317,15 +317,11 @@ def run(args: argparse.Namespace) -> Counts:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `mtst-label`: 0 on success, 2 for errors about the model, the input or the options."""
     args = build_parser().parse_args(argv)
-    try:
+
+    def label() -> None:
         run(args)
-    except PredictError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted.", file=sys.stderr)
-        return 130
-    return 0
+
+    return run_command(PROG, label)
 
 
 if __name__ == "__main__":

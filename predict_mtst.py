@@ -502,13 +502,20 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `mtst-predict`; returns the exit code (0, or 2 for errors about the model or the input)."""
     args = build_parser().parse_args(argv)
+    return run_command(PROG, lambda: run(args))
+
+
+def run_command(prog: str, command) -> int:
+    """Runs an MTST command (`command()`, which may return an exit code) the way mtst-predict and mtst-label end: 2 and
+    one line on stderr for a `PredictError`, 130 when interrupted, 1 quietly when stdout is closed early, else 0."""
     try:
-        return run(args)
+        code = command()
+        return 0 if code is None else code
     except PredictError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted.", file=sys.stderr)
+        print(f"{prog}: interrupted.", file=sys.stderr)
         return 130
     except BrokenPipeError:  # e.g. `mtst-predict ... | head`: stop quietly
         try:
