@@ -23,7 +23,7 @@ from safetensors import safe_open
 from torch import nn
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from configuration_mtst import MTSTLoadError
+from configuration_mtst import MTSTConfig, MTSTLoadError, read_config_dict
 from modeling_mtst import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, check_weights, check_weights_file
 from training_args_mtst import MultiTaskTrainingError, _option
 
@@ -38,9 +38,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 LOSS_WEIGHTING_FILE = "mtst_loss_weighting.safetensors"
 TRAINER_STATE_NAME = "trainer_state.json"
-_CHECKPOINT_RE = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
-
-
 _CHECKPOINT_RE = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 
 
@@ -65,8 +62,7 @@ def checkpoint_problem(folder: str, required: Sequence[str] = ()) -> str | None:
     except (OSError, ValueError) as err:
         return f"its {TRAINER_STATE_NAME} is truncated or invalid ({err})"
     try:
-        with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
-            json.load(f)
+        read_config_dict(os.path.join(folder, "config.json"))
     except (OSError, ValueError) as err:
         return f"its config.json is missing, truncated or invalid ({err})"
     if not any(os.path.isfile(os.path.join(folder, name)) for name in (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME)):
@@ -106,6 +102,11 @@ def last_complete_checkpoint(output_dir: str, required: Sequence[str] = ()) -> s
     return None
 
 
+def _task_table(config: MTSTConfig) -> dict[str, tuple[str, list[str]]]:
+    """{task: (type, labels)}: what a checkpoint and the model resuming from it must agree on."""
+    return {task: (config.task_type(task), config.task_labels(task)) for task in config.task_names}
+
+
 def check_resume_checkpoint(checkpoint: str, model: nn.Module, required: Sequence[str] = ()) -> None:
     """Raise `MultiTaskTrainingError` unless `checkpoint` is complete (with the `required` files) and holds exactly
     `model`'s tasks, labels and weight shapes: otherwise the Trainer fails with a size mismatch, or quietly resumes
@@ -119,15 +120,12 @@ def check_resume_checkpoint(checkpoint: str, model: nn.Module, required: Sequenc
         hint = f" The last complete checkpoint there is {other}." if other else ""
         raise MultiTaskTrainingError(f"Cannot resume from {checkpoint}: {problem}.{hint}")
     try:
-        with open(os.path.join(checkpoint, "config.json"), encoding="utf-8") as f:
-            saved = json.load(f)
-        saved_tasks = {t["name"]: (t["type"], list(t["labels"])) for t in saved.get("tasks") or []}
+        saved_tasks = _task_table(MTSTConfig.from_dict(read_config_dict(os.path.join(checkpoint, "config.json"))))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise MultiTaskTrainingError(
             f"Cannot resume from {checkpoint}: its config.json is not an MTST config ({err})."
         ) from err
-    config = model.config
-    tasks = {t: (config.task_type(t), config.task_labels(t)) for t in config.task_names}
+    tasks = _task_table(model.config)
     problems = [f"task '{t}' is not in the checkpoint" for t in tasks if t not in saved_tasks]
     problems += [f"the checkpoint has task '{t}', which this model lacks" for t in saved_tasks if t not in tasks]
     problems += [

@@ -15,7 +15,7 @@ import datasets
 import torch
 from transformers import DataCollatorForTokenClassification, DataCollatorWithPadding
 
-from tasks_mtst import IGNORE_INDEX
+from configuration_mtst import IGNORE_INDEX
 
 __all__ = ["MultiTaskDataset", "MultiTaskCollator"]
 

@@ -1,13 +1,18 @@
 """MTST configuration: one shared encoder, a pooled sentence embedding, and an ordered table of task heads.
 
-This file travels to the Hub with the weights (``trust_remote_code``): it imports only transformers.
+This file travels to the Hub with the weights (``trust_remote_code``): it imports only transformers. It is the lowest
+module: the constants and rules several modules share (task types, ``IGNORE_INDEX``, the error classes, how an error
+is quoted, how a local path is told from a Hub id, how a saved ``config.json`` is read) are defined here once.
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import os
 import re
 from collections.abc import Mapping
+from typing import Any
 
 import transformers
 from transformers import AutoConfig, PretrainedConfig
@@ -45,7 +50,12 @@ __version__ = "0.2.0.dev0"
 
 POOLING_MODES = ("mean", "cls", "max")
 NORMALIZATIONS = ("none", "l2", "l1")
-TASK_TYPES = ("sequence_classification", "token_classification")
+# The task types: the one definition every module imports (tasks, data, metrics, card, pipeline, apps).
+SEQUENCE_CLASSIFICATION = "sequence_classification"
+TOKEN_CLASSIFICATION = "token_classification"
+TASK_TYPES = (SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION)
+# Labels with this value are ignored by the loss and the metrics (PyTorch's cross-entropy default, as in transformers).
+IGNORE_INDEX = -100
 ACTIVATIONS = ("gelu", "relu", "tanh", "silu", "none")
 
 # Head options and their defaults; every task entry is completed with these.
@@ -60,6 +70,44 @@ class MTSTConfigError(ValueError):
 class MTSTLoadError(MTSTConfigError, OSError):
     """A model or backbone could not be loaded: missing folder, not a model folder, missing or truncated weights.
     Both an `OSError` (as transformers' loading errors) and an `MTSTConfigError`."""
+
+
+def first_sentence(err: BaseException) -> str:
+    """The error's type and the first sentence of its message, on one line: how an error from a library is quoted
+    inside an MTST message."""
+    text = " ".join(str(err).split()).split(". ")[0][:400].rstrip(".")
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def is_local_path(value: Any) -> bool:
+    """Whether `value` names a local file or folder rather than a Hub id: it exists, or it has a form that no Hub id
+    has (it starts with `.`, `/`, `~` or `\\`, has a drive letter or a backslash, ends with `/`, or holds more than one
+    `/`). The one rule for telling paths from Hub ids; a missing path that passes for a Hub id is left to the Hub."""
+    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
+        return False
+    text = os.fspath(value)
+    if (
+        text.startswith(("/", "~", ".", "\\"))
+        or re.match(r"^[A-Za-z]:[\\/]", text)
+        or "\\" in text
+        or text.endswith(("/", os.sep))
+        or text.count("/") > 1
+    ):
+        return True
+    try:
+        return os.path.exists(text)
+    except (OSError, ValueError):
+        return False
+
+
+def read_config_dict(config_file: str | os.PathLike) -> dict:
+    """The JSON object in a saved model's `config.json`, before it is known to be an MTST config (`model_type` is
+    checked by the caller). `OSError` when the file cannot be read, `ValueError` when it is not a JSON object."""
+    with open(config_file, encoding="utf-8") as f:
+        values = json.load(f)
+    if not isinstance(values, dict):
+        raise ValueError(f"it holds a JSON {type(values).__name__}, not an object")
+    return values
 
 
 def _choice(name: str, value, allowed: tuple) -> str:

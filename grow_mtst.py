@@ -19,13 +19,12 @@ shows as a number next to the usual `eval_<task>_<metric>`.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
 
 from configuration_mtst import MTSTConfigError
-from trainer_mtst import HEADLINE_METRICS
+from metrics_mtst import HEADLINE_METRICS
 
 logger = logging.getLogger(__name__)
 
@@ -74,14 +73,14 @@ class GrowthPlan:
 def saved_mtst_config(path: str, cache_dir: str | None = None, revision: str | None = None):
     """The `MTSTConfig` of a saved MTST model (a local folder or a Hub id), or None when `path` is not one (a
     backbone). Never raises for a backbone or an unreachable Hub id: those are reported when the backbone loads."""
-    from configuration_mtst import MTSTConfig
+    from configuration_mtst import MTSTConfig, is_local_path, read_config_dict
 
     config_file = None
     if os.path.isdir(path):
         config_file = os.path.join(path, "config.json")
         if not os.path.isfile(config_file):
             return None
-    elif not os.path.exists(path) and path.count("/") == 1 and not path.startswith((".", "/", "~")):
+    elif "/" in path and not is_local_path(path):  # a namespaced Hub id (a bare name is a backbone such as bert-...)
         try:
             from huggingface_hub import hf_hub_download
 
@@ -91,11 +90,10 @@ def saved_mtst_config(path: str, cache_dir: str | None = None, revision: str | N
     if config_file is None:
         return None
     try:
-        with open(config_file, encoding="utf-8") as f:
-            values = json.load(f)
+        values = read_config_dict(config_file)
     except (OSError, ValueError):
         return None
-    if not isinstance(values, dict) or values.get("model_type") != "mtst":
+    if values.get("model_type") != MTSTConfig.model_type:
         return None
     return MTSTConfig.from_dict(values)
 

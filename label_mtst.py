@@ -31,7 +31,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 
-from predict_mtst import PredictError, read_file
+from predict_mtst import PredictError, check_not_missing_path, cli_parser, read_file, run_command
 
 PROG = "mtst-label"
 WORD = re.compile(r"\w+(?:[.,'’-]\w+)*|[^\w\s]")
@@ -89,11 +89,6 @@ class Counts:
 
 
 # ---------------------------------------------------------------------------------------------------- the model
-def _first_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())[:300]
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
-
-
 def _kind_of_architectures(architectures) -> str | None:
     for name in architectures or []:
         if name.endswith("ForTokenClassification"):
@@ -108,19 +103,17 @@ def load_labeler(model: str, task: str | None = None, revision: str | None = Non
     import torch
     from transformers import AutoConfig, AutoTokenizer, pipeline
 
+    from configuration_mtst import TOKEN_CLASSIFICATION, MTSTConfig, first_sentence
     from grow_mtst import saved_mtst_config
 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     local = os.path.isdir(model)
-    if not local and os.path.exists(model):
-        raise PredictError(f"'{model}' is a file, not a model folder. Pass the folder that holds config.json.")
-    if not local and (model.startswith((".", "/", "~")) or model.count("/") > 1):
-        raise PredictError(f"Model folder '{model}' does not exist.")
+    if not local:
+        check_not_missing_path(model)
     kwargs = {} if local else {"revision": revision}
     mtst = saved_mtst_config(model, revision=revision)
     if mtst is not None:
-        from configuration_mtst import MTSTConfig
         from modeling_mtst import MTSTForSequenceClassification, MTSTForTokenClassification
 
         if task is None or task not in mtst.task_names:
@@ -131,14 +124,14 @@ def load_labeler(model: str, task: str | None = None, revision: str | None = Non
                 if task or len(mtst.task_names) != 1
                 else f"The MTST model '{model}' needs --task {mtst.task_names[0]}."
             )
-        kind = TOKEN_KIND if mtst.task_type(task) == "token_classification" else SEQUENCE_KIND
+        kind = TOKEN_KIND if mtst.task_type(task) == TOKEN_CLASSIFICATION else SEQUENCE_KIND
         view = MTSTForTokenClassification if kind == TOKEN_KIND else MTSTForSequenceClassification
         AutoConfig.register("mtst", MTSTConfig, exist_ok=True)
         try:
             loaded = view.from_pretrained(model, task=task, **kwargs).eval()
             tokenizer = AutoTokenizer.from_pretrained(model, **kwargs)
         except (OSError, ValueError, TypeError) as err:
-            raise PredictError(f"Could not load the MTST model '{model}': {_first_line(err)}") from None
+            raise PredictError(f"Could not load the MTST model '{model}': {first_sentence(err)}") from None
     else:
         if task is not None:
             print(f"{PROG}: --task {task} is ignored: '{model}' is not an MTST model.", file=sys.stderr)
@@ -146,8 +139,8 @@ def load_labeler(model: str, task: str | None = None, revision: str | None = Non
             config = AutoConfig.from_pretrained(model, **kwargs)
         except (OSError, ValueError, KeyError) as err:
             raise PredictError(
-                f"Model '{model}' could not be loaded ({_first_line(err)}). Pass an MTST model folder or Hub id, or a "
-                "transformers token-classification / text-classification model."
+                f"Model '{model}' could not be loaded ({first_sentence(err)}). Pass an MTST model folder or Hub id, "
+                "or a transformers token-classification / text-classification model."
             ) from None
         kind = kind or _kind_of_architectures(getattr(config, "architectures", None))
         if kind is None:
@@ -161,7 +154,7 @@ def load_labeler(model: str, task: str | None = None, revision: str | None = Non
     try:
         pipe = pipeline(PIPELINE_TASKS[kind], model=loaded, tokenizer=tokenizer, device=device, **kwargs)
     except (OSError, ValueError, TypeError, KeyError) as err:
-        raise PredictError(f"Could not build a {PIPELINE_TASKS[kind]} pipeline for '{model}': {_first_line(err)}")
+        raise PredictError(f"Could not build a {PIPELINE_TASKS[kind]} pipeline for '{model}': {first_sentence(err)}")
     if kind == TOKEN_KIND and not getattr(pipe.tokenizer, "is_fast", False):
         raise PredictError(f"'{model}' has a slow tokenizer: word-level tags need a fast tokenizer (tokenizer.json).")
     return pipe, kind, task
@@ -241,15 +234,14 @@ def label_texts(pipe, kind: str, texts, records=None, min_score: float = 0.0, ba
 
 # ---------------------------------------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Label texts with an MTST task or a transformers token/text classifier and write them in the "
-        "format a task config reads (tokens/ner_tags, or text/label), dropping texts under --min_score.",
-        epilog="Examples:\n"
-        f"  {PROG} --model outputs/mtst-default --task ner --input texts.csv --output silver.jsonl --min_score 0.8\n"
-        f"  {PROG} --model some/bert-ner --input news.jsonl --text_column body --output silver.jsonl\n"
-        "Errors about the model or the input exit with code 2.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = cli_parser(
+        PROG,
+        "Label texts with an MTST task or a transformers token/text classifier and write them in the format a task "
+        "config reads (tokens/ner_tags, or text/label), dropping texts under --min_score.",
+        [
+            f"{PROG} --model outputs/mtst-default --task ner --input texts.csv --output silver.jsonl --min_score 0.8",
+            f"{PROG} --model some/bert-ner --input news.jsonl --text_column body --output silver.jsonl",
+        ],
     )
     parser.add_argument("--model", "-m", required=True, help="MTST folder or Hub id, or a transformers classifier")
     parser.add_argument("--task", default=None, help="the MTST task to label with (e.g. ner, topic)")
@@ -325,15 +317,11 @@ def run(args: argparse.Namespace) -> Counts:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `mtst-label`: 0 on success, 2 for errors about the model, the input or the options."""
     args = build_parser().parse_args(argv)
-    try:
+
+    def label() -> None:
         run(args)
-    except PredictError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted.", file=sys.stderr)
-        return 130
-    return 0
+
+    return run_command(PROG, label)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from configuration_mtst import IGNORE_INDEX, SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION
+from pipeline_mtst import softmax
+
 __all__ = [
     "HEADLINE_METRICS",
     "sequence_classification_metrics",
@@ -29,8 +32,8 @@ __all__ = [
     "write_predictions",
 ]
 
-HEADLINE_METRICS = {"sequence_classification": "accuracy", "token_classification": "f1"}
-IGNORE_INDEX = -100
+# The metric that stands for a task: in `eval_average`, in the card's headline columns, in grow_mtst's comparison.
+HEADLINE_METRICS = {SEQUENCE_CLASSIFICATION: "accuracy", TOKEN_CLASSIFICATION: "f1"}
 
 
 def _metric_name(text: str) -> str:
@@ -117,15 +120,9 @@ def token_classification_metrics(predictions, label_ids, label_names: Sequence[s
 
 def task_metrics(task_type: str, predictions, label_ids, label_names: Sequence[str]) -> dict:
     """Metrics of one task (see the module docstring for names and headline metrics)."""
-    if task_type == "token_classification":
+    if task_type == TOKEN_CLASSIFICATION:
         return token_classification_metrics(predictions, label_ids, label_names)
     return sequence_classification_metrics(predictions, label_ids, label_names)
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    logits = logits - logits.max(-1, keepdims=True)
-    e = np.exp(logits)
-    return e / e.sum(-1, keepdims=True)
 
 
 def _jsonable(value):
@@ -161,9 +158,9 @@ def write_predictions(
         for i in range(n):
             row = raw_dataset[i] if raw_dataset is not None else {}
             record: dict[str, Any] = {}
-            if task_type == "token_classification":
+            if task_type == TOKEN_CLASSIFICATION:
                 tokens = list(row.get("tokens", [])) if row else None
-                probs = _softmax(np.asarray(logits[i], dtype=np.float64))
+                probs = softmax(np.asarray(logits[i], dtype=np.float64))
                 if word_ids is not None:
                     positions: dict[int, int] = {}
                     for pos, w in enumerate(word_ids[i]):
@@ -193,7 +190,7 @@ def write_predictions(
                 record["predictions"] = preds
                 record["scores"] = scores
             else:
-                probs = _softmax(np.asarray(logits[i], dtype=np.float64).reshape(-1))
+                probs = softmax(np.asarray(logits[i], dtype=np.float64).reshape(-1))
                 k = int(probs.argmax())
                 for key in ("text", "text_pair"):
                     if row and key in row:

@@ -36,7 +36,10 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from transformers import TrainerCallback, TrainingArguments
 
 import mtst_resources
+from configuration_mtst import SEQUENCE_CLASSIFICATION as SEQUENCE
+from configuration_mtst import TOKEN_CLASSIFICATION as TOKEN
 from configuration_mtst import MTSTConfig, __version__
+from metrics_mtst import HEADLINE_METRICS
 from publish_mtst import (
     LOSS_CURVE_FILE,
     MODEL_ID_PLACEHOLDER,
@@ -67,10 +70,8 @@ __all__ = [
 # The card template, found in the installed package or the source checkout (None: this installation lacks it; the
 # card says so in a warning, naming where it was looked for).
 TEMPLATE_PATH = mtst_resources.find("model_card.md")
-SEQUENCE, TOKEN = "sequence_classification", "token_classification"
 PIPELINE_TAGS = {SEQUENCE: "text-classification", TOKEN: "token-classification"}
 TASK_TYPE_NAMES = {SEQUENCE: "Text Classification", TOKEN: "Token Classification"}
-HEADLINE_METRICS = {SEQUENCE: "accuracy", TOKEN: "f1"}
 # metric key (as the trainer logs it, after `<prefix>_<task>_`) -> (model-index metric type, pretty name), per kind
 MODEL_INDEX_METRICS = {
     SEQUENCE: {

@@ -18,13 +18,30 @@ from transformers.modeling_outputs import SequenceClassifierOutput, TokenClassif
 from transformers.utils import ModelOutput
 
 try:  # loaded as a package module (trust_remote_code copies these files side by side)
-    from .configuration_mtst import MTSTConfig, MTSTConfigError, MTSTLoadError
+    from .configuration_mtst import (
+        IGNORE_INDEX,
+        SEQUENCE_CLASSIFICATION,
+        TOKEN_CLASSIFICATION,
+        MTSTConfig,
+        MTSTConfigError,
+        MTSTLoadError,
+        first_sentence,
+        is_local_path,
+    )
     from .pipeline_mtst import CUSTOM_PIPELINES
 except ImportError:  # loaded from a plain checkout / installed top-level module
-    from configuration_mtst import MTSTConfig, MTSTConfigError, MTSTLoadError
+    from configuration_mtst import (
+        IGNORE_INDEX,
+        SEQUENCE_CLASSIFICATION,
+        TOKEN_CLASSIFICATION,
+        MTSTConfig,
+        MTSTConfigError,
+        MTSTLoadError,
+        first_sentence,
+        is_local_path,
+    )
     from pipeline_mtst import CUSTOM_PIPELINES
 
-IGNORE_INDEX = -100
 SAFE_WEIGHTS_NAME = "model.safetensors"
 SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
 
@@ -161,13 +178,8 @@ def check_model_folder(path: str | os.PathLike, what: str = "backbone") -> None:
             )
     elif os.path.exists(path):
         raise MTSTLoadError(f"The {what} {path} is a file, not a model folder (a folder with config.json).")
-    elif path.startswith((".", "/", "~")) or path.endswith(("/", os.sep)) or path.count("/") > 1:
+    elif is_local_path(path):
         raise MTSTLoadError(f"The {what} folder {path} does not exist (current directory: {os.getcwd()}).")
-
-
-def _first_sentence(err: BaseException) -> str:
-    text = " ".join(str(err).split()).split(". ")[0][:400].rstrip(".")
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
 def check_weights_file(path: str | os.PathLike) -> None:
@@ -272,7 +284,7 @@ class MTSTModel(MTSTPreTrainedModel):
         """A task head for one (normalized) task entry: sequence heads read the sentence vector, token heads the
         encoder's token states."""
         config = self.config
-        sequence = spec["type"] == "sequence_classification"
+        sequence = spec["type"] == SEQUENCE_CLASSIFICATION
         return TaskHead(
             config.sentence_embedding_dimension if sequence else config.encoder.hidden_size,
             len(spec["labels"]),
@@ -333,7 +345,7 @@ class MTSTModel(MTSTPreTrainedModel):
             raise
         except (OSError, ValueError, KeyError) as err:  # missing path, not a model folder, unknown model_type, ...
             raise MTSTLoadError(
-                f"Could not load the backbone {str(name_or_path)!r} ({_first_sentence(err)}). Pass a Hub "
+                f"Could not load the backbone {str(name_or_path)!r} ({first_sentence(err)}). Pass a Hub "
                 "model id or a local folder written by save_pretrained (config.json and weights) of an encoder such "
                 "as BERT, MiniLM or RoBERTa."
             ) from err
@@ -402,7 +414,7 @@ class MTSTModel(MTSTPreTrainedModel):
         return embedding
 
     def _run_head(self, task: str, embedding: torch.Tensor, token_states: torch.Tensor) -> torch.Tensor:
-        if self.config.tasks[task]["type"] == "sequence_classification":
+        if self.config.tasks[task]["type"] == SEQUENCE_CLASSIFICATION:
             return self.heads[task](embedding)
         return self.heads[task](token_states)
 
@@ -628,7 +640,7 @@ class MTSTForSequenceClassification(_MTSTTaskView):
     Pick the task with `from_pretrained(path, task="name")` (in a pipeline: `model_kwargs={"default_task": "name"}`);
     the default is `config.default_task` or the first sentence task."""
 
-    task_type = "sequence_classification"
+    task_type = SEQUENCE_CLASSIFICATION
     output_class = SequenceClassifierOutput
 
 
@@ -637,7 +649,7 @@ class MTSTForTokenClassification(_MTSTTaskView):
     Pick the task with `from_pretrained(path, task="name")` (in a pipeline: `model_kwargs={"default_task": "name"}`);
     the default is `config.default_task` or the first token task."""
 
-    task_type = "token_classification"
+    task_type = TOKEN_CLASSIFICATION
     output_class = TokenClassifierOutput
 
 

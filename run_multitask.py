@@ -29,7 +29,7 @@ from transformers import AutoTokenizer, HfArgumentParser, set_seed
 import grow_mtst
 import mtst_resources
 from collator_mtst import MultiTaskCollator
-from configuration_mtst import MTSTConfigError, __version__
+from configuration_mtst import MTSTConfigError, __version__, first_sentence
 from data_mtst import load_task_data
 from modeling_mtst import MTSTModel, check_model_folder
 from tasks_mtst import TaskConfigError, TaskDataError, load_task_specs, tokenize_task
@@ -311,12 +311,6 @@ def resolve_tasks_config(path: str) -> str:
     )
 
 
-def _reason(err: BaseException) -> str:
-    """The error's type and first sentence, on one line."""
-    text = " ".join(str(err).split()).split(". ")[0][:400].rstrip(".")
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
-
-
 def load_tokenizer(model_args: ModelArguments):
     name = model_args.tokenizer_name or model_args.model_name_or_path
     what = "tokenizer" if model_args.tokenizer_name else "backbone"
@@ -326,8 +320,8 @@ def load_tokenizer(model_args: ModelArguments):
     except (OSError, ValueError, TypeError, KeyError) as err:
         offline = " (offline: HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") else ""
         raise CommandLineError(
-            f"Could not load a tokenizer from the {what} {name!r}{offline}: {_reason(err)}. Pass a local model folder "
-            "with its tokenizer files, or a Hub model id that can be downloaded."
+            f"Could not load a tokenizer from the {what} {name!r}{offline}: {first_sentence(err)}. Pass a local model "
+            "folder with its tokenizer files, or a Hub model id that can be downloaded."
         ) from err
 
 

@@ -43,7 +43,15 @@ import datasets
 import yaml
 from datasets.packaged_modules import _EXTENSION_TO_MODULE
 
-from configuration_mtst import HEAD_DEFAULTS, TASK_TYPES, MTSTConfigError, check_head_options
+from configuration_mtst import (
+    HEAD_DEFAULTS,
+    IGNORE_INDEX,
+    TASK_TYPES,
+    MTSTConfigError,
+    check_head_options,
+)
+from configuration_mtst import SEQUENCE_CLASSIFICATION as SEQUENCE
+from configuration_mtst import TOKEN_CLASSIFICATION as TOKEN
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +69,6 @@ __all__ = [
     "TAG_SCHEMES",
 ]
 
-SEQUENCE, TOKEN = TASK_TYPES
 # "bio" is accepted as a name for iob2, "io" as a name for plain tags ("none").
 TAG_SCHEMES = ("iob2", "bio", "iob1", "none", "io")
 SPLITS = ("train", "validation", "test")
@@ -69,7 +76,6 @@ SPLITS = ("train", "validation", "test")
 PARQUET_EXPORT_REVISION = "refs/convert/parquet"
 HEAD_OPTIONS = tuple(HEAD_DEFAULTS)
 FORMATS = ("json", "csv", "tsv", "parquet", "conll")
-IGNORE_INDEX = -100
 MAX_LISTED_PROBLEMS = 20
 
 

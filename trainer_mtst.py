@@ -62,6 +62,7 @@ from checkpoints_mtst import (
     last_complete_checkpoint,
 )
 from collator_mtst import MultiTaskCollator, MultiTaskDataset
+from configuration_mtst import TOKEN_CLASSIFICATION
 from freezing_mtst import (
     _gated_lambda,
     apply_static_freezing,
@@ -651,7 +652,7 @@ class MultiTaskTrainer(Trainer):
                     continue
                 kind, raw = config.task_type(task), (raw_datasets.get(task) if raw_datasets else None)
                 word_ids = (
-                    self._word_ids(raw, max_seq_length) if kind == "token_classification" and raw is not None else None
+                    self._word_ids(raw, max_seq_length) if kind == TOKEN_CLASSIFICATION and raw is not None else None
                 )
                 path = os.path.join(output_dir, f"predictions_{task}.jsonl")
                 labels = config.task_labels(task)
