@@ -1,9 +1,8 @@
 """Model cards for MTST checkpoints, and publishing a model with its card.
 
 - [`MTSTCardData`]: a `huggingface_hub.ModelCardData` dataclass holding what the card says; its results become
-  `EvalResult`s, from which huggingface_hub makes the `model-index`.
-- [`MTSTCardCallback`]: the one collector, a `TrainerCallback` that fills the card data during training and writes the
-  card into every checkpoint; [`card_data_from_trainer`] adds what only the end of the run knows.
+  `EvalResult`s, from which huggingface_hub makes the `model-index`. During training, `cardcallback_mtst`'s
+  `MTSTCardCallback` fills it.
 - [`write_model_card`]: renders `model_card.md` (Jinja, through `huggingface_hub.ModelCard`) into `README.md`, draws
   `loss_curve.svg` with matplotlib when it is installed, and finalizes the folder. It never raises: on any failure it
   logs a warning and writes a minimal card, so a card never blocks saving.
@@ -25,7 +24,6 @@ import os
 import platform
 import re
 import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -33,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
-from transformers import TrainerCallback, TrainingArguments
+from transformers import TrainingArguments
 
 import mtst_resources
 from configuration_mtst import MTSTConfig, __version__
@@ -55,9 +53,7 @@ from publish_mtst import (
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "MTSTCardCallback",
     "MTSTCardData",
-    "card_data_from_trainer",
     "export_for_hub",
     "loss_curve_svg",
     "push_to_hub",
@@ -203,7 +199,7 @@ def loss_curve_svg(train: Sequence[tuple[float, float]], validation: Sequence[tu
 
 @dataclass
 class MTSTCardData(ModelCardData):
-    """What the MTST model card says; filled by hand, by [`MTSTCardCallback`] during training, or both.
+    """What the MTST model card says; filled by hand, by `cardcallback_mtst.MTSTCardCallback` during training, or both.
 
     Args:
         language (`str` or `list[str]`, *optional*): language code(s) of the training data, e.g. `"en"`.
@@ -635,157 +631,6 @@ def _unwrap_sampler(obj, depth: int = 0):
     return None
 
 
-class MTSTCardCallback(TrainerCallback):
-    """Fills an [`MTSTCardData`] during training and writes the card into every checkpoint.
-
-    Use `MTSTCardCallback.attach(trainer, card_data)` (or `trainer.add_callback(MTSTCardCallback(card_data,
-    trainer))`); after `trainer.save_model(dir)` call [`card_data_from_trainer`] for what only the end of the run
-    knows, then `write_model_card(dir, model, card_data, tokenizer)`. The trainer is optional: without it, the callback
-    reads what the callback events give (arguments, logs, metrics, the train dataloader's sampler). The card data is
-    also reachable as `model.model_card_data`.
-    """
-
-    def __init__(self, card_data: MTSTCardData | None = None, trainer=None, write_on_save: bool = True):
-        super().__init__()
-        self.card_data = card_data if card_data is not None else MTSTCardData()
-        self.trainer = trainer
-        self.write_on_save = write_on_save
-        self._datasets_read = False
-        self._written = None  # (checkpoint folder, step) whose card write_checkpoint_files wrote
-
-    @classmethod
-    def attach(cls, trainer, card_data: MTSTCardData | None = None, **kwargs) -> MTSTCardCallback:
-        """Add a card callback to `trainer` and collect what is known already (datasets, model)."""
-        callback = cls(card_data, trainer=trainer, **kwargs)
-        trainer.add_callback(callback)
-        callback.on_init_end(trainer.args, trainer.state, trainer.control, model=trainer.model)
-        return callback
-
-    def on_init_end(self, args, state, control, model=None, **kwargs):
-        """Register the model (`model.model_card_data`), and read the datasets' sizes and widget texts once."""
-        data = self.card_data
-        data.generated_from_trainer = True
-        if model is not None:
-            model = getattr(model, "module", model)
-            data.register(model)
-            try:
-                model.model_card_data = data
-            except Exception:
-                pass
-        if self.trainer is None or self._datasets_read:
-            return
-        self._datasets_read = True
-        try:
-            train, evals = self.trainer.train_dataset, self.trainer.eval_dataset
-            sizes = getattr(train, "task_sizes", None)
-            if sizes is None and isinstance(train, Mapping):
-                sizes = {t: len(ds) for t, ds in train.items()}
-            data.set_dataset_sizes(
-                sizes, {t: len(ds) for t, ds in evals.items()} if isinstance(evals, Mapping) else None
-            )
-            if not data.widget_examples and isinstance(evals, Mapping) and evals:
-                primary = data.primary_task()
-                dataset = evals.get(primary) if primary in evals else next(iter(evals.values()))
-                data.set_widget_examples(dataset, tokenizer=getattr(self.trainer, "processing_class", None))
-        except Exception as err:  # never let the card disturb training
-            logger.warning("Model card: could not read the datasets (%s).", type(err).__name__)
-
-    def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
-        self.on_init_end(args, state, control, model=model)
-        data = self.card_data
-        data._train_started = time.time()
-        try:
-            data.set_training_args(args)
-        except Exception as err:  # never let the card disturb training
-            logger.warning("Model card: could not read the training arguments (%s).", type(err).__name__)
-        try:
-            data.set_sampler(getattr(self.trainer, "_train_batch_sampler", None) or train_dataloader)
-        except Exception as err:
-            logger.warning("Model card: could not read the sampler (%s).", type(err).__name__)
-
-    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        if metrics:
-            self.card_data.set_eval_results(metrics, prefix="eval")
-
-    def on_predict(self, args, state, control, metrics=None, **kwargs):
-        for prefix in {k.split("_", 1)[0] for k in metrics or {} if "_" in k} - {"eval"}:
-            self.card_data.set_eval_results(metrics, prefix=prefix)
-
-    def on_train_end(self, args, state, control, model=None, **kwargs):
-        data = self.card_data
-        if data._train_started is not None:
-            data.training_seconds = (data.training_seconds or 0.0) + time.time() - data._train_started
-            data._train_started = None
-        if state.log_history:
-            data.set_log_history(state.log_history)
-        learned = getattr(self.trainer, "learned_loss_weights", None)
-        try:
-            weights = learned() if callable(learned) else None
-            if weights:
-                data.learned_loss_weights = {t: float(w) for t, w in weights.items()}
-        except Exception:
-            pass
-
-    def finish(self, task_specs=None, raw_datasets: Mapping[str, Any] | None = None, metrics=None) -> MTSTCardData:
-        """After training: which model was kept, every evaluation in the log and the final `metrics` (test ones
-        included), and widget texts from the raw data (`{task: DatasetDict or Dataset}` with `text`/`tokens`)."""
-        data, trainer = self.card_data, self.trainer
-        if task_specs:
-            data.set_task_specs(task_specs)
-        if raw_datasets:
-            primary = data.primary_task()
-            data.set_widget_examples(raw_datasets[primary] if primary in raw_datasets else [*raw_datasets.values()][0])
-        history = trainer.state.log_history if trainer is not None else []
-        if history:
-            data.set_log_history(history)
-        for entry in [*history, metrics or {}]:
-            data.set_eval_results(entry)
-        if isinstance(getattr(trainer, "kept_model", None), Mapping):
-            data.kept_model = dict(trainer.kept_model)
-        if data.training_seconds is None:
-            runtimes = [e["train_runtime"] for e in history if "train_runtime" in e]
-            data.training_seconds = _number(runtimes[-1]) if runtimes else None
-        return data
-
-    def write_checkpoint_files(self, args, state, folder, model=None, processing_class=None) -> None:
-        """Write the card (and the code files and the cleaned config.json) into the checkpoint `folder`. A
-        `MultiTaskTrainer` calls this right after the checkpoint's weights, before trainer_state.json; with another
-        trainer, `on_save` does it after."""
-        if not self.write_on_save or not state.is_world_process_zero or not os.path.isdir(folder):
-            return
-        if state.log_history:
-            self.card_data.set_log_history(state.log_history)
-        write_model_card(folder, model, self.card_data, processing_class)
-        self._written = (os.path.normpath(folder), state.global_step)
-
-    def on_save(self, args, state, control, model=None, processing_class=None, **kwargs):
-        folder = os.path.normpath(os.path.join(args.output_dir, f"checkpoint-{state.global_step}"))
-        if self._written != (folder, state.global_step):
-            self.write_checkpoint_files(args, state, folder, model, processing_class)
-
-
-def card_data_from_trainer(
-    trainer,
-    card_data: MTSTCardData | None = None,
-    task_specs=None,
-    raw_datasets: Mapping[str, Any] | None = None,
-    metrics: Mapping[str, Any] | None = None,
-) -> MTSTCardData:
-    """Card data from a trainer after training: what its [`MTSTCardCallback`] collected (a trainer without one is
-    read the same way at once), plus [`MTSTCardCallback.finish`]'s `task_specs`, `raw_datasets` and final `metrics`.
-    Fields already set in `card_data` (language, license, baselines, ...) are kept."""
-    callbacks = [c for c in trainer.callback_handler.callbacks if isinstance(c, MTSTCardCallback)]
-    callback = next((c for c in callbacks if card_data is None or c.card_data is card_data), None)
-    if callback is None:
-        model = getattr(trainer.model, "module", trainer.model)
-        card_data = card_data or getattr(model, "model_card_data", None) or MTSTCardData()
-        callback = MTSTCardCallback(card_data, trainer, write_on_save=False)
-        callback.on_train_begin(trainer.args, trainer.state, trainer.control, model=trainer.model)
-        card_data._train_started = None
-        callback.on_train_end(trainer.args, trainer.state, trainer.control)
-    return callback.finish(task_specs, raw_datasets, metrics)
-
-
 _MINIMAL_TEMPLATE = """---
 {{ card_data }}
 ---
@@ -834,9 +679,9 @@ def write_model_card(
     """Render the card into `save_directory/README.md` (plus `loss_curve.svg`) and finalize the folder.
 
     `model` is the MTST model (or None: the folder's config.json is read); `card_data` defaults to
-    `model.model_card_data` (set by [`MTSTCardCallback`]) or an empty [`MTSTCardData`]; `tokenizer`, when given, is
-    saved if the folder has none and decodes widget examples from tokenized data. Never raises: on failure a warning
-    is logged and a minimal card is written.
+    `model.model_card_data` (set by `cardcallback_mtst.MTSTCardCallback`) or an empty [`MTSTCardData`]; `tokenizer`,
+    when given, is saved if the folder has none and decodes widget examples from tokenized data. Never raises: on
+    failure a warning is logged and a minimal card is written.
     """
     folder = Path(save_directory)
     config = None
