@@ -3,6 +3,8 @@
 - [`MTSTCardCallback`]: the one collector, a `TrainerCallback` that fills the card data during training (arguments,
   sampler, dataset sizes, evaluations, log history, training time) and writes the card into every checkpoint.
 - [`card_data_from_trainer`]: what only the end of the run knows (the kept model, the final metrics, widget texts).
+- [`read_training_args`], [`read_sampler`], [`texts_from`]: the card's view of the training arguments (what differs
+  from `TrainingArguments`' defaults), of the task-aware sampler, and of a dataset's texts (widget examples).
 
 What the card says and how it is rendered is `modelcard_mtst`'s; this module only reads a training run. Nothing here
 may disturb training: a fact that cannot be read is logged as a warning and left out of the card.
@@ -10,19 +12,129 @@ may disturb training: a fact that cannot be read is logged as a warning and left
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from transformers import TrainerCallback
+from transformers import TrainerCallback, TrainingArguments
 
-from modelcard_mtst import MTSTCardData, _number, write_model_card
+from modelcard_mtst import MTSTCardData, _fmt, _number, write_model_card
+from publish_mtst import is_local_path
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MTSTCardCallback", "card_data_from_trainer"]
+__all__ = ["MTSTCardCallback", "card_data_from_trainer", "read_sampler", "read_training_args", "texts_from"]
+
+
+# Training arguments never shown in a card (paths, tokens, logging and hub plumbing).
+_HIDDEN_ARGS = {
+    *("output_dir", "logging_dir", "run_name", "report_to", "resume_from_checkpoint", "do_train", "do_eval"),
+    *("do_predict", "push_to_hub", "hub_model_id", "hub_strategy", "hub_private_repo", "hub_always_push"),
+    *("hub_revision", "push_to_hub_model_id", "push_to_hub_organization", "logging_first_step"),
+    *("logging_strategy", "logging_steps", "save_total_limit", "disable_tqdm", "project", "trackio_space_id"),
+    "log_task_per_step",
+}
+
+
+def _has_local_path(value: Any) -> bool:
+    if isinstance(value, str):
+        return os.path.isabs(value) or (os.sep in value and is_local_path(value))
+    if isinstance(value, Mapping):
+        return any(_has_local_path(v) for v in value.values())
+    return isinstance(value, (list, tuple)) and any(_has_local_path(v) for v in value)
+
+
+@functools.cache
+def _default_training_args() -> dict[str, Any]:
+    """`TrainingArguments`' own values, to which the card compares a run's (as sentence-transformers does). A new
+    `TrainingArguments` would reset a running Accelerate state, so an existing one is reused."""
+    from accelerate.state import PartialState
+
+    configured = {"use_configured_state": True} if PartialState._shared_state else None
+    return TrainingArguments(output_dir="unused", accelerator_config=configured).to_dict()
+
+
+def read_training_args(args) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The card's `(hyperparameters, multitask_options)`: the training arguments that differ from `TrainingArguments`'
+    defaults (both through `to_dict()`, as sentence-transformers compares them, so a subclass's changed defaults count
+    as changes), and every multi-task option (the fields beyond `TrainingArguments`). Paths, tokens and logging
+    plumbing are left out."""
+    defaults = _default_training_args()
+    hyperparameters, options = {}, {}
+    for key, value in args.to_dict().items():
+        if key in _HIDDEN_ARGS or "token" in key or key.startswith("resume") or _has_local_path(value):
+            continue
+        if key not in defaults:
+            options[key] = value
+        elif value != defaults[key]:
+            hyperparameters[key] = value
+    return hyperparameters, options
+
+
+def _unwrap_sampler(obj, depth: int = 0):
+    """The task-aware sampler inside a DataLoader / Accelerate shard / skip wrapper, if any."""
+    if obj is None or depth > 6:
+        return None
+    if hasattr(obj, "task_steps") or hasattr(obj, "probabilities"):
+        return obj
+    for attr in ("batch_sampler", "sampler", "base_dataloader"):
+        inner = getattr(obj, attr, None)
+        found = _unwrap_sampler(inner, depth + 1) if inner is not None and inner is not obj else None
+        if found is not None:
+            return found
+    return None
+
+
+def read_sampler(sampler) -> dict[str, Any]:
+    """The card's `sampling`: strategy and effective task probabilities of a task-aware batch sampler, read
+    generically (also inside a DataLoader or Accelerate wrapper); empty when there is none."""
+    sampler, info = _unwrap_sampler(sampler), {}
+    if sampler is None:
+        return info
+    if getattr(sampler, "strategy", None):
+        info["strategy"] = _fmt(sampler.strategy)
+    steps, total = getattr(sampler, "task_steps", None), getattr(sampler, "steps_per_epoch", None)
+    if isinstance(steps, Mapping):
+        info["steps"] = {t: int(n) for t, n in steps.items()}
+        info["steps_per_epoch"] = int(total or sum(info["steps"].values()))
+    probabilities = getattr(sampler, "probabilities", None)
+    if isinstance(probabilities, Mapping) and probabilities:
+        info["probabilities"] = {t: float(p) for t, p in probabilities.items()}
+    elif info.get("steps_per_epoch"):
+        info["probabilities"] = {t: n / info["steps_per_epoch"] for t, n in info["steps"].items()}
+    if isinstance(getattr(sampler, "task_sizes", None), Mapping):
+        info["task_sizes"] = {t: int(n) for t, n in sampler.task_sizes.items()}
+    return info
+
+
+def texts_from(source, tokenizer=None, limit: int = 12) -> list[str]:
+    """Up to `limit` texts of a dataset (its `text`, its `tokens` joined, or its `input_ids` decoded with `tokenizer`;
+    a `DatasetDict`: its evaluation split), for the card's widget examples. A string or a list of strings is kept."""
+    if source is None:
+        return []
+    if isinstance(source, str):
+        return [source]
+    columns = getattr(source, "column_names", None)
+    if columns is None and isinstance(source, Sequence) and all(isinstance(t, str) for t in source[:limit]):
+        return list(source[:limit])
+    if isinstance(columns, Mapping):  # a DatasetDict: prefer the evaluation splits
+        split = next((s for s in ("validation", "test", "train", *columns) if s in columns), None)
+        return texts_from(source[split], tokenizer, limit) if split else []
+    rows = source.select(range(min(limit, len(source)))) if hasattr(source, "select") else list(source)[:limit]
+    texts = []
+    for row in rows:
+        if not isinstance(row, Mapping):
+            continue
+        if isinstance(row.get("text"), str):
+            texts.append(row["text"])
+        elif isinstance(row.get("tokens"), (list, tuple)):
+            texts.append(" ".join(map(str, row["tokens"])))
+        elif row.get("input_ids") is not None and tokenizer is not None:
+            texts.append(tokenizer.decode(row["input_ids"], skip_special_tokens=True))
+    return texts
 
 
 class MTSTCardCallback(TrainerCallback):
@@ -76,7 +188,7 @@ class MTSTCardCallback(TrainerCallback):
             if not data.widget_examples and isinstance(evals, Mapping) and evals:
                 primary = data.primary_task()
                 dataset = evals.get(primary) if primary in evals else next(iter(evals.values()))
-                data.set_widget_examples(dataset, tokenizer=getattr(self.trainer, "processing_class", None))
+                data.set_widget_examples(texts_from(dataset, getattr(self.trainer, "processing_class", None)))
         except Exception as err:  # never let the card disturb training
             logger.warning("Model card: could not read the datasets (%s).", type(err).__name__)
 
@@ -85,11 +197,12 @@ class MTSTCardCallback(TrainerCallback):
         data = self.card_data
         data._train_started = time.time()
         try:
-            data.set_training_args(args)
+            data.hyperparameters, data.multitask_options = read_training_args(args)
         except Exception as err:  # never let the card disturb training
             logger.warning("Model card: could not read the training arguments (%s).", type(err).__name__)
         try:
-            data.set_sampler(getattr(self.trainer, "_train_batch_sampler", None) or train_dataloader)
+            sampling = read_sampler(getattr(self.trainer, "_train_batch_sampler", None) or train_dataloader)
+            data.sampling = sampling or data.sampling
         except Exception as err:
             logger.warning("Model card: could not read the sampler (%s).", type(err).__name__)
 
@@ -124,7 +237,9 @@ class MTSTCardCallback(TrainerCallback):
             data.set_task_specs(task_specs)
         if raw_datasets:
             primary = data.primary_task()
-            data.set_widget_examples(raw_datasets[primary] if primary in raw_datasets else [*raw_datasets.values()][0])
+            data.set_widget_examples(
+                texts_from(raw_datasets[primary] if primary in raw_datasets else [*raw_datasets.values()][0])
+            )
         history = trainer.state.log_history if trainer is not None else []
         if history:
             data.set_log_history(history)

@@ -14,7 +14,6 @@ The card never shows a local path or a token; facts that are unknown become HTML
 
 from __future__ import annotations
 
-import functools
 import importlib.metadata
 import io
 import json
@@ -31,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
-from transformers import TrainingArguments
 
 import mtst_resources
 from configuration_mtst import MTSTConfig, __version__
@@ -42,7 +40,6 @@ from publish_mtst import (
     README_FILE,
     finalize_model_dir,
     is_hub_id,
-    is_local_path,
     prepare_push,
     resolve_base_model,
     scrub,
@@ -85,14 +82,6 @@ MODEL_INDEX_METRICS = {
 # The YAML header's keys in the Hub's usual order (the model-index, built by huggingface_hub, comes last).
 HEADER_ORDER = ("library_name", "pipeline_tag", "tags", "language", "license", "base_model", "datasets", "metrics")
 _NOT_METRICS = ("runtime", "samples_per_second", "steps_per_second", "epoch", "loss")
-# Training arguments never shown in a card (paths, tokens, logging and hub plumbing).
-_HIDDEN_ARGS = {
-    *("output_dir", "logging_dir", "run_name", "report_to", "resume_from_checkpoint", "do_train", "do_eval"),
-    *("do_predict", "push_to_hub", "hub_model_id", "hub_strategy", "hub_private_repo", "hub_always_push"),
-    *("hub_revision", "push_to_hub_model_id", "push_to_hub_organization", "logging_first_step"),
-    *("logging_strategy", "logging_steps", "save_total_limit", "disable_tqdm", "project", "trackio_space_id"),
-    "log_task_per_step",
-}
 
 
 def _fmt(value: Any, digits: int | None = 4) -> str:
@@ -146,24 +135,6 @@ def _duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds / 60:.1f} minutes"
     return f"{seconds / 3600:.1f} hours"
-
-
-def _has_local_path(value: Any) -> bool:
-    if isinstance(value, str):
-        return os.path.isabs(value) or (os.sep in value and is_local_path(value))
-    if isinstance(value, Mapping):
-        return any(_has_local_path(v) for v in value.values())
-    return isinstance(value, (list, tuple)) and any(_has_local_path(v) for v in value)
-
-
-@functools.cache
-def _default_training_args() -> dict[str, Any]:
-    """`TrainingArguments`' own values, to which the card compares a run's (as sentence-transformers does). A new
-    `TrainingArguments` would reset a running Accelerate state, so an existing one is reused."""
-    from accelerate.state import PartialState
-
-    configured = {"use_configured_state": True} if PartialState._shared_state else None
-    return TrainingArguments(output_dir="unused", accelerator_config=configured).to_dict()
 
 
 def loss_curve_svg(train: Sequence[tuple[float, float]], validation: Sequence[tuple[float, float]] = ()) -> str | None:
@@ -323,51 +294,16 @@ class MTSTCardData(ModelCardData):
         for task, values in baselines.items():
             self.baselines[task] = {m: float(v) for m, v in values.items() if _number(v) is not None}
 
-    def set_widget_examples(self, texts_or_dataset, tokenizer=None, limit: int = 3) -> None:
-        """A few example texts: a list of strings, or a dataset with `text`, `tokens` or `input_ids`."""
+    def set_widget_examples(self, texts: str | Sequence[str], limit: int = 3) -> None:
+        """A few example texts (the first `limit` different ones); `cardcallback_mtst.texts_from` reads them from a
+        dataset."""
         picked = []
-        for text in _texts_from(texts_or_dataset, tokenizer, limit * 4):
+        for text in [texts] if isinstance(texts, str) else list(texts)[: limit * 4]:
             text = " ".join(str(text).split())[:300]
             if text and text not in picked and len(picked) < limit:
                 picked.append(text)
         if picked:
             self.widget_examples = picked
-
-    def set_training_args(self, args) -> None:
-        """Training arguments that differ from `TrainingArguments`' defaults (both through `to_dict()`, as
-        sentence-transformers compares them, so a subclass's changed defaults count as changes), and every multi-task
-        option (the fields beyond `TrainingArguments`). Paths, tokens and logging plumbing are left out."""
-        defaults = _default_training_args()
-        self.hyperparameters, self.multitask_options = {}, {}
-        for key, value in args.to_dict().items():
-            if key in _HIDDEN_ARGS or "token" in key or key.startswith("resume") or _has_local_path(value):
-                continue
-            if key not in defaults:
-                self.multitask_options[key] = value
-            elif value != defaults[key]:
-                self.hyperparameters[key] = value
-
-    def set_sampler(self, sampler) -> None:
-        """Strategy and effective task probabilities from a task-aware batch sampler (read generically)."""
-        sampler = _unwrap_sampler(sampler)
-        if sampler is None:
-            return
-        info: dict[str, Any] = {}
-        if getattr(sampler, "strategy", None):
-            info["strategy"] = _fmt(sampler.strategy)
-        steps, total = getattr(sampler, "task_steps", None), getattr(sampler, "steps_per_epoch", None)
-        if isinstance(steps, Mapping):
-            info["steps"] = {t: int(n) for t, n in steps.items()}
-            info["steps_per_epoch"] = int(total or sum(info["steps"].values()))
-        probabilities = getattr(sampler, "probabilities", None)
-        if isinstance(probabilities, Mapping) and probabilities:
-            info["probabilities"] = {t: float(p) for t, p in probabilities.items()}
-        elif info.get("steps_per_epoch"):
-            info["probabilities"] = {t: n / info["steps_per_epoch"] for t, n in info["steps"].items()}
-        if isinstance(getattr(sampler, "task_sizes", None), Mapping):
-            info["task_sizes"] = {t: int(n) for t, n in sampler.task_sizes.items()}
-        if info:
-            self.sampling = info
 
     def set_log_history(self, log_history: Sequence[Mapping[str, Any]]) -> None:
         self.log_history = [
@@ -592,45 +528,6 @@ def _identifier(name: str) -> str:
     return ident if ident.isidentifier() and not ident[0].isdigit() else f"task_{ident}"
 
 
-def _texts_from(source, tokenizer, limit: int) -> list[str]:
-    if source is None:
-        return []
-    if isinstance(source, str):
-        return [source]
-    columns = getattr(source, "column_names", None)
-    if columns is None and isinstance(source, Sequence) and all(isinstance(t, str) for t in source[:limit]):
-        return list(source[:limit])
-    if isinstance(columns, Mapping):  # a DatasetDict: prefer the evaluation splits
-        split = next((s for s in ("validation", "test", "train", *columns) if s in columns), None)
-        return _texts_from(source[split], tokenizer, limit) if split else []
-    rows = source.select(range(min(limit, len(source)))) if hasattr(source, "select") else list(source)[:limit]
-    texts = []
-    for row in rows:
-        if not isinstance(row, Mapping):
-            continue
-        if isinstance(row.get("text"), str):
-            texts.append(row["text"])
-        elif isinstance(row.get("tokens"), (list, tuple)):
-            texts.append(" ".join(map(str, row["tokens"])))
-        elif row.get("input_ids") is not None and tokenizer is not None:
-            texts.append(tokenizer.decode(row["input_ids"], skip_special_tokens=True))
-    return texts
-
-
-def _unwrap_sampler(obj, depth: int = 0):
-    """The task-aware sampler inside a DataLoader / Accelerate shard / skip wrapper, if any."""
-    if obj is None or depth > 6:
-        return None
-    if hasattr(obj, "task_steps") or hasattr(obj, "probabilities"):
-        return obj
-    for attr in ("batch_sampler", "sampler", "base_dataloader"):
-        inner = getattr(obj, attr, None)
-        found = _unwrap_sampler(inner, depth + 1) if inner is not None and inner is not obj else None
-        if found is not None:
-            return found
-    return None
-
-
 _MINIMAL_TEMPLATE = """---
 {{ card_data }}
 ---
@@ -680,8 +577,8 @@ def write_model_card(
 
     `model` is the MTST model (or None: the folder's config.json is read); `card_data` defaults to
     `model.model_card_data` (set by `cardcallback_mtst.MTSTCardCallback`) or an empty [`MTSTCardData`]; `tokenizer`,
-    when given, is saved if the folder has none and decodes widget examples from tokenized data. Never raises: on
-    failure a warning is logged and a minimal card is written.
+    when given, is saved if the folder has none. Never raises: on failure a warning is logged and a minimal card is
+    written.
     """
     folder = Path(save_directory)
     config = None

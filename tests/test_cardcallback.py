@@ -1,14 +1,53 @@
 """The card callback (cardcallback_mtst): a few real optimizer steps with a plain `transformers.Trainer` fill the card
 data and write the card into every checkpoint. Tiny random models, no Hub."""
 
+from types import SimpleNamespace
+
 import torch
 from conftest import tiny_mtst_config
 from huggingface_hub import metadata_load
 from test_modelcard import assert_no_local_paths
 
-from cardcallback_mtst import MTSTCardCallback
+from cardcallback_mtst import MTSTCardCallback, read_sampler, read_training_args, texts_from
 from modelcard_mtst import MTSTCardData, write_model_card
 from modeling_mtst import MTSTModel
+
+
+def test_training_args_and_sampler_are_read_generically():
+    from transformers import TrainingArguments
+
+    args = TrainingArguments(output_dir="/tmp/out", learning_rate=5e-5 / 2, max_steps=7, hub_token="hf_xyz", seed=3)
+    hyperparameters, options = read_training_args(args)
+    assert hyperparameters == {"learning_rate": 2.5e-05, "max_steps": 7, "seed": 3}
+    sampler = SimpleNamespace(
+        strategy="proportional",
+        task_steps={"topic": 3, "ner": 1},
+        steps_per_epoch=4,
+        task_sizes={"topic": 24, "ner": 8},
+    )
+    sampling = read_sampler(
+        SimpleNamespace(batch_sampler=SimpleNamespace(batch_sampler=sampler))
+    )  # as Accelerate wraps it
+    assert sampling["probabilities"] == {"topic": 0.75, "ner": 0.25}
+    assert sampling["strategy"] == "proportional" and sampling["steps_per_epoch"] == 4
+    assert read_sampler(None) == {} and read_sampler(SimpleNamespace(batch_sampler=None)) == {}
+
+
+def test_widget_texts_are_read_from_datasets(tokenizer):
+    from datasets import Dataset, DatasetDict
+
+    tokens = Dataset.from_dict({"tokens": [["John", "lives", "in", "Paris", "."]], "ner_tags": [[1, 0, 0, 2, 0]]})
+    texts = Dataset.from_dict({"text": ["a", "b", "c"], "label": [0, 1, 0]})
+    assert texts_from(tokens) == ["John lives in Paris ."]
+    assert texts_from(texts, limit=2) == ["a", "b"]
+    assert texts_from(DatasetDict(train=texts, validation=tokens)) == ["John lives in Paris ."]  # evaluation split
+    encoded = Dataset.from_dict({"input_ids": [tokenizer("Paris is big.")["input_ids"]]})
+    assert texts_from(encoded, tokenizer) == ["paris is big."] and texts_from(encoded) == []
+    assert texts_from(["x", "y"]) == ["x", "y"] and texts_from("x") == ["x"] and texts_from(None) == []
+    data = MTSTCardData()
+    data.set_widget_examples(["  two   spaces ", "two spaces", "", "other", "third", "fourth"])
+    assert data.widget_examples == ["two spaces", "other", "third"]  # whitespace collapsed, repeats and blanks skipped
+
 
 TRAIN = {
     "topic": [("The striker scored twice in the final.", 1), ("Shares of the bank rose sharply.", 2)] * 4,

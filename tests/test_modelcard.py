@@ -431,26 +431,6 @@ def test_scrub_removes_tokens_and_local_paths(tmp_path):
     assert scrub("my s3cr3t-value here", token="s3cr3t-value") == "my <redacted> here"
 
 
-def test_training_args_and_sampler_are_read_generically():
-    from transformers import TrainingArguments
-
-    data = MTSTCardData()
-    args = TrainingArguments(output_dir="/tmp/out", learning_rate=5e-5 / 2, max_steps=7, hub_token="hf_xyz", seed=3)
-    data.set_training_args(args)
-    assert data.hyperparameters == {"learning_rate": 2.5e-05, "max_steps": 7, "seed": 3}
-    sampler = SimpleNamespace(
-        strategy="proportional",
-        task_steps={"topic": 3, "ner": 1},
-        steps_per_epoch=4,
-        task_sizes={"topic": 24, "ner": 8},
-    )
-    data.set_sampler(
-        SimpleNamespace(batch_sampler=SimpleNamespace(batch_sampler=sampler))
-    )  # wrapped, as Accelerate does
-    assert data.sampling["probabilities"] == {"topic": 0.75, "ner": 0.25}
-    assert data.sampling["strategy"] == "proportional" and data.sampling["steps_per_epoch"] == 4
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # The Inference Endpoints handler, on a local folder
 # ---------------------------------------------------------------------------------------------------------------------
