@@ -49,13 +49,7 @@ from publish_mtst import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "MTSTCardData",
-    "export_for_hub",
-    "loss_curve_svg",
-    "push_to_hub",
-    "write_model_card",
-]
+__all__ = ["MTSTCardData", "export_for_hub", "loss_curve_svg", "push_to_hub", "write_model_card"]
 
 # The card template, found in the installed package or the source checkout (None: this installation lacks it; the
 # card says so in a warning, naming where it was looked for).
@@ -127,14 +121,6 @@ def _versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             continue
     return versions
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f} seconds"
-    if seconds < 3600:
-        return f"{seconds / 60:.1f} minutes"
-    return f"{seconds / 3600:.1f} hours"
 
 
 def loss_curve_svg(train: Sequence[tuple[float, float]], validation: Sequence[tuple[float, float]] = ()) -> str | None:
@@ -241,11 +227,6 @@ class MTSTCardData(ModelCardData):
         self._config = getattr(model, "config", model)
         return self
 
-    def add_tags(self, tags: str | Sequence[str]) -> None:
-        for tag in [tags] if isinstance(tags, str) else tags:
-            if tag not in self.tags:
-                self.tags.append(tag)
-
     def set_task_specs(self, specs: Sequence[Any] | Mapping[str, Any]) -> None:
         """Dataset facts from task specs (`tasks_mtst.TaskSpec` or mappings with the same keys); only Hub ids are
         kept as ids, local files are described as such and never named."""
@@ -340,21 +321,22 @@ class MTSTCardData(ModelCardData):
             split, kind, info = self.reported_split(task), spec["type"], self.task_datasets.get(task, {})
             values = self.results.get(split, {}).get(task, {})
             hub_id = info.get("id")
-            for key, (metric_type, pretty) in MODEL_INDEX_METRICS.get(kind, {}).items():
-                if key in values:
-                    result = EvalResult(
-                        task_type=PIPELINE_TAGS.get(kind, kind),
-                        task_name=f"{TASK_TYPE_NAMES.get(kind, kind)} ({task})",
-                        dataset_type=hub_id or task,
-                        dataset_name=info.get("name") or hub_id or f"{task} (local files)",
-                        dataset_config=info.get("config") if hub_id else None,
-                        dataset_split=split,
-                        dataset_revision=info.get("revision") if hub_id else None,
-                        metric_type=metric_type,
-                        metric_value=values[key],
-                        metric_name=f"{task} {pretty}",
-                    )
-                    results.append(result)
+            results += [
+                EvalResult(
+                    task_type=PIPELINE_TAGS.get(kind, kind),
+                    task_name=f"{TASK_TYPE_NAMES.get(kind, kind)} ({task})",
+                    dataset_type=hub_id or task,
+                    dataset_name=info.get("name") or hub_id or f"{task} (local files)",
+                    dataset_config=info.get("config") if hub_id else None,
+                    dataset_split=split,
+                    dataset_revision=info.get("revision") if hub_id else None,
+                    metric_type=metric_type,
+                    metric_value=values[key],
+                    metric_name=f"{task} {pretty}",
+                )
+                for key, (metric_type, pretty) in MODEL_INDEX_METRICS.get(kind, {}).items()
+                if key in values
+            ]
         return results
 
     def header(self) -> ModelCardData:
@@ -386,7 +368,6 @@ class MTSTCardData(ModelCardData):
     def to_dict(self) -> dict[str, Any]:
         """What the template reads besides the YAML header: the body's facts, tables and snippets."""
         config, tasks, primary = self._config, self._tasks(), self.primary_task()
-        encoder = getattr(config, "encoder", None)
         usage = self.widget_examples[:2] or ["Replace me with a sentence to analyse."]
         rows, sampling = [self._task_row(name, spec) for name, spec in tasks.items()], self.sampling
         columns, log_rows = self._log_table()
@@ -396,11 +377,7 @@ class MTSTCardData(ModelCardData):
             "base_model": self.resolved_base_model(),
             "language": self.language,
             "license": self.license,
-            "encoder": {
-                "type": getattr(encoder, "model_type", None),
-                "layers": getattr(encoder, "num_hidden_layers", None),
-                "hidden": getattr(encoder, "hidden_size", None),
-            },
+            "encoder": getattr(config, "encoder", None),  # the template reads its model_type, layers, hidden size
             "pooling": getattr(config, "pooling", None) or "mean",
             "projection_dim": getattr(config, "embedding_dim", None),
             "normalize": getattr(config, "normalize", None),
@@ -409,8 +386,6 @@ class MTSTCardData(ModelCardData):
             "primary_pipeline_tag": PIPELINE_TAGS.get(tasks[primary]["type"]) if primary else None,
             "task_rows": rows,
             "kept_tasks": [n for n in self.kept_tasks if n in tasks],
-            "local_data": any(self.task_datasets.get(n, {}).get("local") for n in tasks),
-            "small_data": any(0 <= self.task_datasets.get(n, {}).get("eval_size", 1000) < 1000 for n in tasks),
             **self._result_rows(tasks),
             "usage_texts": usage,
             "usage_text_py": json.dumps(usage[0], ensure_ascii=False),
@@ -422,7 +397,7 @@ class MTSTCardData(ModelCardData):
             "options": self.multitask_options,
             "multitask_options": {k: _fmt(v, None) for k, v in self.multitask_options.items()},
             "hyperparameters": {k: _fmt(v, None) for k, v in self.hyperparameters.items()},
-            "training_time": _duration(self.training_seconds) if self.training_seconds else None,
+            "training_seconds": self.training_seconds,
             "kept_model": self.kept_model,
             "log_columns": columns,
             "log_rows": log_rows,
@@ -488,13 +463,11 @@ class MTSTCardData(ModelCardData):
     def _log_table(self) -> tuple[list[str], list[list[str]]]:
         """The training log's columns (Epoch, Step, Training Loss, Validation Loss, per-task headline metrics,
         Average) and one row of cells per logged step."""
-        headline = {
-            f"eval_{task}_{HEADLINE_METRICS.get(spec['type'], 'accuracy')}": (
-                f"{task} {HEADLINE_METRICS.get(spec['type'], 'accuracy')}"
-            )
-            for task, spec in self._tasks().items()
-        }
-        named = {"loss": "Training Loss", "eval_loss": "Validation Loss", **headline, "eval_average": "Average"}
+        named = {"loss": "Training Loss", "eval_loss": "Validation Loss"}
+        for task, spec in self._tasks().items():
+            metric = HEADLINE_METRICS.get(spec["type"], "accuracy")
+            named[f"eval_{task}_{metric}"] = f"{task} {metric}"
+        named["eval_average"] = "Average"
         rows: dict[int, dict[str, Any]] = {}
         for entry in self.log_history:
             is_eval = any(k.startswith("eval_") and not k.startswith("eval_before_") for k in entry)
@@ -536,7 +509,8 @@ _MINIMAL_TEMPLATE = """---
 
 One shared transformer encoder with a head per task, loaded with `trust_remote_code=True`.
 
-{% for task in tasks %}- **{{ task.name }}** ({{ task.type }}): {{ task.labels }}
+{% for name, task in tasks.items() %}- **{{ name }}** ({{ type_names.get(task.type, task.type) }}): {#
+#}{% for label in task.labels or [] %}`{{ label }}`{% if not loop.last %}, {% endif %}{% endfor %}
 {% endfor %}
 ```python
 from transformers import pipeline
@@ -551,20 +525,11 @@ multitask = pipeline(model="{{ model_id }}", trust_remote_code=True)
 def _minimal_card(config, error: BaseException | None = None) -> ModelCard:
     """A short card from the config alone (tasks and labels, the pipeline snippet) for when the full one fails."""
     data = MTSTCardData().register(config)
-    tasks = data._tasks()
-    header = data.header()
-    header = ModelCardData(library_name="transformers", pipeline_tag=header.pipeline_tag, tags=header.tags)
-    rows = [
-        {
-            "name": name,
-            "type": TASK_TYPE_NAMES.get(spec.get("type"), spec.get("type")),
-            "labels": ", ".join(f"`{label}`" for label in spec.get("labels") or []),
-        }
-        for name, spec in tasks.items()
-    ]
+    full = data.header()
+    header = ModelCardData(library_name="transformers", pipeline_tag=full.pipeline_tag, tags=full.tags)
     error_name = type(error).__name__ if error is not None else None
-    kwargs = {"tasks": rows, "model_id": MODEL_ID_PLACEHOLDER, "error": error_name}
-    return ModelCard.from_template(header, template_str=_MINIMAL_TEMPLATE, **kwargs)
+    kwargs = {"tasks": data._tasks(), "type_names": TASK_TYPE_NAMES, "model_id": MODEL_ID_PLACEHOLDER}
+    return ModelCard.from_template(header, template_str=_MINIMAL_TEMPLATE, error=error_name, **kwargs)
 
 
 def write_model_card(
