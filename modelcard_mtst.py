@@ -1,9 +1,8 @@
 """Model cards for MTST checkpoints, and publishing a model with its card.
 
 - [`MTSTCardData`]: a `huggingface_hub.ModelCardData` dataclass holding what the card says; its results become
-  `EvalResult`s, from which huggingface_hub makes the `model-index`.
-- [`MTSTCardCallback`]: the one collector, a `TrainerCallback` that fills the card data during training and writes the
-  card into every checkpoint; [`card_data_from_trainer`] adds what only the end of the run knows.
+  `EvalResult`s, from which huggingface_hub makes the `model-index`. During training, `cardcallback_mtst`'s
+  `MTSTCardCallback` fills it.
 - [`write_model_card`]: renders `model_card.md` (Jinja, through `huggingface_hub.ModelCard`) into `README.md`, draws
   `loss_curve.svg` with matplotlib when it is installed, and finalizes the folder. It never raises: on any failure it
   logs a warning and writes a minimal card, so a card never blocks saving.
@@ -15,7 +14,6 @@ The card never shows a local path or a token; facts that are unknown become HTML
 
 from __future__ import annotations
 
-import functools
 import importlib.metadata
 import io
 import json
@@ -25,7 +23,6 @@ import os
 import platform
 import re
 import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -33,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
-from transformers import TrainerCallback, TrainingArguments
 
 import mtst_resources
 from configuration_mtst import SEQUENCE_CLASSIFICATION as SEQUENCE
@@ -47,7 +43,6 @@ from publish_mtst import (
     README_FILE,
     finalize_model_dir,
     is_hub_id,
-    is_local_path,
     prepare_push,
     resolve_base_model,
     scrub,
@@ -57,15 +52,7 @@ from publish_mtst import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "MTSTCardCallback",
-    "MTSTCardData",
-    "card_data_from_trainer",
-    "export_for_hub",
-    "loss_curve_svg",
-    "push_to_hub",
-    "write_model_card",
-]
+__all__ = ["MTSTCardData", "export_for_hub", "loss_curve_svg", "push_to_hub", "write_model_card"]
 
 # The card template, found in the installed package or the source checkout (None: this installation lacks it; the
 # card says so in a warning, naming where it was looked for).
@@ -90,14 +77,6 @@ MODEL_INDEX_METRICS = {
 # The YAML header's keys in the Hub's usual order (the model-index, built by huggingface_hub, comes last).
 HEADER_ORDER = ("library_name", "pipeline_tag", "tags", "language", "license", "base_model", "datasets", "metrics")
 _NOT_METRICS = ("runtime", "samples_per_second", "steps_per_second", "epoch", "loss")
-# Training arguments never shown in a card (paths, tokens, logging and hub plumbing).
-_HIDDEN_ARGS = {
-    *("output_dir", "logging_dir", "run_name", "report_to", "resume_from_checkpoint", "do_train", "do_eval"),
-    *("do_predict", "push_to_hub", "hub_model_id", "hub_strategy", "hub_private_repo", "hub_always_push"),
-    *("hub_revision", "push_to_hub_model_id", "push_to_hub_organization", "logging_first_step"),
-    *("logging_strategy", "logging_steps", "save_total_limit", "disable_tqdm", "project", "trackio_space_id"),
-    "log_task_per_step",
-}
 
 
 def _fmt(value: Any, digits: int | None = 4) -> str:
@@ -145,32 +124,6 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-def _duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f} seconds"
-    if seconds < 3600:
-        return f"{seconds / 60:.1f} minutes"
-    return f"{seconds / 3600:.1f} hours"
-
-
-def _has_local_path(value: Any) -> bool:
-    if isinstance(value, str):
-        return os.path.isabs(value) or (os.sep in value and is_local_path(value))
-    if isinstance(value, Mapping):
-        return any(_has_local_path(v) for v in value.values())
-    return isinstance(value, (list, tuple)) and any(_has_local_path(v) for v in value)
-
-
-@functools.cache
-def _default_training_args() -> dict[str, Any]:
-    """`TrainingArguments`' own values, to which the card compares a run's (as sentence-transformers does). A new
-    `TrainingArguments` would reset a running Accelerate state, so an existing one is reused."""
-    from accelerate.state import PartialState
-
-    configured = {"use_configured_state": True} if PartialState._shared_state else None
-    return TrainingArguments(output_dir="unused", accelerator_config=configured).to_dict()
-
-
 def loss_curve_svg(train: Sequence[tuple[float, float]], validation: Sequence[tuple[float, float]] = ()) -> str | None:
     """An SVG line chart (matplotlib) of the training and validation loss by step. None when there is no finite
     point to draw, or when matplotlib is not installed (an optional dependency: the card then has no picture)."""
@@ -204,7 +157,7 @@ def loss_curve_svg(train: Sequence[tuple[float, float]], validation: Sequence[tu
 
 @dataclass
 class MTSTCardData(ModelCardData):
-    """What the MTST model card says; filled by hand, by [`MTSTCardCallback`] during training, or both.
+    """What the MTST model card says; filled by hand, by `cardcallback_mtst.MTSTCardCallback` during training, or both.
 
     Args:
         language (`str` or `list[str]`, *optional*): language code(s) of the training data, e.g. `"en"`.
@@ -275,11 +228,6 @@ class MTSTCardData(ModelCardData):
         self._config = getattr(model, "config", model)
         return self
 
-    def add_tags(self, tags: str | Sequence[str]) -> None:
-        for tag in [tags] if isinstance(tags, str) else tags:
-            if tag not in self.tags:
-                self.tags.append(tag)
-
     def set_task_specs(self, specs: Sequence[Any] | Mapping[str, Any]) -> None:
         """Dataset facts from task specs (`tasks_mtst.TaskSpec` or mappings with the same keys); only Hub ids are
         kept as ids, local files are described as such and never named."""
@@ -328,53 +276,16 @@ class MTSTCardData(ModelCardData):
         for task, values in baselines.items():
             self.baselines[task] = {m: float(v) for m, v in values.items() if _number(v) is not None}
 
-    def set_widget_examples(self, texts_or_dataset, tokenizer=None, limit: int = 3) -> None:
-        """A few example texts: a list of strings, or a dataset with `text`, `tokens` or `input_ids`."""
+    def set_widget_examples(self, texts: str | Sequence[str], limit: int = 3) -> None:
+        """A few example texts (the first `limit` different ones); `cardcallback_mtst.texts_from` reads them from a
+        dataset."""
         picked = []
-        for text in _texts_from(texts_or_dataset, tokenizer, limit * 4):
+        for text in [texts] if isinstance(texts, str) else list(texts)[: limit * 4]:
             text = " ".join(str(text).split())[:300]
             if text and text not in picked and len(picked) < limit:
                 picked.append(text)
         if picked:
             self.widget_examples = picked
-
-    def set_training_args(self, args) -> None:
-        """Training arguments that differ from `TrainingArguments`' defaults (both through `to_dict()`, as
-        sentence-transformers compares them, so a subclass's changed defaults count as changes), and every multi-task
-        option (the fields beyond `TrainingArguments`). Paths, tokens and logging plumbing are left out."""
-        defaults = _default_training_args()
-        self.hyperparameters, self.multitask_options = {}, {}
-        for key, value in args.to_dict().items():
-            if key in _HIDDEN_ARGS or "token" in key or key.startswith("resume") or _has_local_path(value):
-                continue
-            if key not in defaults:
-                self.multitask_options[key] = value
-            elif value != defaults[key]:
-                self.hyperparameters[key] = value
-
-    def set_sampler(self, sampler) -> None:
-        """Strategy and effective task probabilities from a task-aware batch sampler (read generically)."""
-        sampler = _unwrap_sampler(sampler)
-        if sampler is None:
-            return
-        info: dict[str, Any] = {}
-        if getattr(sampler, "strategy", None):
-            info["strategy"] = _fmt(sampler.strategy)
-        # Steps of each task per epoch (balanced upsamples small tasks beyond their own pass).
-        steps = getattr(sampler, "epoch_task_steps", None) or getattr(sampler, "task_steps", None)
-        total = getattr(sampler, "steps_per_epoch", None)
-        if isinstance(steps, Mapping):
-            info["steps"] = {t: int(n) for t, n in steps.items()}
-            info["steps_per_epoch"] = int(total or sum(info["steps"].values()))
-        probabilities = getattr(sampler, "probabilities", None)
-        if isinstance(probabilities, Mapping) and probabilities and info.get("strategy") != "balanced":
-            info["probabilities"] = {t: float(p) for t, p in probabilities.items()}
-        elif info.get("steps_per_epoch"):
-            info["probabilities"] = {t: n / info["steps_per_epoch"] for t, n in info["steps"].items()}
-        if isinstance(getattr(sampler, "task_sizes", None), Mapping):
-            info["task_sizes"] = {t: int(n) for t, n in sampler.task_sizes.items()}
-        if info:
-            self.sampling = info
 
     def set_log_history(self, log_history: Sequence[Mapping[str, Any]]) -> None:
         self.log_history = [
@@ -411,21 +322,22 @@ class MTSTCardData(ModelCardData):
             split, kind, info = self.reported_split(task), spec["type"], self.task_datasets.get(task, {})
             values = self.results.get(split, {}).get(task, {})
             hub_id = info.get("id")
-            for key, (metric_type, pretty) in MODEL_INDEX_METRICS.get(kind, {}).items():
-                if key in values:
-                    result = EvalResult(
-                        task_type=PIPELINE_TAGS.get(kind, kind),
-                        task_name=f"{TASK_TYPE_NAMES.get(kind, kind)} ({task})",
-                        dataset_type=hub_id or task,
-                        dataset_name=info.get("name") or hub_id or f"{task} (local files)",
-                        dataset_config=info.get("config") if hub_id else None,
-                        dataset_split=split,
-                        dataset_revision=info.get("revision") if hub_id else None,
-                        metric_type=metric_type,
-                        metric_value=values[key],
-                        metric_name=f"{task} {pretty}",
-                    )
-                    results.append(result)
+            results += [
+                EvalResult(
+                    task_type=PIPELINE_TAGS.get(kind, kind),
+                    task_name=f"{TASK_TYPE_NAMES.get(kind, kind)} ({task})",
+                    dataset_type=hub_id or task,
+                    dataset_name=info.get("name") or hub_id or f"{task} (local files)",
+                    dataset_config=info.get("config") if hub_id else None,
+                    dataset_split=split,
+                    dataset_revision=info.get("revision") if hub_id else None,
+                    metric_type=metric_type,
+                    metric_value=values[key],
+                    metric_name=f"{task} {pretty}",
+                )
+                for key, (metric_type, pretty) in MODEL_INDEX_METRICS.get(kind, {}).items()
+                if key in values
+            ]
         return results
 
     def header(self) -> ModelCardData:
@@ -457,7 +369,6 @@ class MTSTCardData(ModelCardData):
     def to_dict(self) -> dict[str, Any]:
         """What the template reads besides the YAML header: the body's facts, tables and snippets."""
         config, tasks, primary = self._config, self._tasks(), self.primary_task()
-        encoder = getattr(config, "encoder", None)
         usage = self.widget_examples[:2] or ["Replace me with a sentence to analyse."]
         rows, sampling = [self._task_row(name, spec) for name, spec in tasks.items()], self.sampling
         columns, log_rows = self._log_table()
@@ -467,11 +378,7 @@ class MTSTCardData(ModelCardData):
             "base_model": self.resolved_base_model(),
             "language": self.language,
             "license": self.license,
-            "encoder": {
-                "type": getattr(encoder, "model_type", None),
-                "layers": getattr(encoder, "num_hidden_layers", None),
-                "hidden": getattr(encoder, "hidden_size", None),
-            },
+            "encoder": getattr(config, "encoder", None),  # the template reads its model_type, layers, hidden size
             "pooling": getattr(config, "pooling", None) or "mean",
             "projection_dim": getattr(config, "embedding_dim", None),
             "normalize": getattr(config, "normalize", None),
@@ -480,8 +387,6 @@ class MTSTCardData(ModelCardData):
             "primary_pipeline_tag": PIPELINE_TAGS.get(tasks[primary]["type"]) if primary else None,
             "task_rows": rows,
             "kept_tasks": [n for n in self.kept_tasks if n in tasks],
-            "local_data": any(self.task_datasets.get(n, {}).get("local") for n in tasks),
-            "small_data": any(0 <= self.task_datasets.get(n, {}).get("eval_size", 1000) < 1000 for n in tasks),
             **self._result_rows(tasks),
             "usage_texts": usage,
             "usage_text_py": json.dumps(usage[0], ensure_ascii=False),
@@ -493,7 +398,7 @@ class MTSTCardData(ModelCardData):
             "options": self.multitask_options,
             "multitask_options": {k: _fmt(v, None) for k, v in self.multitask_options.items()},
             "hyperparameters": {k: _fmt(v, None) for k, v in self.hyperparameters.items()},
-            "training_time": _duration(self.training_seconds) if self.training_seconds else None,
+            "training_seconds": self.training_seconds,
             "kept_model": self.kept_model,
             "log_columns": columns,
             "log_rows": log_rows,
@@ -559,13 +464,11 @@ class MTSTCardData(ModelCardData):
     def _log_table(self) -> tuple[list[str], list[list[str]]]:
         """The training log's columns (Epoch, Step, Training Loss, Validation Loss, per-task headline metrics,
         Average) and one row of cells per logged step."""
-        headline = {
-            f"eval_{task}_{HEADLINE_METRICS.get(spec['type'], 'accuracy')}": (
-                f"{task} {HEADLINE_METRICS.get(spec['type'], 'accuracy')}"
-            )
-            for task, spec in self._tasks().items()
-        }
-        named = {"loss": "Training Loss", "eval_loss": "Validation Loss", **headline, "eval_average": "Average"}
+        named = {"loss": "Training Loss", "eval_loss": "Validation Loss"}
+        for task, spec in self._tasks().items():
+            metric = HEADLINE_METRICS.get(spec["type"], "accuracy")
+            named[f"eval_{task}_{metric}"] = f"{task} {metric}"
+        named["eval_average"] = "Average"
         rows: dict[int, dict[str, Any]] = {}
         for entry in self.log_history:
             is_eval = any(k.startswith("eval_") and not k.startswith("eval_before_") for k in entry)
@@ -599,196 +502,6 @@ def _identifier(name: str) -> str:
     return ident if ident.isidentifier() and not ident[0].isdigit() else f"task_{ident}"
 
 
-def _texts_from(source, tokenizer, limit: int) -> list[str]:
-    if source is None:
-        return []
-    if isinstance(source, str):
-        return [source]
-    columns = getattr(source, "column_names", None)
-    if columns is None and isinstance(source, Sequence) and all(isinstance(t, str) for t in source[:limit]):
-        return list(source[:limit])
-    if isinstance(columns, Mapping):  # a DatasetDict: prefer the evaluation splits
-        split = next((s for s in ("validation", "test", "train", *columns) if s in columns), None)
-        return _texts_from(source[split], tokenizer, limit) if split else []
-    rows = source.select(range(min(limit, len(source)))) if hasattr(source, "select") else list(source)[:limit]
-    texts = []
-    for row in rows:
-        if not isinstance(row, Mapping):
-            continue
-        if isinstance(row.get("text"), str):
-            texts.append(row["text"])
-        elif isinstance(row.get("tokens"), (list, tuple)):
-            texts.append(" ".join(map(str, row["tokens"])))
-        elif row.get("input_ids") is not None and tokenizer is not None:
-            texts.append(tokenizer.decode(row["input_ids"], skip_special_tokens=True))
-    return texts
-
-
-def _unwrap_sampler(obj, depth: int = 0):
-    """The task-aware sampler inside a DataLoader / Accelerate shard / skip wrapper, if any."""
-    if obj is None or depth > 6:
-        return None
-    if hasattr(obj, "task_steps") or hasattr(obj, "probabilities"):
-        return obj
-    for attr in ("batch_sampler", "sampler", "base_dataloader"):
-        inner = getattr(obj, attr, None)
-        found = _unwrap_sampler(inner, depth + 1) if inner is not None and inner is not obj else None
-        if found is not None:
-            return found
-    return None
-
-
-class MTSTCardCallback(TrainerCallback):
-    """Fills an [`MTSTCardData`] during training and writes the card into every checkpoint.
-
-    Use `MTSTCardCallback.attach(trainer, card_data)` (or `trainer.add_callback(MTSTCardCallback(card_data,
-    trainer))`); after `trainer.save_model(dir)` call [`card_data_from_trainer`] for what only the end of the run
-    knows, then `write_model_card(dir, model, card_data, tokenizer)`. The trainer is optional: without it, the callback
-    reads what the callback events give (arguments, logs, metrics, the train dataloader's sampler). The card data is
-    also reachable as `model.model_card_data`.
-    """
-
-    def __init__(self, card_data: MTSTCardData | None = None, trainer=None, write_on_save: bool = True):
-        super().__init__()
-        self.card_data = card_data if card_data is not None else MTSTCardData()
-        self.trainer = trainer
-        self.write_on_save = write_on_save
-        self._datasets_read = False
-        self._written = None  # (checkpoint folder, step) whose card write_checkpoint_files wrote
-
-    @classmethod
-    def attach(cls, trainer, card_data: MTSTCardData | None = None, **kwargs) -> MTSTCardCallback:
-        """Add a card callback to `trainer` and collect what is known already (datasets, model)."""
-        callback = cls(card_data, trainer=trainer, **kwargs)
-        trainer.add_callback(callback)
-        callback.on_init_end(trainer.args, trainer.state, trainer.control, model=trainer.model)
-        return callback
-
-    def on_init_end(self, args, state, control, model=None, **kwargs):
-        """Register the model (`model.model_card_data`), and read the datasets' sizes and widget texts once."""
-        data = self.card_data
-        data.generated_from_trainer = True
-        if model is not None:
-            model = getattr(model, "module", model)
-            data.register(model)
-            try:
-                model.model_card_data = data
-            except Exception:
-                pass
-        if self.trainer is None or self._datasets_read:
-            return
-        self._datasets_read = True
-        try:
-            train, evals = self.trainer.train_dataset, self.trainer.eval_dataset
-            sizes = getattr(train, "task_sizes", None)
-            if sizes is None and isinstance(train, Mapping):
-                sizes = {t: len(ds) for t, ds in train.items()}
-            data.set_dataset_sizes(
-                sizes, {t: len(ds) for t, ds in evals.items()} if isinstance(evals, Mapping) else None
-            )
-            if not data.widget_examples and isinstance(evals, Mapping) and evals:
-                primary = data.primary_task()
-                dataset = evals.get(primary) if primary in evals else next(iter(evals.values()))
-                data.set_widget_examples(dataset, tokenizer=getattr(self.trainer, "processing_class", None))
-        except Exception as err:  # never let the card disturb training
-            logger.warning("Model card: could not read the datasets (%s).", type(err).__name__)
-
-    def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
-        self.on_init_end(args, state, control, model=model)
-        data = self.card_data
-        data._train_started = time.time()
-        try:
-            data.set_training_args(args)
-        except Exception as err:  # never let the card disturb training
-            logger.warning("Model card: could not read the training arguments (%s).", type(err).__name__)
-        try:
-            data.set_sampler(getattr(self.trainer, "_train_batch_sampler", None) or train_dataloader)
-        except Exception as err:
-            logger.warning("Model card: could not read the sampler (%s).", type(err).__name__)
-
-    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        if metrics:
-            self.card_data.set_eval_results(metrics, prefix="eval")
-
-    def on_predict(self, args, state, control, metrics=None, **kwargs):
-        for prefix in {k.split("_", 1)[0] for k in metrics or {} if "_" in k} - {"eval"}:
-            self.card_data.set_eval_results(metrics, prefix=prefix)
-
-    def on_train_end(self, args, state, control, model=None, **kwargs):
-        data = self.card_data
-        if data._train_started is not None:
-            data.training_seconds = (data.training_seconds or 0.0) + time.time() - data._train_started
-            data._train_started = None
-        if state.log_history:
-            data.set_log_history(state.log_history)
-        learned = getattr(self.trainer, "learned_loss_weights", None)
-        try:
-            weights = learned() if callable(learned) else None
-            if weights:
-                data.learned_loss_weights = {t: float(w) for t, w in weights.items()}
-        except Exception:
-            pass
-
-    def finish(self, task_specs=None, raw_datasets: Mapping[str, Any] | None = None, metrics=None) -> MTSTCardData:
-        """After training: which model was kept, every evaluation in the log and the final `metrics` (test ones
-        included), and widget texts from the raw data (`{task: DatasetDict or Dataset}` with `text`/`tokens`)."""
-        data, trainer = self.card_data, self.trainer
-        if task_specs:
-            data.set_task_specs(task_specs)
-        if raw_datasets:
-            primary = data.primary_task()
-            data.set_widget_examples(raw_datasets[primary] if primary in raw_datasets else [*raw_datasets.values()][0])
-        history = trainer.state.log_history if trainer is not None else []
-        if history:
-            data.set_log_history(history)
-        for entry in [*history, metrics or {}]:
-            data.set_eval_results(entry)
-        if isinstance(getattr(trainer, "kept_model", None), Mapping):
-            data.kept_model = dict(trainer.kept_model)
-        if data.training_seconds is None:
-            runtimes = [e["train_runtime"] for e in history if "train_runtime" in e]
-            data.training_seconds = _number(runtimes[-1]) if runtimes else None
-        return data
-
-    def write_checkpoint_files(self, args, state, folder, model=None, processing_class=None) -> None:
-        """Write the card (and the code files and the cleaned config.json) into the checkpoint `folder`. A
-        `MultiTaskTrainer` calls this right after the checkpoint's weights, before trainer_state.json; with another
-        trainer, `on_save` does it after."""
-        if not self.write_on_save or not state.is_world_process_zero or not os.path.isdir(folder):
-            return
-        if state.log_history:
-            self.card_data.set_log_history(state.log_history)
-        write_model_card(folder, model, self.card_data, processing_class)
-        self._written = (os.path.normpath(folder), state.global_step)
-
-    def on_save(self, args, state, control, model=None, processing_class=None, **kwargs):
-        folder = os.path.normpath(os.path.join(args.output_dir, f"checkpoint-{state.global_step}"))
-        if self._written != (folder, state.global_step):
-            self.write_checkpoint_files(args, state, folder, model, processing_class)
-
-
-def card_data_from_trainer(
-    trainer,
-    card_data: MTSTCardData | None = None,
-    task_specs=None,
-    raw_datasets: Mapping[str, Any] | None = None,
-    metrics: Mapping[str, Any] | None = None,
-) -> MTSTCardData:
-    """Card data from a trainer after training: what its [`MTSTCardCallback`] collected (a trainer without one is
-    read the same way at once), plus [`MTSTCardCallback.finish`]'s `task_specs`, `raw_datasets` and final `metrics`.
-    Fields already set in `card_data` (language, license, baselines, ...) are kept."""
-    callbacks = [c for c in trainer.callback_handler.callbacks if isinstance(c, MTSTCardCallback)]
-    callback = next((c for c in callbacks if card_data is None or c.card_data is card_data), None)
-    if callback is None:
-        model = getattr(trainer.model, "module", trainer.model)
-        card_data = card_data or getattr(model, "model_card_data", None) or MTSTCardData()
-        callback = MTSTCardCallback(card_data, trainer, write_on_save=False)
-        callback.on_train_begin(trainer.args, trainer.state, trainer.control, model=trainer.model)
-        card_data._train_started = None
-        callback.on_train_end(trainer.args, trainer.state, trainer.control)
-    return callback.finish(task_specs, raw_datasets, metrics)
-
-
 _MINIMAL_TEMPLATE = """---
 {{ card_data }}
 ---
@@ -797,7 +510,8 @@ _MINIMAL_TEMPLATE = """---
 
 One shared transformer encoder with a head per task, loaded with `trust_remote_code=True`.
 
-{% for task in tasks %}- **{{ task.name }}** ({{ task.type }}): {{ task.labels }}
+{% for name, task in tasks.items() %}- **{{ name }}** ({{ type_names.get(task.type, task.type) }}): {#
+#}{% for label in task.labels or [] %}`{{ label }}`{% if not loop.last %}, {% endif %}{% endfor %}
 {% endfor %}
 ```python
 from transformers import pipeline
@@ -812,20 +526,11 @@ multitask = pipeline(model="{{ model_id }}", trust_remote_code=True)
 def _minimal_card(config, error: BaseException | None = None) -> ModelCard:
     """A short card from the config alone (tasks and labels, the pipeline snippet) for when the full one fails."""
     data = MTSTCardData().register(config)
-    tasks = data._tasks()
-    header = data.header()
-    header = ModelCardData(library_name="transformers", pipeline_tag=header.pipeline_tag, tags=header.tags)
-    rows = [
-        {
-            "name": name,
-            "type": TASK_TYPE_NAMES.get(spec.get("type"), spec.get("type")),
-            "labels": ", ".join(f"`{label}`" for label in spec.get("labels") or []),
-        }
-        for name, spec in tasks.items()
-    ]
+    full = data.header()
+    header = ModelCardData(library_name="transformers", pipeline_tag=full.pipeline_tag, tags=full.tags)
     error_name = type(error).__name__ if error is not None else None
-    kwargs = {"tasks": rows, "model_id": MODEL_ID_PLACEHOLDER, "error": error_name}
-    return ModelCard.from_template(header, template_str=_MINIMAL_TEMPLATE, **kwargs)
+    kwargs = {"tasks": data._tasks(), "type_names": TASK_TYPE_NAMES, "model_id": MODEL_ID_PLACEHOLDER}
+    return ModelCard.from_template(header, template_str=_MINIMAL_TEMPLATE, error=error_name, **kwargs)
 
 
 def write_model_card(
@@ -837,9 +542,9 @@ def write_model_card(
     """Render the card into `save_directory/README.md` (plus `loss_curve.svg`) and finalize the folder.
 
     `model` is the MTST model (or None: the folder's config.json is read); `card_data` defaults to
-    `model.model_card_data` (set by [`MTSTCardCallback`]) or an empty [`MTSTCardData`]; `tokenizer`, when given, is
-    saved if the folder has none and decodes widget examples from tokenized data. Never raises: on failure a warning
-    is logged and a minimal card is written.
+    `model.model_card_data` (set by `cardcallback_mtst.MTSTCardCallback`) or an empty [`MTSTCardData`]; `tokenizer`,
+    when given, is saved if the folder has none. Never raises: on failure a warning is logged and a minimal card is
+    written.
     """
     folder = Path(save_directory)
     config = None

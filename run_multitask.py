@@ -394,18 +394,20 @@ def _modelcard_module():
 
 
 def attach_model_card(trainer, specs, model_args: ModelArguments):
-    """Hook: collect model-card data during training (`modelcard_mtst.MTSTCardCallback`) when `modelcard_mtst` is
+    """Hook: collect model-card data during training (`cardcallback_mtst.MTSTCardCallback`) when `modelcard_mtst` is
     importable. Returns the card data, or None. Never raises."""
     module = _modelcard_module()
     if module is None:
         return None
     try:
+        from cardcallback_mtst import MTSTCardCallback
+
         card_data = module.MTSTCardData(base_model=model_args.model_name_or_path)
         card_data.set_task_specs(specs)
         plan = getattr(trainer, "growth_plan", None)
         if plan is not None:
             card_data.kept_tasks = list(plan.kept)
-        module.MTSTCardCallback.attach(trainer, card_data)
+        MTSTCardCallback.attach(trainer, card_data)
         return card_data
     except Exception as err:  # the card must never block training
         logger.warning("Model card: could not start collecting card data: %s", err)
@@ -421,7 +423,9 @@ def write_model_card(trainer, card_data, output_dir: str, raw_datasets=None, met
         return
     try:
         if card_data is not None:
-            card_data = module.card_data_from_trainer(trainer, card_data, raw_datasets=raw_datasets, metrics=metrics)
+            from cardcallback_mtst import card_data_from_trainer
+
+            card_data = card_data_from_trainer(trainer, card_data, raw_datasets=raw_datasets, metrics=metrics)
         module.write_model_card(output_dir, trainer.model, card_data, trainer.processing_class)
     except Exception as err:  # the card must never block saving
         logger.warning("Could not write the model card: %s", err)

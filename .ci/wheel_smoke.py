@@ -46,7 +46,7 @@ CARD_SECTIONS = (
 
 # Where the venv's python finds torch, the modules and the shipped files.
 PROBE = """
-import json, torch, run_multitask, modelcard_mtst, publish_mtst
+import json, torch, run_multitask, modelcard_mtst, cardcallback_mtst, publish_mtst
 print(json.dumps({"torch": torch.__version__, "torch_file": torch.__file__, "module": run_multitask.__file__,
                   "template": str(modelcard_mtst.TEMPLATE_PATH), "handler": str(publish_mtst.HANDLER_PATH)}))
 """

@@ -1,7 +1,7 @@
-"""Model card: metadata and model-index, body, unknown facts, loss curve, the Trainer callback, and the handler.
+"""Model card: metadata and model-index, body, unknown facts, loss curve, and the handler.
 
-Everything here runs in-process on tiny random models (no Hub); the round trips through a Hub server are in
-test_publishing.py.
+Everything here runs in-process on tiny random models (no Hub); the Trainer callback is tested in
+test_cardcallback.py, the round trips through a Hub server in test_publishing.py.
 """
 
 import json
@@ -20,7 +20,7 @@ from huggingface_hub.repocard_data import model_index_to_eval_results
 
 import modelcard_mtst
 import publish_mtst
-from modelcard_mtst import MTSTCardCallback, MTSTCardData, loss_curve_svg, write_model_card
+from modelcard_mtst import MTSTCardData, loss_curve_svg, write_model_card
 from modeling_mtst import MTSTModel
 from publish_mtst import MODEL_ID_PLACEHOLDER, finalize_model_dir, resolve_base_model, scrub
 
@@ -429,145 +429,6 @@ def test_scrub_removes_tokens_and_local_paths(tmp_path):
     assert "hf_" not in clean and "<redacted>" in clean
     assert_no_local_paths(clean, tmp_path, os.getcwd())
     assert scrub("my s3cr3t-value here", token="s3cr3t-value") == "my <redacted> here"
-
-
-def test_training_args_and_sampler_are_read_generically():
-    from transformers import TrainingArguments
-
-    data = MTSTCardData()
-    args = TrainingArguments(output_dir="/tmp/out", learning_rate=5e-5 / 2, max_steps=7, hub_token="hf_xyz", seed=3)
-    data.set_training_args(args)
-    assert data.hyperparameters == {"learning_rate": 2.5e-05, "max_steps": 7, "seed": 3}
-    sampler = SimpleNamespace(
-        strategy="proportional",
-        task_steps={"topic": 3, "ner": 1},
-        steps_per_epoch=4,
-        task_sizes={"topic": 24, "ner": 8},
-    )
-    data.set_sampler(
-        SimpleNamespace(batch_sampler=SimpleNamespace(batch_sampler=sampler))
-    )  # wrapped, as Accelerate does
-    assert data.sampling["probabilities"] == {"topic": 0.75, "ner": 0.25}
-    assert data.sampling["strategy"] == "proportional" and data.sampling["steps_per_epoch"] == 4
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# A few real optimizer steps with the Trainer and the card callback
-# ---------------------------------------------------------------------------------------------------------------------
-
-TRAIN = {
-    "topic": [("The striker scored twice in the final.", 1), ("Shares of the bank rose sharply.", 2)] * 4,
-    "sentiment": [("I loved this film.", 2), ("This was a terrible day.", 0)] * 4,
-    "ner": [(["John", "lives", "in", "Paris", "."], ["B-PER", "O", "O", "B-LOC", "O"])] * 8,
-}
-
-
-def _batches(tokenizer, config, task, rows, batch_size=4):
-    batches = []
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
-        if config.task_type(task) == "sequence_classification":
-            enc = tokenizer([t for t, _ in chunk], padding=True, return_tensors="pt")
-            labels = torch.tensor([label for _, label in chunk])
-        else:
-            enc = tokenizer([w for w, _ in chunk], is_split_into_words=True, padding=True, return_tensors="pt")
-            ids = config.task_labels(task)
-            labels = torch.full(enc["input_ids"].shape, -100)
-            for i, (_, tags) in enumerate(chunk):
-                seen = set()
-                for pos, word in enumerate(enc.word_ids(i)):
-                    if word is not None and word not in seen:
-                        labels[i, pos] = ids.index(tags[word])
-                        seen.add(word)
-        batches.append({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels})
-    return [dict(b, task=task) for b in batches]
-
-
-class _BatchTrainer:
-    """Builds a plain `transformers.Trainer` over pre-made single-task batches, with per-task evaluation."""
-
-    @staticmethod
-    def build(model, tokenizer, output_dir, callback_data):
-        from transformers import Trainer, TrainingArguments
-
-        train = [b for task, rows in TRAIN.items() for b in _batches(tokenizer, model.config, task, rows)]
-        evals = {task: _batches(tokenizer, model.config, task, rows[:4]) for task, rows in TRAIN.items()}
-
-        class BatchTrainer(Trainer):
-            def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
-                """Accuracy per task (token accuracy for ner) and the mean loss, logged like MultiTaskTrainer."""
-                self.model.eval()
-                metrics, losses = {}, []
-                with torch.no_grad():
-                    for task, batches in evals.items():
-                        correct = total = 0
-                        for batch in batches:
-                            out = self.model(**batch)
-                            losses.append(float(out.loss))
-                            mask = batch["labels"] != -100
-                            correct += int((out.logits.argmax(-1)[mask] == batch["labels"][mask]).sum())
-                            total += int(mask.sum())
-                        key = "f1" if task == "ner" else "accuracy"
-                        metrics[f"{metric_key_prefix}_{task}_{key}"] = correct / total
-                metrics[f"{metric_key_prefix}_loss"] = sum(losses) / len(losses)
-                self.log(metrics)
-                self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
-                self.model.train()
-                return metrics
-
-        args = TrainingArguments(
-            output_dir=str(output_dir),
-            per_device_train_batch_size=1,
-            learning_rate=3e-3,
-            max_steps=6,
-            logging_steps=2,
-            eval_strategy="steps",
-            eval_steps=3,
-            save_steps=3,
-            report_to=[],
-            use_cpu=True,
-            disable_tqdm=True,
-            remove_unused_columns=False,
-        )
-        trainer = BatchTrainer(
-            model=model,
-            args=args,
-            train_dataset=train,
-            eval_dataset=evals["topic"],  # not used: evaluate() reads every task's batches
-            data_collator=lambda items: items[0],
-        )
-        MTSTCardCallback.attach(trainer, callback_data)
-        return trainer
-
-
-def test_trainer_callback_fills_the_card_and_writes_checkpoints(tokenizer, tmp_path):
-    torch.manual_seed(0)
-    model = MTSTModel(tiny_mtst_config())
-    data = MTSTCardData(language="en")
-    data.set_widget_examples([text for text, _ in TRAIN["topic"]])
-    trainer = _BatchTrainer.build(model, tokenizer, tmp_path / "run", data)
-    assert model.model_card_data is data
-    trainer.train()
-    trainer.save_model(str(tmp_path / "final"))
-    card = write_model_card(tmp_path / "final", model, tokenizer=tokenizer)  # card data found on the model
-
-    assert data.hyperparameters["learning_rate"] == 3e-3 and data.hyperparameters["max_steps"] == 6
-    assert data.results["validation"]["topic"]["accuracy"] == trainer.state.log_history[-2]["eval_topic_accuracy"]
-    assert data.training_seconds and data.training_seconds > 0
-    text = card.content
-    assert "| `learning_rate` | 0.003 |" in text
-    assert "generated_from_trainer" in metadata_load(tmp_path / "final" / "README.md")["tags"]
-    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-    assert len(losses) == 3 and f"{losses[0]:.4f}" in text
-    table = text.split("| Epoch | Step | Training Loss | Validation Loss | topic accuracy |")[1].split("\n\n")[0]
-    steps = [int(line.split("|")[2]) for line in table.strip().splitlines()[2:]]
-    assert steps == [2, 3, 4, 6]  # training logs every 2 steps, evaluations at 3 and 6
-    assert (tmp_path / "final" / "loss_curve.svg").is_file()
-    for checkpoint in ("checkpoint-3", "checkpoint-6"):  # written on every save
-        folder = tmp_path / "run" / checkpoint
-        assert (folder / "README.md").is_file() and (folder / "handler.py").is_file(), checkpoint
-    assert "None" not in text
-    assert_no_local_paths(text, tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
