@@ -17,30 +17,22 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput, TokenClassifierOutput
 from transformers.utils import ModelOutput
 
-try:  # loaded as a package module (trust_remote_code copies these files side by side)
-    from .configuration_mtst import (
-        IGNORE_INDEX,
-        SEQUENCE_CLASSIFICATION,
-        TOKEN_CLASSIFICATION,
-        MTSTConfig,
-        MTSTConfigError,
-        MTSTLoadError,
-        first_sentence,
-        is_local_path,
-    )
+try:  # a package module: trust_remote_code copies the files that these relative imports name side by side
+    from . import configuration_mtst as mtst_config
+    from .configuration_mtst import MTSTConfig
     from .pipeline_mtst import CUSTOM_PIPELINES
-except ImportError:  # loaded from a plain checkout / installed top-level module
-    from configuration_mtst import (
-        IGNORE_INDEX,
-        SEQUENCE_CLASSIFICATION,
-        TOKEN_CLASSIFICATION,
-        MTSTConfig,
-        MTSTConfigError,
-        MTSTLoadError,
-        first_sentence,
-        is_local_path,
-    )
+except ImportError:  # a top-level module: a plain checkout or the installed wheel
+    import configuration_mtst as mtst_config
+    from configuration_mtst import MTSTConfig
     from pipeline_mtst import CUSTOM_PIPELINES
+
+IGNORE_INDEX, SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION = (
+    mtst_config.IGNORE_INDEX,
+    mtst_config.SEQUENCE_CLASSIFICATION,
+    mtst_config.TOKEN_CLASSIFICATION,
+)
+MTSTConfigError, MTSTLoadError = mtst_config.MTSTConfigError, mtst_config.MTSTLoadError
+first_sentence, is_local_path = mtst_config.first_sentence, mtst_config.is_local_path
 
 SAFE_WEIGHTS_NAME = "model.safetensors"
 SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"

@@ -249,13 +249,15 @@ class MultiTaskTrainer(Trainer):
         if data_collator is None and processing_class is not None:
             data_collator = MultiTaskCollator(processing_class)
         self._user_compute_metrics = kwargs.pop("compute_metrics", None)
+        # Trainer's first six parameters, in order: model, args, data_collator, train_dataset, eval_dataset,
+        # processing_class (transformers >= 4.46).
         super().__init__(
-            model=model,
-            args=args,
-            data_collator=data_collator,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
-            processing_class=processing_class,
+            model,
+            args,
+            data_collator,
+            train_dataset,
+            eval_dataset,
+            processing_class,
             compute_metrics=self._compute_metrics,
             **kwargs,
         )
