@@ -280,7 +280,7 @@ def card_data_from_trainer(
 ) -> MTSTCardData:
     """Card data from a trainer after training: what its [`MTSTCardCallback`] collected (a trainer without one is
     read the same way at once), plus [`MTSTCardCallback.finish`]'s `task_specs`, `raw_datasets` and final `metrics`.
-    Fields already set in `card_data` (language, license, baselines, ...) are kept."""
+    Fields already set in `card_data` (language, license, single_task, ...) are kept."""
     callbacks = [c for c in trainer.callback_handler.callbacks if isinstance(c, MTSTCardCallback)]
     callback = next((c for c in callbacks if card_data is None or c.card_data is card_data), None)
     if callback is None:

@@ -171,7 +171,8 @@ class MTSTCardData(ModelCardData):
         task_datasets (`dict`): per task `{"id": Hub dataset id, "config", "revision", "name", "train_size",
             "eval_size"}`; see [`set_task_specs`].
         results (`dict`): `{split: {task: {metric: value}}}`; see [`set_eval_results`].
-        baselines (`dict`): `{task: {metric: value}}` of single-task baselines, compared with the reported split.
+        single_task (`dict`): `{task: {"source", "metric", "test", "validation"}}`: a single-task run's headline
+            metric per split and its folder name, shown next to the joint score (see [`set_single_task_results`]).
         widget_examples (`list[str]`): a few texts of the primary task's evaluation data.
         log_history (`list[dict]`): the trainer's log history (training losses and evaluations).
         hyperparameters (`dict`): training arguments that differ from their defaults.
@@ -195,7 +196,7 @@ class MTSTCardData(ModelCardData):
     tags: list[str] = field(default_factory=list)
     task_datasets: dict[str, dict[str, Any]] = field(default_factory=dict)
     results: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
-    baselines: dict[str, dict[str, float]] = field(default_factory=dict)
+    single_task: dict[str, dict[str, Any]] = field(default_factory=dict)
     widget_examples: list[str] = field(default_factory=list)
     log_history: list[dict[str, Any]] = field(default_factory=list)
     hyperparameters: dict[str, Any] = field(default_factory=dict)
@@ -271,10 +272,20 @@ class MTSTCardData(ModelCardData):
                 if metric and not metric.endswith(_NOT_METRICS):
                     self.results.setdefault(target, {}).setdefault(task, {})[metric] = number
 
-    def set_baselines(self, baselines: Mapping[str, Mapping[str, Any]]) -> None:
-        """Single-task baseline results `{task: {metric: value}}`, shown next to the multi-task results."""
-        for task, values in baselines.items():
-            self.baselines[task] = {m: float(v) for m, v in values.items() if _number(v) is not None}
+    def set_single_task_results(self, results: Mapping[str, Mapping[str, Any]]) -> None:
+        """Single-task scores `{task: {"source": run folder name, "metric", "test"/"validation": value}}` (as
+        `run_multitask.read_single_task_results` reads them), compared with the joint score of the same metric on the
+        test split when both runs have it, else on the validation split."""
+        for task, entry in results.items():
+            values = {s: float(entry[s]) for s in ("test", "validation") if _number(entry.get(s)) is not None}
+            self.single_task[task] = {"source": entry.get("source"), "metric": entry["metric"], **values}
+
+    def compared_split(self, task: str) -> str | None:
+        """The split on which `task`'s single-task and joint scores are compared: test when both have it, else
+        validation when both have it, else None."""
+        single = self.single_task.get(task, {})
+        ours = [s for s in ("test", "validation") if single.get("metric") in self.results.get(s, {}).get(task, {})]
+        return next((s for s in ours if s in single), None)
 
     def set_widget_examples(self, texts: str | Sequence[str], limit: int = 3) -> None:
         """A few example texts (the first `limit` different ones); `cardcallback_mtst.texts_from` reads them from a
@@ -430,27 +441,27 @@ class MTSTCardData(ModelCardData):
         }
 
     def _result_rows(self, tasks: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-        """The results table (model-index metrics, validation then test, with the baseline on the reported split)
-        and the F1 per entity type of token tasks."""
+        """The results table (model-index metrics, validation then test, with the single-task score on the compared
+        split) and the F1 per entity type of token tasks."""
         splits = [s for s in ("validation", "test") if s in self.results]
         splits += [s for s in self.results if s not in splits]
         result_rows, entity_rows = [], []
         for name, spec in tasks.items():
-            known = MODEL_INDEX_METRICS.get(spec["type"], {})
+            known, single = MODEL_INDEX_METRICS.get(spec["type"], {}), self.single_task.get(name)
+            compared = self.compared_split(name)
             for split in splits:
                 values = self.results[split].get(name) or {}
                 for metric in [m for m in known if m in values]:
                     value = values[metric]
-                    baseline = self.baselines.get(name, {}).get(metric)
-                    baseline = baseline if split == self.reported_split(name) else None
+                    theirs = single[split] if split == compared and metric == single["metric"] else None
                     result_rows.append(
                         {
                             "task": name,
                             "split": split,
                             "metric": known[metric][1],
                             "value": _fmt(value),
-                            "baseline": _fmt(baseline) if baseline is not None else None,
-                            "delta": f"{value - baseline:+.4f}" if baseline is not None else None,
+                            "single": _fmt(theirs) if theirs is not None else None,
+                            "delta": f"{(value - theirs) * 100:+.2f}" if theirs is not None else None,
                             "headline": metric == HEADLINE_METRICS.get(spec["type"]),
                         }
                     )
@@ -458,8 +469,8 @@ class MTSTCardData(ModelCardData):
                     for metric in sorted(m for m in values if m not in known and m.endswith("_f1")):
                         f1 = _fmt(values[metric])
                         entity_rows.append({"task": name, "split": split, "entity": metric[: -len("_f1")], "f1": f1})
-        has_baselines = any(row["baseline"] is not None for row in result_rows)
-        return {"result_rows": result_rows, "entity_rows": entity_rows, "has_baselines": has_baselines}
+        sources = {t: self.single_task[t].get("source") for t in tasks if self.compared_split(t)}
+        return {"result_rows": result_rows, "entity_rows": entity_rows, "single_task_sources": sources}
 
     def _log_table(self) -> tuple[list[str], list[list[str]]]:
         """The training log's columns (Epoch, Step, Training Loss, Validation Loss, per-task headline metrics,

@@ -34,6 +34,7 @@ from data_mtst import load_task_data
 from modeling_mtst import MTSTModel, check_model_folder
 from tasks_mtst import TaskConfigError, TaskDataError, load_task_specs, tokenize_task
 from trainer_mtst import (
+    HEADLINE_METRICS,
     MultiTaskTrainer,
     MultiTaskTrainingArguments,
     MultiTaskTrainingError,
@@ -147,6 +148,14 @@ class DataArguments:
     max_eval_samples: int | None = field(
         default=None,
         metadata={"help": "Keep at most this many validation/test examples per task (overrides the config)."},
+    )
+    single_task_results: str | None = field(
+        default=None,
+        metadata={
+            "help": "Single-task runs to compare with, as 'task=DIR_OR_JSON,...' (a run's output folder or its "
+            "all_results.json): the card shows each named task's single-task score next to the joint one (headline "
+            "metric, test split when both runs have it, else validation) and the difference in points."
+        },
     )
 
 
@@ -385,6 +394,49 @@ def evaluate_before_training(trainer, tokenized, plan) -> dict:
     return {k: v for k, v in metrics.items() if not k.endswith(("_runtime", "_per_second"))}
 
 
+def read_single_task_results(option: str | None, specs) -> dict[str, dict]:
+    """`--single_task_results 'task=DIR_OR_JSON,...'`: each named task's headline metric (`HEADLINE_METRICS`) from
+    its single-task run's all_results.json, as `{task: {"source": the run's folder name, "metric", "test": value of
+    predict_<task>_<metric>, "validation": value of eval_<task>_<metric>}}` (the splits the file has). A malformed
+    item, a task this run does not train, an unreadable file or a file with neither key is a `CommandLineError`."""
+    kinds, found = {spec.name: spec.type for spec in specs}, {}
+    for item in filter(str.strip, (option or "").split(",")):
+        task, equals, path = (part.strip() for part in item.partition("="))
+        if not (task and equals and path):
+            raise CommandLineError(
+                f"--single_task_results: {item.strip()!r} is not 'task=DIR_OR_JSON' (a single-task run's output "
+                "folder or its all_results.json), e.g. 'ner=outputs/ner_only,topic=outputs/topic_only'."
+            )
+        if task not in kinds:
+            raise CommandLineError(
+                f"--single_task_results: unknown task {task!r} (for {path}); the tasks of this run are "
+                f"{', '.join(kinds)}."
+            )
+        file = os.path.join(path, "all_results.json") if os.path.isdir(path) else path
+        try:
+            with open(file, encoding="utf-8") as handle:
+                results = json.load(handle)
+        except (OSError, ValueError) as err:
+            raise CommandLineError(
+                f"--single_task_results: cannot read {file} for task {task!r} ({type(err).__name__}: "
+                f"{' '.join(str(err).split())}). Give a single-task run's output folder or its all_results.json."
+            ) from err
+        metric = HEADLINE_METRICS[kinds[task]]
+        keys = {"test": f"predict_{task}_{metric}", "validation": f"eval_{task}_{metric}"}
+        results = results if isinstance(results, dict) else {}
+        values = {
+            split: float(results[key]) for split, key in keys.items() if isinstance(results.get(key), (int, float))
+        }
+        if not values:
+            raise CommandLineError(
+                f"--single_task_results: {file} has no {keys['test']} or {keys['validation']} for task {task!r}: "
+                "is it the all_results.json of a run of that task with --do_eval or --do_predict?"
+            )
+        folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+        found[task] = {"source": os.path.basename(os.path.normpath(folder)), "metric": metric, **values}
+    return found
+
+
 def _modelcard_module():
     try:
         import modelcard_mtst
@@ -529,6 +581,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Scr
         if data_args.max_eval_samples is not None:
             spec.max_eval_samples = data_args.max_eval_samples
     logger.info("Tasks: %s", ", ".join(f"{s.name} ({s.type})" for s in specs))
+    single_task = read_single_task_results(data_args.single_task_results, specs)  # before any data is loaded
 
     saved_config = grow_mtst.saved_mtst_config(
         model_args.model_name_or_path, cache_dir=model_args.cache_dir, revision=model_args.model_revision
@@ -583,6 +636,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Scr
 
     trainer.growth_plan = growth
     card_data = attach_model_card(trainer, specs, model_args)
+    if card_data is not None and single_task:
+        card_data.set_single_task_results(single_task)
 
     all_metrics: dict = {}
     before = {}

@@ -84,7 +84,7 @@ def full_card_data() -> MTSTCardData:
     data.set_dataset_sizes({"topic": 120, "sentiment": 60, "ner": 90}, {"topic": 20, "sentiment": 12, "ner": 18})
     data.set_eval_results(METRICS)
     data.set_eval_results({"predict_topic_accuracy": 0.7, "predict_topic_macro_f1": 0.66})
-    data.set_baselines({"topic": {"accuracy": 0.68}})
+    data.set_single_task_results({"topic": {"source": "topic_only", "metric": "accuracy", "test": 0.68}})
     data.set_widget_examples(["Apple is opening a new office in Paris.", "The match ended in a draw.", "Shares fell."])
     data.set_log_history(LOG_HISTORY)
     return data
@@ -144,10 +144,13 @@ def test_card_metadata_model_index_and_body(tiny, tokenizer, tmp_path):
         "ner Token Accuracy": 0.8,
     }
 
-    # body: every task's labels, results (with the baseline difference), usage, training log, loss curve
+    # body: every task's labels, results (with the single-task difference), usage, training log, loss curve
     for label in TOPIC_LABELS + SENTIMENT_LABELS + NER_LABELS:
         assert f"`{label}`" in text
-    assert "| `topic` | test | **Accuracy** | 0.7000 | 0.6800 | +0.0200 |" in text
+    assert "| Task | Split | Metric | MTST | Single-task | Δ joint − single (points) |" in text
+    assert "| `topic` | test | **Accuracy** | 0.7000 | 0.6800 | +2.00 |" in text
+    assert "| `topic` | validation | **Accuracy** | 0.7500 | - | - |" in text
+    assert "(`topic`: `topic_only`)" in text
     assert "| `ner` | validation | PER | 0.6000 |" in text
     for snippet in (
         f'pipeline(model="{MODEL_ID_PLACEHOLDER}", trust_remote_code=True',
@@ -169,6 +172,34 @@ def test_card_metadata_model_index_and_body(tiny, tokenizer, tmp_path):
     reloaded = ModelCard.load(tmp_path / "README.md")
     assert reloaded.data.pipeline_tag == "text-classification"
     assert reloaded.data.eval_results and reloaded.data.model_name == "your-mtst-model"
+
+
+def test_single_task_scores_are_compared_like_with_like():
+    data = MTSTCardData().register(tiny_mtst_config())
+    data.set_eval_results(METRICS)  # validation results of every task
+    data.set_eval_results({"predict_topic_accuracy": 0.7, "predict_topic_macro_f1": 0.66})  # test: topic only
+    without = data.to_dict()
+    assert without["single_task_sources"] == {}
+    assert all(row["single"] is None and row["delta"] is None for row in without["result_rows"])
+    data.set_single_task_results(
+        {
+            "topic": {"source": "topic_only", "metric": "accuracy", "test": 0.68, "validation": 0.71},
+            "sentiment": {"source": "sentiment_only", "metric": "accuracy", "test": 0.45, "validation": 0.4},
+            "ner": {"source": "ner_only", "metric": "f1", "test": 0.5},  # the joint run has no ner test: no comparison
+        }
+    )
+    assert [data.compared_split(t) for t in ("topic", "sentiment", "ner")] == ["test", "validation", None]
+    rendered = data.to_dict()
+    rows = {(row["task"], row["split"], row["metric"]): row for row in rendered["result_rows"]}
+    assert (rows["topic", "test", "Accuracy"]["single"], rows["topic", "test", "Accuracy"]["delta"]) == (
+        "0.6800",
+        "+2.00",
+    )
+    assert rows["topic", "validation", "Accuracy"]["single"] is None  # only the compared split
+    assert rows["topic", "test", "Macro F1"]["single"] is None  # only the headline metric
+    assert rows["sentiment", "validation", "Accuracy"]["delta"] == "+10.00"
+    assert all(row["single"] is None for key, row in rows.items() if key[0] == "ner")
+    assert rendered["single_task_sources"] == {"topic": "topic_only", "sentiment": "sentiment_only"}
 
 
 # The card's YAML header and headings as modelcard_mtst wrote them before issue 13's rewrite (same inputs): a change

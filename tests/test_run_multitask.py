@@ -110,6 +110,38 @@ def test_bad_options_exit_2(tiny, tmp_path, capsys):
     assert "task_weights" in capsys.readouterr().err
 
 
+def test_single_task_results_are_read_and_checked_before_training(tiny, tmp_path, capsys):
+    from types import SimpleNamespace
+
+    specs = [
+        SimpleNamespace(name="topic", type="sequence_classification"),
+        SimpleNamespace(name="ner", type="token_classification"),
+    ]
+    (tmp_path / "ner_only").mkdir()
+    (tmp_path / "ner_only" / "all_results.json").write_text(json.dumps({"eval_ner_f1": 0.8, "predict_ner_f1": 0.75}))
+    (tmp_path / "topic.json").write_text(json.dumps({"eval_topic_accuracy": 0.9, "eval_topic_macro_f1": 0.5}))
+    option = f"ner={tmp_path / 'ner_only'}, topic={tmp_path / 'topic.json'}"
+    assert run_multitask.read_single_task_results(option, specs) == {
+        "ner": {"source": "ner_only", "metric": "f1", "test": 0.75, "validation": 0.8},
+        "topic": {"source": tmp_path.name, "metric": "accuracy", "validation": 0.9},
+    }
+    assert run_multitask.read_single_task_results(None, specs) == {}
+    bad = {
+        f"pos={tmp_path / 'ner_only'}": ["unknown task 'pos'", "topic, ner"],
+        f"ner={tmp_path / 'missing'}": [str(tmp_path / "missing"), "'ner'", "FileNotFoundError"],
+        f"topic={tmp_path / 'ner_only'}": ["predict_topic_accuracy", "eval_topic_accuracy", "all_results.json"],
+        "topic": ["is not 'task=DIR_OR_JSON'"],
+    }
+    for value, fragments in bad.items():
+        with pytest.raises(run_multitask.CommandLineError) as err:
+            run_multitask.read_single_task_results(value, specs)
+        assert all(fragment in str(err.value) for fragment in fragments), (value, str(err.value))
+    # the run stops with the error before loading any data or building a model: nothing is written
+    out = tmp_path / "o"
+    assert run_multitask.main(tiny_args(tiny, out, "--single_task_results", f"pos={tmp_path / 'ner_only'}")) == 2
+    assert "unknown task 'pos'" in capsys.readouterr().err and not out.exists()
+
+
 def test_train_evaluate_predict_save_and_reload(tiny, tmp_path, capsys):
     out = tmp_path / "run"
     args = tiny_args(tiny, out, "--do_train", "--do_eval", "--do_predict", "--num_train_epochs", "2")
