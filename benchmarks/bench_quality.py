@@ -41,6 +41,7 @@ The plain recipe always groups by length (as a user would switch it on); `--grou
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import gzip
 import hashlib
 import json
@@ -331,11 +332,18 @@ def ag_news_rows() -> dict[str, int]:
     return _AG_ROWS
 
 
+# Options added to run_multitask.py after runs were kept: a kept command without one ran with this value.
+OPTIONS_ADDED_LATER = {"--optimizer_state": "shared"}
+# Options that change only what a run writes about itself (its model card), not the model: ignored by --reuse.
+CARD_ONLY_OPTIONS = ("--single_task_results",)
+
+
 def effective_arguments(command: str) -> tuple[str, dict[str, str]]:
     """(script, {option: value}) of a run command, the last value of a repeated option winning as in argparse, so
     `--sampling_strategy proportional --sampling_strategy balanced` (recipe, then --joint-args) equals
-    `--sampling_strategy balanced`; flags get ""; `--output_dir` is left out. Used by --reuse to recognise a run
-    made with the same settings."""
+    `--sampling_strategy balanced`; flags get ""; `--output_dir` and the card-only options are left out, and
+    run_multitask.py options added later get the value they had before (`OPTIONS_ADDED_LATER`). Used by --reuse to
+    recognise a run made with the same settings."""
     words = shlex.split(command)[1:]  # drop "python"
     options: dict[str, str] = {}
     i = 1
@@ -349,78 +357,135 @@ def effective_arguments(command: str) -> tuple[str, dict[str, str]]:
         else:
             options[key] = ""
         i += 1
-    options.pop("--output_dir", None)  # where a run is kept is not one of its settings
+    for option in ("--output_dir", *CARD_ONLY_OPTIONS):  # where a run is kept is not one of its settings
+        options.pop(option, None)
+    if words and words[0].endswith("run_multitask.py"):
+        for option, value in OPTIONS_ADDED_LATER.items():
+            options.setdefault(option, value)
     return words[0], options
 
 
-def train_all(args, recipe: dict, root: str, configs: dict) -> tuple[dict, dict]:
-    """Run every (seed, run); returns (runs: {run: [per-seed record]}, examples: {run: {seed: {task: ...}}})."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    runs: dict[str, list[dict]] = {name: [] for name in args.runs}
-    examples: dict[str, dict] = {name: {} for name in args.runs}
-    os.makedirs(bc.RESULTS_DIR, exist_ok=True)
+def plan_runs(args, recipe: dict, root: str, configs: dict) -> list[dict]:
+    """Every (seed, run) as `{"name", "seed", "kind", "out", "cmd", "after"}`. A seed's joint run comes after its
+    single-task MTST runs of this invocation (`after`) and names them with --single_task_results, so its model card
+    shows the single-task score and the difference next to the joint one."""
+    plan = []
     for seed in args.seeds:
-        for name in args.runs:
+        names = [n for n in args.runs if n != "joint"] + [n for n in args.runs if n == "joint"]
+        outs = {}
+        for name in names:
             kind, config_name = RUNS[name]
             # A joint run with other options gets its own folder, so runs of several recipes can share a root.
             tag = f"{name}_{args.name}" if name == "joint" and args.joint_args else name
-            out = os.path.join(root, f"{tag}_seed{seed}")
+            out = outs[name] = os.path.join(root, f"{tag}_seed{seed}")
+            after = []
             if kind == "mtst":
                 cmd = mtst_command(configs[config_name], out, recipe, args, seed, joint=name == "joint")
+                if name == "joint":
+                    singles = {t: TASKS[t]["systems"]["alone"] for t in TASKS}
+                    after = [run for run in singles.values() if run in outs]
+                    if after:
+                        named = ",".join(f"{t}={outs[run]}" for t, run in singles.items() if run in outs)
+                        cmd += ["--single_task_results", named]
             else:
                 cmd = plain_command(configs[config_name], out, recipe, args, seed)
-            shown = " ".join(shlex.quote(c) for c in ["python", *cmd])
-            saved = os.path.join(out, RUN_RECORD)
-            if args.reuse and os.path.isfile(saved):
-                with open(saved, encoding="utf-8") as f:
-                    kept = json.load(f)
-                if effective_arguments(kept["record"]["command"]) == effective_arguments(shown):
-                    print(f"[{name} seed {seed}] reused {saved} (same settings)", flush=True)
-                    runs[name].append({**kept["record"], "reused": True})
-                    examples[name][seed] = kept["examples"]
-                    continue
-                print(f"[{name} seed {seed}] not reused: {saved} was made with other settings", flush=True)
-            print(f"[{name} seed {seed}] {shown}", flush=True)
-            log_path = os.path.join(bc.RESULTS_DIR, f"{args.name}_{name}_seed{seed}.log")
-            t0 = time.perf_counter()
-            with open(log_path, "w", encoding="utf-8") as log:
-                proc = subprocess.run(
-                    [sys.executable, *cmd], cwd=bc.REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-                )
-            wall = time.perf_counter() - t0
-            if proc.returncode != 0:
-                with open(log_path, encoding="utf-8") as f:
-                    tail = f.read()[-4000:]
-                sys.exit(f"[{name} seed {seed}] failed (exit {proc.returncode}); log {log_path}:\n{tail}")
-            t1 = time.perf_counter()
-            if kind == "mtst":
-                mtst_heldout_predictions(out, configs[config_name], seed, recipe, args)
-            with open(os.path.join(out, "all_results.json"), encoding="utf-8") as f:
-                metrics = json.load(f)
-            examples[name][seed] = {t: read_examples(out, t) for t in TASKS if name in TASKS[t]["systems"].values()}
-            record = {
-                "seed": seed,
-                "command": shown,
-                "wall_s": wall,
-                "heldout_predict_s": time.perf_counter() - t1 if kind == "mtst" else 0.0,
-                "metrics": metrics,
-                "log": os.path.relpath(log_path, bc.REPO_ROOT),
-            }
-            runs[name].append(record)
-            if args.output_root:  # a later run with --reuse can take this run over
-                with open(saved, "w", encoding="utf-8") as f:
-                    json.dump({"record": record, "examples": examples[name][seed]}, f)
-            print(
-                f"[{name} seed {seed}] done in {wall / 60:.1f} min: "
-                + ", ".join(
-                    f"{k}={v:.4f}"
-                    for k, v in metrics.items()
-                    if k in ("predict_ner_f1", "eval_ner_f1", "eval_topic_accuracy", "train_runtime")
-                ),
-                flush=True,
-            )
-            if not args.output_root:
-                shutil.rmtree(out, ignore_errors=True)
+            plan.append({"name": name, "seed": seed, "kind": kind, "out": out, "cmd": cmd, "after": after})
+    return plan
+
+
+def run_one(args, recipe: dict, configs: dict, job: dict, env: dict) -> tuple[dict, dict]:
+    """Train one planned run (or take it over with --reuse); returns (record, examples)."""
+    name, seed, kind, out, cmd = job["name"], job["seed"], job["kind"], job["out"], job["cmd"]
+    config = configs[RUNS[name][1]]
+    shown = " ".join(shlex.quote(c) for c in ["python", *cmd])
+    saved = os.path.join(out, RUN_RECORD)
+    if args.reuse and os.path.isfile(saved):
+        with open(saved, encoding="utf-8") as f:
+            kept = json.load(f)
+        if effective_arguments(kept["record"]["command"]) == effective_arguments(shown):
+            print(f"[{name} seed {seed}] reused {saved} (same settings)", flush=True)
+            return {**kept["record"], "reused": True}, kept["examples"]
+        print(f"[{name} seed {seed}] not reused: {saved} was made with other settings", flush=True)
+    print(f"[{name} seed {seed}] {shown}", flush=True)
+    log_path = os.path.join(bc.RESULTS_DIR, f"{args.name}_{name}_seed{seed}.log")
+    t0 = time.perf_counter()
+    with open(log_path, "w", encoding="utf-8") as log:
+        proc = subprocess.run([sys.executable, *cmd], cwd=bc.REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        with open(log_path, encoding="utf-8") as f:
+            tail = f.read()[-4000:]
+        raise RunFailed(f"[{name} seed {seed}] failed (exit {proc.returncode}); log {log_path}:\n{tail}")
+    t1 = time.perf_counter()
+    if kind == "mtst":
+        mtst_heldout_predictions(out, config, seed, recipe, args)
+    with open(os.path.join(out, "all_results.json"), encoding="utf-8") as f:
+        metrics = json.load(f)
+    examples = {t: read_examples(out, t) for t in TASKS if name in TASKS[t]["systems"].values()}
+    record = {
+        "seed": seed,
+        "command": shown,
+        "wall_s": wall,
+        "heldout_predict_s": time.perf_counter() - t1 if kind == "mtst" else 0.0,
+        "metrics": metrics,
+        "log": os.path.relpath(log_path, bc.REPO_ROOT),
+        "threads": env.get("OMP_NUM_THREADS"),
+    }
+    if args.output_root:  # a later run with --reuse can take this run over
+        with open(saved, "w", encoding="utf-8") as f:
+            json.dump({"record": record, "examples": examples}, f)
+    shown_metrics = ("predict_ner_f1", "eval_ner_f1", "eval_topic_accuracy", "train_runtime")
+    print(
+        f"[{name} seed {seed}] done in {wall / 60:.1f} min: "
+        + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k in shown_metrics),
+        flush=True,
+    )
+    return record, examples
+
+
+class RunFailed(RuntimeError):
+    """A training run exited with an error; the message holds its log's tail."""
+
+
+def train_all(args, recipe: dict, root: str, configs: dict) -> tuple[dict, dict]:
+    """Run every (seed, run), `args.jobs` at a time (each with cores / jobs threads), a joint run only after the
+    single-task runs it is compared with; returns (runs: {run: [per-seed record]}, examples: {run: {seed: ...}})."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    if args.jobs > 1:
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.jobs))
+    os.makedirs(bc.RESULTS_DIR, exist_ok=True)
+    plan = plan_runs(args, recipe, root, configs)
+    results: dict[tuple[str, int], tuple[dict, dict]] = {}
+    pending, running = list(plan), {}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        while pending or running:
+            ready = [j for j in pending if all((r, j["seed"]) in results for r in j["after"])]
+            if not ready and not running:
+                raise RuntimeError(f"runs waiting on runs that are not planned: {pending}")
+            for job in ready[: args.jobs - len(running)]:
+                pending.remove(job)
+                running[pool.submit(run_one, args, recipe, configs, job, env)] = job
+            done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in done:
+                job = running.pop(future)
+                try:
+                    results[(job["name"], job["seed"])] = future.result()
+                except RunFailed as err:
+                    for other in running:
+                        other.cancel()
+                    sys.exit(str(err))
+                if not args.output_root:  # free the disk: folders no waiting or running joint run still reads
+                    needed = {(r, j["seed"]) for j in [*pending, *running.values()] for r in j["after"]}
+                    for finished in plan:
+                        key = (finished["name"], finished["seed"])
+                        if key in results and key not in needed:
+                            shutil.rmtree(finished["out"], ignore_errors=True)
+    runs: dict[str, list[dict]] = {name: [] for name in args.runs}
+    examples: dict[str, dict] = {name: {} for name in args.runs}
+    for job in plan:  # in plan order: seeds ascending
+        record, kept = results[(job["name"], job["seed"])]
+        runs[job["name"]].append(record)
+        examples[job["name"]][job["seed"]] = kept
     return runs, examples
 
 
@@ -577,12 +642,23 @@ def markdown(args, recipe: dict, runs: dict, analysis: dict, sample: dict | None
         f"{comps}\n\nPer run and seed (each run's own reported metrics; wall time includes loading, tokenizing, "
         f"training, evaluation and prediction):\n\n{per_seed}\n\n"
         + (f"Wall time of this invocation: {total_wall / 60:.1f} min. " if total_wall is not None else "")
+        + (
+            f"Runs trained {args.jobs} at a time, {runs_threads(runs)} thread(s) each. "
+            if getattr(args, "jobs", 1) > 1
+            else ""
+        )
         + _run_time_note(runs)
         + "\n\n"
         + "Commands:\n\n"
         + "\n".join(f"- {name} (seed {r['seed']}): `{r['command']}`" for name, rs in runs.items() for r in rs)
     )
     return text
+
+
+def runs_threads(runs: dict) -> str:
+    """The OMP_NUM_THREADS the runs trained with, as recorded ("default" where none was set)."""
+    found = sorted({str(r.get("threads") or "default") for rs in runs.values() for r in rs if not r.get("reused")})
+    return "/".join(found) or "default"
 
 
 def _run_time_note(runs: dict) -> str:
@@ -636,6 +712,12 @@ def parse_args(argv=None):
         help='extra run_multitask.py options for the joint run only, e.g. "--sampling_strategy temperature"',
     )
     parser.add_argument("--runs", nargs="+", choices=list(RUNS), default=list(RUNS))
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="training runs at a time, each with cores / jobs threads (default 1: one run, the default threads)",
+    )
     parser.add_argument("--n_resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
     parser.add_argument("--bootstrap_seed", type=int, default=0)
     parser.add_argument(
@@ -666,6 +748,8 @@ def parse_args(argv=None):
             args.results_dir = os.path.join(tempfile.gettempdir(), "mtst-bench-quick-results")
     if args.results_dir:
         bc.RESULTS_DIR = os.path.abspath(args.results_dir)
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
     if args.reuse and not args.output_root:
         parser.error("--reuse needs --output_root (the folder the earlier runs were kept in)")
     args.name_given = args.name is not None

@@ -193,3 +193,78 @@ def test_reuse_recognises_the_same_settings_given_in_another_order():
     assert bq.effective_arguments(joint) != bq.effective_arguments(recipe)
     assert bq.effective_arguments(recipe + " --output_dir a") == bq.effective_arguments(recipe + " --output_dir b")
     assert bq.effective_arguments(recipe)[0] != bq.effective_arguments(recipe.replace("run_multitask", "plain"))[0]
+
+
+def test_reuse_ignores_card_only_options_and_knows_options_added_later():
+    import bench_quality as bq
+
+    old = "python run_multitask.py --seed 42 --sampling_strategy balanced"
+    assert bq.effective_arguments(old + " --single_task_results ner=a,topic=b") == bq.effective_arguments(old)
+    assert bq.effective_arguments(old + " --optimizer_state shared") == bq.effective_arguments(old)
+    assert bq.effective_arguments(old + " --optimizer_state per_task") != bq.effective_arguments(old)
+
+
+def _plan_args(**kwargs):
+    import argparse
+
+    values = dict(
+        seeds=[42, 43], runs=["joint", "ner_only", "topic_only", "ner_plain"], joint_args="", name="q", device="cpu"
+    )
+    values.update(max_train_samples=None, max_eval_samples=None, jobs=2, reuse=False, output_root="root")
+    values.update(kwargs)
+    return argparse.Namespace(**values)
+
+
+def test_joint_runs_come_after_and_name_their_single_task_runs(tmp_path):
+    import bench_quality as bq
+
+    recipe = {
+        "epochs": 1.0,
+        "batch_size": 32,
+        "eval_batch_size": 64,
+        "learning_rate": 1e-4,
+        "max_seq_length": 128,
+        "group_by_length": True,
+        "sampling_strategy": "balanced",
+        "warmup_steps": 0.1,
+        "lr_scheduler_type": "linear",
+        "weight_decay": 0.0,
+        "validation_fraction": 0.1,
+    }
+    configs = {"joint": "j.yaml", "ner": "n.yaml", "topic": "t.yaml"}
+    plan = bq.plan_runs(_plan_args(), recipe, str(tmp_path), configs)
+    order = [(job["name"], job["seed"]) for job in plan]
+    assert order.index(("joint", 42)) > order.index(("ner_only", 42))
+    assert order.index(("joint", 42)) > order.index(("topic_only", 42))
+    joint = next(job for job in plan if job["name"] == "joint" and job["seed"] == 43)
+    assert joint["after"] == ["ner_only", "topic_only"]
+    named = joint["cmd"][joint["cmd"].index("--single_task_results") + 1]
+    assert named == f"ner={tmp_path}/ner_only_seed43,topic={tmp_path}/topic_only_seed43"
+    alone = bq.plan_runs(_plan_args(runs=["joint"]), recipe, str(tmp_path), configs)
+    assert all(job["after"] == [] and "--single_task_results" not in job["cmd"] for job in alone)
+
+    # the job pool: never more than --jobs at a time, a joint run never before its single-task runs finished
+    import threading
+    import time
+
+    finished, active, peak, lock = [], [0], [0], threading.Lock()
+
+    def fake_run(args, recipe, configs, job, env):
+        with lock:
+            assert all((r, job["seed"]) in finished for r in job["after"])
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.02)
+        with lock:
+            active[0] -= 1
+            finished.append((job["name"], job["seed"]))
+        return {"seed": job["seed"], "command": "x"}, {}
+
+    original = bq.run_one
+    bq.run_one = fake_run
+    try:
+        runs, _ = bq.train_all(_plan_args(results_dir=str(tmp_path)), recipe, str(tmp_path), configs)
+    finally:
+        bq.run_one = original
+    assert peak[0] == 2 and len(finished) == len(plan)
+    assert [r["seed"] for r in runs["joint"]] == [42, 43]  # reported in seed order, whatever finished first
