@@ -462,7 +462,9 @@ class MultiTaskTrainer(Trainer):
         return every * steps_per_epoch
 
     def create_optimizer(self, model=None):
-        """One parameter group per block (head, layer, embeddings, loss weights) with layer-wise LR; logs a table."""
+        """The Trainer's own optimizer, with MTST's parameter groups (one per block: head, layer, embeddings, loss
+        weights; layer-wise LR, gradual unfreezing) handed to it as the optimizer kwargs' "params", which the Trainer
+        uses in place of its own two groups; logs a table of the groups."""
         if self.optimizer is not None:
             return super().create_optimizer(model)
         opt_model = self.model if model is None else model
@@ -478,9 +480,10 @@ class MultiTaskTrainer(Trainer):
         )
         if self.loss_weighting_module is not None:
             lr = _option(self.args, "loss_weighting_lr") or base_lr
+            params = [self.loss_weighting_module.log_vars]
             groups.append(
                 {
-                    "params": [self.loss_weighting_module.log_vars],
+                    "params": params,
                     "weight_decay": 0.0,
                     "lr": lr,
                     "mtst_block": "loss_weighting",
@@ -490,10 +493,10 @@ class MultiTaskTrainer(Trainer):
             n = self.loss_weighting_module.log_vars.numel()
             summary.append({"group": "loss_weighting", "parameters": n, "trainable": n, "lr": lr, "unfreeze_step": 0})
         self.parameter_summary = summary
-        if self.optimizer_cls_and_kwargs is not None:
-            optimizer_cls, optimizer_kwargs = self.optimizer_cls_and_kwargs
-        else:
-            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        given = self.optimizer_cls_and_kwargs
+        optimizer_cls, optimizer_kwargs = (
+            given if given is not None else Trainer.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        )
         if is_optimizer_factory(optimizer_cls) or any(
             k in optimizer_kwargs for k in ("params", "model", "optimizer_dict")
         ):
@@ -501,7 +504,11 @@ class MultiTaskTrainer(Trainer):
                 f"The optimizer {self.args.optim!r} builds its own parameter groups; MultiTaskTrainer needs a "
                 "standard torch optimizer (e.g. adamw_torch) for its per-block groups."
             )
-        self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        self.optimizer_cls_and_kwargs = (optimizer_cls, {**optimizer_kwargs, "params": groups})
+        try:
+            super().create_optimizer(model)
+        finally:
+            self.optimizer_cls_and_kwargs = given
         if gradual:
             self._install_gradient_gates()
         if self.args.should_log:

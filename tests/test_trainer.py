@@ -145,6 +145,24 @@ def test_gradient_surgery_trains_and_logs_conflicts(tasks, tokenizer, tmp_path):
         make_args(tmp_path, gradient_surgery="pcgrad2")
 
 
+def test_the_trainers_own_optimizer_gets_mtst_parameter_groups(tasks, tokenizer, tmp_path):
+    args = make_args(tmp_path, layerwise_lr_decay=0.5, learning_rate=1e-3)
+    chosen = (torch.optim.SGD, {"momentum": 0.9})
+    trainer = make_trainer(tasks, tokenizer, args, optimizer_cls_and_kwargs=chosen)
+    optimizer = trainer.create_optimizer()
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["momentum"] == 0.9
+    lrs = {g["mtst_block"]: g["lr"] for g in optimizer.param_groups}
+    assert lrs["head.ner"] == lrs["encoder.layer.1"] == 1e-3 and lrs["encoder.layer.0"] == 5e-4  # top layer: lr
+    assert trainer.optimizer_cls_and_kwargs is chosen  # the user's choice is left as it was given
+    optimizer = make_trainer(tasks, tokenizer, make_args(tmp_path)).create_optimizer()  # default: args.optim
+    assert type(optimizer).__name__ == "AdamW" and {"head.topic", "embeddings"} <= {
+        g["mtst_block"] for g in optimizer.param_groups
+    }
+    own_groups = (torch.optim.SGD, {"params": [torch.nn.Parameter(torch.zeros(1))]})
+    with pytest.raises(MultiTaskTrainingError, match="builds its own parameter groups"):
+        make_trainer(tasks, tokenizer, make_args(tmp_path), optimizer_cls_and_kwargs=own_groups).create_optimizer()
+
+
 def test_head_learning_rates_set_each_heads_peak_lr(tasks, tokenizer, tmp_path):
     args = make_args(tmp_path, head_learning_rates="ner=0.02", learning_rate=1e-3, num_train_epochs=1)
     trainer = make_trainer(tasks, tokenizer, args)
