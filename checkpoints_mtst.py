@@ -37,13 +37,17 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 LOSS_WEIGHTING_FILE = "mtst_loss_weighting.safetensors"
+TASK_OPTIMIZER_FILE = "mtst_task_optimizer_states.pt"
 TRAINER_STATE_NAME = "trainer_state.json"
 _CHECKPOINT_RE = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 
 
 def checkpoint_files(args) -> tuple[str, ...]:
     """The MTST files that a checkpoint of a run with these arguments must hold to be resumed from."""
-    return (LOSS_WEIGHTING_FILE,) if _option(args, "loss_weighting") == "uncertainty" else ()
+    files = (LOSS_WEIGHTING_FILE,) if _option(args, "loss_weighting") == "uncertainty" else ()
+    if _option(args, "optimizer_state") == "per_task" and not getattr(args, "save_only_model", False):
+        files += (TASK_OPTIMIZER_FILE,)
+    return files
 
 
 def checkpoint_problem(folder: str, required: Sequence[str] = ()) -> str | None:
@@ -74,7 +78,10 @@ def checkpoint_problem(folder: str, required: Sequence[str] = ()) -> str | None:
     for name in required:
         path = os.path.join(folder, name)
         if not os.path.isfile(path):
-            what = " (the learned uncertainty loss weights)" if name == LOSS_WEIGHTING_FILE else ""
+            what = {
+                LOSS_WEIGHTING_FILE: " (the learned uncertainty loss weights)",
+                TASK_OPTIMIZER_FILE: " (the per-task optimizer states)",
+            }.get(name, "")
             return f"it has no {name}{what}, which this run needs: it was saved without it or the save was interrupted"
         if name.endswith(".safetensors"):
             try:

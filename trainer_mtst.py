@@ -54,6 +54,7 @@ except ImportError:  # older releases: optimizer handlers return optimizer class
 from checkpoints_mtst import (
     _CHECKPOINT_RE,
     LOSS_WEIGHTING_FILE,
+    TASK_OPTIMIZER_FILE,
     _metric_key,
     best_model_selection,
     check_resume_checkpoint,
@@ -84,7 +85,7 @@ from training_args_mtst import (
     _option,
     check_options,
 )
-from weighting_mtst import GradientProjection, UncertaintyLossWeighting
+from weighting_mtst import GradientProjection, TaskOptimizerStates, UncertaintyLossWeighting
 
 __all__ = [
     "MultiTaskBatchSampler",
@@ -143,6 +144,9 @@ class _MultiTaskCallback(TrainerCallback):
         projection, task = self.trainer.gradient_projection, self.trainer._step_task
         if projection is not None and task is not None:
             projection(task)
+        states = self.trainer.task_optimizer_states
+        if states is not None and task is not None:
+            states.activate(self.trainer.optimizer, task)
         weighting = self.trainer.loss_weighting_module
         if weighting is not None and self.trainer.accelerator.num_processes > 1:
             p = weighting.log_vars
@@ -290,6 +294,9 @@ class MultiTaskTrainer(Trainer):
             self.gradient_projection = GradientProjection(
                 model.named_parameters(), _option(args, "gradient_surgery_decay")
             )
+        self.task_optimizer_states = None
+        if _option(args, "optimizer_state") == "per_task" and len(self.task_names) > 1:
+            self.task_optimizer_states = TaskOptimizerStates()
         self._step_task: str | None = None
         self.add_callback(_MultiTaskCallback(self))
 
@@ -753,6 +760,23 @@ class MultiTaskTrainer(Trainer):
             path = os.path.join(checkpoint, LOSS_WEIGHTING_FILE)
             if os.path.isfile(path):
                 self.loss_weighting_module.load_state_dict(load_file(path, device=str(self.args.device)))
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        """The standard save, plus every task's optimizer states with `--optimizer_state per_task` (the optimizer's own
+        file holds only the last step's task)."""
+        super()._save_optimizer_and_scheduler(output_dir)
+        if self.task_optimizer_states is not None and self.args.should_save:
+            path = os.path.join(output_dir, TASK_OPTIMIZER_FILE)
+            torch.save(self.task_optimizer_states.state_dict(self.optimizer), path + ".tmp")
+            os.replace(path + ".tmp", path)
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint and self.task_optimizer_states is not None:
+            path = os.path.join(checkpoint, TASK_OPTIMIZER_FILE)
+            if os.path.isfile(path):
+                state = torch.load(path, map_location="cpu", weights_only=True)
+                self.task_optimizer_states.load_state_dict(self.optimizer, state)
 
     def _load_best_model(self) -> None:
         """The standard load of the best checkpoint's weights, plus its learned uncertainty weights."""

@@ -49,6 +49,13 @@ class GradientSurgery(ExplicitEnum):
     PCGRAD = "pcgrad"
 
 
+class OptimizerState(ExplicitEnum):
+    """Whose statistics the optimizer keeps for the shared parameters (see `weighting_mtst.TaskOptimizerStates`)."""
+
+    SHARED = "shared"
+    PER_TASK = "per_task"
+
+
 class FreezeOption(ExplicitEnum):
     """What is frozen from the start (see `trainer_mtst.apply_static_freezing`)."""
 
@@ -127,6 +134,13 @@ class MultiTaskTrainingArguments(TrainingArguments):
     gradient_surgery_decay: float = field(
         default=0.9, metadata={"help": "Decay of the per-task gradient averages used by gradient_surgery=pcgrad."}
     )
+    optimizer_state: str = _choice(
+        "shared",
+        OptimizerState,
+        "shared: one set of optimizer statistics (Adam's moment estimates) for all tasks; per_task: every task keeps "
+        "its own for the shared parameters, so a task's steps are scaled by its own gradient history and momentum "
+        "does not carry one task's gradients into another task's steps.",
+    )
     loss_weighting_lr: float | None = field(
         default=1e-2,
         metadata={"help": "Learning rate of the uncertainty log-variances (None: the model's learning rate)."},
@@ -183,6 +197,7 @@ _ENUM_OPTIONS = {
     "sampling_strategy": SamplingStrategy,
     "loss_weighting": LossWeighting,
     "gradient_surgery": GradientSurgery,
+    "optimizer_state": OptimizerState,
     "freeze": FreezeOption,
     "gradual_unfreeze_unit": UnfreezeUnit,
 }

@@ -83,3 +83,53 @@ class GradientProjection:
         self.steps.clear()
         self.projected.clear()
         return rates
+
+
+class TaskOptimizerStates:
+    """One set of optimizer statistics per task (`--optimizer_state per_task`).
+
+    MTST's optimizer steps hold one task each. With one shared optimizer, Adam's moment estimates for the shared
+    parameters mix the tasks: the second moment of a task with large gradients shrinks the other tasks' steps, and the
+    first moment carries one task's gradients into the next task's steps. Here, before each step of task t, the
+    optimizer's per-parameter state is switched to t's own (created empty, i.e. freshly initialised, at t's first
+    step), so every task is optimised as if it were trained alone on the shared weights. Learning rates and the
+    schedule stay shared. Memory: one optimizer state per task. `state_dict()` holds every task's states by parameter
+    position, for checkpoints.
+    """
+
+    def __init__(self):
+        self.states: dict[str, dict[torch.Tensor, dict]] = {}
+
+    @staticmethod
+    def _params(optimizer) -> list[torch.Tensor]:
+        return [p for group in optimizer.param_groups for p in group["params"]]
+
+    def activate(self, optimizer, task: str) -> None:
+        """Point `optimizer.state` at `task`'s statistics (optimizer: a torch optimizer, or a wrapper with one in
+        `.optimizer`, as Accelerate's)."""
+        optimizer = getattr(optimizer, "optimizer", optimizer)
+        own = self.states.setdefault(task, {})
+        for p in self._params(optimizer):
+            optimizer.state[p] = own.setdefault(p, {})
+
+    def state_dict(self, optimizer) -> dict[str, dict[int, dict]]:
+        params = self._params(getattr(optimizer, "optimizer", optimizer))
+        index = {id(p): i for i, p in enumerate(params)}
+        return {
+            task: {index[id(p)]: value for p, value in own.items() if id(p) in index and value}
+            for task, own in self.states.items()
+        }
+
+    def load_state_dict(self, optimizer, state: dict[str, dict[int, dict]]) -> None:
+        """Restore `state_dict()`'s result onto `optimizer`'s parameters (same parameter order), tensors moved to
+        each parameter's device."""
+        params = self._params(getattr(optimizer, "optimizer", optimizer))
+        self.states = {}
+        for task, own in state.items():
+            restored = {}
+            for i, value in own.items():
+                p = params[int(i)]
+                restored[p] = {
+                    k: (v.to(p.device) if torch.is_tensor(v) and v.dim() > 0 else v) for k, v in value.items()
+                }
+            self.states[task] = restored

@@ -163,6 +163,30 @@ def test_the_trainers_own_optimizer_gets_mtst_parameter_groups(tasks, tokenizer,
         make_trainer(tasks, tokenizer, make_args(tmp_path), optimizer_cls_and_kwargs=own_groups).create_optimizer()
 
 
+def test_per_task_optimizer_states_keep_each_tasks_adam_moments_apart(tasks, tokenizer, tmp_path):
+    args = make_args(tmp_path, optimizer_state="per_task", num_train_epochs=1, sampling_strategy="round_robin")
+    trainer = make_trainer(tasks, tokenizer, args)
+    seen = []
+
+    class Record(TrainerCallback):  # the optimizer's state for a shared weight after each step, and the step's task
+        def on_optimizer_step(self, args, state, control, **kwargs):
+            weight = trainer.model.encoder.embeddings.word_embeddings.weight
+            seen.append((trainer._step_task, trainer.optimizer.optimizer.state[weight]))
+
+    trainer.add_callback(Record())
+    trainer.train()
+    states = trainer.task_optimizer_states.states
+    assert set(states) == {"topic", "ner"}
+    weight = trainer.model.encoder.embeddings.word_embeddings.weight
+    topic, ner = states["topic"][weight], states["ner"][weight]
+    assert topic is not ner and not torch.equal(topic["exp_avg_sq"], ner["exp_avg_sq"])
+    steps = {task: sum(1 for t, _ in seen if t == task) for task in ("topic", "ner")}
+    assert int(topic["step"]) == steps["topic"] and int(ner["step"]) == steps["ner"]  # each counts its own steps
+    assert all(state is states[task][weight] for task, state in seen)  # every step used its task's own state
+    with pytest.raises(MultiTaskTrainingError, match="optimizer_state"):
+        make_args(tmp_path, optimizer_state="per_head")
+
+
 def test_head_learning_rates_set_each_heads_peak_lr(tasks, tokenizer, tmp_path):
     args = make_args(tmp_path, head_learning_rates="ner=0.02", learning_rate=1e-3, num_train_epochs=1)
     trainer = make_trainer(tasks, tokenizer, args)
@@ -331,7 +355,10 @@ class StopAfterSave(TrainerCallback):
         control.should_training_stop = True
 
 
-@pytest.mark.parametrize("options", [{}, {"gradient_accumulation_steps": 2, "loss_weighting": "uncertainty"}])
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"gradient_accumulation_steps": 2, "loss_weighting": "uncertainty"}, {"optimizer_state": "per_task"}],
+)
 def test_resumed_run_ends_with_the_same_weights(tasks, tokenizer, tmp_path, options):
     """Interrupted mid-epoch in the second epoch, resumed from its checkpoint: same final weights as one run."""
     common = dict(num_train_epochs=3, sampling_strategy="temperature", learning_rate=1e-3, **options)
