@@ -449,7 +449,8 @@ class RunFailed(RuntimeError):
 
 def train_all(args, recipe: dict, root: str, configs: dict) -> tuple[dict, dict]:
     """Run every (seed, run), `args.jobs` at a time (each with cores / jobs threads), a joint run only after the
-    single-task runs it is compared with; returns (runs: {run: [per-seed record]}, examples: {run: {seed: ...}})."""
+    single-task runs it is compared with and before other waiting runs (it is the longest); returns
+    (runs: {run: [per-seed record]}, examples: {run: {seed: ...}})."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     if args.jobs > 1:
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.jobs))
@@ -460,6 +461,7 @@ def train_all(args, recipe: dict, root: str, configs: dict) -> tuple[dict, dict]
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
         while pending or running:
             ready = [j for j in pending if all((r, j["seed"]) in results for r in j["after"])]
+            ready.sort(key=lambda j: j["name"] != "joint")  # the longest runs first: no core idles at the end
             if not ready and not running:
                 raise RuntimeError(f"runs waiting on runs that are not planned: {pending}")
             for job in ready[: args.jobs - len(running)]:
