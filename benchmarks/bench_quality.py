@@ -717,8 +717,9 @@ def parse_args(argv=None):
     parser.add_argument(
         "--jobs",
         type=int,
-        default=1,
-        help="training runs at a time, each with cores / jobs threads (default 1: one run, the default threads)",
+        default=None,
+        help="training runs at a time, each with cores / jobs threads (default: 2 on a CPU with 2 or more cores, "
+        "else 1)",
     )
     parser.add_argument("--n_resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
     parser.add_argument("--bootstrap_seed", type=int, default=0)
@@ -750,6 +751,8 @@ def parse_args(argv=None):
             args.results_dir = os.path.join(tempfile.gettempdir(), "mtst-bench-quick-results")
     if args.results_dir:
         bc.RESULTS_DIR = os.path.abspath(args.results_dir)
+    if args.jobs is None:
+        args.jobs = 2 if args.device == "cpu" and (os.cpu_count() or 1) >= 2 else 1
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
     if args.reuse and not args.output_root:
