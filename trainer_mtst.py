@@ -472,8 +472,10 @@ class MultiTaskTrainer(Trainer):
         """The Trainer's own optimizer, with MTST's parameter groups (one per block: head, layer, embeddings, loss
         weights; layer-wise LR, gradual unfreezing) handed to it as the optimizer kwargs' "params", which the Trainer
         uses in place of its own two groups; logs a table of the groups."""
+        # transformers 5.0's create_optimizer takes no model argument; later releases added one.
+        trainer_create = partial(super().create_optimizer, *([] if model is None else [model]))
         if self.optimizer is not None:
-            return super().create_optimizer(model)
+            return trainer_create()
         opt_model = self.model if model is None else model
         unwrapped = self.accelerator.unwrap_model(opt_model)
         decay_names = set(self.get_decay_parameter_names(unwrapped))
@@ -513,7 +515,7 @@ class MultiTaskTrainer(Trainer):
             )
         self.optimizer_cls_and_kwargs = (optimizer_cls, {**optimizer_kwargs, "params": groups})
         try:
-            super().create_optimizer(model)
+            trainer_create()
         finally:
             self.optimizer_cls_and_kwargs = given
         if gradual:
