@@ -37,7 +37,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 LOSS_WEIGHTING_FILE = "mtst_loss_weighting.safetensors"
-TASK_OPTIMIZER_FILE = "mtst_task_optimizer_states.pt"
+TASK_OPTIMIZER_FILE = "mtst_task_optimizer_states.safetensors"
 TRAINER_STATE_NAME = "trainer_state.json"
 _CHECKPOINT_RE = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 

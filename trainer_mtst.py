@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback, TrainingArguments
@@ -769,7 +770,8 @@ class MultiTaskTrainer(Trainer):
         super()._save_optimizer_and_scheduler(output_dir)
         if self.task_optimizer_states is not None and self.args.should_save:
             path = os.path.join(output_dir, TASK_OPTIMIZER_FILE)
-            torch.save(self.task_optimizer_states.state_dict(self.optimizer), path + ".tmp")
+            tensors, metadata = self.task_optimizer_states.state_dict(self.optimizer)
+            save_file(tensors, path + ".tmp", metadata=metadata)
             os.replace(path + ".tmp", path)
 
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
@@ -777,8 +779,10 @@ class MultiTaskTrainer(Trainer):
         if checkpoint and self.task_optimizer_states is not None:
             path = os.path.join(checkpoint, TASK_OPTIMIZER_FILE)
             if os.path.isfile(path):
-                state = torch.load(path, map_location="cpu", weights_only=True)
-                self.task_optimizer_states.load_state_dict(self.optimizer, state)
+                with safe_open(path, framework="pt") as handle:
+                    metadata = handle.metadata()
+                    tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+                self.task_optimizer_states.load_state_dict(self.optimizer, tensors, metadata)
 
     def _load_best_model(self) -> None:
         """The standard load of the best checkpoint's weights, plus its learned uncertainty weights."""

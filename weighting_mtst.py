@@ -4,6 +4,7 @@ code of their own (`loss_weight` in the task config, applied by `trainer_mtst.Mu
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import torch
@@ -112,24 +113,34 @@ class TaskOptimizerStates:
         for p in self._params(optimizer):
             optimizer.state[p] = own.setdefault(p, {})
 
-    def state_dict(self, optimizer) -> dict[str, dict[int, dict]]:
+    def state_dict(self, optimizer) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        """Every task's states by parameter position, as safetensors' (tensors, metadata): the tensors under keys
+        `"0"`, `"1"`, ..., and in the metadata `"entries"`, a JSON list of `[task, position, name, tensor key or
+        None, value]` (the value for what is not a tensor, e.g. a step count kept as a number)."""
         params = self._params(getattr(optimizer, "optimizer", optimizer))
         index = {id(p): i for i, p in enumerate(params)}
-        return {
-            task: {index[id(p)]: value for p, value in own.items() if id(p) in index and value}
-            for task, own in self.states.items()
-        }
+        tensors, entries = {}, []
+        for task, own in self.states.items():
+            for p, state in own.items():
+                if id(p) not in index:
+                    continue
+                for name, value in state.items():
+                    if torch.is_tensor(value):
+                        key = str(len(tensors))
+                        tensors[key] = value.detach().contiguous()
+                        entries.append([task, index[id(p)], name, key, None])
+                    else:
+                        entries.append([task, index[id(p)], name, None, value])
+        return tensors, {"entries": json.dumps(entries)}
 
-    def load_state_dict(self, optimizer, state: dict[str, dict[int, dict]]) -> None:
+    def load_state_dict(self, optimizer, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
         """Restore `state_dict()`'s result onto `optimizer`'s parameters (same parameter order), tensors moved to
-        each parameter's device."""
+        each parameter's device (step counters, 0-dimensional, stay where they were saved from: the CPU)."""
         params = self._params(getattr(optimizer, "optimizer", optimizer))
         self.states = {}
-        for task, own in state.items():
-            restored = {}
-            for i, value in own.items():
-                p = params[int(i)]
-                restored[p] = {
-                    k: (v.to(p.device) if torch.is_tensor(v) and v.dim() > 0 else v) for k, v in value.items()
-                }
-            self.states[task] = restored
+        for task, position, name, key, value in json.loads(metadata["entries"]):
+            p = params[int(position)]
+            if key is not None:
+                value = tensors[key]
+                value = value.to(p.device) if value.dim() > 0 else value
+            self.states.setdefault(task, {}).setdefault(p, {})[name] = value

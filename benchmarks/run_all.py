@@ -2,7 +2,7 @@
 """Run the six MTST benchmarks one after another (each in its own process) and print the table of ratios.
 
     python benchmarks/run_all.py                  # 1-3, 5, 6 at their default sizes, quality with --quick
-    python benchmarks/run_all.py --full-quality   # quality protocol in full (3 seeds, 5 runs each, 2 at a time: 64 min here)
+    python benchmarks/run_all.py --full-quality   # quality protocol in full (3 seeds x 5 runs, 2 at a time: 64 min)
     python benchmarks/run_all.py --quick          # all at a small size (smoke test; results in a temp folder)
     python benchmarks/run_all.py --only embeddings memory
     python benchmarks/run_all.py --summary-only   # just rebuild the table from benchmarks/results/*.json
