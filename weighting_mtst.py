@@ -1,6 +1,7 @@
-"""How the tasks' losses and gradients are combined in multi-task training: learned uncertainty weights (Kendall, Gal &
-Cipolla 2018) and PCGrad-style projection of conflicting gradients (Yu et al. 2020). Static per-task weights need no
-code of their own (`loss_weight` in the task config, applied by `trainer_mtst.MultiTaskTrainer`)."""
+"""How the tasks' losses, gradients and optimizer statistics are combined in multi-task training: learned uncertainty
+weights (Kendall, Gal & Cipolla 2018), PCGrad-style projection of conflicting gradients (Yu et al. 2020) and per-task
+optimizer states. Static per-task weights need no code of their own (`loss_weight` in the task config, applied by
+`trainer_mtst.MultiTaskTrainer`)."""
 
 from __future__ import annotations
 
@@ -135,12 +136,21 @@ class TaskOptimizerStates:
 
     def load_state_dict(self, optimizer, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
         """Restore `state_dict()`'s result onto `optimizer`'s parameters (same parameter order), tensors moved to
-        each parameter's device (step counters, 0-dimensional, stay where they were saved from: the CPU)."""
-        params = self._params(getattr(optimizer, "optimizer", optimizer))
+        each parameter's device; 0-dimensional step counters stay on the CPU unless the parameter's group is `fused`
+        or `capturable`, as torch's own `Optimizer.load_state_dict` does."""
+        optimizer = getattr(optimizer, "optimizer", optimizer)
+        params = self._params(optimizer)
+        on_device = {
+            id(p)
+            for group in optimizer.param_groups
+            if group.get("fused") or group.get("capturable")
+            for p in group["params"]
+        }
         self.states = {}
         for task, position, name, key, value in json.loads(metadata["entries"]):
             p = params[int(position)]
             if key is not None:
                 value = tensors[key]
-                value = value.to(p.device) if value.dim() > 0 else value
+                if value.dim() > 0 or id(p) in on_device:
+                    value = value.to(p.device)
             self.states.setdefault(task, {}).setdefault(p, {})[name] = value
