@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback, TrainingArguments
@@ -254,8 +253,7 @@ class MultiTaskTrainer(Trainer):
         if data_collator is None and processing_class is not None:
             data_collator = MultiTaskCollator(processing_class)
         self._user_compute_metrics = kwargs.pop("compute_metrics", None)
-        # Trainer's first six parameters, in order: model, args, data_collator, train_dataset, eval_dataset,
-        # processing_class (transformers >= 4.46).
+        # The Trainer's first six parameters (transformers >= 4.46), by position.
         super().__init__(
             model,
             args,
@@ -470,9 +468,8 @@ class MultiTaskTrainer(Trainer):
         return every * steps_per_epoch
 
     def create_optimizer(self, model=None):
-        """The Trainer's own optimizer, with MTST's parameter groups (one per block: head, layer, embeddings, loss
-        weights; layer-wise LR, gradual unfreezing) handed to it as the optimizer kwargs' "params", which the Trainer
-        uses in place of its own two groups; logs a table of the groups."""
+        """The Trainer's own optimizer, given MTST's groups (per block: head, layer, embeddings, loss weights) as its
+        kwargs' "params", which it uses instead of its two groups; logs a table of the groups."""
         # transformers 5.0's create_optimizer takes no model argument; later releases added one.
         trainer_create = partial(super().create_optimizer, *([] if model is None else [model]))
         if self.optimizer is not None:
@@ -490,16 +487,8 @@ class MultiTaskTrainer(Trainer):
         )
         if self.loss_weighting_module is not None:
             lr = _option(self.args, "loss_weighting_lr") or base_lr
-            params = [self.loss_weighting_module.log_vars]
-            groups.append(
-                {
-                    "params": params,
-                    "weight_decay": 0.0,
-                    "lr": lr,
-                    "mtst_block": "loss_weighting",
-                    "mtst_unfreeze_step": 0,
-                }
-            )
+            block = {"weight_decay": 0.0, "lr": lr, "mtst_block": "loss_weighting", "mtst_unfreeze_step": 0}
+            groups.append({"params": [self.loss_weighting_module.log_vars], **block})
             n = self.loss_weighting_module.log_vars.numel()
             summary.append({"group": "loss_weighting", "parameters": n, "trainable": n, "lr": lr, "unfreeze_step": 0})
         self.parameter_summary = summary
@@ -769,20 +758,13 @@ class MultiTaskTrainer(Trainer):
         file holds only the last step's task)."""
         super()._save_optimizer_and_scheduler(output_dir)
         if self.task_optimizer_states is not None and self.args.should_save:
-            path = os.path.join(output_dir, TASK_OPTIMIZER_FILE)
-            tensors, metadata = self.task_optimizer_states.state_dict(self.optimizer)
-            save_file(tensors, path + ".tmp", metadata=metadata)
-            os.replace(path + ".tmp", path)
+            self.task_optimizer_states.save(os.path.join(output_dir, TASK_OPTIMIZER_FILE), self.optimizer)
 
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
         super()._load_optimizer_and_scheduler(checkpoint)
-        if checkpoint and self.task_optimizer_states is not None:
-            path = os.path.join(checkpoint, TASK_OPTIMIZER_FILE)
-            if os.path.isfile(path):
-                with safe_open(path, framework="pt") as handle:
-                    metadata = handle.metadata()
-                    tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-                self.task_optimizer_states.load_state_dict(self.optimizer, tensors, metadata)
+        path = os.path.join(checkpoint or "", TASK_OPTIMIZER_FILE)
+        if checkpoint and self.task_optimizer_states is not None and os.path.isfile(path):
+            self.task_optimizer_states.load(path, self.optimizer)
 
     def _load_best_model(self) -> None:
         """The standard load of the best checkpoint's weights, plus its learned uncertainty weights."""

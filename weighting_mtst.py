@@ -6,9 +6,12 @@ optimizer states. Static per-task weights need no code of their own (`loss_weigh
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 
@@ -154,3 +157,15 @@ class TaskOptimizerStates:
                 if value.dim() > 0 or id(p) in on_device:
                     value = value.to(p.device)
             self.states.setdefault(task, {}).setdefault(p, {})[name] = value
+
+    def save(self, path: str, optimizer) -> None:
+        """Write `state_dict()` to a safetensors file at `path` (through a temporary file: whole or absent)."""
+        tensors, metadata = self.state_dict(optimizer)
+        save_file(tensors, path + ".tmp", metadata=metadata)
+        os.replace(path + ".tmp", path)
+
+    def load(self, path: str, optimizer) -> None:
+        """Read a file written by `save` back onto `optimizer`'s parameters."""
+        with safe_open(path, framework="pt") as handle:
+            metadata, tensors = handle.metadata(), {key: handle.get_tensor(key) for key in handle.keys()}
+        self.load_state_dict(optimizer, tensors, metadata)
