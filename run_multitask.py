@@ -31,6 +31,7 @@ import mtst_resources
 from collator_mtst import MultiTaskCollator
 from configuration_mtst import MTSTConfigError, __version__, first_sentence
 from data_mtst import load_task_data
+from distill_mtst import parse_teacher_models
 from modeling_mtst import MTSTModel, check_model_folder
 from tasks_mtst import TaskConfigError, TaskDataError, load_task_specs, tokenize_task
 from trainer_mtst import (
@@ -582,6 +583,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Scr
             spec.max_eval_samples = data_args.max_eval_samples
     logger.info("Tasks: %s", ", ".join(f"{s.name} ({s.type})" for s in specs))
     single_task = read_single_task_results(data_args.single_task_results, specs)  # before any data is loaded
+    parse_teacher_models(training_args.teacher_models, [spec.name for spec in specs])  # loaded by the trainer
 
     saved_config = grow_mtst.saved_mtst_config(
         model_args.model_name_or_path, cache_dir=model_args.cache_dir, revision=model_args.model_revision

@@ -64,6 +64,7 @@ from checkpoints_mtst import (
 )
 from collator_mtst import MultiTaskCollator, MultiTaskDataset
 from configuration_mtst import TOKEN_CLASSIFICATION
+from distill_mtst import TaskTeachers, distilled_loss
 from freezing_mtst import (
     _gated_lambda,
     apply_static_freezing,
@@ -296,6 +297,8 @@ class MultiTaskTrainer(Trainer):
         self.task_optimizer_states = None
         if _option(args, "optimizer_state") == "per_task" and len(self.task_names) > 1:
             self.task_optimizer_states = TaskOptimizerStates()
+        teachers = _option(args, "teacher_models")
+        self.teachers = TaskTeachers(teachers, model, processing_class) if teachers else None
         self._step_task: str | None = None
         self.add_callback(_MultiTaskCallback(self))
 
@@ -380,12 +383,13 @@ class MultiTaskTrainer(Trainer):
         """Run the batch's task and weight its unweighted loss (static loss_weight or learned uncertainty)."""
         task = inputs.get("task")
         outputs = model(**inputs)
+        distil = partial(distilled_loss, self.teachers if model.training else None, self.state, inputs)
         if task is not None:
-            losses = {task: outputs.loss}
-            loss = self._weighted(task, outputs.loss)
+            losses = {task: distil(task, outputs.logits, inputs.get("labels"), outputs.loss)}
         else:  # joint examples: labels {task: tensor}
-            losses = dict(outputs.task_losses or {})
-            loss = sum(self._weighted(t, value) for t, value in losses.items())
+            labels, logits = inputs["labels"], outputs.task_logits
+            losses = {t: distil(t, logits[t], labels[t], value) for t, value in (outputs.task_losses or {}).items()}
+        loss = sum(self._weighted(t, value) for t, value in losses.items())
         if model.training:
             self._step_task = task
             self._check_finite(losses, loss)

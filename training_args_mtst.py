@@ -141,6 +141,15 @@ class MultiTaskTrainingArguments(TrainingArguments):
         "its own for the shared parameters, so a task's steps are scaled by its own gradient history and momentum "
         "does not carry one task's gradients into another task's steps.",
     )
+    teacher_models: str | None = field(
+        default=None,
+        metadata={
+            "help": "Distil from single-task teachers with teacher annealing (BAM, Clark et al. 2019): 'task=DIR,...',"
+            " DIR a run_multitask.py output folder trained on that task alone with the same backbone. The task's loss "
+            "moves from the teacher's predictions (first step) to the gold labels (last step). Tasks not named train "
+            "on the gold labels only."
+        },
+    )
     loss_weighting_lr: float | None = field(
         default=1e-2,
         metadata={"help": "Learning rate of the uncertainty log-variances (None: the model's learning rate)."},

@@ -250,7 +250,9 @@ def write_results(name: str, payload: dict, markdown: str) -> tuple[str, str]:
     m = payload["machine"]
     footer = (
         f"\n\nCommand: `{payload['command']}`  \n"
-        f"Machine: {m['cpu_model']}, nproc {m['nproc']}, torch threads {m['torch_threads']}, "
+        f"Machine: {m['cpu_model']}, nproc {m['nproc']}, "
+        + (f"GPU {m['cuda']}, " if m.get("cuda") else "")
+        + f"torch threads {m['torch_threads']}, "
         f"torch {m['torch']}, transformers {m['transformers']}, load average at start {m['loadavg_at_start']}  \n"
         f"Date (UTC): {payload['date_utc']}\n"
     )

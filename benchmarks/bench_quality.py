@@ -359,6 +359,12 @@ def effective_arguments(command: str) -> tuple[str, dict[str, str]]:
         i += 1
     for option in ("--output_dir", *CARD_ONLY_OPTIONS):  # where a run is kept is not one of its settings
         options.pop(option, None)
+    for option in ("--tasks_config", "--teacher_models"):  # nor the folder of the benchmark's configs and runs
+        if option in options:
+            options[option] = ",".join(
+                (k + "=" if sep else "") + os.path.basename(v)
+                for k, sep, v in (p.rpartition("=") for p in options[option].split(","))
+            )
     if words and words[0].endswith("run_multitask.py"):
         for option, value in OPTIONS_ADDED_LATER.items():
             options.setdefault(option, value)
@@ -376,7 +382,7 @@ def plan_runs(args, recipe: dict, root: str, configs: dict) -> list[dict]:
         for name in names:
             kind, config_name = RUNS[name]
             # A joint run with other options gets its own folder, so runs of several recipes can share a root.
-            tag = f"{name}_{args.name}" if name == "joint" and args.joint_args else name
+            tag = f"{name}_{args.name}" if name == "joint" and (args.joint_args or args.distill) else name
             out = outs[name] = os.path.join(root, f"{tag}_seed{seed}")
             after = []
             if kind == "mtst":
@@ -387,6 +393,8 @@ def plan_runs(args, recipe: dict, root: str, configs: dict) -> list[dict]:
                     if after:
                         named = ",".join(f"{t}={outs[run]}" for t, run in singles.items() if run in outs)
                         cmd += ["--single_task_results", named]
+                        if args.distill:  # the same runs as teachers (BAM-style teacher annealing)
+                            cmd += ["--teacher_models", named]
             else:
                 cmd = plain_command(configs[config_name], out, recipe, args, seed)
             plan.append({"name": name, "seed": seed, "kind": kind, "out": out, "cmd": cmd, "after": after})
@@ -635,6 +643,11 @@ def markdown(args, recipe: dict, runs: dict, analysis: dict, sample: dict | None
         "(AutoModelFor*Classification + Trainer, group_by_length on). Seeds "
         f"{', '.join(map(str, args.seeds))}."
         + (f" **Joint run only: `{args.joint_args}`.**" if args.joint_args else "")
+        + (
+            " **The joint run distils from its seed's MTST-alone runs (`--teacher_models`, teacher annealing).**"
+            if getattr(args, "distill", False)
+            else ""
+        )
         + "\n\n"
         f"Scores (points, mean ± standard deviation over {n_seeds} seed(s)):\n\n{scores}\n\n"
         f"Paired bootstrap ({args.n_resamples:,} resamples of the test examples, the same draw for both systems, "
@@ -713,6 +726,12 @@ def parse_args(argv=None):
         default="",
         help='extra run_multitask.py options for the joint run only, e.g. "--sampling_strategy temperature"',
     )
+    parser.add_argument(
+        "--distill",
+        action="store_true",
+        help="the joint run distils from its seed's MTST-alone runs (run_multitask.py --teacher_models: teacher "
+        "annealing from their predictions to the gold labels)",
+    )
     parser.add_argument("--runs", nargs="+", choices=list(RUNS), default=list(RUNS))
     parser.add_argument(
         "--jobs",
@@ -755,6 +774,8 @@ def parse_args(argv=None):
         args.jobs = 2 if args.device == "cpu" and (os.cpu_count() or 1) >= 2 else 1
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
+    if args.distill and not {"joint", "ner_only", "topic_only"} <= set(args.runs):
+        parser.error("--distill needs the joint run and both MTST-alone runs (its teachers) in --runs")
     if args.reuse and not args.output_root:
         parser.error("--reuse needs --output_root (the folder the earlier runs were kept in)")
     args.name_given = args.name is not None
@@ -770,6 +791,7 @@ def reanalyze(args) -> dict:
         examples = json.load(f)
     for key in ("protocol", "quick", "device", "seeds", "joint_args", "max_train_samples", "max_eval_samples"):
         setattr(args, key, old["settings"][key])
+    args.distill = old["settings"].get("distill", False)
     if not args.name_given:
         args.name = old["benchmark"]
     if args.results_dir is None:

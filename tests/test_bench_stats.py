@@ -202,6 +202,12 @@ def test_reuse_ignores_card_only_options_and_knows_options_added_later():
     assert bq.effective_arguments(old + " --single_task_results ner=a,topic=b") == bq.effective_arguments(old)
     assert bq.effective_arguments(old + " --optimizer_state shared") == bq.effective_arguments(old)
     assert bq.effective_arguments(old + " --optimizer_state per_task") != bq.effective_arguments(old)
+    # the folder of the benchmark's configs and runs is not a setting: runs copied to another root are taken over
+    here = old + " --tasks_config /a/configs/ner.yaml --teacher_models ner=/a/ner_only_seed42,topic=/a/topic_seed42"
+    there = here.replace("/a/", "/b/root/")
+    assert bq.effective_arguments(here) == bq.effective_arguments(there)
+    assert bq.effective_arguments(here) != bq.effective_arguments(here.replace("ner.yaml", "joint.yaml"))
+    assert bq.effective_arguments(here) != bq.effective_arguments(here.replace("seed42", "seed43"))
 
 
 def _plan_args(**kwargs):
@@ -211,6 +217,7 @@ def _plan_args(**kwargs):
         seeds=[42, 43], runs=["joint", "ner_only", "topic_only", "ner_plain"], joint_args="", name="q", device="cpu"
     )
     values.update(max_train_samples=None, max_eval_samples=None, jobs=2, reuse=False, output_root="root")
+    values.update(distill=False)
     values.update(kwargs)
     return argparse.Namespace(**values)
 
@@ -242,6 +249,12 @@ def test_joint_runs_come_after_and_name_their_single_task_runs(tmp_path):
     assert named == f"ner={tmp_path}/ner_only_seed43,topic={tmp_path}/topic_only_seed43"
     alone = bq.plan_runs(_plan_args(runs=["joint"]), recipe, str(tmp_path), configs)
     assert all(job["after"] == [] and "--single_task_results" not in job["cmd"] for job in alone)
+    assert "--teacher_models" not in joint["cmd"]
+    # --distill: the same single-task runs are the joint run's teachers, and the joint run gets its own folder
+    distil = bq.plan_runs(_plan_args(distill=True), recipe, str(tmp_path), configs)
+    joint = next(job for job in distil if job["name"] == "joint" and job["seed"] == 43)
+    assert joint["cmd"][joint["cmd"].index("--teacher_models") + 1] == named
+    assert joint["after"] == ["ner_only", "topic_only"] and joint["out"] == f"{tmp_path}/joint_q_seed43"
 
     # the job pool: never more than --jobs at a time, a joint run never before its single-task runs finished
     import threading
