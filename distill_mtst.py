@@ -88,7 +88,13 @@ class TaskTeachers:
         self.paths = parse_teacher_models(value, tasks)
         self.models: dict[str, torch.nn.Module] = {}
         for task, path in self.paths.items():
-            teacher = MTSTModel.from_pretrained(path)
+            try:
+                teacher = MTSTModel.from_pretrained(path)
+            except (OSError, ValueError, RuntimeError) as err:
+                raise MultiTaskTrainingError(
+                    f"--teacher_models: cannot load the teacher of task {task!r} from {path} ({type(err).__name__}: "
+                    f"{err})."
+                ) from None
             own = model.config.tasks[task]
             theirs = teacher.config.tasks.get(task)
             if theirs is None:

@@ -118,6 +118,9 @@ def test_a_teacher_of_other_labels_or_another_vocabulary_is_refused(tiny, teache
     tokenizer.save_pretrained(tmp_path / "relabelled")
     with pytest.raises(MultiTaskTrainingError, match="same labels in the same order"):
         TaskTeachers(f"ner={tmp_path / 'relabelled'}", student, tokenizer)
+    (tmp_path / "relabelled" / "model.safetensors").write_bytes(b"not weights")
+    with pytest.raises(MultiTaskTrainingError, match="cannot load the teacher of task 'ner'"):
+        TaskTeachers(f"ner={tmp_path / 'relabelled'}", student, tokenizer)
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "john", "paris"]) + "\n")
     other = BertTokenizerFast(vocab_file=str(vocab))
