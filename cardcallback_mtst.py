@@ -65,6 +65,8 @@ def read_training_args(args) -> tuple[dict[str, Any], dict[str, Any]]:
     defaults = _default_training_args()
     hyperparameters, options = {}, {}
     for key, value in args.to_dict().items():
+        if key == "teacher_models" and isinstance(value, str):  # the distilled tasks, never the teachers' folders
+            value = ", ".join(item.partition("=")[0].strip() for item in value.split(",") if "=" in item) or None
         if key in _HIDDEN_ARGS or "token" in key or key.startswith("resume") or _has_local_path(value):
             continue
         if key not in defaults:

@@ -87,6 +87,9 @@ def test_a_joint_run_distils_from_its_teacher_and_leaves_it_unchanged(tiny, teac
     plain = json.loads((tmp_path / "plain" / "train_results.json").read_text())
     distil = json.loads((tmp_path / "distil" / "train_results.json").read_text())
     assert distil["train_loss"] != plain["train_loss"]  # the ner steps trained on the teacher's predictions
+    card = (tmp_path / "distil" / "README.md").read_text()
+    assert str(teacher) not in card and str(tmp_path) not in card  # the card never shows a local path
+    assert "| `teacher_models` | ner |" in card  # which tasks were distilled
 
 
 def test_bad_teachers_stop_the_run_with_a_clear_error_before_any_data_is_read(tiny, teacher, tmp_path, capsys):
