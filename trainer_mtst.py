@@ -199,12 +199,14 @@ class MultiTaskTrainer(Trainer):
             )
         if model is None:
             raise MultiTaskTrainingError("MultiTaskTrainer needs an MTST model (model_init is not supported).")
-        self.head_learning_rates = _task_mapping(
+        every_head = _option(args, "head_learning_rate")
+        self.head_learning_rates = {t: every_head for t in self.task_names} if every_head is not None else {}
+        self.head_learning_rates |= _task_mapping(
             "head_learning_rates", _option(args, "head_learning_rates"), self.task_names
         )
         bad = {t: lr for t, lr in self.head_learning_rates.items() if not (lr > 0 and math.isfinite(lr))}
         if bad:
-            raise MultiTaskTrainingError(f"`head_learning_rates` must be positive numbers; got {bad}.")
+            raise MultiTaskTrainingError(f"`head_learning_rate(s)` must be positive numbers; got {bad}.")
         if getattr(args, "train_sampling_strategy", "random") != "random":
             # MultiTaskBatchSampler replaces the Trainer's sampler; the Trainer's length grouping would also reorder
             # evaluation sets (and so misalign prediction files).

@@ -118,6 +118,13 @@ class MultiTaskTrainingArguments(TrainingArguments):
         "static: each task's loss times its loss_weight; uncertainty: learned per-task log-variances (Kendall et al. "
         "2018).",
     )
+    head_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "Peak learning rate of every task head (as SetFit's head_learning_rate; None: learning_rate). "
+            "head_learning_rates overrides it per task."
+        },
+    )
     head_learning_rates: str | None = field(
         default=None,
         metadata={

@@ -210,7 +210,7 @@ def mtst_command(config: str, output_dir: str, recipe: dict, args, seed: int, jo
     ]  # fmt: skip
     if args.device == "cpu":
         cmd.append("--use_cpu")
-    cmd += _limits(args)
+    cmd += _limits(args) + shlex.split(getattr(args, "mtst_args", ""))
     if joint:
         cmd += shlex.split(args.joint_args)
     return cmd
@@ -382,7 +382,9 @@ def plan_runs(args, recipe: dict, root: str, configs: dict) -> list[dict]:
         for name in names:
             kind, config_name = RUNS[name]
             # A joint run with other options gets its own folder, so runs of several recipes can share a root.
-            tag = f"{name}_{args.name}" if name == "joint" and (args.joint_args or args.distill) else name
+            # So do MTST runs with --mtst-args (a recipe change for joint and alone runs alike).
+            other = (name == "joint" and (args.joint_args or args.distill)) or (kind == "mtst" and args.mtst_args)
+            tag = f"{name}_{args.name}" if other else name
             out = outs[name] = os.path.join(root, f"{tag}_seed{seed}")
             after = []
             if kind == "mtst":
@@ -642,6 +644,7 @@ def markdown(args, recipe: dict, runs: dict, analysis: dict, sample: dict | None
         f"group_by_length {recipe['group_by_length']}; plain runs: `bench_quality_plain.py` "
         "(AutoModelFor*Classification + Trainer, group_by_length on). Seeds "
         f"{', '.join(map(str, args.seeds))}."
+        + (f" **Every MTST run (joint and alone): `{args.mtst_args}`.**" if getattr(args, "mtst_args", "") else "")
         + (f" **Joint run only: `{args.joint_args}`.**" if args.joint_args else "")
         + (
             " **The joint run distils from its seed's MTST-alone runs (`--teacher_models`, teacher annealing).**"
@@ -727,6 +730,14 @@ def parse_args(argv=None):
         help='extra run_multitask.py options for the joint run only, e.g. "--sampling_strategy temperature"',
     )
     parser.add_argument(
+        "--mtst-args",
+        "--mtst_args",
+        dest="mtst_args",
+        default="",
+        help="extra run_multitask.py options for every MTST run, joint and alone (a recipe change), e.g. "
+        '"--head_learning_rate 1e-3"',
+    )
+    parser.add_argument(
         "--distill",
         action="store_true",
         help="the joint run distils from its seed's MTST-alone runs (run_multitask.py --teacher_models: teacher "
@@ -757,10 +768,11 @@ def parse_args(argv=None):
     )
     parser.add_argument("--reanalyze", default=None, help="a results JSON: recompute the statistics, train nothing")
     args = parser.parse_args(argv)
-    try:
-        shlex.split(args.joint_args)
-    except ValueError as err:
-        parser.error(f"--joint-args {args.joint_args!r} cannot be split into options: {err}")
+    for option, value in (("--joint-args", args.joint_args), ("--mtst-args", args.mtst_args)):
+        try:
+            shlex.split(value)
+        except ValueError as err:
+            parser.error(f"{option} {value!r} cannot be split into options: {err}")
     if args.seeds is None:
         args.seeds = [42] if args.quick else list(DEFAULT_SEEDS)
     if args.quick:
@@ -792,6 +804,7 @@ def reanalyze(args) -> dict:
     for key in ("protocol", "quick", "device", "seeds", "joint_args", "max_train_samples", "max_eval_samples"):
         setattr(args, key, old["settings"][key])
     args.distill = old["settings"].get("distill", False)
+    args.mtst_args = old["settings"].get("mtst_args", "")
     if not args.name_given:
         args.name = old["benchmark"]
     if args.results_dir is None:

@@ -217,7 +217,7 @@ def _plan_args(**kwargs):
         seeds=[42, 43], runs=["joint", "ner_only", "topic_only", "ner_plain"], joint_args="", name="q", device="cpu"
     )
     values.update(max_train_samples=None, max_eval_samples=None, jobs=2, reuse=False, output_root="root")
-    values.update(distill=False)
+    values.update(distill=False, mtst_args="")
     values.update(kwargs)
     return argparse.Namespace(**values)
 
@@ -255,6 +255,12 @@ def test_joint_runs_come_after_and_name_their_single_task_runs(tmp_path):
     joint = next(job for job in distil if job["name"] == "joint" and job["seed"] == 43)
     assert joint["cmd"][joint["cmd"].index("--teacher_models") + 1] == named
     assert joint["after"] == ["ner_only", "topic_only"] and joint["out"] == f"{tmp_path}/joint_q_seed43"
+    # --mtst-args: every MTST run (joint and alone) gets the options and its own folder; plain runs neither
+    changed = bq.plan_runs(_plan_args(mtst_args="--head_learning_rate 1e-3"), recipe, str(tmp_path), configs)
+    for job in changed:
+        mtst = job["kind"] == "mtst"
+        assert ("--head_learning_rate" in job["cmd"]) == mtst, job
+        assert job["out"].endswith(f"{job['name']}_q_seed{job['seed']}") == mtst, job
 
     # the job pool: never more than --jobs at a time, a joint run never before its single-task runs finished
     import threading

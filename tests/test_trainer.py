@@ -196,6 +196,14 @@ def test_head_learning_rates_set_each_heads_peak_lr(tasks, tokenizer, tmp_path):
     for bad, message in (("pos=0.1", "unknown task"), ("ner=-1", "positive"), ("ner", "task=value")):
         with pytest.raises(MultiTaskTrainingError, match=message):
             make_trainer(tasks, tokenizer, make_args(tmp_path, head_learning_rates=bad))
+    # head_learning_rate sets every head's; head_learning_rates overrides it per task
+    args = make_args(tmp_path, head_learning_rate=0.01, head_learning_rates="ner=0.02", learning_rate=1e-3)
+    trainer = make_trainer(tasks, tokenizer, args)
+    trainer.create_optimizer()
+    lrs = {g["mtst_block"]: g["lr"] for g in trainer.optimizer.param_groups}
+    assert lrs["head.ner"] == 0.02 and lrs["head.topic"] == 0.01 and lrs["encoder.layer.0"] == 1e-3
+    with pytest.raises(MultiTaskTrainingError, match="positive"):
+        make_trainer(tasks, tokenizer, make_args(tmp_path, head_learning_rate=0.0))
 
 
 def test_static_freezing_keeps_parameters_bit_identical(tasks, tokenizer, tmp_path):
