@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
+from sampler_mtst import _task_mapping
 from training_args_mtst import MultiTaskTrainingError
 
 IGNORE_INDEX = -100
@@ -33,21 +34,7 @@ __all__ = ["TaskTeachers", "distilled_loss", "parse_teacher_models", "soft_cross
 def parse_teacher_models(value: str | Mapping[str, str] | None, tasks: Sequence[str]) -> dict[str, str]:
     """`{task: folder}` from 'task=DIR,...' (or a mapping), with every task known and every folder a saved MTST model
     (cheap checks only: nothing is loaded, so a run can make them before its data is read)."""
-    if not value:
-        return {}
-    if isinstance(value, str):
-        pairs = {}
-        for item in filter(None, (p.strip() for p in value.split(","))):
-            task, sep, path = item.partition("=")
-            if not sep or not task.strip() or not path.strip():
-                raise MultiTaskTrainingError(
-                    f"--teacher_models: {item!r} is not 'task=DIR' (DIR: a single-task run's output folder)."
-                )
-            pairs[task.strip()] = path.strip()
-        value = pairs
-    unknown = sorted(set(value) - set(tasks))
-    if unknown:
-        raise MultiTaskTrainingError(f"--teacher_models: unknown task(s) {unknown}; the tasks: {', '.join(tasks)}.")
+    value = _task_mapping("teacher_models", value or None, tasks, kind=str)
     for task, path in value.items():
         config = os.path.join(path, "config.json")
         try:
@@ -63,7 +50,7 @@ def parse_teacher_models(value: str | Mapping[str, str] | None, tasks: Sequence[
                 f"--teacher_models: the teacher of task {task!r}, {path}, is a {model_type!r} model; a teacher is an "
                 "MTST model trained on that task (a run_multitask.py output folder)."
             )
-    return dict(value)
+    return value
 
 
 def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor):

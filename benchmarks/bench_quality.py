@@ -210,7 +210,7 @@ def mtst_command(config: str, output_dir: str, recipe: dict, args, seed: int, jo
     ]  # fmt: skip
     if args.device == "cpu":
         cmd.append("--use_cpu")
-    cmd += _limits(args) + shlex.split(getattr(args, "mtst_args", ""))
+    cmd += _limits(args) + shlex.split(args.mtst_args)
     if joint:
         cmd += shlex.split(args.joint_args)
     return cmd
@@ -644,11 +644,11 @@ def markdown(args, recipe: dict, runs: dict, analysis: dict, sample: dict | None
         f"group_by_length {recipe['group_by_length']}; plain runs: `bench_quality_plain.py` "
         "(AutoModelFor*Classification + Trainer, group_by_length on). Seeds "
         f"{', '.join(map(str, args.seeds))}."
-        + (f" **Every MTST run (joint and alone): `{args.mtst_args}`.**" if getattr(args, "mtst_args", "") else "")
+        + (f" **Every MTST run (joint and alone): `{args.mtst_args}`.**" if args.mtst_args else "")
         + (f" **Joint run only: `{args.joint_args}`.**" if args.joint_args else "")
         + (
             " **The joint run distils from its seed's MTST-alone runs (`--teacher_models`, teacher annealing).**"
-            if getattr(args, "distill", False)
+            if args.distill
             else ""
         )
         + "\n\n"

@@ -95,10 +95,10 @@ def test_a_joint_run_distils_from_its_teacher_and_leaves_it_unchanged(tiny, teac
 def test_bad_teachers_stop_the_run_with_a_clear_error_before_any_data_is_read(tiny, teacher, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     bad = {
-        f"pos={teacher}": ["unknown task(s) ['pos']", "topic, ner"],
+        f"pos={teacher}": ["teacher_models", "unknown task(s) ['pos']", "topic, ner"],
         f"ner={tmp_path / 'missing'}": ["'ner'", str(tmp_path / "missing"), "not a saved model folder"],
         f"ner={tiny['backbone']}": ["'bert' model", "MTST model trained on that task"],
-        "ner": ["is not 'task=DIR'"],
+        "ner": ["teacher_models", "expected 'task=value' entries"],
     }
     for value, fragments in bad.items():
         out = tmp_path / "o"
