@@ -488,8 +488,9 @@ class MultiTaskTrainer(Trainer):
         every_steps = self._unfreeze_every_steps_value() if gradual else 0
         self._unfreeze_every_steps = every_steps
         base_lr = self.args.learning_rate
+        heads = {t: base_lr * _option(self.args, "head_learning_rate_factor") for t in self.task_names}
         groups, summary = parameter_groups(
-            blocks, decay_names, self.args.weight_decay, base_lr, every_steps, self.head_learning_rates
+            blocks, decay_names, self.args.weight_decay, base_lr, every_steps, heads | self.head_learning_rates
         )
         if self.loss_weighting_module is not None:
             lr = _option(self.args, "loss_weighting_lr") or base_lr

@@ -121,7 +121,8 @@ class MultiTaskTrainingArguments(TrainingArguments):
     head_learning_rate: float | None = field(
         default=None,
         metadata={
-            "help": "Peak learning rate of every task head (as SetFit's head_learning_rate; None: learning_rate). "
+            "help": "Peak learning rate of every task head (as SetFit's head_learning_rate; None: learning_rate "
+            "times head_learning_rate_factor). "
             "head_learning_rates overrides it per task."
         },
     )
@@ -129,7 +130,14 @@ class MultiTaskTrainingArguments(TrainingArguments):
         default=None,
         metadata={
             "help": "Peak learning rate of task heads, per task ('ner=3e-4,topic=1e-4' or a JSON object; tasks not "
-            "named use learning_rate)."
+            "named use head_learning_rate)."
+        },
+    )
+    head_learning_rate_factor: float = field(
+        default=10.0,
+        metadata={
+            "help": "Heads without a head_learning_rate(s) train at learning_rate times this factor (1: the encoder's "
+            "rate). 10 closed the joint-vs-alone gap of benchmarks/bench_quality.py (benchmarks/README.md)."
         },
     )
     gradient_surgery: str = _choice(
@@ -241,6 +249,9 @@ def check_options(args) -> None:
         raise MultiTaskTrainingError(f"`temperature` must be a positive number; got {temperature!r}.")
     if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
         raise MultiTaskTrainingError(f"`temperature_cap` must be a positive integer; got {cap!r}.")
+    factor = _option(args, "head_learning_rate_factor")
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not (factor > 0 and math.isfinite(factor)):
+        raise MultiTaskTrainingError(f"`head_learning_rate_factor` must be a positive number; got {factor!r}.")
     decay = _option(args, "gradient_surgery_decay")
     if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay < 1:
         raise MultiTaskTrainingError(f"`gradient_surgery_decay` must be in [0, 1); got {decay!r}.")

@@ -106,6 +106,7 @@ def run_multitask_defaults() -> dict:
         "batch_size": int(train["per_device_train_batch_size"]),
         "eval_batch_size": int(train["per_device_eval_batch_size"]),
         "learning_rate": float(train["learning_rate"]),
+        "head_learning_rate_factor": float(train["head_learning_rate_factor"]),
         "warmup_steps": float(train["warmup_steps"]),
         "lr_scheduler_type": str(getattr(scheduler, "value", scheduler)),
         "weight_decay": float(train["weight_decay"]),
@@ -198,6 +199,7 @@ def mtst_command(config: str, output_dir: str, recipe: dict, args, seed: int, jo
         "--per_device_train_batch_size", str(recipe["batch_size"]),
         "--per_device_eval_batch_size", str(recipe["eval_batch_size"]),
         "--learning_rate", f"{recipe['learning_rate']:g}",
+        "--head_learning_rate_factor", f"{recipe['head_learning_rate_factor']:g}",
         "--max_seq_length", str(recipe["max_seq_length"]),
         "--group_by_length", "true" if recipe["group_by_length"] else "false",
         "--sampling_strategy", recipe["sampling_strategy"],
@@ -333,7 +335,7 @@ def ag_news_rows() -> dict[str, int]:
 
 
 # Options added to run_multitask.py after runs were kept: a kept command without one ran with this value.
-OPTIONS_ADDED_LATER = {"--optimizer_state": "shared"}
+OPTIONS_ADDED_LATER = {"--optimizer_state": "shared", "--head_learning_rate_factor": "1"}
 # Options that change only what a run writes about itself (its model card), not the model: ignored by --reuse.
 CARD_ONLY_OPTIONS = ("--single_task_results",)
 
@@ -640,7 +642,8 @@ def markdown(args, recipe: dict, runs: dict, analysis: dict, sample: dict | None
         f"Recipe (every run): backbone all-MiniLM-L6-v2, {recipe['epochs']:g} epoch(s), batch {recipe['batch_size']}, "
         f"lr {recipe['learning_rate']:g}, {recipe['lr_scheduler_type']} schedule with warm-up "
         f"{recipe['warmup_steps']:g} of the steps, weight decay {recipe['weight_decay']:g}, max_seq_length "
-        f"{recipe['max_seq_length']}; MTST runs: `run_multitask.py`, sampling `{recipe['sampling_strategy']}`, "
+        f"{recipe['max_seq_length']}; MTST runs: `run_multitask.py`, heads at "
+        f"{recipe['head_learning_rate_factor']:g}× the lr, sampling `{recipe['sampling_strategy']}`, "
         f"group_by_length {recipe['group_by_length']}; plain runs: `bench_quality_plain.py` "
         "(AutoModelFor*Classification + Trainer, group_by_length on). Seeds "
         f"{', '.join(map(str, args.seeds))}."

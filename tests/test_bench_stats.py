@@ -176,6 +176,7 @@ def test_imbalanced_protocol_uses_run_multitask_defaults():
     assert recipe["epochs"] == defaults["num_train_epochs"].default
     assert recipe["batch_size"] == defaults["per_device_train_batch_size"].default
     assert recipe["learning_rate"] == defaults["learning_rate"].default
+    assert recipe["head_learning_rate_factor"] == defaults["head_learning_rate_factor"].default
     assert recipe["sampling_strategy"] == defaults["sampling_strategy"].default
     assert recipe["group_by_length"] == defaults["group_by_length"].default
     args.protocol = "main"
@@ -202,6 +203,9 @@ def test_reuse_ignores_card_only_options_and_knows_options_added_later():
     assert bq.effective_arguments(old + " --single_task_results ner=a,topic=b") == bq.effective_arguments(old)
     assert bq.effective_arguments(old + " --optimizer_state shared") == bq.effective_arguments(old)
     assert bq.effective_arguments(old + " --optimizer_state per_task") != bq.effective_arguments(old)
+    # runs kept before the heads' factor existed trained at factor 1, never the new default 10
+    assert bq.effective_arguments(old + " --head_learning_rate_factor 1") == bq.effective_arguments(old)
+    assert bq.effective_arguments(old + " --head_learning_rate_factor 10") != bq.effective_arguments(old)
     # the folder of the benchmark's configs and runs is not a setting: runs copied to another root are taken over
     here = old + " --tasks_config /a/configs/ner.yaml --teacher_models ner=/a/ner_only_seed42,topic=/a/topic_seed42"
     there = here.replace("/a/", "/b/root/")
@@ -230,6 +234,7 @@ def test_joint_runs_come_after_and_name_their_single_task_runs(tmp_path):
         "batch_size": 32,
         "eval_batch_size": 64,
         "learning_rate": 1e-4,
+        "head_learning_rate_factor": 10.0,
         "max_seq_length": 128,
         "group_by_length": True,
         "sampling_strategy": "balanced",
@@ -250,6 +255,8 @@ def test_joint_runs_come_after_and_name_their_single_task_runs(tmp_path):
     alone = bq.plan_runs(_plan_args(runs=["joint"]), recipe, str(tmp_path), configs)
     assert all(job["after"] == [] and "--single_task_results" not in job["cmd"] for job in alone)
     assert "--teacher_models" not in joint["cmd"]
+    # the heads' factor is written out, so --reuse never takes over a run made under another default
+    assert joint["cmd"][joint["cmd"].index("--head_learning_rate_factor") + 1] == "10"
     # --distill: the same single-task runs are the joint run's teachers, and the joint run gets its own folder
     distil = bq.plan_runs(_plan_args(distill=True), recipe, str(tmp_path), configs)
     joint = next(job for job in distil if job["name"] == "joint" and job["seed"] == 43)

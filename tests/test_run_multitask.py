@@ -354,6 +354,7 @@ def test_two_processes_train_the_same_task_at_every_step(tiny, tmp_path):
     assert log.count("Kept the best checkpoint by eval_average") == 1  # said once, by the main process
 
 
+@pytest.mark.slow  # three 2-process launches, about a minute: CI runs it by name (.ci/run), beside the default suite
 def test_interrupted_ddp_run_resumes_to_the_same_weights(tiny, tmp_path):
     """Stopped in the second epoch (max_steps, checkpoint kept), resumed under DDP: same weights as one run."""
     common = [

@@ -152,7 +152,8 @@ def test_the_trainers_own_optimizer_gets_mtst_parameter_groups(tasks, tokenizer,
     optimizer = trainer.create_optimizer()
     assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["momentum"] == 0.9
     lrs = {g["mtst_block"]: g["lr"] for g in optimizer.param_groups}
-    assert lrs["head.ner"] == lrs["encoder.layer.1"] == 1e-3 and lrs["encoder.layer.0"] == 5e-4  # top layer: lr
+    assert lrs["encoder.layer.1"] == 1e-3 and lrs["encoder.layer.0"] == 5e-4  # top layer: lr
+    assert lrs["head.ner"] == pytest.approx(1e-2)  # heads: head_learning_rate_factor (10) x lr
     assert trainer.optimizer_cls_and_kwargs is chosen  # the user's choice is left as it was given
     optimizer = make_trainer(tasks, tokenizer, make_args(tmp_path)).create_optimizer()  # default: args.optim
     assert type(optimizer).__name__ == "AdamW" and {"head.topic", "embeddings"} <= {
@@ -192,7 +193,7 @@ def test_head_learning_rates_set_each_heads_peak_lr(tasks, tokenizer, tmp_path):
     trainer = make_trainer(tasks, tokenizer, args)
     trainer.create_optimizer()
     lrs = {g["mtst_block"]: g["lr"] for g in trainer.optimizer.param_groups}
-    assert lrs["head.ner"] == 0.02 and lrs["head.topic"] == 1e-3 and lrs["encoder.layer.0"] == 1e-3
+    assert lrs["head.ner"] == 0.02 and lrs["head.topic"] == pytest.approx(1e-2) and lrs["encoder.layer.0"] == 1e-3
     for bad, message in (("pos=0.1", "unknown task"), ("ner=-1", "positive"), ("ner", "task=value")):
         with pytest.raises(MultiTaskTrainingError, match=message):
             make_trainer(tasks, tokenizer, make_args(tmp_path, head_learning_rates=bad))
@@ -204,6 +205,13 @@ def test_head_learning_rates_set_each_heads_peak_lr(tasks, tokenizer, tmp_path):
     assert lrs["head.ner"] == 0.02 and lrs["head.topic"] == 0.01 and lrs["encoder.layer.0"] == 1e-3
     with pytest.raises(MultiTaskTrainingError, match="positive"):
         make_trainer(tasks, tokenizer, make_args(tmp_path, head_learning_rate=0.0))
+    # the factor scales heads that no head_learning_rate(s) names; 1 trains them at the encoder's rate
+    args = make_args(tmp_path, head_learning_rate_factor=1.0, head_learning_rates="ner=0.02", learning_rate=1e-3)
+    lrs = {g["mtst_block"]: g["lr"] for g in make_trainer(tasks, tokenizer, args).create_optimizer().param_groups}
+    assert lrs["head.ner"] == 0.02 and lrs["head.topic"] == lrs["encoder.layer.0"] == 1e-3
+    for bad in (0.0, -2.0, float("nan"), True):
+        with pytest.raises(MultiTaskTrainingError, match="head_learning_rate_factor"):
+            make_args(tmp_path, head_learning_rate_factor=bad)
 
 
 def test_static_freezing_keeps_parameters_bit_identical(tasks, tokenizer, tmp_path):
@@ -281,7 +289,7 @@ def test_layerwise_learning_rates(tasks, tokenizer, tmp_path):
     trainer = make_trainer(tasks, tokenizer, make_args(tmp_path, learning_rate=1e-3, layerwise_lr_decay=0.5))
     optimizer = trainer.create_optimizer()
     lrs = {g["mtst_block"]: g["lr"] for g in optimizer.param_groups}
-    assert lrs["head.topic"] == lrs["head.ner"] == pytest.approx(1e-3)
+    assert lrs["head.topic"] == lrs["head.ner"] == pytest.approx(1e-2)  # heads: no decay, 10x lr by default
     assert lrs["encoder.layer.1"] == pytest.approx(1e-3)  # top layer: decay^0
     assert lrs["encoder.layer.0"] == pytest.approx(5e-4)
     assert lrs["embeddings"] == pytest.approx(2.5e-4)  # lowest: decay^num_layers
