@@ -301,6 +301,18 @@ def test_card_header_and_sections_are_those_of_the_earlier_cards(tiny, tokenizer
     assert card_headings(text) == CARD_HEADINGS
 
 
+def test_card_states_the_task_heads_learning_rate(tiny, tmp_path):
+    data = full_card_data()
+    data.multitask_options = {"head_learning_rate_factor": 10.0}  # the default: heads faster than the encoder
+    text = write_model_card(tmp_path / "a", tiny, data).content
+    assert "**Task heads' peak learning rate:** 10 x the learning rate.\n" in text
+    data.multitask_options = {"head_learning_rate_factor": 1.0, "head_learning_rates": "ner=0.02"}
+    text = write_model_card(tmp_path / "b", tiny, data).content
+    assert "**Task heads' peak learning rate:** the learning rate; per task: `ner=0.02`.\n" in text
+    data.multitask_options = {"head_learning_rate_factor": 1.0}  # heads at the encoder's rate: nothing to say
+    assert "Task heads' peak learning rate" not in write_model_card(tmp_path / "c", tiny, data).content
+
+
 def test_every_python_snippet_of_the_card_compiles(tiny, tmp_path):
     text = write_model_card(tmp_path, tiny, full_card_data()).content
     blocks = text.split("```python\n")[1:]
