@@ -4,18 +4,29 @@ Run by `.ci/compat.sh` (so by `.ci/run`), or by hand: `python tests/compat/check
 
 1. Saves a small 2-task model (tiny random BERT backbone, one sentence task and one token task, the MiniLM tokenizer)
    with the installed stack, and its reference logits.
-2. For each transformers version: a throwaway virtual environment over the installed torch
-   (`python -m venv --system-site-packages`, then `pip install transformers==X "huggingface-hub<2"`, or `<1` for 4.x),
-   loads the model through `AutoModel.from_pretrained(..., trust_remote_code=True)` (and the two `AutoModelFor*`
-   per-task views) and through the multitask pipeline
-   (`pipeline(model=..., trust_remote_code=True)`), and compares every logit with the reference (max abs diff <= 1e-5).
-   The installed stack is checked the same way, without a venv.
-3. On the training minimum declared in setup.cfg (transformers, datasets, accelerate, huggingface-hub and
-   sentence-transformers pinned to their `>=` versions): a training smoke test (run_multitask.py for a few steps on a
-   tiny backbone and tiny task files), then the trained model loaded through AutoModel and sentence-transformers.
+2. For each transformers version: a throwaway virtual environment that holds only what `pip install
+   transformers==X "huggingface-hub<2"` (`<1` for 4.x) gives beside the installed torch release
+   (`torch==<installed>`, the CPU wheel on this disk), loads the model through
+   `AutoModel.from_pretrained(..., trust_remote_code=True)` (and the two `AutoModelFor*` per-task views) and through
+   the multitask pipeline (`pipeline(model=..., trust_remote_code=True)`), and compares every logit with the
+   reference (max abs diff <= 1e-5). The installed stack is checked the same way, without a venv.
+3. On the training minimum declared in setup.cfg (MTST's install_requires, with transformers, datasets, accelerate,
+   huggingface-hub and sentence-transformers pinned to their `>=` versions): a training smoke test (run_multitask.py
+   for a few steps on a tiny backbone and tiny task files), then the trained model loaded through AutoModel and
+   sentence-transformers.
 
-Prints a table (version, max logit difference, pass/fail) and exits 1 on any failure. Everything (venvs, pip cache,
-the Hugging Face module cache) lives in one temporary folder, removed at the end unless `--keep`.
+Why the venvs do not share the system site-packages: a package that the tested release does not require, but that
+the installed stack has, is imported by that release all the same when it is importable. transformers 5.25 requires
+`kernels` 0.19; transformers 5.0.0 to 5.12.1 import any installed `kernels` in `integrations/hub_kernels.py` and
+build `LayerRepository(...)` without a revision, which kernels 0.15 and newer refuse ("Either a revision or a version
+must be specified."). Measured: 5.0.0 and 5.10.4 import with kernels 0.10.5 to 0.14.1 and fail from 0.15.2 on; 5.13.0
+is the first release that imports beside kernels 0.19.1 (hence the `transformers>=5.13` training minimum in
+setup.cfg). A plain `pip install transformers==X` of those releases installs no `kernels` at all, and that is what
+each venv gets. The table prints every package version that decides the result (`kernels -` where there is none).
+
+Prints a table (environment, package versions, max logit difference, pass/fail) and exits 1 on any failure.
+Everything (venvs, pip cache, the Hugging Face module cache) lives in one temporary folder, removed at the end unless
+`--keep`.
 """
 
 from __future__ import annotations
@@ -39,6 +50,9 @@ TOLERANCE = 1e-5
 # to these, and the installed stack is checked too.
 DEFAULT_VERSIONS = ("4.57.0", "5.0.0", "5.10.4")
 TRAINING_PACKAGES = ("transformers", "datasets", "accelerate", "huggingface-hub", "sentence-transformers")
+# The distributions whose versions the table prints for every environment ("-": not installed there).
+REPORTED_PACKAGES = ("torch", "huggingface-hub", "tokenizers", "safetensors", "kernels", *TRAINING_PACKAGES[1:3])
+REPORTED_PACKAGES += ("sentence-transformers",)
 SENTENCES = [
     "Apple is opening a new office in Paris.",
     "The match ended in a draw.",
@@ -66,26 +80,54 @@ def child_env(work: str) -> dict:
     return env
 
 
-def declared_minimums() -> dict[str, str]:
-    """{package: version} from the `package>=version` lines of setup.cfg's install_requires."""
+def install_requires() -> list[str]:
+    """The requirement lines of setup.cfg's install_requires."""
     parser = configparser.ConfigParser()
     parser.read(os.path.join(ROOT, "setup.cfg"))
+    return [line.strip() for line in parser["options"]["install_requires"].splitlines() if line.strip()]
+
+
+def requirement_name(line: str) -> str:
+    return re.match(r"\s*([A-Za-z0-9_.-]+)", line).group(1).lower().replace("_", "-")
+
+
+def declared_minimums() -> dict[str, str]:
+    """{package: version} from the `package>=version` lines of setup.cfg's install_requires."""
     found = {}
-    for line in parser["options"]["install_requires"].splitlines():
+    for line in install_requires():
         match = re.match(r"\s*([A-Za-z0-9_.-]+)\s*>=\s*([0-9][0-9.]*)", line)
         if match:
-            found[match.group(1).lower().replace("_", "-")] = match.group(2)
+            found[requirement_name(line)] = match.group(2)
     missing = [name for name in TRAINING_PACKAGES if name not in found]
     if missing:
         sys.exit(f"setup.cfg declares no `>=` minimum for {', '.join(missing)}; the training check needs one each.")
     return {name: found[name] for name in TRAINING_PACKAGES}
 
 
+def training_requirements(minimums: dict[str, str]) -> list[str]:
+    """MTST's install_requires with the training packages pinned to their declared minimums (torch is pinned to the
+    installed release by `pip_install`)."""
+    pinned = [f"{name}=={version}" for name, version in minimums.items()]
+    others = [line for line in install_requires() if requirement_name(line) not in (*minimums, "torch")]
+    return pinned + others
+
+
+def installed_versions() -> dict[str, str]:
+    """{distribution: version} of REPORTED_PACKAGES in this interpreter, "-" for those it does not have."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in REPORTED_PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "-"
+    return found
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Inside a venv (or the installed stack): load the saved model and write what it computes.
 def child_load(model_dir: str, out_path: str) -> None:
-    import huggingface_hub
-    import tokenizers
     import torch
     import transformers
     from transformers import AutoModel, pipeline
@@ -94,10 +136,8 @@ def child_load(model_dir: str, out_path: str) -> None:
         ref = json.load(f)
     result = {
         "transformers": transformers.__version__,
-        "huggingface_hub": huggingface_hub.__version__,
-        "tokenizers": tokenizers.__version__,
         "torch": torch.__version__,
-        "torch_file": torch.__file__,
+        "packages": installed_versions(),
     }
     model = AutoModel.from_pretrained(model_dir, trust_remote_code=True).eval()
     assert type(model).__module__.startswith("transformers_modules"), f"not remote code: {type(model).__module__}"
@@ -262,14 +302,14 @@ def compare(result: dict, reference: dict, baseline_answers: list | None) -> tup
 
 
 def pip_install(venv: str, requirements: list[str], env: dict) -> None:
-    """Install `requirements` into the venv (made without pip of its own: this pip installs into it) without
-    touching the installed torch: torch is pinned to the version the system site-packages hold, so pip leaves it."""
+    """Install `requirements` into the venv (made without pip of its own: this pip installs into it) beside the
+    installed torch release, pinned, so that pip takes its CPU wheel from this disk and never a CUDA build. The pip
+    cache of the work folder is shared by the venvs."""
     import torch
 
     pinned = [*requirements, f"torch=={torch.__version__}"]
     python = os.path.join(venv, "bin", "python")
-    command = [sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-cache-dir", "--no-compile"]
-    command += pinned
+    command = [sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-compile", *pinned]
     run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     if run.returncode != 0:
         errors = [line for line in run.stderr.splitlines() if "file:///" not in line]
@@ -278,9 +318,9 @@ def pip_install(venv: str, requirements: list[str], env: dict) -> None:
 
 def make_venv(work: str, name: str, requirements: list[str], env: dict) -> str:
     venv = os.path.join(work, f"venv-{name}")
-    subprocess.run(
-        [sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", venv], check=True, env=env
-    )
+    # no --system-site-packages: the venv must not import what the installed stack has and this release does not
+    # require (the module docstring says why)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True, env=env)
     pip_install(venv, requirements, env)
     return os.path.join(venv, "bin", "python")
 
@@ -349,13 +389,14 @@ def main(argv=None) -> int:
     minimums = declared_minimums()
     if minimums["transformers"].startswith("4."):
         sys.exit("The training minimum in setup.cfg is a transformers 4.x; the training side needs transformers 5.")
-    train_requirements = [f"{name}=={version}" for name, version in minimums.items()]
+    train_requirements = training_requirements(minimums)
     # the training minimum's venv also runs the loading check, so its transformers needs no venv of its own
     train_version = None if args.no_training else minimums["transformers"]
     jobs = {"installed": (None, False)}
     jobs.update({f"transformers {v}": (requirements_for(v), False) for v in args.versions if v != train_version})
     if train_version:
-        jobs["training minimum: " + ", ".join(train_requirements)] = (train_requirements, True)
+        pins = ", ".join(f"{name}=={version}" for name, version in minimums.items())
+        jobs["training minimum: " + pins] = (train_requirements, True)
     try:
         save_model(work)
         if train_version:
@@ -383,9 +424,11 @@ def main(argv=None) -> int:
         if job["result"]:
             result = job["result"]
             auto, pipe, problems = compare(result, reference, baseline)
-            if os.path.dirname(result["torch_file"]) != os.path.dirname(torch.__file__):
-                problems.append(f"the venv has its own torch {result['torch']} at {result['torch_file']}")
-            row[1] = f"{result['transformers']} (hub {result['huggingface_hub']}, tokenizers {result['tokenizers']})"
+            if result["torch"] != torch.__version__:
+                problems.append(f"the venv has torch {result['torch']}, not the installed {torch.__version__}")
+            row[1] = f"transformers {result['transformers']}, " + ", ".join(
+                f"{name} {version}" for name, version in result["packages"].items()
+            )
             row[2:4] = f"{auto:.1e}", f"{pipe:.1e}"
             if job["error"]:
                 problems.append(job["error"])
@@ -400,7 +443,7 @@ def main(argv=None) -> int:
         f"\nMTST remote code on other stacks (model saved with transformers {transformers.__version__}, torch "
         f"{torch.__version__}; max abs logit difference allowed: {TOLERANCE})"
     )
-    header = ["environment", "transformers (hub, tokenizers)", "AutoModel* max|diff|", "pipeline max|diff|", "result"]
+    header = ["environment", "package versions", "AutoModel* max|diff|", "pipeline max|diff|", "result"]
     print(" | ".join([*header, "setup s", "check s"]))
     print(" | ".join("---" for _ in range(len(header) + 2)))
     for row in rows:
