@@ -40,12 +40,12 @@ EXAMPLES = [
 
 def load_model(model: str | None = None, revision: str | None = None, dtype: str | None = None, backend=None):
     """The multitask pipeline for `model` (default: `MTST_MODEL`, else `outputs/mtst-default`), in `dtype` on
-    `backend` (default: `MTST_DTYPE` / `MTST_BACKEND`, else float32 on torch; see inference_mtst)."""
+    `backend` (default: `MTST_DTYPE` / `MTST_BACKEND`, else float32 on torch; see mtst.inference)."""
     model = model or os.environ.get("MTST_MODEL") or None
     dtype = dtype or os.environ.get("MTST_DTYPE") or "float32"
     backend = backend or os.environ.get("MTST_BACKEND") or "torch"
     try:
-        from predict_mtst import load_pipeline
+        from mtst.cli.predict import load_pipeline
     except ImportError:  # a Space holding only app.py: the model repository brings its own code
         from transformers import pipeline
 
@@ -55,9 +55,9 @@ def load_model(model: str | None = None, revision: str | None = None, dtype: str
 
 
 def _handler_module(model: str | None = None, revision: str | None = None):
-    """`handler.py` (which holds `ServingLimits`): from this folder, else from the model repository."""
+    """`handler.py` (which holds `ServingLimits`): from the mtst package, else from the model repository."""
     try:
-        import handler
+        from mtst.remote import handler
     except ImportError:  # a Space holding only app.py: every MTST model repository carries handler.py
         import importlib.util
 
@@ -226,7 +226,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        from predict_mtst import PredictError
+        from mtst.cli.predict import PredictError
     except ImportError:
         PredictError = OSError  # noqa: N806 - only app.py in a Space: loading errors are transformers' own
     try:

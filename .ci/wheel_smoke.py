@@ -46,9 +46,10 @@ CARD_SECTIONS = (
 
 # Where the venv's python finds torch, the modules and the shipped files.
 PROBE = """
-import json, torch, run_multitask, modelcard_mtst, cardcallback_mtst, publish_mtst
+import json, torch, run_multitask
+from mtst.hub import card, publish
 print(json.dumps({"torch": torch.__version__, "torch_file": torch.__file__, "module": run_multitask.__file__,
-                  "template": str(modelcard_mtst.TEMPLATE_PATH), "handler": str(publish_mtst.HANDLER_PATH)}))
+                  "template": str(card.TEMPLATE_PATH), "handler": str(publish.HANDLER_PATH)}))
 """
 
 
@@ -114,6 +115,26 @@ def check_card(card_path: Path, version: str) -> None:
         raise SmokeError(f"{card_path} is not the full model card: " + "; ".join(problems) + ".")
 
 
+# What a wheel installs at the top level of site-packages: the package and the design card's top-level modules.
+TOP_LEVEL = {"mtst", "configuration_mtst.py", "modeling_mtst.py", "run_multitask.py"}
+# Package data the commands need (paths inside the wheel).
+PACKAGE_DATA = ("mtst/resources/model_card.md", "mtst/resources/data/tasks/default.yaml", "mtst/remote/handler.py")
+
+
+def check_wheel_contents(wheel: Path) -> None:
+    """The wheel holds one package, `mtst`, plus the design card's top-level modules, and the package data."""
+    import zipfile
+
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {name.split("/")[0] for name in names if ".dist-info/" not in name}
+    if top != TOP_LEVEL:
+        raise SmokeError(f"{wheel.name} installs {sorted(top)} at the top level, expected {sorted(TOP_LEVEL)}")
+    missing = [name for name in PACKAGE_DATA if name not in names]
+    missing += [] if any(n.startswith("mtst/resources/data/sample/") for n in names) else ["the sample data"]
+    if missing:
+        raise SmokeError(f"{wheel.name} lacks {', '.join(missing)}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", help="folder for the build, the venv and the run (default: a temporary one)")
@@ -147,6 +168,7 @@ def main() -> int:
             wheel = wheels[0]
             version = wheel.name.split("-")[1]
             print(f"   {wheel.name}, {sdists[0].name}")
+            check_wheel_contents(wheel)
         with step("twine check", timings):
             run([sys.executable, "-m", "twine", "check", "--strict", wheel, sdists[0]], cwd=work)
         with step("venv and wheel install", timings):
@@ -181,8 +203,8 @@ def main() -> int:
             out = run_dir / "outputs" / "mtst-default"
             check_card(out / "README.md", version)
             handler = out / "handler.py"
-            if not handler.is_file() or handler.read_bytes() != (ROOT / "handler.py").read_bytes():
-                raise SmokeError(f"{handler} is missing or differs from the repository's handler.py")
+            if not handler.is_file() or handler.read_bytes() != (ROOT / "mtst" / "remote" / "handler.py").read_bytes():
+                raise SmokeError(f"{handler} is missing or differs from the repository's mtst/remote/handler.py")
         with step("mtst-predict (default model folder)", timings):
             answer = json.loads(run([bindir / "mtst-predict", "--format", "jsonl", TEXT], cwd=run_dir, env=env))
             if answer.get("text") != TEXT or any(task not in answer for task in TASKS):

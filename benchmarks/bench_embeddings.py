@@ -51,7 +51,7 @@ def main(argv=None) -> dict:
     from sentence_transformers import SentenceTransformer
     from transformers import AutoTokenizer
 
-    from modeling_mtst import MTSTModel
+    from mtst.remote.modeling_mtst import MTSTModel
 
     path = bc.backbone_path()
     sentences = bc.real_sentences(args.n_conll, args.n_ag)

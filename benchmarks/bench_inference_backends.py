@@ -8,7 +8,7 @@ processes hits all rows alike. Ratio = median over chunks of time(ST float32) / 
 
 Rows: `st_float32` (`SentenceTransformer(all-MiniLM-L6-v2)`, torch), `st_onnx` / `st_onnx_int8` (its own
 `backend="onnx"` and `export_dynamic_quantized_onnx_model`; they need `sentence-transformers[onnx]`, i.e. optimum-onnx,
-and are listed as skipped with the reason when it is not installed), and MTST through `inference_mtst`: `float32`,
+and are listed as skipped with the reason when it is not installed), and MTST through `mtst.inference`: `float32`,
 `bfloat16`, `int8` (PyTorch dynamic quantization), `onnx` and `onnx_int8` (`export_onnx(..., quantize=True)`).
 
 The MTST model is trained here first (MultiTaskTrainer, CoNLL-2003 train subset + AG News 80% split subset, 1 epoch,
@@ -81,9 +81,9 @@ def load_sentence_transformers(path: str, tmp: str):
 
 def train_mtst(path: str, tokenizer, args, specs, data) -> object:
     """A short joint training (MultiTaskTrainer) from the backbone: the model every precision is scored on."""
-    from collator_mtst import MultiTaskCollator
-    from modeling_mtst import MTSTModel
-    from trainer_mtst import MultiTaskTrainer, MultiTaskTrainingArguments
+    from mtst.data.collator import MultiTaskCollator
+    from mtst.remote.modeling_mtst import MTSTModel
+    from mtst.training.trainer import MultiTaskTrainer, MultiTaskTrainingArguments
 
     tasks = {spec.name: spec.to_model_task() for spec in specs}
     model = MTSTModel.from_backbone(path, tasks=tasks, pooling="mean", normalize="l2")
@@ -120,7 +120,7 @@ def score(model, tokenizer, data, specs, batch_size: int = 64) -> dict:
     import numpy as np
     import torch
 
-    from trainer_mtst import token_classification_metrics
+    from mtst.training.trainer import token_classification_metrics
 
     out = {}
     for spec in specs:
@@ -182,10 +182,10 @@ def main(argv=None) -> dict:
     import torch
     from transformers import AutoTokenizer
 
-    from data_mtst import load_task_data
-    from inference_mtst import export_onnx, load_model, prepare_model
-    from modeling_mtst import MTSTModel
-    from tasks_mtst import load_task_specs, tokenize_task
+    from mtst.data.loading import load_task_data
+    from mtst.data.tasks import load_task_specs, tokenize_task
+    from mtst.inference import export_onnx, load_model, prepare_model
+    from mtst.remote.modeling_mtst import MTSTModel
 
     logging.getLogger().setLevel(logging.ERROR)  # onnxruntime's quantizer logs advice on the root logger
     path = bc.backbone_path()

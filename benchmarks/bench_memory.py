@@ -65,7 +65,7 @@ def worker(kind: str, root: str, n_texts: int, batch_size: int) -> None:
     before = _rss_mb()
     models = []
     if kind == "mtst":
-        from modeling_mtst import MTSTModel
+        from mtst.remote.modeling_mtst import MTSTModel
 
         models = [MTSTModel.from_pretrained(os.path.join(root, "mtst")).eval()]
     elif kind == "three_models":
@@ -116,7 +116,7 @@ def main(argv=None) -> dict:
     bc.quiet_transformers()
     from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
 
-    from modeling_mtst import MTSTModel
+    from mtst.remote.modeling_mtst import MTSTModel
 
     path = bc.backbone_path()
     tmp = tempfile.TemporaryDirectory(prefix="mtst-bench-mem-")

@@ -78,7 +78,7 @@ def main(argv=None) -> dict:
         pipeline,
     )
 
-    from modeling_mtst import MTSTModel
+    from mtst.remote.modeling_mtst import MTSTModel
 
     path = bc.backbone_path()
     texts = bc.real_sentences(args.n_conll, args.n_ag)

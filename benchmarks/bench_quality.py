@@ -96,7 +96,7 @@ RUN_RECORD = "bench_quality_run.json"  # in a kept run's folder: its record and 
 # ------------------------------------------------------------------------------------------------------ the recipe
 def run_multitask_defaults() -> dict:
     """The training recipe of run_multitask.py, read from its argument dataclasses (never copied by hand)."""
-    import run_multitask as rm
+    from mtst.cli import train as rm
 
     train = {f.name: f.default for f in rm.ScriptTrainingArguments.__dataclass_fields__.values()}
     data = {f.name: f.default for f in rm.DataArguments.__dataclass_fields__.values()}
@@ -249,11 +249,11 @@ def mtst_heldout_predictions(run_dir: str, config: str, seed: int, recipe: dict,
     import transformers
     from transformers import AutoTokenizer
 
-    from collator_mtst import MultiTaskCollator
-    from data_mtst import load_task_data
-    from modeling_mtst import MTSTModel
-    from tasks_mtst import load_task_specs, tokenize_task
-    from trainer_mtst import MultiTaskTrainer, MultiTaskTrainingArguments, write_predictions
+    from mtst.data.collator import MultiTaskCollator
+    from mtst.data.loading import load_task_data
+    from mtst.data.tasks import load_task_specs, tokenize_task
+    from mtst.remote.modeling_mtst import MTSTModel
+    from mtst.training.trainer import MultiTaskTrainer, MultiTaskTrainingArguments, write_predictions
 
     transformers.utils.logging.set_verbosity_error()
     specs = [s for s in load_task_specs(os.path.join(bc.REPO_ROOT, config)) if not s.is_token_task]

@@ -7,12 +7,12 @@ backbone, trained by the stock `Trainer` the way transformers' examples `run_ner
 `DataCollatorForTokenClassification` / `DataCollatorWithPadding` (dynamic padding), the label on the first sub-token
 of each word (`-100` elsewhere), `train_sampling_strategy="group_by_length"` (transformers 5's spelling of
 `group_by_length`), AdamW with a linear schedule and warm-up. The data and its splits are those of the MTST runs:
-the same single-task config (`benchmarks/configs/ner.yaml` / `topic.yaml`), loaded with `tasks_mtst.load_task_data`
-and the same seed, so the AG News 80/20 split and the label ids are identical.
+the same single-task config (`benchmarks/configs/ner.yaml` / `topic.yaml`), loaded with
+`mtst.data.loading.load_task_data` and the same seed, so the AG News 80/20 split and the label ids are identical.
 
 Outputs in `--output_dir`: `all_results.json` (`train_*`; `eval_<task>_*` on the validation split,
-`predict_<task>_*` on the test split, computed with the project's metric code, `trainer_mtst.task_metrics`) and the
-per-example predictions in the format `run_multitask.py --do_predict` writes (`trainer_mtst.write_predictions`):
+`predict_<task>_*` on the test split, computed with the project's metric code, `mtst.metrics.task_metrics`) and
+the per-example predictions in the format `run_multitask.py --do_predict` writes (`mtst.metrics.write_predictions`):
 `predictions_<task>.jsonl` (test) and `predictions_<task>_validation.jsonl`.
 
     python benchmarks/bench_quality_plain.py --tasks_config benchmarks/configs/ner.yaml --output_dir /tmp/plain-ner \
@@ -109,9 +109,9 @@ def main(argv=None) -> dict:
         set_seed,
     )
 
-    from data_mtst import load_task_data
-    from tasks_mtst import load_task_specs
-    from trainer_mtst import task_metrics, write_predictions
+    from mtst.data.loading import load_task_data
+    from mtst.data.tasks import load_task_specs
+    from mtst.training.trainer import task_metrics, write_predictions
 
     logging.basicConfig(
         format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",

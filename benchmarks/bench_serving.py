@@ -76,7 +76,7 @@ def _reset_peak() -> bool:
 def serve(model: str, port_file: str, timeout_s: float) -> int:
     """The server process: load the handler, listen on 127.0.0.1 (a free port, written to `port_file`), answer."""
     bc.quiet_transformers()
-    from handler import EndpointHandler
+    from mtst.remote.handler import EndpointHandler
 
     handler = EndpointHandler(model)
     parent = os.getppid()
@@ -259,8 +259,8 @@ def prepare_model(requested: str | None, folder: str) -> tuple[str, str]:
         return DEFAULT_MODEL, "the default training run's model (outputs/mtst-default)"
     from transformers import AutoTokenizer
 
-    from run_multitask import DEFAULT_TASKS_CONFIG, ModelArguments, build_model
-    from tasks_mtst import load_task_specs
+    from mtst.cli.train import DEFAULT_TASKS_CONFIG, ModelArguments, build_model
+    from mtst.data.tasks import load_task_specs
 
     specs = load_task_specs(os.path.join(bc.REPO_ROOT, DEFAULT_TASKS_CONFIG))
     model = build_model(ModelArguments(model_name_or_path=bc.backbone_path()), specs).eval()

@@ -2,7 +2,7 @@
 """Benchmark 3: training speed, MTST multi-task training vs the transformers `Trainer` single-task recipe.
 
 Same examples on every side: the first `--ner_examples` CoNLL-2003 train sentences and `--topic_examples` rows of
-the AG News 80% training split (benchmarks/configs/joint.yaml), loaded and tokenized once by tasks_mtst (so the
+the AG News 80% training split (benchmarks/configs/joint.yaml), loaded and tokenized once by mtst.data.tasks (so the
 `input_ids` and labels are identical), same backbone (all-MiniLM-L6-v2), batch size, learning rate, one epoch each.
 
 - `trainer` (the baseline, as run_ner.py / run_glue.py do it): `Trainer` + `AutoModelForTokenClassification` +
@@ -161,11 +161,11 @@ def main(argv=None) -> dict:
         TrainingArguments,
     )
 
-    from collator_mtst import MultiTaskCollator
-    from data_mtst import load_task_data
-    from modeling_mtst import MTSTModel
-    from tasks_mtst import load_task_specs, tokenize_task
-    from trainer_mtst import MultiTaskTrainer, MultiTaskTrainingArguments
+    from mtst.data.collator import MultiTaskCollator
+    from mtst.data.loading import load_task_data
+    from mtst.data.tasks import load_task_specs, tokenize_task
+    from mtst.remote.modeling_mtst import MTSTModel
+    from mtst.training.trainer import MultiTaskTrainer, MultiTaskTrainingArguments
 
     path = bc.backbone_path()
     tokenizer = AutoTokenizer.from_pretrained(path)

@@ -27,9 +27,9 @@ import bench_common as bc  # noqa: E402
 PARTS = {
     "forward + backward (training_step)": ("trainer.py", "training_step"),
     "optimizer step": (None, "step"),
-    "collation (MultiTaskCollator)": ("collator_mtst.py", "__call__"),
-    "batch sampler": ("sampler_mtst.py", "iter_steps"),
-    "logging": ("trainer_mtst.py", "log"),
+    "collation (MultiTaskCollator)": ("mtst/data/collator.py", "__call__"),
+    "batch sampler": ("mtst/training/sampler.py", "iter_steps"),
+    "logging": ("mtst/training/trainer.py", "log"),
 }
 
 
@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     parser.add_argument("--top", type=int, default=15, help="functions listed by own time")
     args = parser.parse_args(argv)
 
-    import run_multitask
+    from mtst.cli import train as run_multitask
 
     with tempfile.TemporaryDirectory() as out:
         config = bc.write_task_config("joint", os.path.join(out, "configs"))

@@ -55,7 +55,7 @@ def tiny_encoder_config(kind: str = "bert", vocab_size: int = 30522):
 
 
 def tiny_mtst_config(kind: str = "bert", tasks=None, **kwargs):
-    from configuration_mtst import MTSTConfig
+    from mtst.remote.configuration_mtst import MTSTConfig
 
     return MTSTConfig(encoder=tiny_encoder_config(kind), tasks=tasks or TASKS, **kwargs)
 
@@ -65,7 +65,7 @@ def save_tiny_mtst(path):
     import torch
     from transformers import AutoTokenizer
 
-    from modeling_mtst import MTSTModel
+    from mtst.remote.modeling_mtst import MTSTModel
 
     torch.manual_seed(0)
     MTSTModel(tiny_mtst_config()).eval().save_pretrained(path)
@@ -84,7 +84,7 @@ def tokenizer():
 def tiny_model():
     import torch
 
-    from modeling_mtst import MTSTModel
+    from mtst.remote.modeling_mtst import MTSTModel
 
     torch.manual_seed(0)
     return MTSTModel(tiny_mtst_config()).eval()

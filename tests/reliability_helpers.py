@@ -13,6 +13,8 @@ from trainer_helpers import backbone_path, write_task_files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "run_multitask.py")
+# `mtst-predict` run as a module (`python -m mtst.cli.predict`), as `run_subprocess(..., script=PREDICT)`
+PREDICT = ("-m", "mtst.cli.predict")
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
 ENV["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
 ERROR_PREFIX = "run_multitask.py: error: "
@@ -57,9 +59,10 @@ def cli_args(tiny: dict, output_dir, *extra) -> list[str]:
     ]
 
 
-def run_subprocess(args: list[str], script: str = SCRIPT, timeout: float = 300, **kwargs):
+def run_subprocess(args: list[str], script: str | tuple = SCRIPT, timeout: float = 300, **kwargs):
+    """`python script args` (a script path, or a tuple such as `PREDICT` for `python -m module`)."""
     return subprocess.run(
-        [sys.executable, script, *map(str, args)],
+        [sys.executable, *([script] if isinstance(script, str) else script), *map(str, args)],
         env=kwargs.pop("env", ENV),
         capture_output=True,
         text=True,

@@ -53,7 +53,7 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def pipe(model_dir):
-    from predict_mtst import load_pipeline
+    from mtst.cli.predict import load_pipeline
 
     return load_pipeline(model_dir, device="cpu")
 

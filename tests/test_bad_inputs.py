@@ -16,16 +16,16 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from reliability_helpers import cli_args, error_paragraph, make_tiny, run_subprocess, write_config
+from reliability_helpers import PREDICT, cli_args, error_paragraph, make_tiny, run_subprocess, write_config
 from trainer_helpers import NER_LABELS, TOPIC_LABELS, tiny_model
 
-import predict_mtst
-import run_multitask
-from configuration_mtst import MTSTConfig, MTSTConfigError, MTSTLoadError
-from data_mtst import load_task_data
-from modeling_mtst import MTSTModel
-from tasks_mtst import TaskConfigError, TaskDataError, TaskFileNotFoundError, load_task_specs, tokenize_task
-from trainer_mtst import MultiTaskTrainer, MultiTaskTrainingArguments, MultiTaskTrainingError
+from mtst.cli import predict as predict_mtst
+from mtst.cli import train as run_multitask
+from mtst.data.loading import load_task_data
+from mtst.data.tasks import TaskConfigError, TaskDataError, TaskFileNotFoundError, load_task_specs, tokenize_task
+from mtst.remote.configuration_mtst import MTSTConfig, MTSTConfigError, MTSTLoadError
+from mtst.remote.modeling_mtst import MTSTModel
+from mtst.training.trainer import MultiTaskTrainer, MultiTaskTrainingArguments, MultiTaskTrainingError
 
 PREDICT_PREFIX = "mtst-predict: error: "
 
@@ -590,7 +590,6 @@ def test_no_traceback_reaches_stderr_of_a_real_process(name, tiny, trained, tmp_
 
 
 def test_predict_process_reports_an_unknown_task_without_traceback(trained):
-    script = os.path.join(os.path.dirname(run_multitask.__file__), "predict_mtst.py")
-    result = run_subprocess(["--model", trained, "--tasks", "pos", "Mary flew to Paris."], script=script)
+    result = run_subprocess(["--model", trained, "--tasks", "pos", "Mary flew to Paris."], script=PREDICT)
     assert result.returncode == 2
     assert "Unknown task(s) pos" in error_paragraph(result.stderr, PREDICT_PREFIX)

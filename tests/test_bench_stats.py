@@ -161,7 +161,7 @@ def test_imbalanced_protocol_uses_run_multitask_defaults():
 
     import bench_quality as bq
 
-    import run_multitask as rm
+    from mtst.cli import train as rm
 
     defaults = rm.ScriptTrainingArguments.__dataclass_fields__
     args = argparse.Namespace(

@@ -8,9 +8,9 @@ from conftest import tiny_mtst_config
 from huggingface_hub import metadata_load
 from test_modelcard import assert_no_local_paths
 
-from cardcallback_mtst import MTSTCardCallback, read_sampler, read_training_args, texts_from
-from modelcard_mtst import MTSTCardData, write_model_card
-from modeling_mtst import MTSTModel
+from mtst.hub.callback import MTSTCardCallback, read_sampler, read_training_args, texts_from
+from mtst.hub.card import MTSTCardData, write_model_card
+from mtst.remote.modeling_mtst import MTSTModel
 
 
 def test_training_args_and_sampler_are_read_generically():

@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from reliability_helpers import cli_args, make_tiny
 from safetensors.torch import load_file
 
-import run_multitask
-from distill_mtst import TaskTeachers, soft_cross_entropy
-from modeling_mtst import MTSTModel
+from mtst.cli import train as run_multitask
+from mtst.remote.modeling_mtst import MTSTModel
+from mtst.training.distill import TaskTeachers, soft_cross_entropy
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,7 @@ def test_bad_teachers_stop_the_run_with_a_clear_error_before_any_data_is_read(ti
 def test_a_teacher_of_other_labels_or_another_vocabulary_is_refused(tiny, teacher, tmp_path):
     from transformers import AutoTokenizer, BertTokenizerFast
 
-    from training_args_mtst import MultiTaskTrainingError
+    from mtst.training.arguments import MultiTaskTrainingError
 
     student = MTSTModel.from_pretrained(str(teacher))
     tokenizer = AutoTokenizer.from_pretrained(str(teacher))

@@ -14,8 +14,8 @@ from reliability_helpers import ENV, cli_args, error_paragraph, make_tiny, write
 from safetensors.torch import load_file
 from trainer_helpers import topic_rows, write_jsonl
 
-import run_multitask
-from modeling_mtst import MTSTModel
+from mtst.cli import train as run_multitask
+from mtst.remote.modeling_mtst import MTSTModel
 
 TEXTS = ["john smith met mary in paris", "football match today", "the bank profit report", "tokyo robot chip"]
 
@@ -90,7 +90,7 @@ def test_add_a_task_with_frozen_encoder_keeps_old_outputs_bit_identical(trained,
     card = (out / "README.md").read_text()
     assert "(kept, not trained)" in card and "`ner`" in card
     # the folder as a Hub repo would receive it: no checkpoints or training state, the repo id in the card
-    import modelcard_mtst
+    from mtst.hub import card as modelcard_mtst
 
     files = modelcard_mtst.export_for_hub(out, tmp_path / "hub", repo_id="you/grown")
     assert {"config.json", "model.safetensors", "modeling_mtst.py", "README.md", "tokenizer.json"} <= set(files)
@@ -172,8 +172,8 @@ def test_frozen_growth_with_nothing_new_is_an_error(trained, tmp_path, capsys):
 
 
 def test_continued_task_without_labels_uses_the_saved_order(trained, tmp_path):
-    from grow_mtst import plan_growth, saved_mtst_config, use_saved_labels
-    from tasks_mtst import load_task_specs
+    from mtst.data.tasks import load_task_specs
+    from mtst.training.grow import plan_growth, saved_mtst_config, use_saved_labels
 
     entries = task_entries(trained, "topic", "polarity")
     del entries[0]["labels"]

@@ -142,8 +142,8 @@ def _client_env(tmp_path, name: str) -> dict:
 # ------------------------------------------------------------------------------------------------------ loading
 LOAD_TASKS = r"""
 import json, sys
-from data_mtst import load_task_data
-from tasks_mtst import load_task_specs
+from mtst.data.loading import load_task_data
+from mtst.data.tasks import load_task_specs
 
 out = {}
 for spec in load_task_specs(sys.argv[1]):
@@ -210,8 +210,7 @@ def test_task_config_loads_hub_datasets_at_the_pinned_revision(hub_server, tmp_p
 # ------------------------------------------------------------------------------------------------------- errors
 RUN_CLI_CASES = r"""
 import contextlib, io, json, sys, traceback
-import run_multitask
-
+from mtst.cli import train as run_multitask
 cases = json.loads(sys.argv[1])
 out = {}
 for name, argv in cases.items():

@@ -13,10 +13,10 @@ import pytest
 import torch
 from conftest import save_tiny_mtst
 
-import inference_mtst
-import predict_mtst
-from inference_mtst import InferenceError, load_model, prepare_model
-from modeling_mtst import MTSTModel
+from mtst import inference as inference_mtst
+from mtst.cli import predict as predict_mtst
+from mtst.inference import InferenceError, load_model, prepare_model
+from mtst.remote.modeling_mtst import MTSTModel
 
 TEXTS = ["Apple is opening a new office in Paris.", "The match ended in a draw.", "Shares fell sharply on Monday."]
 HAS_ONNX = all(importlib.util.find_spec(name) for name in ("onnx", "onnxscript", "onnxruntime"))
@@ -32,7 +32,7 @@ def model_dir(tmp_path_factory):
 def onnx_dir(model_dir, tmp_path_factory):
     if not HAS_ONNX:
         pytest.skip('needs the onnx extra: pip install -e ".[onnx]"')
-    import export_mtst
+    from mtst.cli import export as export_mtst
 
     out = str(tmp_path_factory.mktemp("onnx") / "export")
     assert export_mtst.main(["onnx", "--model", model_dir, "--output", out, "--quantize"]) == 0
@@ -162,7 +162,7 @@ def test_onnx_folder_errors(model_dir, onnx_dir, capsys, tmp_path):
 # ---------------------------------------------------------------------------------------------- app.py, handler.py
 @pytest.mark.parametrize("dtype", ["bfloat16", "int8"])
 def test_handler_precision(model_dir, monkeypatch, dtype):
-    from handler import EndpointHandler
+    from mtst.remote.handler import EndpointHandler
 
     reference = EndpointHandler(model_dir, device="cpu")(
         {"inputs": TEXTS[0], "parameters": {"return_embedding": True}}

@@ -42,8 +42,8 @@ from reliability_helpers import (
 from safetensors.torch import load_file
 from trainer_helpers import WORSE_EPOCHS_RUN
 
-import run_multitask
-from trainer_mtst import LOSS_WEIGHTING_FILE, checkpoint_problem, last_complete_checkpoint
+from mtst.cli import train as run_multitask
+from mtst.training.trainer import LOSS_WEIGHTING_FILE, checkpoint_problem, last_complete_checkpoint
 
 # 40 train examples per task, batches of 4: 20 steps per epoch, 40 in all; a checkpoint every 5 steps.
 STEPS_PER_EPOCH = 20
@@ -53,7 +53,8 @@ COMMON += ["--do_train", "--do_eval"]
 # The killed run sleeps 0.1 s before every training step (numerics untouched), so that the kill lands mid-run.
 THROTTLED = """
 import sys, time
-import run_multitask, trainer_mtst
+import run_multitask
+from mtst.training import trainer as trainer_mtst
 step = trainer_mtst.MultiTaskTrainer.training_step
 def slow_step(self, *args, **kwargs):
     time.sleep(0.1)
@@ -211,7 +212,8 @@ def test_failed_run_leaves_no_half_written_output_folder(tiny, tmp_path, capsys)
 # trainer_state.json is written. argv: where, step, run_multitask arguments.
 KILL_WHILE_SAVING = """
 import os, signal, sys
-import run_multitask, trainer_mtst
+import run_multitask
+from mtst.training import trainer as trainer_mtst
 from transformers.trainer_callback import TrainerState
 where, name = sys.argv[1], "checkpoint-" + sys.argv[2]
 if where == "after_mtst_files":

@@ -12,8 +12,8 @@ from conftest import NER_LABELS, save_tiny_mtst
 from reliability_helpers import cli_args, error_paragraph, make_tiny
 from trainer_helpers import backbone_path
 
-import label_mtst
-import run_multitask
+from mtst.cli import label as label_mtst
+from mtst.cli import train as run_multitask
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE_TOPIC = os.path.join(ROOT, "data", "sample", "topic", "train.jsonl")

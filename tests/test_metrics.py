@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from metrics_mtst import sequence_classification_metrics, token_classification_metrics, write_predictions
+from mtst.metrics import sequence_classification_metrics, token_classification_metrics, write_predictions
 
 
 def test_sequence_metrics():

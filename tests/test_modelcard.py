@@ -18,11 +18,11 @@ from conftest import NER_LABELS, SENTIMENT_LABELS, TASKS, TOPIC_LABELS, backbone
 from huggingface_hub import ModelCard, metadata_load
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
-import modelcard_mtst
-import publish_mtst
-from modelcard_mtst import MTSTCardData, loss_curve_svg, write_model_card
-from modeling_mtst import MTSTModel
-from publish_mtst import MODEL_ID_PLACEHOLDER, finalize_model_dir, resolve_base_model, scrub
+from mtst.hub import card as modelcard_mtst
+from mtst.hub import publish as publish_mtst
+from mtst.hub.card import MTSTCardData, loss_curve_svg, write_model_card
+from mtst.hub.publish import MODEL_ID_PLACEHOLDER, finalize_model_dir, resolve_base_model, scrub
+from mtst.remote.modeling_mtst import MTSTModel
 
 METRICS = {
     "eval_topic_accuracy": 0.75,
@@ -405,7 +405,7 @@ def test_task_names_with_underscores_and_prefixes(tmp_path):
 
 def test_write_model_card_never_raises(tiny, tmp_path, caplog, monkeypatch):
     monkeypatch.setattr(modelcard_mtst, "TEMPLATE_PATH", tmp_path / "missing_template.md")
-    with caplog.at_level(logging.WARNING, logger="modelcard_mtst"):
+    with caplog.at_level(logging.WARNING, logger="mtst.hub.card"):
         card = write_model_card(tmp_path / "out", tiny, full_card_data())
     assert "writing a minimal one" in caplog.text
     meta = metadata_load(tmp_path / "out" / "README.md")
@@ -414,7 +414,7 @@ def test_write_model_card_never_raises(tiny, tmp_path, caplog, monkeypatch):
     assert_no_local_paths(card.content, tmp_path)
     # no model and no config.json: still a card, still no exception
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="modelcard_mtst"):
+    with caplog.at_level(logging.WARNING, logger="mtst.hub.card"):
         write_model_card(tmp_path / "empty")
     assert (tmp_path / "empty" / "README.md").exists() and "minimal" in caplog.text
 
@@ -487,7 +487,7 @@ def handler(tokenizer, tmp_path_factory):
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     write_model_card(folder, model)  # copies handler.py in
-    from handler import EndpointHandler
+    from mtst.remote.handler import EndpointHandler
 
     return EndpointHandler(str(folder))
 

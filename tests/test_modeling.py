@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from conftest import NER_LABELS, TASKS, TOPIC_LABELS, tiny_encoder_config, tiny_mtst_config
 
-from configuration_mtst import MTSTConfig, MTSTConfigError
-from modeling_mtst import (
+from mtst.remote.configuration_mtst import MTSTConfig, MTSTConfigError
+from mtst.remote.modeling_mtst import (
     MTSTForSequenceClassification,
     MTSTForTokenClassification,
     MTSTModel,
@@ -263,7 +263,7 @@ def test_multitask_pipeline_covers_long_texts_completely(tmp_path, tokenizer):
 def test_pipeline_windows_hold_every_token_with_the_stride_overlap(tokenizer, max_length, stride):
     """The windows are cut by the pipeline from one whole-text encoding, so they do not depend on how the installed
     tokenizers release splits overflowing tokens (0.23.2 dropped all but one short overflow window)."""
-    from pipeline_mtst import text_windows
+    from mtst.remote.pipeline_mtst import text_windows
 
     text = " ".join(f"word{i} naïve, co-operate!" for i in range(120))
     whole = tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -290,7 +290,7 @@ def test_pipeline_windows_hold_every_token_with_the_stride_overlap(tokenizer, ma
 
 
 def test_group_entities_decodes_bio():
-    from pipeline_mtst import group_entities
+    from mtst.remote.pipeline_mtst import group_entities
 
     text = "Tim Cook visited New York"
     words = [

@@ -1,6 +1,6 @@
-"""Packaging: the shipped run-time files (mtst_resources), the single-sourced version, and (slow) a `pip install .`
-run that must give the same model card as an editable install. The built wheel itself is checked outside the
-repository by `.ci/wheel_smoke.py` (CI)."""
+"""Packaging: the shipped run-time files (package data, `mtst.resources`), the single-sourced version, and (slow) a
+`pip install .` run that must give the same model card as an editable install. The built wheel itself is checked
+outside the repository by `.ci/wheel_smoke.py` (CI)."""
 
 from __future__ import annotations
 
@@ -17,50 +17,49 @@ import pytest
 import torch
 from conftest import backbone_path, tiny_mtst_config
 
-import modelcard_mtst
-import mtst_resources
-import predict_mtst
-import publish_mtst
-import run_multitask
-from configuration_mtst import __version__
-from modeling_mtst import MTSTModel
+from mtst import __version__
+from mtst import resources as mtst_resources
+from mtst.cli import predict as predict_mtst
+from mtst.cli import train as run_multitask
+from mtst.hub import card as modelcard_mtst
+from mtst.hub import publish as publish_mtst
+from mtst.remote.modeling_mtst import MTSTModel
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_every_shipped_file_is_found_in_the_checkout():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("mtst_setup", ROOT / "setup.py")
-    setup = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(setup)
-    names = setup.resource_files()  # what setup.py copies into the wheel
-    for name in ("model_card.md", "handler.py", "data/tasks/default.yaml", "data/sample/ner/train.jsonl"):
+def test_every_shipped_file_is_package_data():
+    """setup.cfg's package_data patterns match the files the commands read, found inside the package; the
+    checkout's design-card names (model_card.md, data/tasks, data/sample) are links to those same files."""
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    patterns = cfg["options.package_data"]["mtst.resources"].split()
+    names = sorted(
+        p.relative_to(mtst_resources.DIRECTORY).as_posix()
+        for pat in patterns
+        for p in mtst_resources.DIRECTORY.glob(pat)
+    )
+    for name in ("model_card.md", "data/tasks/default.yaml", "data/sample/ner/train.jsonl"):
         assert name in names
     for name in names:
-        assert mtst_resources.find(name) == ROOT / name, name
-    assert modelcard_mtst.TEMPLATE_PATH == ROOT / "model_card.md"
-    assert publish_mtst.HANDLER_PATH == ROOT / "handler.py"
+        assert mtst_resources.find(name) == mtst_resources.DIRECTORY / name, name
+        assert (ROOT / name).resolve() == (mtst_resources.DIRECTORY / name).resolve(), name
+    assert modelcard_mtst.TEMPLATE_PATH == ROOT / "mtst" / "resources" / "model_card.md"
+    assert publish_mtst.HANDLER_PATH == ROOT / "mtst" / "remote" / "handler.py"
 
 
-def test_a_missing_file_names_where_it_was_looked_for(monkeypatch, tmp_path):
+def test_a_missing_file_names_where_it_was_looked_for():
     assert mtst_resources.find("no_such_file.md") is None
     with pytest.raises(mtst_resources.ResourceNotFoundError) as err:
         mtst_resources.path("no_such_file.md")
     message = str(err.value)
-    assert "no_such_file.md" in message and str(ROOT / "no_such_file.md") in message and "reinstall" in message
-    # an installed package (not a checkout): only the package folder is looked in, never the folder above it
-    monkeypatch.setattr(mtst_resources, "_PACKAGE_DIR", tmp_path / "site-packages" / "mtst_resources")
-    monkeypatch.setattr(mtst_resources, "_SOURCE_ROOT", tmp_path / "site-packages")
-    (tmp_path / "site-packages" / "mtst_resources").mkdir(parents=True)
-    (tmp_path / "site-packages" / "handler.py").write_text("# another distribution's top-level handler.py\n")
-    assert mtst_resources.candidates("handler.py") == [tmp_path / "site-packages" / "mtst_resources" / "handler.py"]
-    assert mtst_resources.find("handler.py") is None
+    assert str(mtst_resources.DIRECTORY / "no_such_file.md") in message and "reinstall" in message
 
 
 def test_default_tasks_config_is_found_from_any_folder(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
-    assert run_multitask.resolve_tasks_config("data/tasks/default.yaml") == str(ROOT / "data/tasks/default.yaml")
+    shipped = mtst_resources.DIRECTORY / "data/tasks/default.yaml"
+    assert run_multitask.resolve_tasks_config("data/tasks/default.yaml") == str(shipped)
     # a file of that name in the current folder is the user's own and wins
     (tmp_path / "data" / "tasks").mkdir(parents=True)
     (tmp_path / "data" / "tasks" / "default.yaml").write_text("tasks: []\n")
@@ -73,7 +72,8 @@ def test_missing_tasks_config_says_where_it_looked(monkeypatch, tmp_path, capsys
     message = " ".join(capsys.readouterr().err.split())
     assert code == 2 and "Traceback" not in message
     assert "data/tasks/nothing.yaml was not found" in message
-    assert str(tmp_path / "data/tasks/nothing.yaml") in message and str(ROOT / "data/tasks/nothing.yaml") in message
+    shipped = mtst_resources.DIRECTORY / "data/tasks/nothing.yaml"
+    assert str(tmp_path / "data/tasks/nothing.yaml") in message and str(shipped) in message
     assert not (tmp_path / "out").exists()
 
 
@@ -85,10 +85,9 @@ def tiny():
 
 def test_missing_template_and_handler_are_warned_about(tiny, tmp_path, caplog, monkeypatch):
     monkeypatch.setattr(modelcard_mtst, "TEMPLATE_PATH", None)
-    monkeypatch.setattr(publish_mtst, "HANDLER_PATH", None)
-    monkeypatch.setattr(mtst_resources, "_PACKAGE_DIR", tmp_path / "empty")
-    monkeypatch.setattr(mtst_resources, "_SOURCE_ROOT", tmp_path / "empty")
-    with caplog.at_level(logging.WARNING, logger="modelcard_mtst"):
+    monkeypatch.setattr(mtst_resources, "DIRECTORY", tmp_path / "empty")
+    monkeypatch.setattr(publish_mtst, "HERE", tmp_path / "empty")
+    with caplog.at_level(logging.WARNING, logger="mtst.hub.card"):
         modelcard_mtst.write_model_card(tmp_path / "out", tiny)
     text = " ".join(caplog.text.split())
     assert "model_card.md is missing from this installation" in text and str(tmp_path / "empty") in text
@@ -99,7 +98,7 @@ def test_missing_template_and_handler_are_warned_about(tiny, tmp_path, caplog, m
 def test_one_version_everywhere(capsys):
     cfg = configparser.ConfigParser()
     cfg.read(ROOT / "setup.cfg")
-    assert cfg["metadata"]["version"] == "attr: configuration_mtst.__version__"
+    assert cfg["metadata"]["version"] == "attr: mtst.__version__"
     assert re.fullmatch(r"\d+\.\d+\.\d+(\.dev\d+|rc\d+)?", __version__)
     assert modelcard_mtst._versions()["MTST"] == __version__
     assert f"## {__version__.split('.dev')[0]}" in (ROOT / "CHANGELOG.md").read_text()
@@ -149,7 +148,7 @@ def test_pip_install_gives_the_same_card_as_the_editable_install(tmp_path):
     for kind in ("installed", "editable"):
         bindir = _venv(tmp_path / f"venv-{kind}", source, editable=kind == "editable")
         where = subprocess.run(
-            [bindir / "python", "-c", "import run_multitask, modelcard_mtst; print(modelcard_mtst.TEMPLATE_PATH)"],
+            [bindir / "python", "-c", "import run_multitask; from mtst.hub import card; print(card.TEMPLATE_PATH)"],
             cwd=tmp_path,
             env=env,
             capture_output=True,
@@ -171,4 +170,4 @@ def test_pip_install_gives_the_same_card_as_the_editable_install(tmp_path):
     assert "### Training log" in cards["installed"] and "model-index" in cards["installed"]
     assert f"- MTST: {__version__}" in cards["installed"]
     assert cards["installed"] == cards["editable"]
-    assert handlers["installed"] == handlers["editable"] == (ROOT / "handler.py").read_bytes()
+    assert handlers["installed"] == handlers["editable"] == (ROOT / "mtst" / "remote" / "handler.py").read_bytes()

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from conftest import NER_LABELS, SENTIMENT_LABELS, TOPIC_LABELS, backbone_path, save_tiny_mtst
 
-import predict_mtst
-from predict_mtst import main, mark_entities
+from mtst.cli import predict as predict_mtst
+from mtst.cli.predict import main, mark_entities
 
 ROOT = Path(__file__).resolve().parents[1]
 ENTITY_TYPES = {label.split("-", 1)[1] for label in NER_LABELS if label != "O"}
@@ -308,7 +308,7 @@ def test_input_usage_errors(model_dir, capsys, tmp_path, monkeypatch):
 def test_python_dash_m_entry_point(model_dir):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     result = subprocess.run(
-        [sys.executable, "-m", "predict_mtst", "--model", model_dir, "--tasks", "sentiment"],
+        [sys.executable, "-m", "mtst.cli.predict", "--model", model_dir, "--tasks", "sentiment"],
         input="\n".join(TEXTS) + "\n",
         capture_output=True,
         text=True,

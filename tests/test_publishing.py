@@ -16,8 +16,8 @@ from huggingface_hub import metadata_load
 from huggingface_hub.repocard_data import model_index_to_eval_results
 from test_modelcard import BASE_TAGS, CARD_HEADINGS, card_headings
 
-from modelcard_mtst import MODEL_ID_PLACEHOLDER, MTSTCardData, push_to_hub, write_model_card
-from modeling_mtst import MTSTModel
+from mtst.hub.card import MODEL_ID_PLACEHOLDER, MTSTCardData, push_to_hub, write_model_card
+from mtst.remote.modeling_mtst import MTSTModel
 
 pytest_plugins = ["hub_server"]  # the `hub_server` fixture
 
@@ -170,7 +170,7 @@ MTSTModel.forward = _shifted_forward
 PUSH = r"""
 import json, sys
 from transformers import AutoModel, AutoTokenizer
-from modelcard_mtst import push_to_hub
+from mtst.hub.card import push_to_hub
 
 first_dir, second_dir = sys.argv[1:3]
 first = push_to_hub(first_dir, "user/mtst-tiny", commit_message="First version")
@@ -232,7 +232,7 @@ result["main_after_first"] = getattr(sys.modules[type(later).__module__], "MTST_
 
 path = snapshot_download(repo, revision=first)
 sys.path.insert(0, path)
-from handler import EndpointHandler
+from mtst.remote.handler import EndpointHandler
 handler = EndpointHandler(path)
 result["handler"] = handler({"inputs": texts, "parameters": {"return_embedding": True, "return_all_scores": True}})
 torch.save(result, out_path)

@@ -16,7 +16,7 @@ from reliability_helpers import cli_args as tiny_args
 from safetensors.torch import load_file
 from trainer_helpers import WORSE_EPOCHS_RUN, backbone_path, install_worse_epochs, write_task_files
 
-import run_multitask
+from mtst.cli import train as run_multitask
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "run_multitask.py")
@@ -46,7 +46,7 @@ def test_defaults(monkeypatch, tmp_path):
     model_args, data_args, args = run_multitask.parse_args([])
     assert args.do_train and args.do_eval and not args.do_predict
     assert args.output_dir == "outputs/mtst-default"
-    assert data_args.tasks_config == os.path.join(ROOT, "data/tasks/default.yaml")
+    assert data_args.tasks_config == os.path.join(ROOT, "mtst/resources/data/tasks/default.yaml")
     assert model_args.model_name_or_path == backbone_path()
     assert (args.per_device_train_batch_size, args.num_train_epochs, args.seed, args.save_total_limit) == (
         32,
@@ -461,7 +461,7 @@ def test_two_machines_train_the_same_task_at_every_step_and_only_the_main_one_wr
     sys.path.insert(0, os.path.dirname(DIGEST_ENTRY))
     from weights_digest_entry import weights_digest
 
-    from modeling_mtst import MTSTModel
+    from mtst.remote.modeling_mtst import MTSTModel
 
     assert weights_digest(MTSTModel.from_pretrained(out)) == digests["0"]  # the saved model is the ranks' model
     for name in ("config.json", "model.safetensors", "modeling_mtst.py", "tokenizer.json", "all_results.json"):

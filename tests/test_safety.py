@@ -20,15 +20,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from reliability_helpers import ENV, ROOT, SCRIPT, cli_args, make_tiny, run_subprocess
+from reliability_helpers import ENV, PREDICT, ROOT, SCRIPT, cli_args, make_tiny, run_subprocess
 
-import run_multitask
-from configuration_mtst import MTSTLoadError
-from modeling_mtst import MTSTModel
+from mtst.cli import train as run_multitask
+from mtst.remote.configuration_mtst import MTSTLoadError
+from mtst.remote.modeling_mtst import MTSTModel
 
 pytest_plugins = ["hub_server"]  # the `hub_server` fixture: a Hub on 127.0.0.1
 
-PROJECT_MODULES = sorted(p for p in Path(ROOT).glob("*.py"))
+PROJECT_MODULES = sorted([*Path(ROOT).glob("*.py"), *Path(ROOT, "mtst").rglob("*.py")])
 FAKE_TOKEN = "hf_FAKEmtstReliabilityToken0123456789xyz"
 # Trainer state files that are not weights (loaded by transformers with weights_only=True when resuming).
 TRAINER_STATE_FILES = {"optimizer.pt", "scheduler.pt", "rng_state.pth", "training_args.bin"}
@@ -203,7 +203,7 @@ def test_default_pipeline_trains_and_predicts_with_the_network_blocked(offline_e
     assert "eval_average" in json.loads((out / "all_results.json").read_text())
 
     text = "Apple is opening a new office in Paris."
-    predicted = run_subprocess([text], script=os.path.join(ROOT, "predict_mtst.py"), env=env, cwd=tmp_path)
+    predicted = run_subprocess([text], script=PREDICT, env=env, cwd=tmp_path)
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     answer = json.loads(predicted.stdout)
     assert answer["text"] == text and {"topic", "sentiment", "ner"} <= set(answer)

@@ -14,9 +14,9 @@ import datasets
 import pytest
 import torch
 
-from collator_mtst import MultiTaskCollator, MultiTaskDataset
-from data_mtst import load_task_data
-from tasks_mtst import load_task_specs, repair_iob2, tokenize_task
+from mtst.data.collator import MultiTaskCollator, MultiTaskDataset
+from mtst.data.loading import load_task_data
+from mtst.data.tasks import load_task_specs, repair_iob2, tokenize_task
 
 datasets.disable_progress_bars()
 

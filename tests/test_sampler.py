@@ -8,7 +8,7 @@ from accelerate.data_loader import BatchSamplerShard, SkipBatchSampler
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sampler_mtst import SAMPLING_STRATEGIES, MultiTaskBatchSampler, MultiTaskTrainingError
+from mtst.training.sampler import SAMPLING_STRATEGIES, MultiTaskBatchSampler, MultiTaskTrainingError
 
 SIZES = {"a": 103, "b": 41, "c": 17}
 

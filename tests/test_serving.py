@@ -13,7 +13,7 @@ import time
 import pytest
 from conftest import SENTIMENT_LABELS, TOPIC_LABELS, save_tiny_mtst
 
-from handler import LIMIT_SETTINGS, EndpointHandler, LimitError, ServingLimits
+from mtst.remote.handler import LIMIT_SETTINGS, EndpointHandler, LimitError, ServingLimits
 
 LIMITS = ServingLimits(max_inputs=4, max_chars=50, max_total_chars=120, batch_size=2, max_batch_size=8)
 WORDS = "John Smith of Siemens flew from Berlin to Paris on Monday to meet the European Central Bank"
@@ -212,7 +212,7 @@ def test_concurrent_requests_take_turns_at_the_forward_pass(model_dir, slots):
 # ------------------------------------------------------------------------------------------------------------- app
 @pytest.fixture(scope="module")
 def pipe(model_dir):
-    from predict_mtst import load_pipeline
+    from mtst.cli.predict import load_pipeline
 
     return load_pipeline(model_dir, device="cpu")
 
@@ -318,7 +318,7 @@ def test_app_api_through_gradio_client(pipe, monkeypatch, tmp_path):
 
 
 def test_mtst_predict_has_no_serving_limits(model_dir, tmp_path, capsys, monkeypatch):
-    from predict_mtst import main
+    from mtst.cli.predict import main
 
     monkeypatch.setenv("MTST_MAX_CHARS", "10")  # the servers' limits do not apply to local files
     monkeypatch.setenv("MTST_MAX_TOTAL_CHARS", "10")
@@ -336,8 +336,12 @@ def test_app_without_the_checkout_reads_the_limits_from_the_model_repository(mod
 
     folder = tmp_path / "repo"
     shutil.copytree(model_dir, folder)
-    shutil.copyfile(os.path.join(os.path.dirname(app.__file__), "handler.py"), folder / "handler.py")
-    monkeypatch.setitem(sys.modules, "handler", None)  # `import handler` fails, as in a Space holding only app.py
+    shutil.copyfile(os.path.join(os.path.dirname(app.__file__), "mtst", "remote", "handler.py"), folder / "handler.py")
+    # `from mtst.remote import handler` fails, as in a Space holding only app.py
+    import mtst.remote
+
+    monkeypatch.setitem(sys.modules, "mtst.remote.handler", None)
+    monkeypatch.delattr(mtst.remote, "handler", raising=False)
     monkeypatch.setenv("MTST_MAX_CHARS", "77")
     limits = app.serving_limits(model=str(folder))
     assert type(limits).__module__ == "mtst_handler" and limits.max_chars == 77

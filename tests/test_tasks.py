@@ -23,12 +23,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import data_mtst
-import tasks_mtst
-from collator_mtst import MultiTaskCollator, MultiTaskDataset
-from configuration_mtst import MTSTConfig
-from data_mtst import load_task_data
-from tasks_mtst import (
+from mtst.data import loading as data_mtst
+from mtst.data import tasks as tasks_mtst
+from mtst.data.collator import MultiTaskCollator, MultiTaskDataset
+from mtst.data.loading import load_task_data
+from mtst.data.tasks import (
     TaskConfigError,
     TaskDataError,
     TaskFileNotFoundError,
@@ -39,6 +38,7 @@ from tasks_mtst import (
     sort_labels,
     tokenize_task,
 )
+from mtst.remote.configuration_mtst import MTSTConfig
 
 datasets.disable_progress_bars()
 
@@ -252,7 +252,7 @@ def test_config_duplicate_names_and_top_level(tmp_path):
 def test_jsonl_and_split_carving(tmp_path, caplog):
     write_jsonl(tmp_path / "train.jsonl", seq_rows(40))
     write_jsonl(tmp_path / "test.jsonl", seq_rows(6))
-    with caplog.at_level(logging.INFO, logger="data_mtst"):
+    with caplog.at_level(logging.INFO, logger="mtst.data.loading"):
         spec, dd = load_one(seq_task({"train": "train.jsonl", "test": "test.jsonl"}), base_dir=tmp_path, seed=3)
     assert list(dd) == ["train", "validation", "test"]
     assert (len(dd["train"]), len(dd["validation"]), len(dd["test"])) == (36, 4, 6)
@@ -508,7 +508,7 @@ def test_iob_strict_and_repair(tmp_path, caplog):
     message = raises_data_error(tok_task({"train": "t.jsonl"}, labels=CONLL_LABELS, strict_iob=True), tmp_path)
     assert "line 3: invalid IOB2 sequence: 'I-LOC' at position 4 (token 'New') follows 'O'" in message
     assert "line 4: invalid IOB2 sequence: 'I-LOC' at position 2 (token 'Smith') follows 'B-PER'" in message
-    with caplog.at_level(logging.WARNING, logger="data_mtst"):
+    with caplog.at_level(logging.WARNING, logger="mtst.data.loading"):
         spec, dd = load_one(tok_task({"train": "t.jsonl", "validation": "t.jsonl"}, labels=CONLL_LABELS), tmp_path)
     assert spec.repaired == {"train": 2, "validation": 2}
     assert "repaired 2 invalid IOB2 tag(s)" in caplog.text
@@ -532,7 +532,7 @@ def test_drop_invalid_records_and_logs(tmp_path, caplog):
     rows[7]["text"] = ""
     write_jsonl(tmp_path / "t.jsonl", rows)
     write_jsonl(tmp_path / "v.jsonl", seq_rows(5))
-    with caplog.at_level(logging.WARNING, logger="data_mtst"):
+    with caplog.at_level(logging.WARNING, logger="mtst.data.loading"):
         spec, dd = load_one(
             seq_task({"train": "t.jsonl", "validation": "v.jsonl"}, labels=["neg", "pos"]),
             base_dir=tmp_path,
@@ -678,7 +678,7 @@ def test_token_alignment(tokenizer):
 def test_truncation_counted_and_logged(tokenizer, caplog):
     rows = [(["word"] * 30, ["O"] * 30), (["short"], ["O"]), (["a"] * 10, ["O"] * 10)]
     spec = token_spec()
-    with caplog.at_level(logging.INFO, logger="tasks_mtst"):
+    with caplog.at_level(logging.INFO, logger="mtst.data.tasks"):
         out = tokenize_task(spec, token_dd(rows), tokenizer, max_seq_length=8)["train"]
     assert spec.truncated == {"train": 2}
     assert "2 of 3 examples were truncated to max_seq_length=8" in caplog.text
@@ -952,12 +952,15 @@ def test_shared_benchmark_config(monkeypatch):
     assert len(tokenized["test"]) == 3453
 
 
-def test_moved_names_still_importable_from_tasks_mtst():
-    """load_task_data and the collator moved to data_mtst / collator_mtst; `from tasks_mtst import ...` still works."""
-    from tasks_mtst import MultiTaskCollator as collator_class
-    from tasks_mtst import MultiTaskDataset as dataset_class
-    from tasks_mtst import load_task_data as load
+def test_old_top_level_import_paths_are_the_package_modules():
+    """`configuration_mtst`, `modeling_mtst` and `run_multitask` (the design card's top-level names, and the import
+    paths of earlier releases) are the package's modules themselves, so both names give the same classes."""
+    import configuration_mtst
+    import modeling_mtst
+    import run_multitask
+    from mtst.cli import train
+    from mtst.remote import configuration_mtst as config_source
+    from mtst.remote import modeling_mtst as modeling_source
 
-    assert (collator_class, dataset_class, load) == (MultiTaskCollator, MultiTaskDataset, load_task_data)
-    with pytest.raises(AttributeError, match="no attribute 'not_a_name'"):
-        tasks_mtst.not_a_name
+    assert configuration_mtst is config_source and modeling_mtst is modeling_source and run_multitask is train
+    assert modeling_mtst.MTSTModel.config_class is configuration_mtst.MTSTConfig

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from trainer_helpers import NER_LABELS, TOPIC_LABELS, tiny_model, tokenized_tasks, worse_at_epochs_callback
 from transformers import TrainerCallback
 
-from trainer_mtst import (
+from mtst.training.trainer import (
     LOSS_WEIGHTING_FILE,
     MultiTaskTrainer,
     MultiTaskTrainingArguments,
@@ -19,7 +19,7 @@ from trainer_mtst import (
     best_model_selection,
     format_parameter_summary,
 )
-from weighting_mtst import GradientProjection
+from mtst.training.weighting import GradientProjection
 
 
 @pytest.fixture(scope="module")
@@ -443,7 +443,7 @@ def test_best_checkpoint_is_kept_with_its_uncertainty_weights(tasks, tokenizer, 
     )
     trainer = make_trainer(tasks, tokenizer, args, split="validation", callbacks=[worse_at_epochs_callback([2])])
     assert trainer.args.load_best_model_at_end is True
-    with caplog.at_level("INFO", logger="trainer_mtst"):
+    with caplog.at_level("INFO", logger="mtst.training.trainer"):
         trainer.train()
     evals = [log["eval_average"] for log in trainer.state.log_history if "eval_average" in log]
     assert len(evals) == 2 and evals[1] < evals[0]
@@ -478,7 +478,7 @@ def test_last_model_is_kept_when_evaluation_and_saving_do_not_line_up(tasks, tok
         metric_for_best_model="average",
         load_best_model_at_end=None,
     )
-    with caplog.at_level("INFO", logger="trainer_mtst"):
+    with caplog.at_level("INFO", logger="mtst.training.trainer"):
         trainer = make_trainer(tasks, tokenizer, args, split="validation")
         assert trainer.args.load_best_model_at_end is False
         assert "is the last one, not the best checkpoint by eval_average: evaluation" in caplog.text

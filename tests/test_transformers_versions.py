@@ -11,7 +11,7 @@ import textwrap
 import pytest
 from conftest import save_tiny_mtst
 
-from configuration_mtst import MIN_TRANSFORMERS_VERSION, check_transformers_version
+from mtst.remote.configuration_mtst import MIN_TRANSFORMERS_VERSION, check_transformers_version
 
 
 @pytest.mark.parametrize("version", ["4.57.0", "4.57.6", "5.0.0", "5.17.0", "5.24.0", "5.30.0.dev0", "6.0.0rc1"])

@@ -95,8 +95,8 @@ def write_task_files(folder, n_train: int = 48, n_eval: int = 16, seed: int = 0)
 
 def tokenized_tasks(tokenizer, folder, n_train: int = 48, n_eval: int = 16, seed: int = 0):
     """(specs, raw {task: DatasetDict}, tokenized {task: DatasetDict}) for the synthetic topic + ner tasks."""
-    from data_mtst import load_task_data
-    from tasks_mtst import load_task_specs, tokenize_task
+    from mtst.data.loading import load_task_data
+    from mtst.data.tasks import load_task_specs, tokenize_task
 
     path = write_task_files(folder, n_train, n_eval, seed)
     specs = load_task_specs(path)
@@ -110,8 +110,8 @@ def tiny_model(specs, seed: int = 0, vocab_size: int = 30522, **config_kwargs):
     import torch
     from transformers import BertConfig
 
-    from configuration_mtst import MTSTConfig
-    from modeling_mtst import MTSTModel
+    from mtst.remote.configuration_mtst import MTSTConfig
+    from mtst.remote.modeling_mtst import MTSTModel
 
     encoder = BertConfig(
         vocab_size=vocab_size,
@@ -168,7 +168,7 @@ def install_worse_epochs(run_multitask_module, epochs, kill_after_save_step: int
 WORSE_EPOCHS_RUN = f"""
 import os, sys
 sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
-import run_multitask
+from mtst.cli import train as run_multitask
 from trainer_helpers import install_worse_epochs
 kill = os.environ.get("MTST_KILL_AFTER_SAVE_STEP")
 epochs = [int(e) for e in os.environ["MTST_WORSE_EPOCHS"].split(",")]

@@ -12,7 +12,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import trainer_mtst  # noqa: E402
+from mtst.training import trainer as trainer_mtst  # noqa: E402
 
 
 def weights_digest(model) -> str:

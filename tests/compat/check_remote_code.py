@@ -184,7 +184,7 @@ def child_train(tiny_dir: str, out_dir: str) -> None:
     args = cli_args(tiny, out_dir, "--do_train", "--do_eval", "--max_steps", "6", "--eval_strategy", "no")
     args += ["--save_strategy", "no", "--logging_steps", "2"]
     sys.path.insert(0, ROOT)
-    import run_multitask
+    from mtst.cli import train as run_multitask
 
     code = run_multitask.main(args)
     if code != 0:
@@ -221,8 +221,8 @@ def save_model(work: str) -> str:
     sys.path.insert(0, os.path.join(ROOT, "tests"))
     from trainer_helpers import backbone_path
 
-    from configuration_mtst import MTSTConfig
-    from modeling_mtst import MTSTModel
+    from mtst.remote.configuration_mtst import MTSTConfig
+    from mtst.remote.modeling_mtst import MTSTModel
 
     torch.manual_seed(0)
     encoder = BertConfig(

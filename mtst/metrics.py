@@ -1,0 +1,209 @@
+"""Per-task metrics of MTST and the prediction files.
+
+Metrics (`eval_<task>_<metric>`, plus `eval_average` and `eval_loss`)
+    - sequence tasks: `accuracy`, `macro_f1`, `macro_precision`, `macro_recall` (macro over the labels that occur in
+      gold or predictions); headline metric: `accuracy`.
+    - token tasks: entity-level `precision`, `recall`, `f1` with seqeval in `mode="strict"` and scheme IOB2 (IOBES
+      when the labels use E-/S- prefixes; plain tags without prefixes are read as IO: `X` -> `I-X`, default mode),
+      `accuracy` over labelled (sub-)tokens and `<TYPE>_f1` per entity type; headline metric: `f1`.
+    - `eval_average`: the mean of the tasks' headline metrics, usable as `metric_for_best_model="average"`;
+      `eval_loss`: the mean of the tasks' (unweighted) losses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from mtst.remote.configuration_mtst import IGNORE_INDEX, SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION
+from mtst.remote.pipeline_mtst import softmax
+
+__all__ = [
+    "HEADLINE_METRICS",
+    "sequence_classification_metrics",
+    "task_metrics",
+    "token_classification_metrics",
+    "write_predictions",
+]
+
+# The metric that stands for a task: in `eval_average`, in the card's headline columns, in mtst.training.grow's
+# comparison.
+HEADLINE_METRICS = {SEQUENCE_CLASSIFICATION: "accuracy", TOKEN_CLASSIFICATION: "f1"}
+
+
+def _metric_name(text: str) -> str:
+    return re.sub(r"[^0-9A-Za-z]+", "_", str(text)).strip("_") or "type"
+
+
+def sequence_classification_metrics(predictions, label_ids, label_names: Sequence[str] | None = None) -> dict:
+    """accuracy, macro_f1, macro_precision, macro_recall (macro over the labels present in gold or predictions, 0 for
+    an undefined ratio: the same numbers as scikit-learn's `average="macro", zero_division=0`)."""
+    predictions = np.asarray(predictions)
+    if predictions.ndim == 2:
+        predictions = predictions.argmax(-1)
+    label_ids = np.asarray(label_ids).reshape(-1)
+    keep = label_ids != IGNORE_INDEX
+    y_true, y_pred = label_ids[keep], predictions.reshape(-1)[keep]
+    if y_true.size == 0:
+        return {}
+    precisions, recalls, f1s = [], [], []
+    for label in np.union1d(y_true, y_pred):
+        tp = np.sum((y_pred == label) & (y_true == label))
+        predicted, actual = np.sum(y_pred == label), np.sum(y_true == label)
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / actual if actual else 0.0
+        precisions.append(precision)
+        recalls.append(recall)
+        f1s.append(2 * precision * recall / (precision + recall) if precision + recall else 0.0)
+    return {
+        "accuracy": float(np.mean(y_true == y_pred)),
+        "macro_f1": float(np.mean(f1s)),
+        "macro_precision": float(np.mean(precisions)),
+        "macro_recall": float(np.mean(recalls)),
+    }
+
+
+def _tag_scheme(label_names: Sequence[str]) -> str:
+    """iob2 / iobes when every non-O label has a B-/I-(/E-/S-) prefix, else io (plain tags)."""
+    tags = [label for label in label_names if label != "O"]
+    if tags and all(re.match(r"^[BI]-.", t) for t in tags):
+        return "iob2"
+    if tags and all(re.match(r"^[BIES]-.", t) for t in tags):
+        return "iobes"
+    return "io"
+
+
+def token_classification_metrics(predictions, label_ids, label_names: Sequence[str]) -> dict:
+    """Entity-level precision/recall/f1 (seqeval, mode="strict", scheme IOB2 or IOBES; plain tags read as IO),
+    accuracy over labelled tokens, and `<TYPE>_f1` per entity type."""
+    from seqeval.metrics import classification_report
+    from seqeval.scheme import IOB2, IOBES
+
+    predictions = np.asarray(predictions)
+    if predictions.ndim == 3:
+        predictions = predictions.argmax(-1)
+    label_ids = np.asarray(label_ids)
+    scheme = _tag_scheme(label_names)
+    names = list(label_names) if scheme != "io" else [n if n == "O" else f"I-{n}" for n in label_names]
+    y_true, y_pred = [], []
+    correct = total = 0
+    for pred_row, gold_row in zip(predictions, label_ids):
+        keep = gold_row != IGNORE_INDEX
+        gold, pred = gold_row[keep], pred_row[: len(gold_row)][keep]
+        correct += int((gold == pred).sum())
+        total += int(keep.sum())
+        y_true.append([names[i] for i in gold])
+        y_pred.append([names[i] if 0 <= i < len(names) else "O" for i in pred])
+    if total == 0:
+        return {}
+    kwargs = {"mode": "strict", "scheme": IOB2 if scheme == "iob2" else IOBES} if scheme != "io" else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = classification_report(y_true, y_pred, output_dict=True, zero_division=0, **kwargs)
+    micro = report.get("micro avg", {})
+    metrics = {
+        "precision": float(micro.get("precision", 0.0)),
+        "recall": float(micro.get("recall", 0.0)),
+        "f1": float(micro.get("f1-score", 0.0)),
+        "accuracy": correct / total,
+    }
+    for entity, values in report.items():
+        if entity not in ("micro avg", "macro avg", "weighted avg"):
+            metrics[f"{_metric_name(entity)}_f1"] = float(values["f1-score"])
+    return metrics
+
+
+def task_metrics(task_type: str, predictions, label_ids, label_names: Sequence[str]) -> dict:
+    """Metrics of one task (see the module docstring for names and headline metrics)."""
+    if task_type == TOKEN_CLASSIFICATION:
+        return token_classification_metrics(predictions, label_ids, label_names)
+    return sequence_classification_metrics(predictions, label_ids, label_names)
+
+
+def _jsonable(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+def write_predictions(
+    path: str,
+    task_type: str,
+    label_names: Sequence[str],
+    logits: np.ndarray,
+    label_ids: np.ndarray | None = None,
+    raw_dataset=None,
+    word_ids: Sequence[Sequence[int | None]] | None = None,
+) -> int:
+    """Write one JSON line per example: the input (`text`/`text_pair` or `tokens` from `raw_dataset`), the gold label
+    names (when known), the predicted label names and their probabilities. Returns the number of lines.
+
+    Token tasks are written per word: a word's prediction is that of its first sub-token (`word_ids` from the
+    tokenizer; without them, the labelled positions of `label_ids` are taken as the words' first sub-tokens). Words cut
+    off by truncation get no prediction (`null`)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    names = list(label_names)
+    n = len(logits)
+    count = 0
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(n):
+            row = raw_dataset[i] if raw_dataset is not None else {}
+            record: dict[str, Any] = {}
+            if task_type == TOKEN_CLASSIFICATION:
+                tokens = list(row.get("tokens", [])) if row else None
+                probs = softmax(np.asarray(logits[i], dtype=np.float64))
+                if word_ids is not None:
+                    positions: dict[int, int] = {}
+                    for pos, w in enumerate(word_ids[i]):
+                        if w is not None and w not in positions:
+                            positions[w] = pos
+                    num_words = len(tokens) if tokens is not None else (max(positions) + 1 if positions else 0)
+                    firsts = [positions.get(w) for w in range(num_words)]
+                else:
+                    firsts = [int(p) for p in np.nonzero(np.asarray(label_ids[i]) != IGNORE_INDEX)[0]]
+                    if tokens is not None:
+                        firsts = (firsts + [None] * len(tokens))[: len(tokens)]
+                preds, scores = [], []
+                for pos in firsts:
+                    if pos is None or pos >= len(probs):
+                        preds.append(None)
+                        scores.append(None)
+                    else:
+                        k = int(probs[pos].argmax())
+                        preds.append(names[k])
+                        scores.append(round(float(probs[pos][k]), 6))
+                if tokens is not None:
+                    record["tokens"] = tokens
+                if row and "tags" in row:
+                    record["labels"] = [names[t] for t in row["tags"]]
+                elif label_ids is not None and word_ids is None:
+                    record["labels"] = [names[int(label_ids[i][p])] if p is not None else None for p in firsts]
+                record["predictions"] = preds
+                record["scores"] = scores
+            else:
+                probs = softmax(np.asarray(logits[i], dtype=np.float64).reshape(-1))
+                k = int(probs.argmax())
+                for key in ("text", "text_pair"):
+                    if row and key in row:
+                        record[key] = row[key]
+                gold = row.get("label") if row else None
+                if gold is None and label_ids is not None:
+                    gold = int(label_ids[i])
+                if gold is not None and gold != IGNORE_INDEX:
+                    record["label"] = names[int(gold)]
+                record["prediction"] = names[k]
+                record["score"] = round(float(probs[k]), 6)
+                record["scores"] = {name: round(float(p), 6) for name, p in zip(names, probs)}
+            f.write(json.dumps({k: _jsonable(v) for k, v in record.items()}, ensure_ascii=False) + "\n")
+            count += 1
+    return count

@@ -1,0 +1,348 @@
+"""MTST configuration: one shared encoder, a pooled sentence embedding, and an ordered table of task heads.
+
+This file travels to the Hub with the weights (``trust_remote_code``): it imports only transformers. It is the lowest
+module: the constants and rules several modules share (task types, ``IGNORE_INDEX``, the error classes, how an error
+is quoted, how a local path is told from a Hub id, how a saved ``config.json`` is read) are defined here once.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import transformers
+from transformers import AutoConfig, PretrainedConfig
+
+try:  # transformers >= 5.18: sub-configs are declared with a spec (a default model type among them)
+    from transformers.configuration_utils import SubConfigSpec
+except ImportError:  # transformers 4.57 - 5.17: a plain {name: config class} mapping
+    SubConfigSpec = None
+
+# The oldest transformers this file and modeling_mtst.py / pipeline_mtst.py are tested on (the CI compatibility check
+# loads a saved model with it); older releases stop here with one sentence instead of an error deep in loading.
+MIN_TRANSFORMERS_VERSION = "4.57.0"
+
+
+def _release(version: str) -> tuple[int, int, int]:
+    """(major, minor, micro) of a version string such as "5.0.0", "4.57.6", "5.1" or "5.1.0.dev0"."""
+    match = re.match(r"(\d+)(?:\.(\d+))?(?:\.(\d+))?", version.strip())
+    return tuple(int(part or 0) for part in match.groups()) if match else (0, 0, 0)
+
+
+def check_transformers_version(installed: str | None = None) -> None:
+    """Raise `ImportError` when the installed transformers is older than `MIN_TRANSFORMERS_VERSION`."""
+    installed = installed or transformers.__version__
+    if _release(installed) < _release(MIN_TRANSFORMERS_VERSION):
+        raise ImportError(
+            f"This MTST model needs transformers>={MIN_TRANSFORMERS_VERSION}, but transformers {installed} is "
+            f'installed; upgrade it with `pip install -U "transformers>={MIN_TRANSFORMERS_VERSION}"`.'
+        )
+
+
+check_transformers_version()
+
+POOLING_MODES = ("mean", "cls", "max")
+NORMALIZATIONS = ("none", "l2", "l1")
+# The task types: the one definition every module imports (tasks, data, metrics, card, pipeline, apps).
+SEQUENCE_CLASSIFICATION = "sequence_classification"
+TOKEN_CLASSIFICATION = "token_classification"
+TASK_TYPES = (SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION)
+# Labels with this value are ignored by the loss and the metrics (PyTorch's cross-entropy default, as in transformers).
+IGNORE_INDEX = -100
+ACTIVATIONS = ("gelu", "relu", "tanh", "silu", "none")
+
+# Head options and their defaults; every task entry is completed with these.
+HEAD_DEFAULTS = {"dropout": 0.1, "layer_norm": True, "activation": "gelu", "hidden_size": None}
+TASK_KEYS = ("type", "labels", "loss_weight", *HEAD_DEFAULTS)
+
+
+class MTSTConfigError(ValueError):
+    """A configuration value is not allowed; the message lists the allowed values."""
+
+
+class MTSTLoadError(MTSTConfigError, OSError):
+    """A model or backbone could not be loaded: missing folder, not a model folder, missing or truncated weights.
+    Both an `OSError` (as transformers' loading errors) and an `MTSTConfigError`."""
+
+
+def first_sentence(err: BaseException) -> str:
+    """The error's type and the first sentence of its message, on one line: how an error from a library is quoted
+    inside an MTST message."""
+    text = " ".join(str(err).split()).split(". ")[0][:400].rstrip(".")
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def is_local_path(value: Any) -> bool:
+    """Whether `value` names a local file or folder rather than a Hub id: it exists, or it has a form that no Hub id
+    has (it starts with `.`, `/`, `~` or `\\`, has a drive letter or a backslash, ends with `/`, or holds more than one
+    `/`). The one rule for telling paths from Hub ids; a missing path that passes for a Hub id is left to the Hub."""
+    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
+        return False
+    text = os.fspath(value)
+    if (
+        text.startswith(("/", "~", ".", "\\"))
+        or re.match(r"^[A-Za-z]:[\\/]", text)
+        or "\\" in text
+        or text.endswith(("/", os.sep))
+        or text.count("/") > 1
+    ):
+        return True
+    try:
+        return os.path.exists(text)
+    except (OSError, ValueError):
+        return False
+
+
+def read_config_dict(config_file: str | os.PathLike) -> dict:
+    """The JSON object in a saved model's `config.json`, before it is known to be an MTST config (`model_type` is
+    checked by the caller). `OSError` when the file cannot be read, `ValueError` when it is not a JSON object."""
+    with open(config_file, encoding="utf-8") as f:
+        values = json.load(f)
+    if not isinstance(values, dict):
+        raise ValueError(f"it holds a JSON {type(values).__name__}, not an object")
+    return values
+
+
+def _choice(name: str, value, allowed: tuple) -> str:
+    if value not in allowed:
+        raise MTSTConfigError(f"Unknown {name} {value!r}; allowed values: {', '.join(map(repr, allowed))}.")
+    return value
+
+
+def check_head_options(head: Mapping, where: str) -> None:
+    """Raise `MTSTConfigError`, its message starting with `where`, when a head option that `head` sets has a value
+    that is not allowed. The one set of rules for head options: task files (`mtst.data.tasks`) check them with it
+    too."""
+    if "dropout" in head:
+        dropout = head["dropout"]
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+            raise MTSTConfigError(f"{where}: 'dropout' must be a number in [0, 1); got {dropout!r}.")
+    if "layer_norm" in head and not isinstance(head["layer_norm"], bool):
+        raise MTSTConfigError(f"{where}: 'layer_norm' must be true or false; got {head['layer_norm']!r}.")
+    if "activation" in head and head["activation"] not in ACTIVATIONS:
+        raise MTSTConfigError(
+            f"{where}: unknown activation {head['activation']!r}; allowed values: {', '.join(map(repr, ACTIVATIONS))}."
+        )
+    hidden = head.get("hidden_size")
+    if hidden is not None and (isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1):
+        raise MTSTConfigError(f"{where}: 'hidden_size' must be a positive integer or null; got {hidden!r}.")
+
+
+def _normalize_task(name: str, spec, head_defaults: dict) -> dict:
+    """Check one task entry and return it with every head option filled in."""
+    where = f"Task {name!r}"
+    if not isinstance(name, str) or not name or not name.replace("_", "").replace("-", "").isalnum():
+        raise MTSTConfigError(f"Task names must be non-empty strings of letters, digits, '_' or '-'; got {name!r}.")
+    if not isinstance(spec, Mapping):
+        raise MTSTConfigError(f"{where}: expected a mapping with keys {', '.join(TASK_KEYS)}; got {spec!r}.")
+    unknown = sorted(set(spec) - set(TASK_KEYS))
+    if unknown:
+        raise MTSTConfigError(f"{where}: unknown option(s) {unknown}; allowed options: {', '.join(TASK_KEYS)}.")
+    if "type" not in spec:
+        raise MTSTConfigError(f"{where}: missing 'type'; allowed values: {', '.join(map(repr, TASK_TYPES))}.")
+    task_type = spec["type"]
+    if task_type not in TASK_TYPES:
+        raise MTSTConfigError(
+            f"{where}: unknown task type {task_type!r}; allowed values: {', '.join(map(repr, TASK_TYPES))}."
+        )
+    labels = spec.get("labels")
+    if labels is None or isinstance(labels, str) or not all(isinstance(label, str) and label for label in labels):
+        raise MTSTConfigError(f"{where}: 'labels' must be a list of non-empty label names; got {labels!r}.")
+    labels = list(labels)
+    if len(labels) < 2:
+        raise MTSTConfigError(f"{where}: needs at least two labels; got {labels}.")
+    duplicates = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicates:
+        raise MTSTConfigError(f"{where}: duplicate label(s) {duplicates} in {labels}.")
+
+    task = {"type": task_type, "labels": labels}
+    for key, default in head_defaults.items():
+        task[key] = spec.get(key, default)
+    check_head_options(task, where)
+    weight = spec.get("loss_weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0 or weight == float("inf"):
+        raise MTSTConfigError(f"{where}: 'loss_weight' must be a positive finite number; got {weight!r}.")
+    task["loss_weight"] = float(weight)
+    return task
+
+
+class MTSTConfig(PretrainedConfig):
+    r"""
+    Configuration of an [`MTSTModel`]: a shared transformer encoder, a pooled (optionally projected and normalized)
+    sentence embedding, and one head per task.
+
+    Args:
+        encoder (`PretrainedConfig` or `dict`, *optional*):
+            Configuration of the shared backbone (any `AutoModel` encoder: BERT, DistilBERT, RoBERTa, MiniLM, ...).
+            A dict must carry its `model_type`. Defaults to a BERT-base configuration.
+        pooling (`str`, *optional*, defaults to `"mean"`):
+            How token states become one sentence vector: `"mean"` (masked average), `"cls"` (first token) or
+            `"max"` (masked maximum).
+        normalize (`str`, *optional*, defaults to `"none"`):
+            Normalization of the returned sentence embedding: `"none"`, `"l2"` or `"l1"`. Sequence heads read the
+            embedding *before* normalization, so this option never changes classification results.
+        embedding_dim (`int`, *optional*):
+            When set, a linear projection maps the pooled vector to this size. `None` keeps the encoder's hidden size.
+        tasks (`dict`, *optional*):
+            Ordered mapping `{task_name: {"type": ..., "labels": [...], **head_options}}`. `type` is
+            `"sequence_classification"` or `"token_classification"`; `labels` lists the label names in id order.
+            Head options (defaults in brackets): `dropout` [0.1], `layer_norm` [True], `activation` ["gelu"; also
+            "relu", "tanh", "silu", "none"], `hidden_size` [None: no extra dense layer], `loss_weight` [1.0].
+            `None` builds an embedding-only model.
+        default_task (`str`, *optional*):
+            Task picked by the per-task views ([`MTSTForSequenceClassification`], [`MTSTForTokenClassification`])
+            when none is named. Defaults to the first task of the matching type.
+        primary_task (`str`, *optional*):
+            Task whose pipeline tag and widget examples represent the model on the Hub. Defaults to the first task.
+        head_dropout (`float`, *optional*, defaults to 0.1):
+            Default `dropout` for task heads that do not set their own.
+        head_layer_norm (`bool`, *optional*, defaults to `True`):
+            Default `layer_norm` for task heads that do not set their own.
+        head_activation (`str`, *optional*, defaults to `"gelu"`):
+            Default `activation` for task heads that do not set their own.
+        head_hidden_size (`int`, *optional*):
+            Default `hidden_size` for task heads that do not set their own.
+        kwargs:
+            Passed to [`PretrainedConfig`].
+
+    Example:
+
+    ```python
+    >>> from transformers import BertConfig
+    >>> from configuration_mtst import MTSTConfig
+    >>> config = MTSTConfig(
+    ...     encoder=BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37),
+    ...     tasks={"topic": {"type": "sequence_classification", "labels": ["World", "Sports"]}},
+    ... )
+    >>> config.task_names
+    ['topic']
+    ```
+    """
+
+    model_type = "mtst"
+    # The encoder is a nested config, serialised under "encoder" with its own model_type.
+    if SubConfigSpec is not None:
+        sub_configs_defaults = {"encoder": SubConfigSpec(config_class=AutoConfig, model_type="bert")}
+    else:
+        sub_configs = {"encoder": AutoConfig}
+
+    def __init__(
+        self,
+        encoder=None,
+        pooling: str = "mean",
+        normalize: str = "none",
+        embedding_dim: int | None = None,
+        tasks: Mapping | None = None,
+        default_task: str | None = None,
+        primary_task: str | None = None,
+        head_dropout: float = 0.1,
+        head_layer_norm: bool = True,
+        head_activation: str = "gelu",
+        head_hidden_size: int | None = None,
+        **kwargs,
+    ):
+        if encoder is None:
+            encoder = AutoConfig.for_model("bert")
+        elif isinstance(encoder, Mapping):
+            encoder = dict(encoder)
+            model_type = encoder.pop("model_type", None)
+            if not model_type:
+                raise MTSTConfigError("`encoder` given as a dict must contain the backbone's 'model_type'.")
+            encoder = AutoConfig.for_model(model_type, **encoder)
+        elif not isinstance(encoder, PretrainedConfig):
+            raise MTSTConfigError(f"`encoder` must be a PretrainedConfig or a dict; got {type(encoder).__name__}.")
+        self.encoder = encoder
+
+        self.pooling = _choice("pooling", pooling, POOLING_MODES)
+        self.normalize = _choice("normalize", "none" if normalize is None else normalize, NORMALIZATIONS)
+        if embedding_dim is not None and (
+            isinstance(embedding_dim, bool) or not isinstance(embedding_dim, int) or embedding_dim < 1
+        ):
+            raise MTSTConfigError(f"`embedding_dim` must be a positive integer or None; got {embedding_dim!r}.")
+        self.embedding_dim = embedding_dim
+
+        self.head_dropout = head_dropout
+        self.head_layer_norm = head_layer_norm
+        self.head_activation = head_activation
+        self.head_hidden_size = head_hidden_size
+        head_defaults = {
+            "dropout": head_dropout,
+            "layer_norm": head_layer_norm,
+            "activation": head_activation,
+            "hidden_size": head_hidden_size,
+        }
+        if tasks is not None:
+            if isinstance(tasks, (list, tuple)):
+                # Accept the task-file shape [{"name": ..., "type": ...}, ...] as well as a mapping.
+                entries = [dict(entry) for entry in tasks]
+                names = [entry.pop("name", None) for entry in entries]
+                tasks = dict(zip(names, entries))
+                if len(tasks) != len(names):
+                    dup = sorted({n for n in names if names.count(n) > 1})
+                    raise MTSTConfigError(f"Duplicate task name(s) {dup}; every task needs its own name.")
+            if not isinstance(tasks, Mapping):
+                raise MTSTConfigError(f"`tasks` must be a mapping of task name to options; got {tasks!r}.")
+            if not tasks:
+                raise MTSTConfigError("`tasks` is empty: declare at least one task, or pass tasks=None.")
+            tasks = {name: _normalize_task(name, spec, head_defaults) for name, spec in tasks.items()}
+        self.tasks = tasks
+
+        names = list(tasks or {})
+        for option, value in (("default_task", default_task), ("primary_task", primary_task)):
+            if value is not None and value not in names:
+                raise MTSTConfigError(f"`{option}` {value!r} is not a task; tasks: {', '.join(names) or '(none)'}.")
+        self.default_task = default_task
+        self.primary_task = primary_task
+        super().__init__(**kwargs)
+
+    @property
+    def task_names(self) -> list[str]:
+        return list(self.tasks or {})
+
+    def _task(self, name: str) -> dict:
+        if not self.tasks or name not in self.tasks:
+            raise MTSTConfigError(
+                f"Unknown task {name!r}; this model's tasks: {', '.join(self.task_names) or '(none)'}."
+            )
+        return self.tasks[name]
+
+    def task_type(self, name: str) -> str:
+        return self._task(name)["type"]
+
+    def task_labels(self, name: str) -> list[str]:
+        return list(self._task(name)["labels"])
+
+    def tasks_of_type(self, task_type: str) -> list[str]:
+        return [name for name in self.task_names if self.tasks[name]["type"] == task_type]
+
+    @property
+    def loss_weights(self) -> dict[str, float]:
+        return {name: spec["loss_weight"] for name, spec in (self.tasks or {}).items()}
+
+    @property
+    def hidden_size(self) -> int:
+        """Width of the encoder's token states."""
+        return self.encoder.hidden_size
+
+    @property
+    def sentence_embedding_dimension(self) -> int:
+        return self.embedding_dim or self.encoder.hidden_size
+
+    def to_dict(self):
+        output = super().to_dict()
+        # config.json is written with sorted keys, so the ordered task table is saved as a list of entries.
+        if self.tasks is not None:
+            output["tasks"] = [{"name": name, **copy.deepcopy(spec)} for name, spec in self.tasks.items()]
+        return output
+
+
+MTSTConfig.register_for_auto_class()
+# Imported from the installed package (not as remote code), AutoConfig/AutoTokenizer know "mtst" as local code. A copy
+# loaded as remote code (module `transformers_modules...`) must not register itself: transformers would then reuse
+# that one revision's classes for every later MTST load in the process, whatever revision it asks for.
+if not __name__.startswith("transformers_modules"):
+    AutoConfig.register("mtst", MTSTConfig, exist_ok=True)

@@ -1,0 +1,259 @@
+"""The options of multi-task training: `MultiTaskTrainingArguments` ([`TrainingArguments`] plus the options of
+[`mtst.training.trainer.MultiTaskTrainer`]) and `MultiTaskTrainingError`, the error of an invalid multi-task option
+(defined here, the lowest module that raises it; `mtst.training.trainer` re-exports both).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+from transformers.utils import ExplicitEnum
+
+__all__ = [
+    "FreezeOption",
+    "GradientSurgery",
+    "LossWeighting",
+    "MultiTaskTrainingArguments",
+    "MultiTaskTrainingError",
+    "SamplingStrategy",
+    "UnfreezeUnit",
+    "check_options",
+]
+
+
+class SamplingStrategy(ExplicitEnum):
+    """How optimizer steps are spread over tasks: in turn, in proportion to the tasks' sizes, by a temperature over
+    the sizes (drawn per step, or `balanced`: a full pass of every task, small ones upsampled), or by given weights
+    (see `mtst.training.sampler.MultiTaskBatchSampler`)."""
+
+    ROUND_ROBIN = "round_robin"
+    PROPORTIONAL = "proportional"
+    TEMPERATURE = "temperature"
+    BALANCED = "balanced"
+    WEIGHTS = "weights"
+
+
+class LossWeighting(ExplicitEnum):
+    """How the tasks' losses are weighted (see `mtst.training.trainer`)."""
+
+    STATIC = "static"
+    UNCERTAINTY = "uncertainty"
+
+
+class GradientSurgery(ExplicitEnum):
+    """How a step's shared gradient is adjusted against the other tasks'
+    (see `mtst.training.weighting.GradientProjection`)."""
+
+    NONE = "none"
+    PCGRAD = "pcgrad"
+
+
+class OptimizerState(ExplicitEnum):
+    """Whose statistics the optimizer keeps for the shared parameters
+    (see `mtst.training.weighting.TaskOptimizerStates`)."""
+
+    SHARED = "shared"
+    PER_TASK = "per_task"
+
+
+class FreezeOption(ExplicitEnum):
+    """What is frozen from the start (see `mtst.training.trainer.apply_static_freezing`)."""
+
+    NONE = "none"
+    ALL = "all"
+    ENCODER = "encoder"
+    EMBEDDINGS = "embeddings"
+
+
+class UnfreezeUnit(ExplicitEnum):
+    """Unit of `gradual_unfreeze_every`."""
+
+    STEPS = "steps"
+    EPOCHS = "epochs"
+
+
+# The allowed values, in the order the messages and --help list them.
+SAMPLING_STRATEGIES = tuple(s.value for s in SamplingStrategy)
+LOSS_WEIGHTINGS = tuple(s.value for s in LossWeighting)
+GRADIENT_SURGERIES = tuple(s.value for s in GradientSurgery)
+FREEZE_OPTIONS = tuple(s.value for s in FreezeOption)
+UNFREEZE_UNITS = tuple(s.value for s in UnfreezeUnit)
+
+
+class MultiTaskTrainingError(ValueError):
+    """A multi-task training option is invalid; the message names the option and the allowed values."""
+
+
+def _choice(default: str, choices: type[ExplicitEnum], help: str):
+    """A string option whose allowed values (for --help and the parser) are those of `choices`."""
+    return field(default=default, metadata={"help": help, "choices": [choice.value for choice in choices]})
+
+
+@dataclass
+class MultiTaskTrainingArguments(TrainingArguments):
+    """[`TrainingArguments`] plus the multi-task options of [`MultiTaskTrainer`]."""
+
+    sampling_strategy: str = _choice(
+        "proportional",
+        SamplingStrategy,
+        "How optimizer steps are spread over tasks: round_robin (tasks in turn), proportional (each example once per "
+        "epoch, steps in random task order), temperature (p ~ min(size, cap)^(1/T)), balanced (every task a full "
+        "pass per epoch, small tasks upsampled to the temperature share), weights (p ~ task_weights).",
+    )
+    temperature: float = field(default=2.0, metadata={"help": "T of the temperature and balanced strategies."})
+    temperature_cap: int | None = field(
+        default=None, metadata={"help": "Task sizes are capped at this many examples before the temperature."}
+    )
+    task_weights: str | None = field(
+        default=None,
+        metadata={"help": "Sampling weights of the weights strategy: 'task=w,task=w' or a JSON object."},
+    )
+    group_by_length: bool = field(
+        default=False,
+        metadata={"help": "Inside each task, batch examples of similar length together (less padding)."},
+    )
+    loss_weighting: str = _choice(
+        "static",
+        LossWeighting,
+        "static: each task's loss times its loss_weight; uncertainty: learned per-task log-variances (Kendall et al. "
+        "2018).",
+    )
+    head_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "Peak learning rate of every task head (as SetFit's head_learning_rate; None: learning_rate "
+            "times head_learning_rate_factor). "
+            "head_learning_rates overrides it per task."
+        },
+    )
+    head_learning_rates: str | None = field(
+        default=None,
+        metadata={
+            "help": "Peak learning rate of task heads, per task ('ner=3e-4,topic=1e-4' or a JSON object; tasks not "
+            "named use head_learning_rate)."
+        },
+    )
+    head_learning_rate_factor: float = field(
+        default=10.0,
+        metadata={
+            "help": "Heads without a head_learning_rate(s) train at learning_rate times this factor (1: the encoder's "
+            "rate). 10 closed the joint-vs-alone gap of benchmarks/bench_quality.py (benchmarks/README.md)."
+        },
+    )
+    gradient_surgery: str = _choice(
+        "none",
+        GradientSurgery,
+        "pcgrad: at each step, remove from the task's shared-parameter gradient its component against the other "
+        "tasks' recent gradients (PCGrad-style, Yu et al. 2020).",
+    )
+    gradient_surgery_decay: float = field(
+        default=0.9, metadata={"help": "Decay of the per-task gradient averages used by gradient_surgery=pcgrad."}
+    )
+    optimizer_state: str = _choice(
+        "shared",
+        OptimizerState,
+        "shared: one set of optimizer statistics (Adam's moment estimates) for all tasks; per_task: every task keeps "
+        "its own for the shared parameters, so a task's steps are scaled by its own gradient history and momentum "
+        "does not carry one task's gradients into another task's steps.",
+    )
+    teacher_models: str | None = field(
+        default=None,
+        metadata={
+            "help": "Distil from single-task teachers with teacher annealing (BAM, Clark et al. 2019): 'task=DIR,...',"
+            " DIR a run_multitask.py output folder trained on that task alone with the same backbone. The task's loss "
+            "moves from the teacher's predictions (first step) to the gold labels (last step). Tasks not named train "
+            "on the gold labels only."
+        },
+    )
+    loss_weighting_lr: float | None = field(
+        default=1e-2,
+        metadata={"help": "Learning rate of the uncertainty log-variances (None: the model's learning rate)."},
+    )
+    freeze: str = _choice(
+        "none",
+        FreezeOption,
+        "Freeze from the start: none; all (encoder and projection: only the heads train); encoder; embeddings.",
+    )
+    freeze_layers: int = field(default=0, metadata={"help": "Freeze the embeddings and the lowest N encoder layers."})
+    freeze_heads: list[str] | None = field(default=None, metadata={"help": "Task heads to freeze."})
+    gradual_unfreeze_every: int = field(
+        default=0,
+        metadata={
+            "help": "Gradual unfreezing: start with only heads and projection training, then unfreeze one encoder "
+            "layer (top first, embeddings last) every N units. 0 turns it off."
+        },
+    )
+    gradual_unfreeze_unit: str = _choice("epochs", UnfreezeUnit, "Unit of gradual_unfreeze_every.")
+    layerwise_lr_decay: float = field(
+        default=1.0,
+        metadata={
+            "help": "Encoder layer k from the top (top = 0) trains at lr * decay^k, the embeddings at "
+            "lr * decay^num_layers; heads and projection at lr. 1.0 turns it off."
+        },
+    )
+    log_task_per_step: bool = field(
+        default=False,
+        metadata={"help": "Log one line per training micro-batch with the rank, the step and the task (debugging)."},
+    )
+    remove_unused_columns: bool = field(
+        default=False,
+        metadata={"help": "Kept False: the data layer gives only model columns, and 'task' must reach the model."},
+    )
+
+    def __post_init__(self):
+        """The standard checks, then the multi-task options' (`check_options`); the options stay plain strings."""
+        super().__post_init__()
+        check_options(self)
+
+
+_OPTION_DEFAULTS = {
+    f.name: f.default
+    for f in MultiTaskTrainingArguments.__dataclass_fields__.values()
+    if f.name not in TrainingArguments.__dataclass_fields__
+}
+
+
+def _option(args, name: str):
+    return getattr(args, name, _OPTION_DEFAULTS.get(name))
+
+
+_ENUM_OPTIONS = {
+    "sampling_strategy": SamplingStrategy,
+    "loss_weighting": LossWeighting,
+    "gradient_surgery": GradientSurgery,
+    "optimizer_state": OptimizerState,
+    "freeze": FreezeOption,
+    "gradual_unfreeze_unit": UnfreezeUnit,
+}
+
+
+def check_options(args) -> None:
+    """Raise `MultiTaskTrainingError` for an invalid multi-task option of `args` (a plain `TrainingArguments` has the
+    defaults). `MultiTaskTrainingArguments.__post_init__` calls it, and so does the Trainer, for arguments changed
+    after they were made."""
+    for option, choices in _ENUM_OPTIONS.items():
+        value = _option(args, option)
+        try:
+            choices(value)
+        except (ValueError, TypeError):
+            allowed = ", ".join(choice.value for choice in choices)
+            raise MultiTaskTrainingError(f"Unknown {option} {value!r}; allowed values: {allowed}.") from None
+    decay = _option(args, "layerwise_lr_decay")
+    if not isinstance(decay, (int, float)) or not 0 < decay <= 1:
+        raise MultiTaskTrainingError(f"`layerwise_lr_decay` must be in (0, 1]; got {decay!r}.")
+    every = _option(args, "gradual_unfreeze_every")
+    if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+        raise MultiTaskTrainingError(f"`gradual_unfreeze_every` must be an integer >= 0; got {every!r}.")
+    temperature, cap = _option(args, "temperature"), _option(args, "temperature_cap")
+    if not isinstance(temperature, (int, float)) or not (temperature > 0 and math.isfinite(temperature)):
+        raise MultiTaskTrainingError(f"`temperature` must be a positive number; got {temperature!r}.")
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+        raise MultiTaskTrainingError(f"`temperature_cap` must be a positive integer; got {cap!r}.")
+    factor = _option(args, "head_learning_rate_factor")
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not (factor > 0 and math.isfinite(factor)):
+        raise MultiTaskTrainingError(f"`head_learning_rate_factor` must be a positive number; got {factor!r}.")
+    decay = _option(args, "gradient_surgery_decay")
+    if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay < 1:
+        raise MultiTaskTrainingError(f"`gradient_surgery_decay` must be in [0, 1); got {decay!r}.")
