@@ -183,7 +183,8 @@ def main(argv=None) -> dict:
     from transformers import AutoTokenizer
 
     from mtst.data.loading import load_task_data
-    from mtst.data.tasks import load_task_specs, tokenize_task
+    from mtst.data.tasks import load_task_specs
+    from mtst.data.tokenization import tokenize_task
     from mtst.inference import export_onnx, load_model, prepare_model
     from mtst.remote.modeling_mtst import MTSTModel
 

@@ -163,7 +163,8 @@ def main(argv=None) -> dict:
 
     from mtst.data.collator import MultiTaskCollator
     from mtst.data.loading import load_task_data
-    from mtst.data.tasks import load_task_specs, tokenize_task
+    from mtst.data.tasks import load_task_specs
+    from mtst.data.tokenization import tokenize_task
     from mtst.remote.modeling_mtst import MTSTModel
     from mtst.training.trainer import MultiTaskTrainer, MultiTaskTrainingArguments
 

@@ -37,10 +37,10 @@ _EXPORTS = {
     "MultiTaskPipeline": "mtst.remote.pipeline_mtst",
     # data
     "TaskSpec": "mtst.data.tasks",
-    "TaskConfigError": "mtst.data.tasks",
-    "TaskDataError": "mtst.data.tasks",
+    "TaskConfigError": "mtst.data.errors",
+    "TaskDataError": "mtst.data.errors",
     "load_task_specs": "mtst.data.tasks",
-    "tokenize_task": "mtst.data.tasks",
+    "tokenize_task": "mtst.data.tokenization",
     "load_task_data": "mtst.data.loading",
     "MultiTaskDataset": "mtst.data.collator",
     "MultiTaskCollator": "mtst.data.collator",
@@ -90,8 +90,10 @@ __all__ = [
 
 if TYPE_CHECKING:  # what static tools see; at run time `__getattr__` imports on first use
     from mtst.data.collator import MultiTaskCollator, MultiTaskDataset
+    from mtst.data.errors import TaskConfigError, TaskDataError
     from mtst.data.loading import load_task_data
-    from mtst.data.tasks import TaskConfigError, TaskDataError, TaskSpec, load_task_specs, tokenize_task
+    from mtst.data.tasks import TaskSpec, load_task_specs
+    from mtst.data.tokenization import tokenize_task
     from mtst.hub.callback import MTSTCardCallback
     from mtst.hub.card import MTSTCardData, push_to_hub, write_model_card
     from mtst.remote.configuration_mtst import (

@@ -21,8 +21,10 @@ from trainer_helpers import NER_LABELS, TOPIC_LABELS, tiny_model
 
 from mtst.cli import predict as predict_mtst
 from mtst.cli import train as run_multitask
+from mtst.data.errors import TaskConfigError, TaskDataError, TaskFileNotFoundError
 from mtst.data.loading import load_task_data
-from mtst.data.tasks import TaskConfigError, TaskDataError, TaskFileNotFoundError, load_task_specs, tokenize_task
+from mtst.data.tasks import load_task_specs
+from mtst.data.tokenization import tokenize_task
 from mtst.remote.configuration_mtst import MTSTConfig, MTSTConfigError, MTSTLoadError
 from mtst.remote.modeling_mtst import MTSTModel
 from mtst.training.trainer import MultiTaskTrainer, MultiTaskTrainingArguments, MultiTaskTrainingError

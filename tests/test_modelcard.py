@@ -405,7 +405,7 @@ def test_task_names_with_underscores_and_prefixes(tmp_path):
 
 def test_write_model_card_never_raises(tiny, tmp_path, caplog, monkeypatch):
     monkeypatch.setattr(modelcard_mtst, "TEMPLATE_PATH", tmp_path / "missing_template.md")
-    with caplog.at_level(logging.WARNING, logger="mtst.hub.card"):
+    with caplog.at_level(logging.WARNING, logger="mtst"):
         card = write_model_card(tmp_path / "out", tiny, full_card_data())
     assert "writing a minimal one" in caplog.text
     meta = metadata_load(tmp_path / "out" / "README.md")
@@ -414,7 +414,7 @@ def test_write_model_card_never_raises(tiny, tmp_path, caplog, monkeypatch):
     assert_no_local_paths(card.content, tmp_path)
     # no model and no config.json: still a card, still no exception
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="mtst.hub.card"):
+    with caplog.at_level(logging.WARNING, logger="mtst"):
         write_model_card(tmp_path / "empty")
     assert (tmp_path / "empty" / "README.md").exists() and "minimal" in caplog.text
 

@@ -87,7 +87,7 @@ def test_missing_template_and_handler_are_warned_about(tiny, tmp_path, caplog, m
     monkeypatch.setattr(modelcard_mtst, "TEMPLATE_PATH", None)
     monkeypatch.setattr(mtst_resources, "DIRECTORY", tmp_path / "empty")
     monkeypatch.setattr(publish_mtst, "HERE", tmp_path / "empty")
-    with caplog.at_level(logging.WARNING, logger="mtst.hub.card"):
+    with caplog.at_level(logging.WARNING, logger="mtst"):
         modelcard_mtst.write_model_card(tmp_path / "out", tiny)
     text = " ".join(caplog.text.split())
     assert "model_card.md is missing from this installation" in text and str(tmp_path / "empty") in text

@@ -16,7 +16,9 @@ import torch
 
 from mtst.data.collator import MultiTaskCollator, MultiTaskDataset
 from mtst.data.loading import load_task_data
-from mtst.data.tasks import load_task_specs, repair_iob2, tokenize_task
+from mtst.data.tags import repair_iob2
+from mtst.data.tasks import load_task_specs
+from mtst.data.tokenization import tokenize_task
 
 datasets.disable_progress_bars()
 

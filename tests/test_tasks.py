@@ -26,18 +26,11 @@ from hypothesis import strategies as st
 from mtst.data import loading as data_mtst
 from mtst.data import tasks as tasks_mtst
 from mtst.data.collator import MultiTaskCollator, MultiTaskDataset
+from mtst.data.errors import TaskConfigError, TaskDataError, TaskFileNotFoundError
 from mtst.data.loading import load_task_data
-from mtst.data.tasks import (
-    TaskConfigError,
-    TaskDataError,
-    TaskFileNotFoundError,
-    TaskSpec,
-    iob1_to_iob2,
-    load_task_specs,
-    repair_iob2,
-    sort_labels,
-    tokenize_task,
-)
+from mtst.data.tags import iob1_to_iob2, repair_iob2, sort_labels
+from mtst.data.tasks import TaskSpec, load_task_specs
+from mtst.data.tokenization import tokenize_task
 from mtst.remote.configuration_mtst import MTSTConfig
 
 datasets.disable_progress_bars()
@@ -252,7 +245,7 @@ def test_config_duplicate_names_and_top_level(tmp_path):
 def test_jsonl_and_split_carving(tmp_path, caplog):
     write_jsonl(tmp_path / "train.jsonl", seq_rows(40))
     write_jsonl(tmp_path / "test.jsonl", seq_rows(6))
-    with caplog.at_level(logging.INFO, logger="mtst.data.loading"):
+    with caplog.at_level(logging.INFO, logger="mtst"):
         spec, dd = load_one(seq_task({"train": "train.jsonl", "test": "test.jsonl"}), base_dir=tmp_path, seed=3)
     assert list(dd) == ["train", "validation", "test"]
     assert (len(dd["train"]), len(dd["validation"]), len(dd["test"])) == (36, 4, 6)
@@ -508,7 +501,7 @@ def test_iob_strict_and_repair(tmp_path, caplog):
     message = raises_data_error(tok_task({"train": "t.jsonl"}, labels=CONLL_LABELS, strict_iob=True), tmp_path)
     assert "line 3: invalid IOB2 sequence: 'I-LOC' at position 4 (token 'New') follows 'O'" in message
     assert "line 4: invalid IOB2 sequence: 'I-LOC' at position 2 (token 'Smith') follows 'B-PER'" in message
-    with caplog.at_level(logging.WARNING, logger="mtst.data.loading"):
+    with caplog.at_level(logging.WARNING, logger="mtst"):
         spec, dd = load_one(tok_task({"train": "t.jsonl", "validation": "t.jsonl"}, labels=CONLL_LABELS), tmp_path)
     assert spec.repaired == {"train": 2, "validation": 2}
     assert "repaired 2 invalid IOB2 tag(s)" in caplog.text
@@ -532,7 +525,7 @@ def test_drop_invalid_records_and_logs(tmp_path, caplog):
     rows[7]["text"] = ""
     write_jsonl(tmp_path / "t.jsonl", rows)
     write_jsonl(tmp_path / "v.jsonl", seq_rows(5))
-    with caplog.at_level(logging.WARNING, logger="mtst.data.loading"):
+    with caplog.at_level(logging.WARNING, logger="mtst"):
         spec, dd = load_one(
             seq_task({"train": "t.jsonl", "validation": "v.jsonl"}, labels=["neg", "pos"]),
             base_dir=tmp_path,
@@ -678,7 +671,7 @@ def test_token_alignment(tokenizer):
 def test_truncation_counted_and_logged(tokenizer, caplog):
     rows = [(["word"] * 30, ["O"] * 30), (["short"], ["O"]), (["a"] * 10, ["O"] * 10)]
     spec = token_spec()
-    with caplog.at_level(logging.INFO, logger="mtst.data.tasks"):
+    with caplog.at_level(logging.INFO, logger="mtst"):
         out = tokenize_task(spec, token_dd(rows), tokenizer, max_seq_length=8)["train"]
     assert spec.truncated == {"train": 2}
     assert "2 of 3 examples were truncated to max_seq_length=8" in caplog.text

@@ -443,7 +443,7 @@ def test_best_checkpoint_is_kept_with_its_uncertainty_weights(tasks, tokenizer, 
     )
     trainer = make_trainer(tasks, tokenizer, args, split="validation", callbacks=[worse_at_epochs_callback([2])])
     assert trainer.args.load_best_model_at_end is True
-    with caplog.at_level("INFO", logger="mtst.training.trainer"):
+    with caplog.at_level("INFO", logger="mtst"):
         trainer.train()
     evals = [log["eval_average"] for log in trainer.state.log_history if "eval_average" in log]
     assert len(evals) == 2 and evals[1] < evals[0]
@@ -478,7 +478,7 @@ def test_last_model_is_kept_when_evaluation_and_saving_do_not_line_up(tasks, tok
         metric_for_best_model="average",
         load_best_model_at_end=None,
     )
-    with caplog.at_level("INFO", logger="mtst.training.trainer"):
+    with caplog.at_level("INFO", logger="mtst"):
         trainer = make_trainer(tasks, tokenizer, args, split="validation")
         assert trainer.args.load_best_model_at_end is False
         assert "is the last one, not the best checkpoint by eval_average: evaluation" in caplog.text

@@ -96,7 +96,8 @@ def write_task_files(folder, n_train: int = 48, n_eval: int = 16, seed: int = 0)
 def tokenized_tasks(tokenizer, folder, n_train: int = 48, n_eval: int = 16, seed: int = 0):
     """(specs, raw {task: DatasetDict}, tokenized {task: DatasetDict}) for the synthetic topic + ner tasks."""
     from mtst.data.loading import load_task_data
-    from mtst.data.tasks import load_task_specs, tokenize_task
+    from mtst.data.tasks import load_task_specs
+    from mtst.data.tokenization import tokenize_task
 
     path = write_task_files(folder, n_train, n_eval, seed)
     specs = load_task_specs(path)

@@ -28,8 +28,10 @@ from transformers import AutoTokenizer, HfArgumentParser, set_seed
 
 from mtst import __version__, resources
 from mtst.data.collator import MultiTaskCollator
+from mtst.data.errors import TaskConfigError, TaskDataError
 from mtst.data.loading import load_task_data
-from mtst.data.tasks import TaskConfigError, TaskDataError, load_task_specs, tokenize_task
+from mtst.data.tasks import load_task_specs
+from mtst.data.tokenization import tokenize_task
 from mtst.remote.configuration_mtst import MTSTConfigError, first_sentence
 from mtst.remote.modeling_mtst import MTSTModel, check_model_folder
 from mtst.training import grow

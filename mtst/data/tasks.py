@@ -22,88 +22,38 @@ task and every problem found, before any data is read.
 
 from __future__ import annotations
 
-import bz2
 import copy
 import dataclasses
 import difflib
-import gzip
 import json
 import logging
-import lzma
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import datasets
 import yaml
-from datasets.packaged_modules import _EXTENSION_TO_MODULE
 
-from mtst.remote.configuration_mtst import (
-    HEAD_DEFAULTS,
-    IGNORE_INDEX,
-    TASK_TYPES,
-    MTSTConfigError,
-    check_head_options,
-)
+from mtst.data.errors import TaskConfigError, one_line, paragraph
+from mtst.data.formats import FORMATS, file_format
+from mtst.data.tags import TAG_SCHEMES, is_int, split_tag
+from mtst.remote.configuration_mtst import HEAD_DEFAULTS, TASK_TYPES, MTSTConfigError, check_head_options
 from mtst.remote.configuration_mtst import SEQUENCE_CLASSIFICATION as SEQUENCE
 from mtst.remote.configuration_mtst import TOKEN_CLASSIFICATION as TOKEN
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "TaskConfigError",
-    "TaskDataError",
-    "TaskFileNotFoundError",
-    "TaskSpec",
-    "load_task_specs",
-    "tokenize_task",
-    "iob1_to_iob2",
-    "repair_iob2",
-    "sort_labels",
-    "TASK_TYPES",
-    "TAG_SCHEMES",
-]
+__all__ = ["SPLITS", "TaskSpec", "load_task_specs"]
 
-# "bio" is accepted as a name for iob2, "io" as a name for plain tags ("none").
-TAG_SCHEMES = ("iob2", "bio", "iob1", "none", "io")
 SPLITS = ("train", "validation", "test")
 # The Hub's automatic parquet export of a dataset: one folder per config, {config}/{split}/NNNN.parquet.
 PARQUET_EXPORT_REVISION = "refs/convert/parquet"
 HEAD_OPTIONS = tuple(HEAD_DEFAULTS)
-FORMATS = ("json", "csv", "tsv", "parquet", "conll")
-MAX_LISTED_PROBLEMS = 20
 
 
-def _known_extensions() -> dict[str, str]:
-    """{extension: format}: datasets' own table (``.json``, ``.jsonl``, ``.csv``, ``.tsv``, ``.parquet``, ``.conll``,
-    ...) for the formats we read as they are, plus the extensions it lacks or gives to another builder (``.txt`` is
-    plain text to datasets; to a token task it is a CoNLL file, as are ``.iob`` and ``.bio``)."""
-    known = {}
-    for ext, (module, kwargs) in _EXTENSION_TO_MODULE.items():
-        fmt = "tsv" if (module, kwargs) == ("csv", {"sep": "\t"}) else module
-        if fmt in FORMATS and (not kwargs or fmt == "tsv"):  # not .conllu, whose comment lines need a builder option
-            known[ext.lower()] = fmt
-    return {**known, ".tab": "tsv", ".pq": "parquet", ".txt": "conll", ".iob": "conll", ".bio": "conll"}
-
-
-_EXTENSIONS = _known_extensions()
-_COMPRESSIONS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
-
-
-class TaskConfigError(ValueError):
-    """A task config is invalid: unknown key, bad value, duplicate task name, unknown task type..."""
-
-
-class TaskDataError(ValueError):
-    """A task's data is invalid: unreadable file, missing column, label outside the label set..."""
-
-
-class TaskFileNotFoundError(TaskDataError, FileNotFoundError):
-    """A data file of a task does not exist; the message names every path that was tried."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -249,22 +199,6 @@ def _suggest(key: str, allowed: Iterable[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def _paragraph(head: str, problems: Sequence[str], tail: str = "") -> str:
-    """One paragraph: a head sentence, up to MAX_LISTED_PROBLEMS problems and the total count."""
-    shown = list(problems[:MAX_LISTED_PROBLEMS])
-    text = f"{head} {len(problems)} problem(s): " + "; ".join(shown)
-    if len(problems) > len(shown):
-        text += f"; ... and {len(problems) - len(shown)} more (first {len(shown)} of {len(problems)} shown)"
-    text += "."
-    if tail:
-        text += " " + tail
-    return text
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _head_problems(head: Mapping[str, Any], where: str) -> list[str]:
     """What is wrong with these head options, by the model config's rules (``configuration_mtst``)."""
     try:
@@ -290,7 +224,7 @@ def _check_label_list(where: str, labels: Any, type_: str, tag_scheme: str, prob
     if len(names) < 2:
         problems.append(f"{where}: a task needs at least two labels, 'labels' has {names}")
     if type_ == TOKEN and tag_scheme in ("iob2", "bio", "iob1"):
-        bad = [n for n in names if _split_tag(n)[0] is None]
+        bad = [n for n in names if split_tag(n)[0] is None]
         if bad:
             problems.append(
                 f"{where}: labels {bad} are not IOB tags (O, B-<type>, I-<type>) but tag_scheme is '{tag_scheme}'; "
@@ -299,26 +233,19 @@ def _check_label_list(where: str, labels: Any, type_: str, tag_scheme: str, prob
     return names
 
 
-def _parse_task(entry: Any, index: int, source: str, base_dir: str | None, problems: list[str]) -> TaskSpec | None:
-    label = f"task #{index + 1}"
-    if not isinstance(entry, Mapping):
-        problems.append(f"{label}{source} must be a mapping of keys, got {type(entry).__name__} {entry!r}")
-        return None
-    name = entry.get("name")
-    if isinstance(name, str) and name:
-        label = f"task '{name}'"
-    where = f"{label}{source}"
-    n_before = len(problems)
+_STRING_KEYS = (
+    "dataset",
+    "dataset_config",
+    "revision",
+    "text_column",
+    "text_pair_column",
+    "label_column",
+    "tokens_column",
+    "tags_column",
+)
 
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        problems.append(
-            f"{where}: 'name' must be a non-empty string of letters, digits, '_' and '-' starting with a letter or "
-            f"'_', got {name!r}"
-        )
-    type_ = entry.get("type")
-    if type_ not in TASK_TYPES:
-        problems.append(f"{where}: unknown task type {type_!r}; allowed types: {', '.join(TASK_TYPES)}")
-        type_ = None
+
+def _check_keys(entry: Mapping, where: str, type_: str | None, problems: list[str]) -> None:
     allowed = _allowed_keys(type_)
     for key in entry:
         if key not in allowed:
@@ -327,29 +254,21 @@ def _parse_task(entry: Any, index: int, source: str, base_dir: str | None, probl
                 f"{' for ' + type_ + ' tasks' if type_ else ''}: {', '.join(allowed)}"
             )
 
+
+def _parse_strings(entry: Mapping, where: str, type_: str | None, problems: list[str]) -> dict[str, Any]:
+    """The string options, the tag scheme and the file format."""
     kwargs: dict[str, Any] = {}
-    for key in (
-        "dataset",
-        "dataset_config",
-        "revision",
-        "text_column",
-        "text_pair_column",
-        "label_column",
-        "tokens_column",
-        "tags_column",
-    ):
+    for key in _STRING_KEYS:
         if key in entry and entry[key] is not None:
             if not isinstance(entry[key], str) or not entry[key]:
                 problems.append(f"{where}: {key!r} must be a non-empty string, got {entry[key]!r}")
             else:
                 kwargs[key] = entry[key]
-
     tag_scheme = entry.get("tag_scheme", "iob2")
     if tag_scheme not in TAG_SCHEMES:
         problems.append(f"{where}: unknown tag_scheme {tag_scheme!r}; allowed: {', '.join(TAG_SCHEMES)}")
         tag_scheme = "iob2"
     kwargs["tag_scheme"] = tag_scheme
-
     fmt = entry.get("format")
     if fmt is not None:
         if fmt not in FORMATS:
@@ -358,55 +277,54 @@ def _parse_task(entry: Any, index: int, source: str, base_dir: str | None, probl
             problems.append(f"{where}: format 'conll' is only for token_classification tasks")
         else:
             kwargs["format"] = fmt
+    return kwargs
 
-    has_dataset, has_files = "dataset" in kwargs, entry.get("data_files") is not None
-    if has_dataset == has_files:
-        problems.append(f"{where}: give exactly one of 'dataset' (a Hub id) or 'data_files' ({{split: path}})")
-    if has_files:
-        data_files = entry["data_files"]
-        if isinstance(data_files, (str, os.PathLike)) or (
-            isinstance(data_files, list) and all(isinstance(p, (str, os.PathLike)) for p in data_files)
-        ):
-            data_files = {"train": data_files}
-        if not isinstance(data_files, Mapping):
-            problems.append(f"{where}: 'data_files' must be a mapping {{train: path, validation: path, test: path}}")
-        else:
-            files: dict[str, list[str]] = {}
-            for split, paths in data_files.items():
-                if split not in SPLITS:
-                    problems.append(
-                        f"{where}: unknown split {split!r} in 'data_files'{_suggest(str(split), SPLITS)}; "
-                        f"allowed splits: {', '.join(SPLITS)}"
-                    )
-                    continue
-                paths = [paths] if isinstance(paths, (str, os.PathLike)) else paths
-                if (
-                    not isinstance(paths, list)
-                    or not paths
-                    or not all(isinstance(p, (str, os.PathLike)) for p in paths)
-                ):
-                    problems.append(f"{where}: data_files[{split!r}] must be a path or a non-empty list of paths")
-                    continue
-                files[split] = [os.fspath(p) for p in paths]
-                for path in files[split]:
-                    try:
-                        _file_format(path, kwargs.get("format"), type_)
-                    except TaskConfigError as err:
-                        problems.append(f"{where}: {err}")
-            if files and "train" not in files:
-                problems.append(
-                    f"{where}: 'data_files' has no 'train' split (it has {', '.join(files)}); a train split is "
-                    "required"
-                )
-            kwargs["data_files"] = files
 
-    if "labels" in entry and entry["labels"] is not None:
-        kwargs["labels"] = _check_label_list(where, entry["labels"], type_, tag_scheme, problems)
+def _is_paths(value: Any) -> bool:
+    return isinstance(value, (str, os.PathLike)) or (
+        isinstance(value, list) and all(isinstance(p, (str, os.PathLike)) for p in value)
+    )
 
+
+def _parse_data_files(data_files: Any, where: str, fmt: str | None, type_: str | None, problems: list[str]):
+    """`{split: [paths]}` from the `data_files` entry (a path or a list of paths is the train split)."""
+    if _is_paths(data_files):
+        data_files = {"train": data_files}
+    if not isinstance(data_files, Mapping):
+        problems.append(f"{where}: 'data_files' must be a mapping {{train: path, validation: path, test: path}}")
+        return None
+    files: dict[str, list[str]] = {}
+    for split, paths in data_files.items():
+        if split not in SPLITS:
+            problems.append(
+                f"{where}: unknown split {split!r} in 'data_files'{_suggest(str(split), SPLITS)}; "
+                f"allowed splits: {', '.join(SPLITS)}"
+            )
+            continue
+        paths = [paths] if isinstance(paths, (str, os.PathLike)) else paths
+        if not isinstance(paths, list) or not paths or not _is_paths(paths):
+            problems.append(f"{where}: data_files[{split!r}] must be a path or a non-empty list of paths")
+            continue
+        files[split] = [os.fspath(p) for p in paths]
+        for path in files[split]:
+            try:
+                file_format(path, fmt, type_)
+            except TaskConfigError as err:
+                problems.append(f"{where}: {err}")
+    if files and "train" not in files:
+        problems.append(
+            f"{where}: 'data_files' has no 'train' split (it has {', '.join(files)}); a train split is required"
+        )
+    return files
+
+
+def _parse_numbers(entry: Mapping, where: str, problems: list[str]) -> dict[str, Any]:
+    """Sample limits, batch size, loss weight, validation fraction and strict_iob."""
+    kwargs: dict[str, Any] = {}
     for key in ("max_train_samples", "max_eval_samples", "batch_size"):
         value = entry.get(key)
         if value is not None:
-            if not _is_int(value) or value <= 0:
+            if not is_int(value) or value <= 0:
                 problems.append(f"{where}: {key!r} must be a positive integer, got {value!r}")
             else:
                 kwargs[key] = value
@@ -432,32 +350,73 @@ def _parse_task(entry: Any, index: int, source: str, base_dir: str | None, probl
             problems.append(f"{where}: 'strict_iob' must be true or false, got {entry['strict_iob']!r}")
         else:
             kwargs["strict_iob"] = entry["strict_iob"]
-    if entry.get("conll_columns") is not None:
-        columns = entry["conll_columns"]
-        if not isinstance(columns, list) or len(columns) < 2 or not all(isinstance(c, str) and c for c in columns):
-            problems.append(f"{where}: 'conll_columns' must be a list of at least two column names, got {columns!r}")
-        else:
-            tokens_column, tags_column = kwargs.get("tokens_column", "tokens"), kwargs.get("tags_column", "ner_tags")
-            missing = [c for c in (tokens_column, tags_column) if c not in columns]
-            if missing:
-                problems.append(f"{where}: 'conll_columns' {columns} lacks the token/tag column(s) {missing}")
-            else:
-                kwargs["conll_columns"] = list(columns)
+    return kwargs
 
-    head = entry.get("head")
-    if head is not None:
-        if not isinstance(head, Mapping):
-            problems.append(f"{where}: 'head' must be a mapping of head options ({', '.join(HEAD_OPTIONS)})")
+
+def _parse_conll_columns(columns: Any, kwargs: Mapping, where: str, problems: list[str]) -> list[str] | None:
+    if not isinstance(columns, list) or len(columns) < 2 or not all(isinstance(c, str) and c for c in columns):
+        problems.append(f"{where}: 'conll_columns' must be a list of at least two column names, got {columns!r}")
+        return None
+    tokens_column, tags_column = kwargs.get("tokens_column", "tokens"), kwargs.get("tags_column", "ner_tags")
+    missing = [c for c in (tokens_column, tags_column) if c not in columns]
+    if missing:
+        problems.append(f"{where}: 'conll_columns' {columns} lacks the token/tag column(s) {missing}")
+        return None
+    return list(columns)
+
+
+def _parse_head(head: Any, where: str, problems: list[str]) -> dict[str, Any] | None:
+    if not isinstance(head, Mapping):
+        problems.append(f"{where}: 'head' must be a mapping of head options ({', '.join(HEAD_OPTIONS)})")
+        return None
+    for key, value in head.items():
+        if key not in HEAD_OPTIONS:
+            problems.append(
+                f"{where}: unknown head option {key!r}{_suggest(str(key), HEAD_OPTIONS)}; "
+                f"allowed head options: {', '.join(HEAD_OPTIONS)}"
+            )
         else:
-            for key, value in head.items():
-                if key not in HEAD_OPTIONS:
-                    problems.append(
-                        f"{where}: unknown head option {key!r}{_suggest(str(key), HEAD_OPTIONS)}; "
-                        f"allowed head options: {', '.join(HEAD_OPTIONS)}"
-                    )
-                else:
-                    problems.extend(_head_problems({key: value}, f"{where}: head option"))
-            kwargs["head"] = dict(head)
+            problems.extend(_head_problems({key: value}, f"{where}: head option"))
+    return dict(head)
+
+
+def _parse_task(entry: Any, index: int, source: str, base_dir: str | None, problems: list[str]) -> TaskSpec | None:
+    """One task entry of a config as a `TaskSpec`, or None with every problem found appended to `problems`."""
+    label = f"task #{index + 1}"
+    if not isinstance(entry, Mapping):
+        problems.append(f"{label}{source} must be a mapping of keys, got {type(entry).__name__} {entry!r}")
+        return None
+    name = entry.get("name")
+    if isinstance(name, str) and name:
+        label = f"task '{name}'"
+    where = f"{label}{source}"
+    n_before = len(problems)
+
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        problems.append(
+            f"{where}: 'name' must be a non-empty string of letters, digits, '_' and '-' starting with a letter or "
+            f"'_', got {name!r}"
+        )
+    type_ = entry.get("type")
+    if type_ not in TASK_TYPES:
+        problems.append(f"{where}: unknown task type {type_!r}; allowed types: {', '.join(TASK_TYPES)}")
+        type_ = None
+    _check_keys(entry, where, type_, problems)
+    kwargs = _parse_strings(entry, where, type_, problems)
+    has_dataset, has_files = "dataset" in kwargs, entry.get("data_files") is not None
+    if has_dataset == has_files:
+        problems.append(f"{where}: give exactly one of 'dataset' (a Hub id) or 'data_files' ({{split: path}})")
+    if has_files:
+        files = _parse_data_files(entry["data_files"], where, kwargs.get("format"), type_, problems)
+        if files is not None:
+            kwargs["data_files"] = files
+    if "labels" in entry and entry["labels"] is not None:
+        kwargs["labels"] = _check_label_list(where, entry["labels"], type_, kwargs["tag_scheme"], problems)
+    kwargs.update(_parse_numbers(entry, where, problems))
+    if entry.get("conll_columns") is not None:
+        kwargs["conll_columns"] = _parse_conll_columns(entry["conll_columns"], kwargs, where, problems)
+    if entry.get("head") is not None:
+        kwargs["head"] = _parse_head(entry["head"], where, problems)
 
     if len(problems) > n_before or type_ is None or not isinstance(name, str):
         return None
@@ -484,7 +443,7 @@ def load_task_specs(path_or_mapping: Any, base_dir: str | os.PathLike | None = N
             data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
         except (json.JSONDecodeError, yaml.YAMLError) as err:
             raise TaskConfigError(
-                f"Task config {source} is not valid {path.suffix.lstrip('.') or 'YAML'}: {_one_line(err)}"
+                f"Task config {source} is not valid {path.suffix.lstrip('.') or 'YAML'}: {one_line(err)}"
             ) from err
         base = str(base_dir) if base_dir is not None else str(path.resolve().parent)
     else:
@@ -514,7 +473,7 @@ def load_task_specs(path_or_mapping: Any, base_dir: str | os.PathLike | None = N
     if duplicates:
         problems.append(f"duplicate task name(s) {duplicates}{in_source}; task names must be unique")
     if problems:
-        raise TaskConfigError(_paragraph(f"Task config {source} is invalid:", problems))
+        raise TaskConfigError(paragraph(f"Task config {source} is invalid:", problems))
     return [spec for spec in specs if spec is not None]
 
 
@@ -523,222 +482,11 @@ def load_task_specs(path_or_mapping: Any, base_dir: str | os.PathLike | None = N
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _split_tag(tag: Any) -> tuple[str | None, str | None]:
-    """("O", None) for O, ("B"/"I", type) for B-/I- tags, (None, None) for anything else."""
-    if tag == "O":
-        return "O", None
-    if isinstance(tag, str) and len(tag) > 2 and tag[1] == "-" and tag[0] in "BI":
-        return tag[0], tag[2:]
-    return None, None
-
-
-def repair_iob2(tags: Sequence[str]) -> tuple[list[str], int]:
-    """Turn every ``I-X`` that does not continue an ``X`` entity (after ``O``, at the start, after ``B-Y``/``I-Y``)
-    into ``B-X``. This is also exactly the IOB1 -> IOB2 conversion. Returns the new tags and how many changed."""
-    out: list[str] = []
-    changed = 0
-    prev_type = None
-    for tag in tags:
-        prefix, typ = _split_tag(tag)
-        if prefix == "I" and prev_type != typ:
-            tag = "B-" + typ
-            changed += 1
-        out.append(tag)
-        prev_type = typ
-    return out, changed
-
-
-def iob1_to_iob2(tags: Sequence[str]) -> list[str]:
-    """IOB1 (``I-`` starts an entity, ``B-`` only between two adjacent entities of a type) -> IOB2 (BIO)."""
-    return repair_iob2(tags)[0]
-
-
-def sort_labels(values: Iterable[Any], iob: bool = False) -> list[str]:
-    """Label order used when labels are inferred: sorted; for IOB tags ``O`` first, then ``B-X``, ``I-X`` for each
-    entity type X in sorted order (both are listed for every type seen)."""
-    values = [v for v in values if v is not None and v != ""]
-    if iob:
-        types = sorted({_split_tag(v)[1] for v in values if _split_tag(v)[0] in ("B", "I")})
-        return ["O"] + [f"{p}-{t}" for t in types for p in ("B", "I")]
-    if values and all(_is_int(v) for v in values):
-        return [str(v) for v in sorted(set(values))]
-    names = sorted({str(v) for v in values})
-    if "O" in names:
-        names.remove("O")
-        names.insert(0, "O")
-    return names
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Files
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _strip_compression(path: str) -> tuple[str, str | None]:
-    lower = path.lower()
-    for ext in _COMPRESSIONS:
-        if lower.endswith(ext):
-            return path[: -len(ext)], ext
-    return path, None
-
-
-def _file_format(path: str, fmt: str | None, task_type: str | None) -> str:
-    """The format of a data file: the task's ``format`` or the file's extension (a .gz/.bz2/.xz suffix is ignored)."""
-    if fmt is not None:
-        return fmt
-    stem, _ = _strip_compression(path)
-    ext = os.path.splitext(stem)[1].lower()
-    found = _EXTENSIONS.get(ext)
-    if found == "conll" and task_type == SEQUENCE:
-        found = None
-    if found is None:
-        known = sorted(e for e, f in _EXTENSIONS.items() if task_type != SEQUENCE or f != "conll")
-        raise TaskConfigError(
-            f"data file {path} has an unknown extension {ext or '(none)'!r}; known extensions: {', '.join(known)} "
-            f"(optionally compressed: {', '.join(_COMPRESSIONS)}), or set 'format' ({', '.join(FORMATS)})"
-        )
-    return found
-
-
-def _one_line(text: Any) -> str:
-    """An error message on one line (builders' messages may span several)."""
-    return " ".join(str(text).split())
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Tokenization
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def _continuation_ids(labels: list[str]) -> list[int]:
-    """For label_all_tokens: the id a continuation sub-token gets for each word label (B-X -> I-X when it exists)."""
-    index = {name: i for i, name in enumerate(labels)}
-    out = []
-    for i, name in enumerate(labels):
-        prefix, typ = _split_tag(name)
-        out.append(index.get(f"I-{typ}", i) if prefix == "B" else i)
-    return out
-
-
-def _truncated_flags(tokenizer, enc, texts, pairs, is_split: bool, max_length: int) -> list[bool]:
-    encodings = getattr(enc, "encodings", None)
-    if encodings:
-        return [bool(e.overflowing) for e in encodings]
-    # Tokenizers without a Rust backend: compare with the untruncated length.
-    full = tokenizer(texts, pairs, is_split_into_words=is_split, truncation=False)
-    return [len(ids) > max_length for ids in full["input_ids"]]
-
-
-def tokenize_task(
-    spec: TaskSpec,
-    dataset_dict: datasets.DatasetDict,
-    tokenizer,
-    max_seq_length: int = 128,
-    label_all_tokens: bool = False,
-) -> datasets.DatasetDict:
-    """Tokenize a task's splits and align labels.
-
-    Output columns: ``input_ids``, ``attention_mask``, ``token_type_ids`` (only if the tokenizer returns them) and
-    ``labels``: an int for sequence tasks; for token tasks a list with the word's label on its first sub-token,
-    ``-100`` on special tokens and on the other sub-tokens (or, with ``label_all_tokens=True``, the word's label with
-    ``B-X`` turned into ``I-X``). Truncated examples are counted per split, logged and stored in ``spec.truncated``.
-    """
-    if spec.labels is None:
-        raise TaskConfigError(f"Task '{spec.name}': labels are not known; call load_task_data before tokenize_task.")
-    model_max = getattr(tokenizer, "model_max_length", None)
-    if isinstance(model_max, int) and 0 < model_max < 1_000_000 and max_seq_length > model_max:
-        logger.warning(
-            "max_seq_length %d is longer than the tokenizer's model_max_length %d; using %d.",
-            max_seq_length,
-            model_max,
-            model_max,
-        )
-        max_seq_length = model_max
-    token = spec.is_token_task
-    if token and not getattr(tokenizer, "is_fast", False):
-        raise TaskConfigError(
-            f"Task '{spec.name}' is a token_classification task and needs a fast tokenizer (word_ids() for label "
-            f"alignment); {type(tokenizer).__name__} is not fast. Load it with AutoTokenizer.from_pretrained(..., "
-            "use_fast=True) or use a checkpoint with a tokenizer.json."
-        )
-    pair = bool(spec.text_pair_column) and not token
-    count_special = getattr(tokenizer, "num_special_tokens_to_add", None)
-    special = count_special(pair=pair) if callable(count_special) else 0
-    needed = special + (2 if pair else 1)
-    if isinstance(max_seq_length, bool) or not isinstance(max_seq_length, int) or max_seq_length < needed:
-        raise TaskConfigError(
-            f"Task '{spec.name}': max_seq_length={max_seq_length!r} leaves no room for text: the tokenizer adds "
-            f"{special} special token(s){' to a text pair' if pair else ''}, so max_seq_length must be at least "
-            f"{needed} (128 is a common choice)."
-        )
-    cont = _continuation_ids(spec.labels)
-    input_names = ("input_ids", "attention_mask", "token_type_ids")
-
-    def tokenize(batch: dict[str, list]) -> dict[str, list]:
-        if token:
-            texts, pairs = batch["tokens"], None
-        else:
-            texts, pairs = batch["text"], batch.get("text_pair")
-        enc = tokenizer(texts, pairs, is_split_into_words=token, truncation=True, max_length=max_seq_length)
-        out = {k: enc[k] for k in input_names if k in enc}
-        out["__truncated__"] = _truncated_flags(tokenizer, enc, texts, pairs, token, max_seq_length)
-        if not token:
-            out["labels"] = list(batch["label"])
-            out["__lost__"] = [0] * len(texts)
-            return out
-        labels, lost = [], []
-        for i, tags in enumerate(batch["tags"]):
-            word_ids = enc.word_ids(i)
-            row, prev = [], None
-            for w in word_ids:
-                if w is None:
-                    row.append(IGNORE_INDEX)
-                elif w != prev:
-                    row.append(tags[w])
-                else:
-                    row.append(cont[tags[w]] if label_all_tokens else IGNORE_INDEX)
-                prev = w
-            labels.append(row)
-            kept = {w for w in word_ids if w is not None}
-            last = max(kept) if kept else -1
-            # words before the truncation point that produced no sub-token (e.g. only control characters)
-            lost.append(last + 1 - len(kept))
-        out["labels"] = labels
-        out["__lost__"] = lost
-        return out
-
-    result = datasets.DatasetDict()
-    spec.truncated = {}
-    for split, ds in dataset_dict.items():
-        out = ds.map(tokenize, batched=True, remove_columns=ds.column_names, desc=f"Tokenizing {spec.name}/{split}")
-        n_truncated = sum(out["__truncated__"])
-        n_lost = sum(out["__lost__"])
-        spec.truncated[split] = n_truncated
-        if n_truncated:
-            logger.warning(
-                "Task '%s', split %s: %d of %d examples were truncated to max_seq_length=%d.",
-                spec.name,
-                split,
-                n_truncated,
-                len(out),
-                max_seq_length,
-            )
-        else:
-            logger.info(
-                "Task '%s', split %s: no example was truncated (max_seq_length=%d).", spec.name, split, max_seq_length
-            )
-        if n_lost:
-            logger.warning(
-                "Task '%s', split %s: %d word(s) produced no sub-token (e.g. only control characters) and carry no "
-                "label.",
-                spec.name,
-                split,
-                n_lost,
-            )
-        result[split] = out.remove_columns(["__truncated__", "__lost__"])
-    return result
