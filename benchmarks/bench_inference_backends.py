@@ -83,7 +83,8 @@ def train_mtst(path: str, tokenizer, args, specs, data) -> object:
     """A short joint training (MultiTaskTrainer) from the backbone: the model every precision is scored on."""
     from mtst.data.collator import MultiTaskCollator
     from mtst.remote.modeling_mtst import MTSTModel
-    from mtst.training.trainer import MultiTaskTrainer, MultiTaskTrainingArguments
+    from mtst.training.arguments import MultiTaskTrainingArguments
+    from mtst.training.trainer import MultiTaskTrainer
 
     tasks = {spec.name: spec.to_model_task() for spec in specs}
     model = MTSTModel.from_backbone(path, tasks=tasks, pooling="mean", normalize="l2")
@@ -120,7 +121,7 @@ def score(model, tokenizer, data, specs, batch_size: int = 64) -> dict:
     import numpy as np
     import torch
 
-    from mtst.training.trainer import token_classification_metrics
+    from mtst.metrics import token_classification_metrics
 
     out = {}
     for spec in specs:

@@ -253,8 +253,10 @@ def mtst_heldout_predictions(run_dir: str, config: str, seed: int, recipe: dict,
     from mtst.data.loading import load_task_data
     from mtst.data.tasks import load_task_specs
     from mtst.data.tokenization import tokenize_task
+    from mtst.metrics import write_predictions
     from mtst.remote.modeling_mtst import MTSTModel
-    from mtst.training.trainer import MultiTaskTrainer, MultiTaskTrainingArguments, write_predictions
+    from mtst.training.arguments import MultiTaskTrainingArguments
+    from mtst.training.trainer import MultiTaskTrainer
 
     transformers.utils.logging.set_verbosity_error()
     specs = [s for s in load_task_specs(os.path.join(bc.REPO_ROOT, config)) if not s.is_token_task]

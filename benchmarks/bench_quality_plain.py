@@ -111,7 +111,7 @@ def main(argv=None) -> dict:
 
     from mtst.data.loading import load_task_data
     from mtst.data.tasks import load_task_specs
-    from mtst.training.trainer import task_metrics, write_predictions
+    from mtst.metrics import task_metrics, write_predictions
 
     logging.basicConfig(
         format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",

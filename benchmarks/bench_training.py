@@ -166,7 +166,8 @@ def main(argv=None) -> dict:
     from mtst.data.tasks import load_task_specs
     from mtst.data.tokenization import tokenize_task
     from mtst.remote.modeling_mtst import MTSTModel
-    from mtst.training.trainer import MultiTaskTrainer, MultiTaskTrainingArguments
+    from mtst.training.arguments import MultiTaskTrainingArguments
+    from mtst.training.trainer import MultiTaskTrainer
 
     path = bc.backbone_path()
     tokenizer = AutoTokenizer.from_pretrained(path)

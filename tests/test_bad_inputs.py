@@ -27,7 +27,8 @@ from mtst.data.tasks import load_task_specs
 from mtst.data.tokenization import tokenize_task
 from mtst.remote.configuration_mtst import MTSTConfig, MTSTConfigError, MTSTLoadError
 from mtst.remote.modeling_mtst import MTSTModel
-from mtst.training.trainer import MultiTaskTrainer, MultiTaskTrainingArguments, MultiTaskTrainingError
+from mtst.training.arguments import MultiTaskTrainingArguments, MultiTaskTrainingError
+from mtst.training.trainer import MultiTaskTrainer
 
 PREDICT_PREFIX = "mtst-predict: error: "
 

@@ -43,7 +43,7 @@ from safetensors.torch import load_file
 from trainer_helpers import WORSE_EPOCHS_RUN
 
 from mtst.cli import train as run_multitask
-from mtst.training.trainer import LOSS_WEIGHTING_FILE, checkpoint_problem, last_complete_checkpoint
+from mtst.training.checkpoints import LOSS_WEIGHTING_FILE, checkpoint_problem, last_complete_checkpoint
 
 # 40 train examples per task, batches of 4: 20 steps per epoch, 40 in all; a checkpoint every 5 steps.
 STEPS_PER_EPOCH = 20

@@ -10,15 +10,10 @@ from safetensors.torch import load_file
 from trainer_helpers import NER_LABELS, TOPIC_LABELS, tiny_model, tokenized_tasks, worse_at_epochs_callback
 from transformers import TrainerCallback
 
-from mtst.training.trainer import (
-    LOSS_WEIGHTING_FILE,
-    MultiTaskTrainer,
-    MultiTaskTrainingArguments,
-    MultiTaskTrainingError,
-    apply_static_freezing,
-    best_model_selection,
-    format_parameter_summary,
-)
+from mtst.training.arguments import MultiTaskTrainingArguments, MultiTaskTrainingError
+from mtst.training.checkpoints import LOSS_WEIGHTING_FILE, best_model_selection
+from mtst.training.freezing import apply_static_freezing, format_parameter_summary
+from mtst.training.trainer import MultiTaskTrainer
 from mtst.training.weighting import GradientProjection
 
 

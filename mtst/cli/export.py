@@ -45,13 +45,13 @@ def export(args: argparse.Namespace) -> dict:
     from transformers import AutoConfig, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from mtst.cli.predict import PredictError, _check_model
+    from mtst.cli.predict import PredictError, check_model
     from mtst.inference import InferenceError, export_onnx
     from mtst.remote.configuration_mtst import MTSTConfig, MTSTConfigError
     from mtst.remote.modeling_mtst import MTSTModel
 
     hf_logging.set_verbosity_error()
-    _check_model(args.model, args.revision)
+    check_model(args.model, args.revision)
     AutoConfig.register("mtst", MTSTConfig, exist_ok=True)
     kwargs = {} if os.path.isdir(args.model) else {"revision": args.revision}
     try:

@@ -74,7 +74,7 @@ def check_not_missing_path(model: str) -> None:
         raise PredictError(f"Model folder '{model}' does not exist.")
 
 
-def _check_model(model: str, revision: str | None) -> None:
+def check_model(model: str, revision: str | None) -> None:
     """Fails with a clear message unless `model` is a local MTST folder or an MTST repo on the Hub."""
     if os.path.isdir(model):
         config_path = os.path.join(model, "config.json")
@@ -121,7 +121,7 @@ def load_pipeline(
                 "(the default training run writes it there) or pass --model with a local folder or a Hub id."
             )
         model = DEFAULT_MODEL
-    _check_model(model, revision)
+    check_model(model, revision)
 
     import torch
     from transformers import AutoConfig, AutoTokenizer

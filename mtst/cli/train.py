@@ -32,19 +32,14 @@ from mtst.data.errors import TaskConfigError, TaskDataError
 from mtst.data.loading import load_task_data
 from mtst.data.tasks import load_task_specs
 from mtst.data.tokenization import tokenize_task
+from mtst.metrics import HEADLINE_METRICS
 from mtst.remote.configuration_mtst import MTSTConfigError, first_sentence
 from mtst.remote.modeling_mtst import MTSTModel, check_model_folder
 from mtst.training import grow
-from mtst.training.arguments import SAMPLING_STRATEGIES
+from mtst.training.arguments import SAMPLING_STRATEGIES, MultiTaskTrainingArguments, MultiTaskTrainingError
+from mtst.training.checkpoints import checkpoint_files, last_complete_checkpoint
 from mtst.training.distill import parse_teacher_models
-from mtst.training.trainer import (
-    HEADLINE_METRICS,
-    MultiTaskTrainer,
-    MultiTaskTrainingArguments,
-    MultiTaskTrainingError,
-    checkpoint_files,
-    last_complete_checkpoint,
-)
+from mtst.training.trainer import MultiTaskTrainer
 
 logger = logging.getLogger(__name__)
 

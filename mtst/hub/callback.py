@@ -21,7 +21,7 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainingArguments
 
-from mtst.hub.card import MTSTCardData, _fmt, _number, write_model_card
+from mtst.hub.card import MTSTCardData, as_number, format_number, write_model_card
 from mtst.hub.publish import is_local_path
 
 logger = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ def read_sampler(sampler) -> dict[str, Any]:
     if sampler is None:
         return info
     if getattr(sampler, "strategy", None):
-        info["strategy"] = _fmt(sampler.strategy)
+        info["strategy"] = format_number(sampler.strategy)
     # Steps of each task per epoch (balanced upsamples small tasks beyond their own pass).
     steps = getattr(sampler, "epoch_task_steps", None) or getattr(sampler, "task_steps", None)
     total = getattr(sampler, "steps_per_epoch", None)
@@ -253,7 +253,7 @@ class MTSTCardCallback(TrainerCallback):
             data.kept_model = dict(trainer.kept_model)
         if data.training_seconds is None:
             runtimes = [e["train_runtime"] for e in history if "train_runtime" in e]
-            data.training_seconds = _number(runtimes[-1]) if runtimes else None
+            data.training_seconds = as_number(runtimes[-1]) if runtimes else None
         return data
 
     def write_checkpoint_files(self, args, state, folder, model=None, processing_class=None) -> None:

@@ -79,7 +79,7 @@ HEADER_ORDER = ("library_name", "pipeline_tag", "tags", "language", "license", "
 _NOT_METRICS = ("runtime", "samples_per_second", "steps_per_second", "epoch", "loss")
 
 
-def _fmt(value: Any, digits: int | None = 4) -> str:
+def format_number(value: Any, digits: int | None = 4) -> str:
     """A table cell, never 'None': floats to `digits` places (`None`: their shortest exact form, 5e-05), booleans in
     lower case, lists and mappings as JSON, pipes escaped."""
     if isinstance(value, Enum):
@@ -97,7 +97,7 @@ def _fmt(value: Any, digits: int | None = 4) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _number(value: Any) -> float | None:
+def as_number(value: Any) -> float | None:
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -128,7 +128,10 @@ def loss_curve_svg(train: Sequence[tuple[float, float]], validation: Sequence[tu
     """An SVG line chart (matplotlib) of the training and validation loss by step. None when there is no finite
     point to draw, or when matplotlib is not installed (an optional dependency: the card then has no picture)."""
     series = [
-        (name, sorted((float(x), float(y)) for x, y in points if _number(x) is not None and _number(y) is not None))
+        (
+            name,
+            sorted((float(x), float(y)) for x, y in points if as_number(x) is not None and as_number(y) is not None),
+        )
         for name, points in (("Training loss", train), ("Validation loss", validation))
     ]
     if not any(points for _, points in series):
@@ -263,7 +266,7 @@ class MTSTCardData(ModelCardData):
         for pre in prefixes:
             target = split or {"eval": "validation", "predict": "test"}.get(pre, pre)
             for key, value in metrics.items():
-                number = _number(value)
+                number = as_number(value)
                 if number is None or not key.startswith(pre + "_"):
                     continue
                 rest = key[len(pre) + 1 :]
@@ -277,7 +280,7 @@ class MTSTCardData(ModelCardData):
         `run_multitask.read_single_task_results` reads them), compared with the joint score of the same metric on the
         test split when both runs have it, else on the validation split."""
         for task, entry in results.items():
-            values = {s: float(entry[s]) for s in ("test", "validation") if _number(entry.get(s)) is not None}
+            values = {s: float(entry[s]) for s in ("test", "validation") if as_number(entry.get(s)) is not None}
             self.single_task[task] = {"source": entry.get("source"), "metric": entry["metric"], **values}
 
     def compared_split(self, task: str) -> str | None:
@@ -407,8 +410,8 @@ class MTSTCardData(ModelCardData):
             "has_probabilities": any(row["probability"] for row in rows),
             "has_learned_weights": bool(self.learned_loss_weights),
             "options": self.multitask_options,
-            "multitask_options": {k: _fmt(v, None) for k, v in self.multitask_options.items()},
-            "hyperparameters": {k: _fmt(v, None) for k, v in self.hyperparameters.items()},
+            "multitask_options": {k: format_number(v, None) for k, v in self.multitask_options.items()},
+            "hyperparameters": {k: format_number(v, None) for k, v in self.hyperparameters.items()},
             "training_seconds": self.training_seconds,
             "kept_model": self.kept_model,
             "log_columns": columns,
@@ -433,11 +436,13 @@ class MTSTCardData(ModelCardData):
                 {label.split("-", 1)[1] for label in labels if "-" in label and spec["type"] == TOKEN}
             ),
             "info": info,
-            "loss_weight": _fmt(_number(spec.get("loss_weight", 1.0)), 2),
+            "loss_weight": format_number(as_number(spec.get("loss_weight", 1.0)), 2),
             "size": sampling.get("task_sizes", {}).get(name, info.get("train_size")),
             "steps": sampling.get("steps", {}).get(name),
             "probability": f"{probability:.3f}" if probability is not None else None,
-            "learned_weight": _fmt(self.learned_loss_weights.get(name)) if self.learned_loss_weights else None,
+            "learned_weight": format_number(self.learned_loss_weights.get(name))
+            if self.learned_loss_weights
+            else None,
         }
 
     def _result_rows(self, tasks: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -459,15 +464,15 @@ class MTSTCardData(ModelCardData):
                             "task": name,
                             "split": split,
                             "metric": known[metric][1],
-                            "value": _fmt(value),
-                            "single": _fmt(theirs) if theirs is not None else None,
+                            "value": format_number(value),
+                            "single": format_number(theirs) if theirs is not None else None,
                             "delta": f"{(value - theirs) * 100:+.2f}" if theirs is not None else None,
                             "headline": metric == HEADLINE_METRICS.get(spec["type"]),
                         }
                     )
                 if spec["type"] == TOKEN:
                     for metric in sorted(m for m in values if m not in known and m.endswith("_f1")):
-                        f1 = _fmt(values[metric])
+                        f1 = format_number(values[metric])
                         entity_rows.append({"task": name, "split": split, "entity": metric[: -len("_f1")], "f1": f1})
         sources = {t: self.single_task[t].get("source") for t in tasks if self.compared_split(t)}
         return {"result_rows": result_rows, "entity_rows": entity_rows, "single_task_sources": sources}
@@ -492,7 +497,10 @@ class MTSTCardData(ModelCardData):
         columns = ["Epoch", "Step", *named.values()]
         columns = [c for c in columns if any(c in row for row in rows.values())]
         cells = [
-            [f"{float(row[c]):.2f}" if c == "Epoch" and row.get(c) is not None else _fmt(row.get(c)) for c in columns]
+            [
+                f"{float(row[c]):.2f}" if c == "Epoch" and row.get(c) is not None else format_number(row.get(c))
+                for c in columns
+            ]
             for _, row in sorted(rows.items())
         ]
         return columns, cells
@@ -502,7 +510,7 @@ class MTSTCardData(ModelCardData):
         points = {"loss": [], "eval_loss": []}
         for entry in self.log_history:
             for key, found in points.items():
-                if entry.get("step") is not None and _number(entry.get(key)) is not None:
+                if entry.get("step") is not None and as_number(entry.get(key)) is not None:
                     found.append((float(entry["step"]), float(entry[key])))
         return points["loss"], points["eval_loss"]
 

@@ -1,6 +1,6 @@
 """The options of multi-task training: `MultiTaskTrainingArguments` ([`TrainingArguments`] plus the options of
 [`mtst.training.trainer.MultiTaskTrainer`]) and `MultiTaskTrainingError`, the error of an invalid multi-task option
-(defined here, the lowest module that raises it; `mtst.training.trainer` re-exports both).
+(defined here, the lowest module that raises it).
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class OptimizerState(ExplicitEnum):
 
 
 class FreezeOption(ExplicitEnum):
-    """What is frozen from the start (see `mtst.training.trainer.apply_static_freezing`)."""
+    """What is frozen from the start (see `mtst.training.freezing.apply_static_freezing`)."""
 
     NONE = "none"
     ALL = "all"
@@ -215,7 +215,7 @@ _OPTION_DEFAULTS = {
 }
 
 
-def _option(args, name: str):
+def option(args, name: str):
     return getattr(args, name, _OPTION_DEFAULTS.get(name))
 
 
@@ -233,27 +233,27 @@ def check_options(args) -> None:
     """Raise `MultiTaskTrainingError` for an invalid multi-task option of `args` (a plain `TrainingArguments` has the
     defaults). `MultiTaskTrainingArguments.__post_init__` calls it, and so does the Trainer, for arguments changed
     after they were made."""
-    for option, choices in _ENUM_OPTIONS.items():
-        value = _option(args, option)
+    for name, choices in _ENUM_OPTIONS.items():
+        value = option(args, name)
         try:
             choices(value)
         except (ValueError, TypeError):
             allowed = ", ".join(choice.value for choice in choices)
-            raise MultiTaskTrainingError(f"Unknown {option} {value!r}; allowed values: {allowed}.") from None
-    decay = _option(args, "layerwise_lr_decay")
+            raise MultiTaskTrainingError(f"Unknown {name} {value!r}; allowed values: {allowed}.") from None
+    decay = option(args, "layerwise_lr_decay")
     if not isinstance(decay, (int, float)) or not 0 < decay <= 1:
         raise MultiTaskTrainingError(f"`layerwise_lr_decay` must be in (0, 1]; got {decay!r}.")
-    every = _option(args, "gradual_unfreeze_every")
+    every = option(args, "gradual_unfreeze_every")
     if isinstance(every, bool) or not isinstance(every, int) or every < 0:
         raise MultiTaskTrainingError(f"`gradual_unfreeze_every` must be an integer >= 0; got {every!r}.")
-    temperature, cap = _option(args, "temperature"), _option(args, "temperature_cap")
+    temperature, cap = option(args, "temperature"), option(args, "temperature_cap")
     if not isinstance(temperature, (int, float)) or not (temperature > 0 and math.isfinite(temperature)):
         raise MultiTaskTrainingError(f"`temperature` must be a positive number; got {temperature!r}.")
     if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
         raise MultiTaskTrainingError(f"`temperature_cap` must be a positive integer; got {cap!r}.")
-    factor = _option(args, "head_learning_rate_factor")
+    factor = option(args, "head_learning_rate_factor")
     if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not (factor > 0 and math.isfinite(factor)):
         raise MultiTaskTrainingError(f"`head_learning_rate_factor` must be a positive number; got {factor!r}.")
-    decay = _option(args, "gradient_surgery_decay")
+    decay = option(args, "gradient_surgery_decay")
     if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay < 1:
         raise MultiTaskTrainingError(f"`gradient_surgery_decay` must be in [0, 1); got {decay!r}.")

@@ -25,7 +25,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from mtst.remote.configuration_mtst import MTSTConfig, MTSTLoadError, read_config_dict
 from mtst.remote.modeling_mtst import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, check_weights, check_weights_file
-from mtst.training.arguments import MultiTaskTrainingError, _option
+from mtst.training.arguments import MultiTaskTrainingError, option
 
 __all__ = [
     "best_model_selection",
@@ -39,13 +39,13 @@ logger = logging.getLogger(__name__)
 LOSS_WEIGHTING_FILE = "mtst_loss_weighting.safetensors"
 TASK_OPTIMIZER_FILE = "mtst_task_optimizer_states.safetensors"
 TRAINER_STATE_NAME = "trainer_state.json"
-_CHECKPOINT_RE = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+CHECKPOINT_RE = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 
 
 def checkpoint_files(args) -> tuple[str, ...]:
     """The MTST files that a checkpoint of a run with these arguments must hold to be resumed from."""
-    files = (LOSS_WEIGHTING_FILE,) if _option(args, "loss_weighting") == "uncertainty" else ()
-    if _option(args, "optimizer_state") == "per_task" and not getattr(args, "save_only_model", False):
+    files = (LOSS_WEIGHTING_FILE,) if option(args, "loss_weighting") == "uncertainty" else ()
+    if option(args, "optimizer_state") == "per_task" and not getattr(args, "save_only_model", False):
         files += (TASK_OPTIMIZER_FILE,)
     return files
 
@@ -97,7 +97,7 @@ def last_complete_checkpoint(output_dir: str, required: Sequence[str] = ()) -> s
     if not os.path.isdir(output_dir):
         return None
     steps = sorted(
-        ((int(m.group(1)), name) for name in os.listdir(output_dir) if (m := _CHECKPOINT_RE.match(name))),
+        ((int(m.group(1)), name) for name in os.listdir(output_dir) if (m := CHECKPOINT_RE.match(name))),
         reverse=True,
     )
     for _, name in steps:
@@ -122,7 +122,7 @@ def check_resume_checkpoint(checkpoint: str, model: nn.Module, required: Sequenc
     if problem is not None:
         parent = os.path.dirname(os.path.normpath(checkpoint))
         other = (
-            last_complete_checkpoint(parent, required) if _CHECKPOINT_RE.match(os.path.basename(checkpoint)) else None
+            last_complete_checkpoint(parent, required) if CHECKPOINT_RE.match(os.path.basename(checkpoint)) else None
         )
         hint = f" The last complete checkpoint there is {other}." if other else ""
         raise MultiTaskTrainingError(f"Cannot resume from {checkpoint}: {problem}.{hint}")
@@ -193,7 +193,7 @@ def best_model_selection(args, has_eval_dataset: bool = True) -> str | None:
     return None
 
 
-def _metric_key(args) -> str:
+def metric_key(args) -> str:
     """`metric_for_best_model` as the Trainer reads it (`average` -> `eval_average`)."""
     metric = args.metric_for_best_model or "loss"
     return metric if metric.startswith("eval_") else f"eval_{metric}"

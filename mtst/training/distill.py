@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from mtst.training.arguments import MultiTaskTrainingError
-from mtst.training.sampler import _task_mapping
+from mtst.training.sampler import task_mapping
 
 IGNORE_INDEX = -100
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -34,7 +34,7 @@ __all__ = ["TaskTeachers", "distilled_loss", "parse_teacher_models", "soft_cross
 def parse_teacher_models(value: str | Mapping[str, str] | None, tasks: Sequence[str]) -> dict[str, str]:
     """`{task: folder}` from 'task=DIR,...' (or a mapping), with every task known and every folder a saved MTST model
     (cheap checks only: nothing is loaded, so a run can make them before its data is read)."""
-    value = _task_mapping("teacher_models", value or None, tasks, kind=str)
+    value = task_mapping("teacher_models", value or None, tasks, kind=str)
     for task, path in value.items():
         config = os.path.join(path, "config.json")
         try:

@@ -162,7 +162,7 @@ def apply_static_freezing(
     return [n for n, p in model.named_parameters() if id(p) in frozen]
 
 
-def _gated_lambda(base, start_step: int):
+def gated_lambda(base, start_step: int):
     def lr_lambda(step: int) -> float:
         return base(step) if step >= start_step else 0.0
 

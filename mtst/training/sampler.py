@@ -47,7 +47,7 @@ if TYPE_CHECKING:  # the sampler needs only the dataset's task_sizes and offsets
 __all__ = ["SAMPLING_STRATEGIES", "MultiTaskBatchSampler"]
 
 
-def _task_mapping(name: str, value, tasks: Sequence[str], kind=float) -> dict:
+def task_mapping(name: str, value, tasks: Sequence[str], kind=float) -> dict:
     """Parse `{task: value}` given as a mapping, a list aligned with `tasks`, JSON, or "a=1,b=2"."""
     if value is None:
         return {}
@@ -151,7 +151,7 @@ class MultiTaskBatchSampler(Sampler[list[int]]):
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise MultiTaskTrainingError(f"`seed` must be a non-negative integer; got {seed!r}.")
         self.batch_sizes = {t: batch_size for t in self.tasks}
-        for t, b in _task_mapping("task_batch_sizes", task_batch_sizes, self.tasks, int).items():
+        for t, b in task_mapping("task_batch_sizes", task_batch_sizes, self.tasks, int).items():
             if b < 1:
                 raise MultiTaskTrainingError(f"`task_batch_sizes`: task {t!r} needs a positive batch size; got {b}.")
             self.batch_sizes[t] = b
@@ -197,7 +197,7 @@ class MultiTaskBatchSampler(Sampler[list[int]]):
                 raise MultiTaskTrainingError(
                     f"The `weights` sampling strategy needs `task_weights` for the tasks {', '.join(self.tasks)}."
                 )
-            parsed = _task_mapping("task_weights", weights, self.tasks)
+            parsed = task_mapping("task_weights", weights, self.tasks)
             missing = [t for t in self.tasks if t not in parsed]
             if missing:
                 raise MultiTaskTrainingError(

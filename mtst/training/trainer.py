@@ -2,7 +2,8 @@
 gradual unfreezing. The other parts of training have modules of their own: the options and their error in
 `mtst.training.arguments`, the task-aware batch sampler in `mtst.training.sampler`, the per-task metrics and prediction
 files in `mtst.metrics`, the checkpoint checks in `mtst.training.checkpoints`, the parameter blocks behind freezing and
-the learning-rate groups in `mtst.training.freezing`; this module re-exports their public names.
+the learning-rate groups in `mtst.training.freezing`, evaluation and prediction per task in
+`mtst.training.evaluation`.
 
 Loss
     Each batch's loss is the model's unweighted loss for the batch's task (mean over the batch's labelled units:
@@ -25,88 +26,47 @@ import logging
 import math
 import os
 import sys
-import time
 from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import (
     PREFIX_CHECKPOINT_DIR,
-    EvalPrediction,
-    PredictionOutput,
     seed_worker,
-    speed_metrics,
 )
-
-try:  # transformers >= 5.x with optimizer factories (Muon, Dion, ...)
-    from transformers.trainer_optimizer import is_optimizer_factory
-except ImportError:  # older releases: optimizer handlers return optimizer classes only
-
-    def is_optimizer_factory(optimizer_cls_or_factory) -> bool:
-        return False
-
 
 from mtst.data.collator import MultiTaskCollator, MultiTaskDataset
-from mtst.metrics import (
-    HEADLINE_METRICS,
-    sequence_classification_metrics,
-    task_metrics,
-    token_classification_metrics,
-    write_predictions,
-)
-from mtst.remote.configuration_mtst import TOKEN_CLASSIFICATION
 from mtst.training.arguments import (
     MultiTaskTrainingArguments,
     MultiTaskTrainingError,
-    _option,
     check_options,
+    option,
 )
 from mtst.training.checkpoints import (
-    _CHECKPOINT_RE,
+    CHECKPOINT_RE,
     LOSS_WEIGHTING_FILE,
     TASK_OPTIMIZER_FILE,
-    _metric_key,
     best_model_selection,
     check_resume_checkpoint,
     checkpoint_files,
     checkpoint_problem,
     last_complete_checkpoint,
+    metric_key,
 )
 from mtst.training.distill import TaskTeachers, distilled_loss
+from mtst.training.evaluation import MultiTaskEvaluationMixin, per_task
 from mtst.training.freezing import (
-    _gated_lambda,
     apply_static_freezing,
-    format_parameter_summary,
-    parameter_blocks,
-    parameter_groups,
 )
-from mtst.training.sampler import MultiTaskBatchSampler, _task_mapping
+from mtst.training.optimization import MultiTaskOptimizerMixin, head_learning_rates
+from mtst.training.sampler import MultiTaskBatchSampler
 from mtst.training.weighting import GradientProjection, TaskOptimizerStates, UncertaintyLossWeighting
 
-__all__ = [
-    "MultiTaskBatchSampler",
-    "MultiTaskTrainer",
-    "MultiTaskTrainingArguments",
-    "MultiTaskTrainingError",
-    "UncertaintyLossWeighting",
-    "apply_static_freezing",
-    "best_model_selection",
-    "check_resume_checkpoint",
-    "checkpoint_files",
-    "checkpoint_problem",
-    "last_complete_checkpoint",
-    "parameter_blocks",
-    "sequence_classification_metrics",
-    "token_classification_metrics",
-    "task_metrics",
-    "write_predictions",
-    "format_parameter_summary",
-]
+__all__ = ["MultiTaskTrainer"]
 
 logger = logging.getLogger(__name__)
 # One line per training micro-batch (rank, step, task) when `log_task_per_step` or MTST_LOG_TASK_PER_STEP=1.
@@ -118,14 +78,71 @@ step_logger = logging.getLogger(__name__ + ".steps")
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _per_task(datasets) -> dict[str, MultiTaskDataset]:
-    """`{task: MultiTaskDataset({task: dataset})}` from a mapping or a `MultiTaskDataset`."""
-    if isinstance(datasets, MultiTaskDataset):
-        datasets = datasets.datasets if len(datasets.task_names) > 1 else {datasets.task_names[0]: datasets}
-    return {
-        task: ds if isinstance(ds, MultiTaskDataset) and ds.task_names == [task] else MultiTaskDataset({task: ds})
-        for task, ds in datasets.items()
-    }
+def _replace_trainer_sampling(args, n_tasks: int) -> None:
+    """MultiTaskBatchSampler replaces the Trainer's sampler (`train_sampling_strategy` back to "random"; its length
+    grouping would also reorder evaluation sets and so misalign prediction files), and single-task batches leave the
+    other tasks' heads out of each step's graph, so DDP must expect unused parameters."""
+    if getattr(args, "train_sampling_strategy", "random") != "random":
+        if args.train_sampling_strategy == "group_by_length" and hasattr(args, "group_by_length"):
+            args.group_by_length = True
+        logger.warning(
+            "train_sampling_strategy=%r is ignored: MultiTaskTrainer samples with MultiTaskBatchSampler "
+            "(use sampling_strategy, and group_by_length for length grouping inside each task).",
+            args.train_sampling_strategy,
+        )
+        args.train_sampling_strategy = "random"
+    if n_tasks > 1 and args.ddp_find_unused_parameters is None:
+        # The same heads are unused on every rank, so DDP keeps their gradients None and the optimizer skips them,
+        # exactly as in one process.
+        args.ddp_find_unused_parameters = True
+
+
+def _choose_kept_model(args, has_eval_dataset: bool) -> str | None:
+    """Set `load_best_model_at_end` when the user left it unset (True when evaluation and saving line up), log which
+    model training will keep, and return why it is not the best checkpoint (None when it is)."""
+    reason = best_model_selection(args, has_eval_dataset)
+    keep_best = getattr(args, "load_best_model_at_end", False)
+    if keep_best is None:
+        args.load_best_model_at_end = reason is None
+    elif keep_best:
+        reason = None
+    else:
+        reason = "--load_best_model_at_end is false"
+    if args.should_log:
+        metric = metric_key(args)
+        if args.load_best_model_at_end:
+            logger.info(
+                "The model kept at the end of training is the best checkpoint by %s (evaluation and saving line "
+                "up; --load_best_model_at_end false keeps the last one).",
+                metric,
+            )
+        elif keep_best is None:
+            logger.warning(
+                "The model kept at the end of training is the last one, not the best checkpoint by %s: %s. "
+                "Evaluate and save with the same strategy (--save_steps a multiple of --eval_steps) to keep the "
+                "best one.",
+                metric,
+                reason,
+            )
+    return reason
+
+
+def _step_logging(args) -> bool:
+    """Whether to log one line per training micro-batch (`log_task_per_step` or MTST_LOG_TASK_PER_STEP=1); sets up
+    `step_logger` (to stderr, not propagated) when so."""
+    enabled = bool(option(args, "log_task_per_step")) or os.environ.get("MTST_LOG_TASK_PER_STEP", "").lower() in (
+        "1",
+        "true",
+        "yes",
+    )
+    if enabled:
+        step_logger.setLevel(logging.INFO)
+        if not step_logger.handlers:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            step_logger.addHandler(handler)
+            step_logger.propagate = False
+    return enabled
 
 
 class _MultiTaskCallback(TrainerCallback):
@@ -162,7 +179,7 @@ class _MultiTaskCallback(TrainerCallback):
             weighting.zero_grad(set_to_none=True)
 
 
-class MultiTaskTrainer(Trainer):
+class MultiTaskTrainer(MultiTaskOptimizerMixin, MultiTaskEvaluationMixin, Trainer):
     """
     [`Trainer`] for [`modeling_mtst.MTSTModel`]: single-task batches from [`MultiTaskBatchSampler`], per-task loss
     weighting, per-task training losses in the logs (`loss_<task>`), per-task evaluation and prediction, freezing,
@@ -189,70 +206,25 @@ class MultiTaskTrainer(Trainer):
         if args is None:
             args = MultiTaskTrainingArguments(output_dir="trainer_output")
         check_options(args)  # MultiTaskTrainingArguments checks them when made; args may have changed since
-        if model is not None:
-            self.task_names = list(model.config.task_names)
-            if not self.task_names:
-                raise MultiTaskTrainingError("The model has no task heads to train.")
-            # Static freezes: before the model is wrapped (DDP never sees these parameters as trainable).
-            self.frozen_parameters = apply_static_freezing(
-                model, _option(args, "freeze"), _option(args, "freeze_layers"), _option(args, "freeze_heads")
-            )
         if model is None:
             raise MultiTaskTrainingError("MultiTaskTrainer needs an MTST model (model_init is not supported).")
-        every_head = _option(args, "head_learning_rate")
-        self.head_learning_rates = {t: every_head for t in self.task_names} if every_head is not None else {}
-        self.head_learning_rates |= _task_mapping(
-            "head_learning_rates", _option(args, "head_learning_rates"), self.task_names
+        self.task_names = list(model.config.task_names)
+        if not self.task_names:
+            raise MultiTaskTrainingError("The model has no task heads to train.")
+        # Static freezes: before the model is wrapped (DDP never sees these parameters as trainable).
+        self.frozen_parameters = apply_static_freezing(
+            model, option(args, "freeze"), option(args, "freeze_layers"), option(args, "freeze_heads")
         )
-        bad = {t: lr for t, lr in self.head_learning_rates.items() if not (lr > 0 and math.isfinite(lr))}
-        if bad:
-            raise MultiTaskTrainingError(f"`head_learning_rate(s)` must be positive numbers; got {bad}.")
-        if getattr(args, "train_sampling_strategy", "random") != "random":
-            # MultiTaskBatchSampler replaces the Trainer's sampler; the Trainer's length grouping would also reorder
-            # evaluation sets (and so misalign prediction files).
-            if args.train_sampling_strategy == "group_by_length" and hasattr(args, "group_by_length"):
-                args.group_by_length = True
-            logger.warning(
-                "train_sampling_strategy=%r is ignored: MultiTaskTrainer samples with MultiTaskBatchSampler "
-                "(use sampling_strategy, and group_by_length for length grouping inside each task).",
-                args.train_sampling_strategy,
-            )
-            args.train_sampling_strategy = "random"
-        if len(self.task_names) > 1 and args.ddp_find_unused_parameters is None:
-            # Single-task batches leave the other tasks' heads out of every step's graph (the same heads on every
-            # rank, so DDP keeps their gradients None and the optimizer skips them, exactly as in one process).
-            args.ddp_find_unused_parameters = True
+        self.head_learning_rates = head_learning_rates(args, self.task_names)
+        _replace_trainer_sampling(args, len(self.task_names))
         # The model kept at the end: the best checkpoint when evaluation and saving line up (None: decide here).
-        self.best_model_reason = best_model_selection(args, eval_dataset is not None)
-        keep_best = getattr(args, "load_best_model_at_end", False)
-        if keep_best is None:
-            args.load_best_model_at_end = self.best_model_reason is None
-        elif keep_best:
-            self.best_model_reason = None
-        else:
-            self.best_model_reason = "--load_best_model_at_end is false"
-        if args.should_log:
-            metric = _metric_key(args)
-            if args.load_best_model_at_end:
-                logger.info(
-                    "The model kept at the end of training is the best checkpoint by %s (evaluation and saving line "
-                    "up; --load_best_model_at_end false keeps the last one).",
-                    metric,
-                )
-            elif keep_best is None:
-                logger.warning(
-                    "The model kept at the end of training is the last one, not the best checkpoint by %s: %s. "
-                    "Evaluate and save with the same strategy (--save_steps a multiple of --eval_steps) to keep the "
-                    "best one.",
-                    metric,
-                    self.best_model_reason,
-                )
+        self.best_model_reason = _choose_kept_model(args, eval_dataset is not None)
         self.kept_model: dict[str, Any] | None = None  # set by train(): which model training ended with
         if isinstance(train_dataset, Mapping):
             train_dataset = MultiTaskDataset(train_dataset)
         if isinstance(eval_dataset, (Mapping, MultiTaskDataset)):
             # One single-task MultiTaskDataset per task: its items carry "task", and get_eval_dataloader(task) works.
-            eval_dataset = _per_task(eval_dataset)
+            eval_dataset = per_task(eval_dataset)
         if data_collator is None and processing_class is not None:
             data_collator = MultiTaskCollator(processing_class)
         self._user_compute_metrics = kwargs.pop("compute_metrics", None)
@@ -277,32 +249,29 @@ class MultiTaskTrainer(Trainer):
         self._task_loss_counts = torch.zeros(len(self.task_names), dtype=torch.float64, device=self.args.device)
         self._grad_hooks: list = []
         self._unfreeze_every_steps = 0
-        self._log_steps = bool(_option(args, "log_task_per_step")) or os.environ.get(
-            "MTST_LOG_TASK_PER_STEP", ""
-        ).lower() in ("1", "true", "yes")
-        if self._log_steps:
-            step_logger.setLevel(logging.INFO)
-            if not step_logger.handlers:
-                handler = logging.StreamHandler(sys.stderr)
-                handler.setFormatter(logging.Formatter("%(message)s"))
-                step_logger.addHandler(handler)
-                step_logger.propagate = False
+        self._log_steps = _step_logging(args)
         self._micro_step = (-1, 0)
-        self.loss_weighting_module = None
-        if _option(args, "loss_weighting") == "uncertainty":
-            self.loss_weighting_module = UncertaintyLossWeighting(self.task_names).to(self.args.device)
-        self.gradient_projection = None
-        if _option(args, "gradient_surgery") == "pcgrad" and len(self.task_names) > 1:
-            self.gradient_projection = GradientProjection(
-                model.named_parameters(), _option(args, "gradient_surgery_decay")
-            )
-        self.task_optimizer_states = None
-        if _option(args, "optimizer_state") == "per_task" and len(self.task_names) > 1:
-            self.task_optimizer_states = TaskOptimizerStates()
-        teachers = _option(args, "teacher_models")
-        self.teachers = TaskTeachers(teachers, model, processing_class) if teachers else None
+        self._init_loss_combination(model, processing_class)
         self._step_task: str | None = None
         self.add_callback(_MultiTaskCallback(self))
+
+    def _init_loss_combination(self, model, processing_class) -> None:
+        """The optional parts of how task losses combine: learned uncertainty weights, gradient projection, per-task
+        optimizer states and distillation teachers (None when not used)."""
+        args, several = self.args, len(self.task_names) > 1
+        self.loss_weighting_module = None
+        if option(args, "loss_weighting") == "uncertainty":
+            self.loss_weighting_module = UncertaintyLossWeighting(self.task_names).to(args.device)
+        self.gradient_projection = None
+        if option(args, "gradient_surgery") == "pcgrad" and several:
+            self.gradient_projection = GradientProjection(
+                model.named_parameters(), option(args, "gradient_surgery_decay")
+            )
+        self.task_optimizer_states = None
+        if option(args, "optimizer_state") == "per_task" and several:
+            self.task_optimizer_states = TaskOptimizerStates()
+        teachers = option(args, "teacher_models")
+        self.teachers = TaskTeachers(teachers, model, processing_class) if teachers else None
 
     # -- data ---------------------------------------------------------------------------------------------------------
 
@@ -317,15 +286,15 @@ class MultiTaskTrainer(Trainer):
         """The task-aware batch sampler for the training set (yields the batches of all ranks)."""
         dataset = dataset if dataset is not None else self.train_dataset
         batch_sizes = {t: b for t, b in self.task_batch_sizes.items() if t in dataset.task_sizes}
-        group = bool(_option(self.args, "group_by_length"))
+        group = bool(option(self.args, "group_by_length"))
         return MultiTaskBatchSampler.from_dataset(
             dataset,
             self._train_batch_size,
-            strategy=_option(self.args, "sampling_strategy"),
+            strategy=option(self.args, "sampling_strategy"),
             task_batch_sizes=batch_sizes,
-            temperature=_option(self.args, "temperature"),
-            temperature_cap=_option(self.args, "temperature_cap"),
-            weights=_option(self.args, "task_weights"),
+            temperature=option(self.args, "temperature"),
+            temperature_cap=option(self.args, "temperature_cap"),
+            weights=option(self.args, "task_weights"),
             seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
             world_size=max(1, self.args.world_size),
             gradient_accumulation_steps=self.args.gradient_accumulation_steps,
@@ -363,16 +332,6 @@ class MultiTaskTrainer(Trainer):
             return self.accelerator.prepare(DataLoader(dataset, **params))
         finally:
             self.accelerator.even_batches = even_batches
-
-    def _eval_datasets(self, eval_dataset) -> dict[str, MultiTaskDataset]:
-        datasets = eval_dataset if eval_dataset is not None else self.eval_dataset
-        if not isinstance(datasets, (Mapping, MultiTaskDataset)):
-            raise ValueError("MultiTaskTrainer evaluates a {task: Dataset} mapping (one evaluation set per task).")
-        datasets = _per_task(datasets)
-        unknown = [t for t in datasets if t not in self.task_names]
-        if unknown:
-            raise ValueError(f"Evaluation data for unknown task(s) {unknown}; tasks: {', '.join(self.task_names)}.")
-        return datasets
 
     # -- loss ---------------------------------------------------------------------------------------------------------
 
@@ -458,235 +417,6 @@ class MultiTaskTrainer(Trainer):
         """exp(-s_t) per task with uncertainty weighting, else None."""
         return self.loss_weighting_module.weights() if self.loss_weighting_module is not None else None
 
-    # -- optimizer and schedule ---------------------------------------------------------------------------------------
-
-    def _unfreeze_every_steps_value(self) -> int:
-        every = _option(self.args, "gradual_unfreeze_every")
-        if not every:
-            return 0
-        if _option(self.args, "gradual_unfreeze_unit") == "steps":
-            return every
-        sampler = self._train_batch_sampler
-        if sampler is not None:
-            steps_per_epoch = sampler.steps_per_epoch
-        else:
-            steps_per_epoch = max(1, math.ceil(self.state.max_steps / max(1.0, self.args.num_train_epochs)))
-        return every * steps_per_epoch
-
-    def create_optimizer(self, model=None):
-        """The Trainer's own optimizer, given MTST's groups (per block: head, layer, embeddings, loss weights) as its
-        kwargs' "params", which it uses instead of its two groups; logs a table of the groups."""
-        # transformers 5.0's create_optimizer takes no model argument; later releases added one.
-        trainer_create = partial(super().create_optimizer, *([] if model is None else [model]))
-        if self.optimizer is not None:
-            return trainer_create()
-        opt_model = self.model if model is None else model
-        unwrapped = self.accelerator.unwrap_model(opt_model)
-        decay_names = set(self.get_decay_parameter_names(unwrapped))
-        blocks = parameter_blocks(unwrapped, _option(self.args, "layerwise_lr_decay"))
-        gradual = bool(_option(self.args, "gradual_unfreeze_every"))
-        every_steps = self._unfreeze_every_steps_value() if gradual else 0
-        self._unfreeze_every_steps = every_steps
-        base_lr = self.args.learning_rate
-        heads = {t: base_lr * _option(self.args, "head_learning_rate_factor") for t in self.task_names}
-        groups, summary = parameter_groups(
-            blocks, decay_names, self.args.weight_decay, base_lr, every_steps, heads | self.head_learning_rates
-        )
-        if self.loss_weighting_module is not None:
-            lr = _option(self.args, "loss_weighting_lr") or base_lr
-            block = {"weight_decay": 0.0, "lr": lr, "mtst_block": "loss_weighting", "mtst_unfreeze_step": 0}
-            groups.append({"params": [self.loss_weighting_module.log_vars], **block})
-            n = self.loss_weighting_module.log_vars.numel()
-            summary.append({"group": "loss_weighting", "parameters": n, "trainable": n, "lr": lr, "unfreeze_step": 0})
-        self.parameter_summary = summary
-        given = self.optimizer_cls_and_kwargs
-        optimizer_cls, optimizer_kwargs = (
-            given if given is not None else Trainer.get_optimizer_cls_and_kwargs(self.args, opt_model)
-        )
-        if is_optimizer_factory(optimizer_cls) or any(
-            k in optimizer_kwargs for k in ("params", "model", "optimizer_dict")
-        ):
-            raise MultiTaskTrainingError(
-                f"The optimizer {self.args.optim!r} builds its own parameter groups; MultiTaskTrainer needs a "
-                "standard torch optimizer (e.g. adamw_torch) for its per-block groups."
-            )
-        self.optimizer_cls_and_kwargs = (optimizer_cls, {**optimizer_kwargs, "params": groups})
-        try:
-            trainer_create()
-        finally:
-            self.optimizer_cls_and_kwargs = given
-        if gradual:
-            self._install_gradient_gates()
-        if self.args.should_log:
-            logger.info("Trainable parameters per group:\n%s", format_parameter_summary(summary))
-        return self.optimizer
-
-    def _install_gradient_gates(self) -> None:
-        """Zero the gradients of blocks that are not unfrozen yet (their lr is 0 too), so they do not count in
-        gradient clipping or the optimizer's moments. Tensor hooks never change requires_grad: safe under DDP."""
-        for handle in self._grad_hooks:
-            handle.remove()
-        self._grad_hooks = []
-        for group in self.optimizer.param_groups:
-            start = group.get("mtst_unfreeze_step", 0)
-            if start <= 0:
-                continue
-            for p in group["params"]:
-                self._grad_hooks.append(p.register_hook(partial(self._gate_gradient, start)))
-
-    def _gate_gradient(self, start: int, grad: torch.Tensor) -> torch.Tensor:
-        return grad if self.state.global_step >= start else torch.zeros_like(grad)
-
-    def create_scheduler(self, num_training_steps: int, optimizer=None):
-        """The standard schedule, times a per-group gate for gradual unfreezing (lr 0 until the group's step)."""
-        created = self.lr_scheduler is None
-        scheduler = super().create_scheduler(num_training_steps, optimizer)
-        optimizer = optimizer or self.optimizer
-        gated = [g.get("mtst_unfreeze_step", 0) for g in optimizer.param_groups]
-        if created and any(gated):
-            if not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
-                raise MultiTaskTrainingError(
-                    f"Gradual unfreezing needs a LambdaLR schedule (linear, cosine, constant, ...); "
-                    f"{self.args.lr_scheduler_type!r} gives {type(scheduler).__name__}."
-                )
-            base = list(scheduler.lr_lambdas)
-            for group in optimizer.param_groups:  # undo the first step of the base scheduler
-                group["lr"] = group["initial_lr"]
-            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
-                optimizer, [_gated_lambda(fn, start) for fn, start in zip(base, gated)]
-            )
-        return self.lr_scheduler
-
-    # -- evaluation and prediction ------------------------------------------------------------------------------------
-
-    def _compute_metrics(self, eval_pred: EvalPrediction) -> dict:
-        task = self._eval_task
-        if task is None:
-            return {}
-        config = self.accelerator.unwrap_model(self.model).config
-        metrics = task_metrics(
-            config.task_type(task), eval_pred.predictions, eval_pred.label_ids, config.task_labels(task)
-        )
-        if self._user_compute_metrics is not None:
-            metrics.update(self._user_compute_metrics(eval_pred) or {})
-        return metrics
-
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        """Return the (unweighted) loss, the task's logits and the labels: no hidden states or per-task dicts."""
-        inputs = self._prepare_inputs(inputs)
-        labels = inputs.get("labels")
-        with torch.no_grad(), self.compute_loss_context_manager():
-            outputs = model(**inputs)
-        loss = outputs.loss.detach().mean() if outputs.loss is not None else None
-        if prediction_loss_only:
-            return loss, None, None
-        logits = outputs.logits.detach() if outputs.logits is not None else None
-        if isinstance(labels, Mapping):
-            labels = None
-        return loss, logits, labels
-
-    def _run_task_loop(self, task: str, dataset, description: str, prefix: str, ignore_keys=None):
-        """The standard evaluation loop over one task's set (`dataset=None`: the task's own eval set)."""
-        self._eval_task = task
-        try:
-            if dataset is None:
-                dataloader = self.get_eval_dataloader(task)
-            else:  # not cached under the Trainer's shared "eval" key
-                dataloader = self.get_test_dataloader(dataset)
-            return self.evaluation_loop(
-                dataloader, description=description, ignore_keys=ignore_keys, metric_key_prefix=prefix
-            )
-        finally:
-            self._eval_task = None
-
-    def _evaluate_tasks(self, datasets, own: bool, description: str, metric_key_prefix: str, ignore_keys=None):
-        """`_run_task_loop` over every task (`own`: the tasks' own eval sets): `{task: EvalLoopOutput}` and the tasks'
-        metrics (no speed metrics) plus `<prefix>_average`, the mean of the tasks' headline metrics."""
-        config = self.accelerator.unwrap_model(self.model).config
-        outputs, metrics, headline = {}, {}, []
-        for task, dataset in datasets.items():
-            prefix = f"{metric_key_prefix}_{task}"
-            output = self._run_task_loop(
-                task, None if own else dataset, f"{description} ({task})", prefix, ignore_keys
-            )
-            outputs[task] = output
-            values = {k: v for k, v in output.metrics.items() if not k.endswith(("_runtime", "_per_second"))}
-            metrics.update(values)
-            key = f"{prefix}_{HEADLINE_METRICS[config.task_type(task)]}"
-            if key in values:
-                headline.append(values[key])
-        if headline:
-            metrics[f"{metric_key_prefix}_average"] = float(np.mean(headline))
-        return outputs, metrics
-
-    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
-        """Run the standard loop per task; adds `<prefix>_average` and `<prefix>_loss`; logs all tasks at once."""
-        datasets = self._eval_datasets(eval_dataset)
-        self._memory_tracker.start()
-        start_time = time.time()
-        own = eval_dataset is None
-        outputs, metrics = self._evaluate_tasks(datasets, own, "Evaluation", metric_key_prefix, ignore_keys)
-        losses = [
-            o.metrics[f"{metric_key_prefix}_{t}_loss"]
-            for t, o in outputs.items()
-            if f"{metric_key_prefix}_{t}_loss" in o.metrics
-        ]
-        if losses:
-            metrics[f"{metric_key_prefix}_loss"] = float(np.mean(losses))
-        per_step = self.args.eval_batch_size * self.args.world_size
-        num_samples = sum(o.num_samples for o in outputs.values())
-        num_steps = sum(math.ceil(o.num_samples / per_step) for o in outputs.values())
-        metrics.update(speed_metrics(metric_key_prefix, start_time, num_samples=num_samples, num_steps=num_steps))
-        self.log(metrics)
-        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
-        self._memory_tracker.stop_and_update_metrics(metrics)
-        return metrics
-
-    def predict(
-        self,
-        test_dataset,
-        ignore_keys=None,
-        metric_key_prefix: str = "test",
-        raw_datasets: Mapping[str, Any] | None = None,
-        output_dir: str | None = None,
-        max_seq_length: int | None = None,
-    ) -> PredictionOutput:
-        """Predict every task's `{task: Dataset}` set; with `output_dir`, write `predictions_<task>.jsonl` (inputs
-        from `raw_datasets`, gold and predicted label names, probabilities). Returns a `PredictionOutput` whose
-        `predictions`/`label_ids` are `{task: array}` and whose metrics are `<prefix>_<task>_<metric>` and
-        `<prefix>_average`."""
-        datasets = self._eval_datasets(test_dataset)
-        start_time = time.time()
-        outputs, metrics = self._evaluate_tasks(datasets, False, "Prediction", metric_key_prefix, ignore_keys)
-        num_samples = sum(o.num_samples for o in outputs.values())
-        metrics.update(speed_metrics(metric_key_prefix, start_time, num_samples=num_samples))
-        if output_dir is not None and self.is_world_process_zero():
-            config = self.accelerator.unwrap_model(self.model).config
-            for task, output in outputs.items():
-                if output.predictions is None:
-                    continue
-                kind, raw = config.task_type(task), (raw_datasets.get(task) if raw_datasets else None)
-                word_ids = (
-                    self._word_ids(raw, max_seq_length) if kind == TOKEN_CLASSIFICATION and raw is not None else None
-                )
-                path = os.path.join(output_dir, f"predictions_{task}.jsonl")
-                labels = config.task_labels(task)
-                write_predictions(path, kind, labels, output.predictions, output.label_ids, raw, word_ids)
-                logger.info("Wrote %s", path)
-        self.control = self.callback_handler.on_predict(self.args, self.state, self.control, metrics)
-        predictions = {task: output.predictions for task, output in outputs.items()}
-        return PredictionOutput(predictions, {task: output.label_ids for task, output in outputs.items()}, metrics)
-
-    def _word_ids(self, raw_dataset, max_seq_length: int | None):
-        tokenizer = self.processing_class
-        if tokenizer is None or not getattr(tokenizer, "is_fast", False) or "tokens" not in raw_dataset.column_names:
-            return None
-        kwargs = {"truncation": True}
-        if max_seq_length:
-            kwargs["max_length"] = max_seq_length
-        enc = tokenizer(list(raw_dataset["tokens"]), is_split_into_words=True, **kwargs)
-        return [enc.word_ids(i) for i in range(len(raw_dataset))]
-
     # -- checkpoints --------------------------------------------------------------------------------------------------
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
@@ -731,10 +461,10 @@ class MultiTaskTrainer(Trainer):
     def _kept_model(self) -> dict[str, Any]:
         """Which model training ended with: `{"selection": "best", "checkpoint", "step", "metric", "value",
         "last_step"}` for the best checkpoint, or `{"selection": "last", "step", "metric", "reason"}`."""
-        state, metric = self.state, _metric_key(self.args)
+        state, metric = self.state, metric_key(self.args)
         best = state.best_model_checkpoint
         if self.args.load_best_model_at_end and best and checkpoint_problem(best) is None:
-            match = _CHECKPOINT_RE.match(os.path.basename(os.path.normpath(best)))
+            match = CHECKPOINT_RE.match(os.path.basename(os.path.normpath(best)))
             step = getattr(state, "best_global_step", None) or (int(match.group(1)) if match else state.global_step)
             return {
                 "selection": "best",

@@ -1,0 +1,180 @@
+"""Per-task evaluation and prediction for `MultiTaskTrainer`: the standard evaluation loop once per task, each task's
+metrics under `<prefix>_<task>_<metric>`, `<prefix>_average` (the mean of the tasks' headline metrics) and
+`<prefix>_loss`, and prediction files per task."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from transformers.trainer_utils import EvalPrediction, PredictionOutput, speed_metrics
+
+from mtst.data.collator import MultiTaskDataset
+from mtst.metrics import HEADLINE_METRICS, task_metrics, write_predictions
+from mtst.remote.configuration_mtst import TOKEN_CLASSIFICATION
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["MultiTaskEvaluationMixin", "per_task"]
+
+
+def per_task(datasets) -> dict[str, MultiTaskDataset]:
+    """`{task: MultiTaskDataset({task: dataset})}` from a mapping or a `MultiTaskDataset`."""
+    if isinstance(datasets, MultiTaskDataset):
+        datasets = datasets.datasets if len(datasets.task_names) > 1 else {datasets.task_names[0]: datasets}
+    return {
+        task: ds if isinstance(ds, MultiTaskDataset) and ds.task_names == [task] else MultiTaskDataset({task: ds})
+        for task, ds in datasets.items()
+    }
+
+
+class MultiTaskEvaluationMixin:
+    """The evaluation and prediction methods of [`MultiTaskTrainer`] (a [`Trainer`] whose `eval_dataset` is a
+    `{task: MultiTaskDataset}` mapping, `task_names` its model's tasks, and `_eval_task` the task being evaluated)."""
+
+    _eval_task: str | None = None
+    _user_compute_metrics = None
+
+    def _eval_datasets(self, eval_dataset) -> dict[str, MultiTaskDataset]:
+        datasets = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if not isinstance(datasets, (Mapping, MultiTaskDataset)):
+            raise ValueError("MultiTaskTrainer evaluates a {task: Dataset} mapping (one evaluation set per task).")
+        datasets = per_task(datasets)
+        unknown = [t for t in datasets if t not in self.task_names]
+        if unknown:
+            raise ValueError(f"Evaluation data for unknown task(s) {unknown}; tasks: {', '.join(self.task_names)}.")
+        return datasets
+
+    def _compute_metrics(self, eval_pred: EvalPrediction) -> dict:
+        task = self._eval_task
+        if task is None:
+            return {}
+        config = self.accelerator.unwrap_model(self.model).config
+        metrics = task_metrics(
+            config.task_type(task), eval_pred.predictions, eval_pred.label_ids, config.task_labels(task)
+        )
+        if self._user_compute_metrics is not None:
+            metrics.update(self._user_compute_metrics(eval_pred) or {})
+        return metrics
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """Return the (unweighted) loss, the task's logits and the labels: no hidden states or per-task dicts."""
+        inputs = self._prepare_inputs(inputs)
+        labels = inputs.get("labels")
+        with torch.no_grad(), self.compute_loss_context_manager():
+            outputs = model(**inputs)
+        loss = outputs.loss.detach().mean() if outputs.loss is not None else None
+        if prediction_loss_only:
+            return loss, None, None
+        logits = outputs.logits.detach() if outputs.logits is not None else None
+        if isinstance(labels, Mapping):
+            labels = None
+        return loss, logits, labels
+
+    def _run_task_loop(self, task: str, dataset, description: str, prefix: str, ignore_keys=None):
+        """The standard evaluation loop over one task's set (`dataset=None`: the task's own eval set)."""
+        self._eval_task = task
+        try:
+            if dataset is None:
+                dataloader = self.get_eval_dataloader(task)
+            else:  # not cached under the Trainer's shared "eval" key
+                dataloader = self.get_test_dataloader(dataset)
+            return self.evaluation_loop(
+                dataloader, description=description, ignore_keys=ignore_keys, metric_key_prefix=prefix
+            )
+        finally:
+            self._eval_task = None
+
+    def _evaluate_tasks(self, datasets, own: bool, description: str, metric_key_prefix: str, ignore_keys=None):
+        """`_run_task_loop` over every task (`own`: the tasks' own eval sets): `{task: EvalLoopOutput}` and the tasks'
+        metrics (no speed metrics) plus `<prefix>_average`, the mean of the tasks' headline metrics."""
+        config = self.accelerator.unwrap_model(self.model).config
+        outputs, metrics, headline = {}, {}, []
+        for task, dataset in datasets.items():
+            prefix = f"{metric_key_prefix}_{task}"
+            output = self._run_task_loop(
+                task, None if own else dataset, f"{description} ({task})", prefix, ignore_keys
+            )
+            outputs[task] = output
+            values = {k: v for k, v in output.metrics.items() if not k.endswith(("_runtime", "_per_second"))}
+            metrics.update(values)
+            key = f"{prefix}_{HEADLINE_METRICS[config.task_type(task)]}"
+            if key in values:
+                headline.append(values[key])
+        if headline:
+            metrics[f"{metric_key_prefix}_average"] = float(np.mean(headline))
+        return outputs, metrics
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """Run the standard loop per task; adds `<prefix>_average` and `<prefix>_loss`; logs all tasks at once."""
+        datasets = self._eval_datasets(eval_dataset)
+        self._memory_tracker.start()
+        start_time = time.time()
+        own = eval_dataset is None
+        outputs, metrics = self._evaluate_tasks(datasets, own, "Evaluation", metric_key_prefix, ignore_keys)
+        losses = [
+            o.metrics[f"{metric_key_prefix}_{t}_loss"]
+            for t, o in outputs.items()
+            if f"{metric_key_prefix}_{t}_loss" in o.metrics
+        ]
+        if losses:
+            metrics[f"{metric_key_prefix}_loss"] = float(np.mean(losses))
+        per_step = self.args.eval_batch_size * self.args.world_size
+        num_samples = sum(o.num_samples for o in outputs.values())
+        num_steps = sum(math.ceil(o.num_samples / per_step) for o in outputs.values())
+        metrics.update(speed_metrics(metric_key_prefix, start_time, num_samples=num_samples, num_steps=num_steps))
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        self._memory_tracker.stop_and_update_metrics(metrics)
+        return metrics
+
+    def predict(
+        self,
+        test_dataset,
+        ignore_keys=None,
+        metric_key_prefix: str = "test",
+        raw_datasets: Mapping[str, Any] | None = None,
+        output_dir: str | None = None,
+        max_seq_length: int | None = None,
+    ) -> PredictionOutput:
+        """Predict every task's `{task: Dataset}` set; with `output_dir`, write `predictions_<task>.jsonl` (inputs
+        from `raw_datasets`, gold and predicted label names, probabilities). Returns a `PredictionOutput` whose
+        `predictions`/`label_ids` are `{task: array}` and whose metrics are `<prefix>_<task>_<metric>` and
+        `<prefix>_average`."""
+        datasets = self._eval_datasets(test_dataset)
+        start_time = time.time()
+        outputs, metrics = self._evaluate_tasks(datasets, False, "Prediction", metric_key_prefix, ignore_keys)
+        num_samples = sum(o.num_samples for o in outputs.values())
+        metrics.update(speed_metrics(metric_key_prefix, start_time, num_samples=num_samples))
+        if output_dir is not None and self.is_world_process_zero():
+            config = self.accelerator.unwrap_model(self.model).config
+            for task, output in outputs.items():
+                if output.predictions is None:
+                    continue
+                kind, raw = config.task_type(task), (raw_datasets.get(task) if raw_datasets else None)
+                word_ids = (
+                    self._word_ids(raw, max_seq_length) if kind == TOKEN_CLASSIFICATION and raw is not None else None
+                )
+                path = os.path.join(output_dir, f"predictions_{task}.jsonl")
+                labels = config.task_labels(task)
+                write_predictions(path, kind, labels, output.predictions, output.label_ids, raw, word_ids)
+                logger.info("Wrote %s", path)
+        self.control = self.callback_handler.on_predict(self.args, self.state, self.control, metrics)
+        predictions = {task: output.predictions for task, output in outputs.items()}
+        return PredictionOutput(predictions, {task: output.label_ids for task, output in outputs.items()}, metrics)
+
+    def _word_ids(self, raw_dataset, max_seq_length: int | None):
+        tokenizer = self.processing_class
+        if tokenizer is None or not getattr(tokenizer, "is_fast", False) or "tokens" not in raw_dataset.column_names:
+            return None
+        kwargs = {"truncation": True}
+        if max_seq_length:
+            kwargs["max_length"] = max_seq_length
+        enc = tokenizer(list(raw_dataset["tokens"]), is_split_into_words=True, **kwargs)
+        return [enc.word_ids(i) for i in range(len(raw_dataset))]
