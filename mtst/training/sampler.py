@@ -163,26 +163,33 @@ class MultiTaskBatchSampler(Sampler[list[int]]):
         self.group_by_length = group_by_length
         self.megabatch_mult = megabatch_mult
         self.epoch = 0
-
-        self.lengths = None
-        if lengths is not None:
-            if isinstance(lengths, Mapping):
-                self.lengths = {t: np.asarray(lengths[t], dtype=np.int64) for t in self.tasks}
-            else:
-                lengths = np.asarray(lengths, dtype=np.int64)
-                self.lengths = {t: lengths[self.offsets[t] : self.offsets[t] + self.task_sizes[t]] for t in self.tasks}
-            for t in self.tasks:
-                if len(self.lengths[t]) != self.task_sizes[t]:
-                    raise MultiTaskTrainingError(
-                        f"`lengths` of task {t!r} has {len(self.lengths[t])} entries for {self.task_sizes[t]} "
-                        "examples."
-                    )
+        self.lengths = self._task_lengths(lengths)
         if group_by_length and self.lengths is None:
             raise MultiTaskTrainingError("`group_by_length` needs the example `lengths`.")
-
         # Probability of drawing each task at a step (temperature / weights).
-        self.probabilities = None
-        if strategy in ("temperature", "balanced"):
+        self.probabilities = self._probabilities(temperature, temperature_cap, weights)
+        self._count_steps()
+
+    def _task_lengths(self, lengths) -> dict[str, np.ndarray] | None:
+        """`{task: example lengths}` from per-task lengths or lengths in the global order."""
+        if lengths is None:
+            return None
+        if isinstance(lengths, Mapping):
+            found = {t: np.asarray(lengths[t], dtype=np.int64) for t in self.tasks}
+        else:
+            lengths = np.asarray(lengths, dtype=np.int64)
+            found = {t: lengths[self.offsets[t] : self.offsets[t] + self.task_sizes[t]] for t in self.tasks}
+        for t in self.tasks:
+            if len(found[t]) != self.task_sizes[t]:
+                raise MultiTaskTrainingError(
+                    f"`lengths` of task {t!r} has {len(found[t])} entries for {self.task_sizes[t]} examples."
+                )
+        return found
+
+    def _probabilities(self, temperature, temperature_cap, weights) -> dict[str, float] | None:
+        """The probability of each task at a step for the temperature, balanced and weights strategies (None for the
+        others, which fix the steps of each task per epoch)."""
+        if self.strategy in ("temperature", "balanced"):
             if not isinstance(temperature, (int, float)) or not temperature > 0:
                 raise MultiTaskTrainingError(f"`temperature` must be a positive number; got {temperature!r}.")
             if temperature_cap is not None and (not isinstance(temperature_cap, int) or temperature_cap < 1):
@@ -191,46 +198,48 @@ class MultiTaskBatchSampler(Sampler[list[int]]):
             if temperature_cap is not None:
                 sizes = np.minimum(sizes, temperature_cap)
             raw = sizes ** (1.0 / temperature)
-            self.probabilities = {t: float(p) for t, p in zip(self.tasks, raw / raw.sum())} if raw.sum() > 0 else None
-        elif strategy == "weights":
-            if weights is None:
-                raise MultiTaskTrainingError(
-                    f"The `weights` sampling strategy needs `task_weights` for the tasks {', '.join(self.tasks)}."
-                )
-            parsed = task_mapping("task_weights", weights, self.tasks)
-            missing = [t for t in self.tasks if t not in parsed]
-            if missing:
-                raise MultiTaskTrainingError(
-                    f"`task_weights` has no weight for task(s) {missing}; give one for every task "
-                    f"({', '.join(self.tasks)}), 0 to never sample a task."
-                )
-            raw = np.array([parsed[t] for t in self.tasks], dtype=np.float64)
-            if (raw < 0).any() or not np.isfinite(raw).all() or raw.sum() <= 0:
-                raise MultiTaskTrainingError(
-                    f"`task_weights` must be finite, non-negative and not all 0; got {parsed}."
-                )
-            self.probabilities = {t: float(p) for t, p in zip(self.tasks, raw / raw.sum())}
+            return {t: float(p) for t, p in zip(self.tasks, raw / raw.sum())} if raw.sum() > 0 else None
+        if self.strategy != "weights":
+            return None
+        if weights is None:
+            raise MultiTaskTrainingError(
+                f"The `weights` sampling strategy needs `task_weights` for the tasks {', '.join(self.tasks)}."
+            )
+        parsed = task_mapping("task_weights", weights, self.tasks)
+        missing = [t for t in self.tasks if t not in parsed]
+        if missing:
+            raise MultiTaskTrainingError(
+                f"`task_weights` has no weight for task(s) {missing}; give one for every task "
+                f"({', '.join(self.tasks)}), 0 to never sample a task."
+            )
+        raw = np.array([parsed[t] for t in self.tasks], dtype=np.float64)
+        if (raw < 0).any() or not np.isfinite(raw).all() or raw.sum() <= 0:
+            raise MultiTaskTrainingError(f"`task_weights` must be finite, non-negative and not all 0; got {parsed}.")
+        return {t: float(p) for t, p in zip(self.tasks, raw / raw.sum())}
 
-        # Steps per pass over each task, and the epoch length.
+    def _count_steps(self) -> None:
+        """Steps per pass over each task (`task_steps`), steps of each task in one epoch (`epoch_task_steps`) and the
+        epoch length (`steps_per_epoch`)."""
         G = self.batches_per_step
         self.task_steps = {}
         for t in self.tasks:
             n, b = self.task_sizes[t], self.batch_sizes[t]
             full, rest = divmod(n, b * G)
-            self.task_steps[t] = full + int(not drop_last and rest >= G)
+            self.task_steps[t] = full + int(not self.drop_last and rest >= G)
         for t in self.tasks:
             sampled = self.probabilities is None or self.probabilities[t] > 0
             if sampled and self.task_steps[t] == 0:
-                need = self.batch_sizes[t] * G if drop_last else G
+                need = self.batch_sizes[t] * G if self.drop_last else G
                 raise MultiTaskTrainingError(
                     f"Task {t!r} has {self.task_sizes[t]} training examples, fewer than the {need} that one optimizer "
-                    f"step needs (gradient_accumulation_steps={gradient_accumulation_steps} x world_size={world_size}"
-                    f" batches{' of ' + str(self.batch_sizes[t]) if drop_last else ''}, all from one task). Add data, "
+                    f"step needs (gradient_accumulation_steps={self.gradient_accumulation_steps} x "
+                    f"world_size={self.world_size} batches"
+                    f"{' of ' + str(self.batch_sizes[t]) if self.drop_last else ''}, all from one task). Add data, "
                     "lower those settings, or remove the task."
                 )
         # Steps of each task in one epoch (proportional / round_robin / balanced; drawn per step otherwise).
         self.epoch_task_steps = dict(self.task_steps)
-        if strategy == "balanced":
+        if self.strategy == "balanced":
             length = max(self.task_steps[t] / self.probabilities[t] for t in self.tasks)
             self.epoch_task_steps = {
                 t: max(self.task_steps[t], int(round(self.probabilities[t] * length))) for t in self.tasks
