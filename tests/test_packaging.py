@@ -19,6 +19,7 @@ from conftest import backbone_path, tiny_mtst_config
 
 from mtst import __version__
 from mtst import resources as mtst_resources
+from mtst.cli import arguments as cli_arguments
 from mtst.cli import predict as predict_mtst
 from mtst.cli import train as run_multitask
 from mtst.hub import card as modelcard_mtst
@@ -59,11 +60,11 @@ def test_a_missing_file_names_where_it_was_looked_for():
 def test_default_tasks_config_is_found_from_any_folder(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     shipped = mtst_resources.DIRECTORY / "data/tasks/default.yaml"
-    assert run_multitask.resolve_tasks_config("data/tasks/default.yaml") == str(shipped)
+    assert cli_arguments.resolve_tasks_config("data/tasks/default.yaml") == str(shipped)
     # a file of that name in the current folder is the user's own and wins
     (tmp_path / "data" / "tasks").mkdir(parents=True)
     (tmp_path / "data" / "tasks" / "default.yaml").write_text("tasks: []\n")
-    assert run_multitask.resolve_tasks_config("data/tasks/default.yaml") == "data/tasks/default.yaml"
+    assert cli_arguments.resolve_tasks_config("data/tasks/default.yaml") == "data/tasks/default.yaml"
 
 
 def test_missing_tasks_config_says_where_it_looked(monkeypatch, tmp_path, capsys):

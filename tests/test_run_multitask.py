@@ -16,6 +16,7 @@ from reliability_helpers import cli_args as tiny_args
 from safetensors.torch import load_file
 from trainer_helpers import WORSE_EPOCHS_RUN, backbone_path, install_worse_epochs, write_task_files
 
+from mtst.cli import arguments as cli_arguments
 from mtst.cli import train as run_multitask
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -250,7 +251,7 @@ def free_port() -> int:
 def ddp_on_cpu(processes: int = 2) -> bool:
     """Whether `processes` processes launched on this machine train on CPU (gloo): run_multitask's own rule (fewer
     CUDA GPUs than processes on the machine), applied to this machine's GPU count. With a GPU each, they use NCCL."""
-    return run_multitask.distributed_on_cpu(processes, processes, torch.cuda.device_count())
+    return cli_arguments.distributed_on_cpu(processes, processes, torch.cuda.device_count())
 
 
 def accelerate_launch(args, timeout=300, processes=2, script=SCRIPT, env=None):
@@ -315,9 +316,9 @@ def test_distributed_runs_fall_back_to_cpu_with_fewer_gpus_than_processes(
         monkeypatch.setenv("LOCAL_WORLD_SIZE", local_processes)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
-    assert run_multitask._cpu_only_distributed() is on_cpu
+    assert cli_arguments.cpu_only_distributed() is on_cpu
     if local_processes is not None:
-        assert run_multitask.distributed_on_cpu(int(world_size), int(local_processes), gpus) is on_cpu
+        assert cli_arguments.distributed_on_cpu(int(world_size), int(local_processes), gpus) is on_cpu
         if world_size == local_processes:  # the launch helper of these tests follows the same rule
             assert ddp_on_cpu(int(world_size)) is on_cpu
 

