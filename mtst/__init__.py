@@ -50,7 +50,7 @@ _EXPORTS = {
     "MultiTaskBatchSampler": "mtst.training.sampler",
     "MultiTaskTrainer": "mtst.training.trainer",
     # the model card and the Hub
-    "MTSTCardData": "mtst.hub.card",
+    "MTSTCardData": "mtst.hub.card_data",
     "MTSTCardCallback": "mtst.hub.callback",
     "write_model_card": "mtst.hub.card",
     "push_to_hub": "mtst.hub.card",
@@ -95,7 +95,8 @@ if TYPE_CHECKING:  # what static tools see; at run time `__getattr__` imports on
     from mtst.data.tasks import TaskSpec, load_task_specs
     from mtst.data.tokenization import tokenize_task
     from mtst.hub.callback import MTSTCardCallback
-    from mtst.hub.card import MTSTCardData, push_to_hub, write_model_card
+    from mtst.hub.card import push_to_hub, write_model_card
+    from mtst.hub.card_data import MTSTCardData
     from mtst.remote.configuration_mtst import (
         IGNORE_INDEX,
         SEQUENCE_CLASSIFICATION,

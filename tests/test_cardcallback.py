@@ -9,7 +9,8 @@ from huggingface_hub import metadata_load
 from test_modelcard import assert_no_local_paths
 
 from mtst.hub.callback import MTSTCardCallback, read_sampler, read_training_args, texts_from
-from mtst.hub.card import MTSTCardData, write_model_card
+from mtst.hub.card import write_model_card
+from mtst.hub.card_data import MTSTCardData
 from mtst.remote.modeling_mtst import MTSTModel
 
 

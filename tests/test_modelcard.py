@@ -20,7 +20,8 @@ from huggingface_hub.repocard_data import model_index_to_eval_results
 
 from mtst.hub import card as modelcard_mtst
 from mtst.hub import publish as publish_mtst
-from mtst.hub.card import MTSTCardData, loss_curve_svg, write_model_card
+from mtst.hub.card import loss_curve_svg, write_model_card
+from mtst.hub.card_data import MTSTCardData
 from mtst.hub.publish import MODEL_ID_PLACEHOLDER, finalize_model_dir, resolve_base_model, scrub
 from mtst.remote.modeling_mtst import MTSTModel
 

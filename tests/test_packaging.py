@@ -24,6 +24,7 @@ from mtst.cli import predict as predict_mtst
 from mtst.cli import train as run_multitask
 from mtst.hub import card as modelcard_mtst
 from mtst.hub import publish as publish_mtst
+from mtst.hub.card_data import framework_versions
 from mtst.remote.modeling_mtst import MTSTModel
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,7 +102,7 @@ def test_one_version_everywhere(capsys):
     cfg.read(ROOT / "setup.cfg")
     assert cfg["metadata"]["version"] == "attr: mtst.__version__"
     assert re.fullmatch(r"\d+\.\d+\.\d+(\.dev\d+|rc\d+)?", __version__)
-    assert modelcard_mtst._versions()["MTST"] == __version__
+    assert framework_versions()["MTST"] == __version__
     assert f"## {__version__.split('.dev')[0]}" in (ROOT / "CHANGELOG.md").read_text()
     for main, prog in ((predict_mtst.main, "mtst-predict"), (run_multitask.main, "mtst-train")):
         with pytest.raises(SystemExit) as exit_:

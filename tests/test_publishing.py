@@ -16,7 +16,8 @@ from huggingface_hub import metadata_load
 from huggingface_hub.repocard_data import model_index_to_eval_results
 from test_modelcard import BASE_TAGS, CARD_HEADINGS, card_headings
 
-from mtst.hub.card import MODEL_ID_PLACEHOLDER, MTSTCardData, push_to_hub, write_model_card
+from mtst.hub.card import MODEL_ID_PLACEHOLDER, push_to_hub, write_model_card
+from mtst.hub.card_data import MTSTCardData
 from mtst.remote.modeling_mtst import MTSTModel
 
 pytest_plugins = ["hub_server"]  # the `hub_server` fixture

@@ -21,7 +21,8 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainingArguments
 
-from mtst.hub.card import MTSTCardData, as_number, format_number, write_model_card
+from mtst.hub.card import write_model_card
+from mtst.hub.card_data import MTSTCardData, as_number, format_number
 from mtst.hub.publish import is_local_path
 
 logger = logging.getLogger(__name__)
