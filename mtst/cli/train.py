@@ -24,21 +24,15 @@ import datasets
 import transformers
 from transformers import AutoTokenizer, set_seed
 
-from mtst.cli.arguments import (
-    CommandLineError,
-    DataArguments,
-    ModelArguments,
-    ScriptTrainingArguments,
-    parse_args,
-)
+from mtst.cli.arguments import CommandLineError, DataArguments, ModelArguments, ScriptTrainingArguments, parse_args
 from mtst.data.collator import MultiTaskCollator
 from mtst.data.errors import TaskConfigError, TaskDataError
 from mtst.data.loading import load_task_data
 from mtst.data.tasks import load_task_specs
 from mtst.data.tokenization import tokenize_task
 from mtst.metrics import HEADLINE_METRICS
-from mtst.remote.configuration_mtst import MTSTConfigError, first_sentence
-from mtst.remote.modeling_mtst import MTSTModel, check_model_folder
+from mtst.remote.configuration_mtst import MTSTConfigError, check_model_folder, first_sentence
+from mtst.remote.modeling_mtst import MTSTModel
 from mtst.training import grow
 from mtst.training.arguments import MultiTaskTrainingError
 from mtst.training.checkpoints import checkpoint_files, last_complete_checkpoint

@@ -107,6 +107,74 @@ def read_config_dict(config_file: str | os.PathLike) -> dict:
     return values
 
 
+# Weights of a saved MTST model: safetensors only, one file or shards listed in an index.
+SAFE_WEIGHTS_NAME = "model.safetensors"
+SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
+
+
+def check_model_folder(path: str | os.PathLike, what: str = "backbone") -> None:
+    """Raise `MTSTLoadError` when `path` is a local path but not a model folder (missing, a file, or a folder without
+    config.json, such as a data folder); anything else is left to be resolved as a Hub id."""
+    path = str(path)
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            listing = sorted(os.listdir(path))
+            shown = ", ".join(listing[:8]) + (", ..." if len(listing) > 8 else "") if listing else "nothing"
+            raise MTSTLoadError(
+                f"The {what} {path} is not a model folder: it has no config.json (it holds {shown}). Pass a Hub "
+                "model id or a folder written by save_pretrained, e.g. an encoder such as BERT or MiniLM."
+            )
+    elif os.path.exists(path):
+        raise MTSTLoadError(f"The {what} {path} is a file, not a model folder (a folder with config.json).")
+    elif is_local_path(path):
+        raise MTSTLoadError(f"The {what} folder {path} does not exist (current directory: {os.getcwd()}).")
+
+
+def check_weights_file(path: str | os.PathLike) -> None:
+    """Raise `MTSTLoadError` unless `path` is a complete safetensors file: its header is readable and the file is
+    exactly as long as the tensors it declares (a file cut short by an interrupted write or download fails)."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            header_size = int.from_bytes(f.read(8), "little")
+            if size < 8 or not 0 < header_size <= size - 8:
+                raise ValueError(f"{size} bytes, too short for its header")
+            header = json.loads(f.read(header_size))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        if 8 + header_size + end != size:
+            raise ValueError(f"{size} bytes where its header declares {8 + header_size + end}")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
+        raise MTSTLoadError(
+            f"The weights file {path} is truncated or corrupt ({err}); it was probably cut short by an interrupted "
+            "save or download. Save or download the model again."
+        ) from err
+
+
+def check_weights(folder: str | os.PathLike) -> None:
+    """Raise `MTSTLoadError` unless `folder` holds complete safetensors weights (`model.safetensors`, or every shard
+    of `model.safetensors.index.json`). MTST models are only ever saved, and loaded, as safetensors."""
+    folder = os.path.normpath(folder)
+    index = os.path.join(folder, SAFE_WEIGHTS_INDEX_NAME)
+    if os.path.isfile(index):
+        try:
+            with open(index, encoding="utf-8") as f:
+                shards = sorted(set(json.load(f)["weight_map"].values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            raise MTSTLoadError(f"The weights index {index} is unreadable ({err}); save the model again.") from err
+        files = [os.path.join(folder, shard) for shard in shards]
+    else:
+        files = [os.path.join(folder, SAFE_WEIGHTS_NAME)]
+    for path in files:
+        if not os.path.isfile(path):
+            others = sorted(n for n in os.listdir(folder) if n.startswith("pytorch_model") and n.endswith(".bin"))
+            hint = f" (it has {', '.join(others)}, which MTST does not load: only safetensors)" if others else ""
+            raise MTSTLoadError(
+                f"{folder} has no weights file {os.path.basename(path)}{hint}. Pass a folder written by "
+                "save_pretrained or by the training script."
+            )
+        check_weights_file(path)
+
+
 def _choice(name: str, value, allowed: tuple) -> str:
     if value not in allowed:
         raise MTSTConfigError(f"Unknown {name} {value!r}; allowed values: {', '.join(map(repr, allowed))}.")

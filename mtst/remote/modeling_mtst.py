@@ -21,7 +21,7 @@ try:  # a package module: trust_remote_code copies the files that these relative
     from . import configuration_mtst as mtst_config
     from .configuration_mtst import MTSTConfig
     from .pipeline_mtst import CUSTOM_PIPELINES
-except ImportError:  # a top-level module: a plain checkout or the installed wheel
+except ImportError:  # a saved copy imported as a top-level module (its folder on sys.path)
     from pipeline_mtst import CUSTOM_PIPELINES
 
     import configuration_mtst as mtst_config
@@ -34,9 +34,9 @@ IGNORE_INDEX, SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION = (
 )
 MTSTConfigError, MTSTLoadError = mtst_config.MTSTConfigError, mtst_config.MTSTLoadError
 first_sentence, is_local_path = mtst_config.first_sentence, mtst_config.is_local_path
+check_model_folder, check_weights = mtst_config.check_model_folder, mtst_config.check_weights
+check_weights_file, SAFE_WEIGHTS_NAME = mtst_config.check_weights_file, mtst_config.SAFE_WEIGHTS_NAME
 
-SAFE_WEIGHTS_NAME = "model.safetensors"
-SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
 
 # Every auto class an MTST checkpoint answers to; written into config.json so the code travels with the weights.
 AUTO_MAP = {
@@ -155,69 +155,6 @@ SENTENCE_TRANSFORMERS_FILES = {
     },
     "config_sentence_transformers.json": {"model_type": "SentenceTransformer", "similarity_fn_name": "cosine"},
 }
-
-
-def check_model_folder(path: str | os.PathLike, what: str = "backbone") -> None:
-    """Raise `MTSTLoadError` when `path` is a local path but not a model folder (missing, a file, or a folder without
-    config.json, such as a data folder); anything else is left to be resolved as a Hub id."""
-    path = str(path)
-    if os.path.isdir(path):
-        if not os.path.isfile(os.path.join(path, "config.json")):
-            listing = sorted(os.listdir(path))
-            shown = ", ".join(listing[:8]) + (", ..." if len(listing) > 8 else "") if listing else "nothing"
-            raise MTSTLoadError(
-                f"The {what} {path} is not a model folder: it has no config.json (it holds {shown}). Pass a Hub "
-                "model id or a folder written by save_pretrained, e.g. an encoder such as BERT or MiniLM."
-            )
-    elif os.path.exists(path):
-        raise MTSTLoadError(f"The {what} {path} is a file, not a model folder (a folder with config.json).")
-    elif is_local_path(path):
-        raise MTSTLoadError(f"The {what} folder {path} does not exist (current directory: {os.getcwd()}).")
-
-
-def check_weights_file(path: str | os.PathLike) -> None:
-    """Raise `MTSTLoadError` unless `path` is a complete safetensors file: its header is readable and the file is
-    exactly as long as the tensors it declares (a file cut short by an interrupted write or download fails)."""
-    try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as f:
-            header_size = int.from_bytes(f.read(8), "little")
-            if size < 8 or not 0 < header_size <= size - 8:
-                raise ValueError(f"{size} bytes, too short for its header")
-            header = json.loads(f.read(header_size))
-        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-        if 8 + header_size + end != size:
-            raise ValueError(f"{size} bytes where its header declares {8 + header_size + end}")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
-        raise MTSTLoadError(
-            f"The weights file {path} is truncated or corrupt ({err}); it was probably cut short by an interrupted "
-            "save or download. Save or download the model again."
-        ) from err
-
-
-def check_weights(folder: str | os.PathLike) -> None:
-    """Raise `MTSTLoadError` unless `folder` holds complete safetensors weights (`model.safetensors`, or every shard
-    of `model.safetensors.index.json`). MTST models are only ever saved, and loaded, as safetensors."""
-    folder = os.path.normpath(folder)
-    index = os.path.join(folder, SAFE_WEIGHTS_INDEX_NAME)
-    if os.path.isfile(index):
-        try:
-            with open(index, encoding="utf-8") as f:
-                shards = sorted(set(json.load(f)["weight_map"].values()))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-            raise MTSTLoadError(f"The weights index {index} is unreadable ({err}); save the model again.") from err
-        files = [os.path.join(folder, shard) for shard in shards]
-    else:
-        files = [os.path.join(folder, SAFE_WEIGHTS_NAME)]
-    for path in files:
-        if not os.path.isfile(path):
-            others = sorted(n for n in os.listdir(folder) if n.startswith("pytorch_model") and n.endswith(".bin"))
-            hint = f" (it has {', '.join(others)}, which MTST does not load: only safetensors)" if others else ""
-            raise MTSTLoadError(
-                f"{folder} has no weights file {os.path.basename(path)}{hint}. Pass a folder written by "
-                "save_pretrained or by the training script."
-            )
-        check_weights_file(path)
 
 
 class MTSTPreTrainedModel(PreTrainedModel):
@@ -411,6 +348,40 @@ class MTSTModel(MTSTPreTrainedModel):
             return self.heads[task](embedding)
         return self.heads[task](token_states)
 
+    def _encoder_inputs(self, input_ids, attention_mask, token_type_ids, inputs_embeds) -> dict:
+        """The encoder's inputs (an all-ones attention mask when none is given); inputs longer than the encoder's
+        positions are an error that says how to truncate them."""
+        length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+        if self._max_positions is not None and length > self._max_positions:
+            raise MTSTConfigError(
+                f"The input has {length} tokens, more than the {self._max_positions} positions the encoder takes; "
+                f"truncate it (tokenizer(..., truncation=True, max_length={self._max_positions}), or a max_seq_length "
+                f"of at most {self._max_positions})."
+            )
+        if attention_mask is None:
+            shape = input_ids.shape if input_ids is not None else inputs_embeds.shape[:2]
+            device = input_ids.device if input_ids is not None else inputs_embeds.device
+            attention_mask = torch.ones(shape, dtype=torch.long, device=device)
+        encoder_inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if inputs_embeds is not None:
+            encoder_inputs = {"inputs_embeds": inputs_embeds, "attention_mask": attention_mask}
+        if token_type_ids is not None and self._encoder_takes_token_type_ids:
+            encoder_inputs["token_type_ids"] = token_type_ids
+        return encoder_inputs
+
+    def _losses(self, task: str | None, task_logits: dict, labels) -> tuple[torch.Tensor, dict]:
+        """(loss, {task: loss}): the task's loss, or with `task=None` and `labels` a dict, the loss-weighted sum."""
+        label_map = labels if isinstance(labels, dict) else {task: labels}
+        for name in label_map:
+            self._check_task(name)
+            if name not in task_logits:
+                raise ValueError(f"Labels were given for task {name!r}, but only {task!r} was run.")
+        task_losses = {name: _cross_entropy(task_logits[name], value) for name, value in label_map.items()}
+        if isinstance(labels, dict) and task is None:
+            weights = self.config.loss_weights
+            return sum(weights[name] * value for name, value in task_losses.items()), task_losses
+        return task_losses[task], task_losses
+
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
@@ -440,22 +411,7 @@ class MTSTModel(MTSTPreTrainedModel):
             raise ValueError(
                 f"`labels` needs a `task` (one of {', '.join(self.heads)}), or must be a dict {{task: labels}}."
             )
-        length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
-        if self._max_positions is not None and length > self._max_positions:
-            raise MTSTConfigError(
-                f"The input has {length} tokens, more than the {self._max_positions} positions the encoder takes; "
-                f"truncate it (tokenizer(..., truncation=True, max_length={self._max_positions}), or a max_seq_length "
-                f"of at most {self._max_positions})."
-            )
-        if attention_mask is None:
-            shape = input_ids.shape if input_ids is not None else inputs_embeds.shape[:2]
-            device = input_ids.device if input_ids is not None else inputs_embeds.device
-            attention_mask = torch.ones(shape, dtype=torch.long, device=device)
-        encoder_inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if inputs_embeds is not None:
-            encoder_inputs = {"inputs_embeds": inputs_embeds, "attention_mask": attention_mask}
-        if token_type_ids is not None and self._encoder_takes_token_type_ids:
-            encoder_inputs["token_type_ids"] = token_type_ids
+        encoder_inputs = self._encoder_inputs(input_ids, attention_mask, token_type_ids, inputs_embeds)
         outputs = self.encoder(
             **encoder_inputs,
             output_hidden_states=output_hidden_states,
@@ -463,24 +419,11 @@ class MTSTModel(MTSTPreTrainedModel):
             return_dict=True,
         )
         token_states = outputs.last_hidden_state
-        embedding = self.embed(token_states, attention_mask)
+        embedding = self.embed(token_states, encoder_inputs["attention_mask"])
 
         tasks = [task] if task is not None else list(self.heads)
         task_logits = {name: self._run_head(name, embedding, token_states) for name in tasks}
-
-        loss, task_losses = None, None
-        if labels is not None:
-            label_map = labels if isinstance(labels, dict) else {task: labels}
-            for name in label_map:
-                self._check_task(name)
-                if name not in task_logits:
-                    raise ValueError(f"Labels were given for task {name!r}, but only {task!r} was run.")
-            task_losses = {name: _cross_entropy(task_logits[name], value) for name, value in label_map.items()}
-            if isinstance(labels, dict) and task is None:
-                weights = self.config.loss_weights
-                loss = sum(weights[name] * value for name, value in task_losses.items())
-            else:
-                loss = task_losses[task]
+        loss, task_losses = self._losses(task, task_logits, labels) if labels is not None else (None, None)
 
         return MTSTModelOutput(
             loss=loss,

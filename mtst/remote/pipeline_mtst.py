@@ -17,7 +17,7 @@ from transformers.pipelines.base import ChunkPipeline
 
 try:  # loaded as a package module (trust_remote_code copies these files side by side)
     from .configuration_mtst import SEQUENCE_CLASSIFICATION, MTSTConfigError
-except ImportError:  # loaded from a plain checkout / installed top-level module
+except ImportError:  # a saved copy imported as a top-level module (its folder on sys.path)
     from configuration_mtst import SEQUENCE_CLASSIFICATION, MTSTConfigError
 
 PIPELINE_TASK = "multitask"

@@ -23,8 +23,15 @@ from safetensors import safe_open
 from torch import nn
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from mtst.remote.configuration_mtst import MTSTConfig, MTSTLoadError, read_config_dict
-from mtst.remote.modeling_mtst import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, check_weights, check_weights_file
+from mtst.remote.configuration_mtst import (
+    SAFE_WEIGHTS_INDEX_NAME,
+    SAFE_WEIGHTS_NAME,
+    MTSTConfig,
+    MTSTLoadError,
+    check_weights,
+    check_weights_file,
+    read_config_dict,
+)
 from mtst.training.arguments import MultiTaskTrainingError, option
 
 __all__ = [
