@@ -14,7 +14,6 @@ the run with one paragraph on stderr and exit code 2.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -31,7 +30,7 @@ from mtst.data.loading import load_task_data
 from mtst.data.tasks import load_task_specs
 from mtst.data.tokenization import tokenize_task
 from mtst.metrics import HEADLINE_METRICS
-from mtst.remote.configuration_mtst import MTSTConfigError, check_model_folder, first_sentence
+from mtst.remote.configuration_mtst import MTSTConfigError, check_model_folder, first_sentence, read_config_dict
 from mtst.remote.modeling_mtst import MTSTModel
 from mtst.training import grow
 from mtst.training.arguments import MultiTaskTrainingError
@@ -138,12 +137,11 @@ def read_single_task_results(option: str | None, specs) -> dict[str, dict]:
             )
         file = os.path.join(path, "all_results.json") if os.path.isdir(path) else path
         try:
-            with open(file, encoding="utf-8") as handle:
-                results = json.load(handle)
+            results = read_config_dict(file)  # a JSON object, as config.json is
         except (OSError, ValueError) as err:
             raise CommandLineError(
-                f"--single_task_results: cannot read {file} for task {task!r} ({type(err).__name__}: "
-                f"{' '.join(str(err).split())}). Give a single-task run's output folder or its all_results.json."
+                f"--single_task_results: cannot read {file} for task {task!r} ({first_sentence(err)}). Give a "
+                "single-task run's output folder or its all_results.json."
             ) from err
         metric = HEADLINE_METRICS[kinds[task]]
         keys = {"test": f"predict_{task}_{metric}", "validation": f"eval_{task}_{metric}"}
