@@ -491,3 +491,27 @@ def test_bare_default_run(tmp_path):
     results = json.loads((out / "all_results.json").read_text())
     assert results["eval_average"] > 0.8
     assert (out / "modeling_mtst.py").exists()
+
+
+def test_log_level_reaches_every_package_module(tmp_path):
+    """`--log_level info` applies to the logger of every mtst module (publishing and growing included), not to a
+    hand-kept list of them."""
+    import importlib
+    import logging
+    import pkgutil
+
+    import mtst
+
+    _, _, args = run_multitask.parse_args(["--output_dir", str(tmp_path / "out"), "--log_level", "info"])
+    saved = logging.getLogger("mtst").level
+    try:
+        run_multitask.setup_logging(args)
+        names = [m.name for m in pkgutil.walk_packages(mtst.__path__, "mtst.")]
+        for name in names:
+            module = importlib.import_module(name)
+            logger = getattr(module, "logger", None)
+            if isinstance(logger, logging.Logger):
+                assert logger.getEffectiveLevel() == logging.INFO, name
+        assert {"mtst.hub.publish", "mtst.training.grow", "mtst.hub.card"} <= set(names)
+    finally:
+        logging.getLogger("mtst").setLevel(saved)

@@ -264,9 +264,7 @@ def setup_logging(training_args: ScriptTrainingArguments) -> None:
     if training_args.should_log:
         transformers.utils.logging.set_verbosity_info()
     log_level = training_args.get_process_log_level()
-    modules = ("mtst.training.trainer", "mtst.training.checkpoints", "mtst.data.tasks", "mtst.data.loading")
-    for name in (__name__, *modules, "mtst.remote.modeling_mtst"):
-        logging.getLogger(name).setLevel(log_level)
+    logging.getLogger("mtst").setLevel(log_level)  # every module of the package logs under it
     datasets.utils.logging.set_verbosity(log_level)
     transformers.utils.logging.set_verbosity(log_level)
     transformers.utils.logging.enable_default_handler()
