@@ -445,8 +445,8 @@ def case_nan_loss_from_a_poisoned_weight(c: Ctx) -> Case:
     def api():
         specs, tokenizer, data = c.tokenized()
         model = tiny_model(specs)
-        with torch.no_grad():
-            model.heads["ner"].classifier.weight[0, 0] = float("nan")
+        with torch.no_grad():  # one NaN in the shared word embeddings, as in the poisoned backbone: every task's loss
+            model.get_input_embeddings().weight[:, 0] = float("nan")
         args = MultiTaskTrainingArguments(output_dir=str(c.tmp / "api_out"), report_to="none", use_cpu=True)
         trainer = MultiTaskTrainer(
             model=model, args=args, train_dataset={t: d["train"] for t, d in data.items()}, processing_class=tokenizer

@@ -515,3 +515,23 @@ def test_log_level_reaches_every_package_module(tmp_path):
         assert {"mtst.hub.publish", "mtst.training.grow", "mtst.hub.card"} <= set(names)
     finally:
         logging.getLogger("mtst").setLevel(saved)
+
+
+def test_the_library_and_the_cli_default_to_one_recipe():
+    """`MultiTaskTrainingArguments` defaults are the recipe `mtst-train` uses; the command line changes only what a
+    command line needs (its output folder, resuming from the last checkpoint there)."""
+    import dataclasses
+
+    from mtst import MultiTaskTrainingArguments
+
+    library = MultiTaskTrainingArguments(output_dir="x")
+    _, _, cli = run_multitask.parse_args(["--output_dir", "x"])
+    differ = {
+        f.name
+        for f in dataclasses.fields(MultiTaskTrainingArguments)
+        if f.name not in ("do_train", "do_eval") and getattr(library, f.name) != getattr(cli, f.name)
+    }
+    assert differ == set(), differ
+    cli_only = {f.name for f in dataclasses.fields(type(cli))} - {f.name for f in dataclasses.fields(library)}
+    assert cli_only == {"resume_last_checkpoint"}
+    assert (library.sampling_strategy, library.group_by_length, library.learning_rate) == ("balanced", True, 1e-4)

@@ -29,6 +29,7 @@ def make_args(tmp_path, **kwargs):
         per_device_eval_batch_size=16,
         num_train_epochs=2,
         learning_rate=5e-3,
+        warmup_steps=0,  # the schedules below are read from step 0
         logging_steps=2,
         report_to="none",
         save_strategy="no",
@@ -481,3 +482,18 @@ def test_last_model_is_kept_when_evaluation_and_saving_do_not_line_up(tasks, tok
     reason = "evaluation (--eval_strategy epoch) and saving (--save_strategy steps) do not line up"
     assert trainer.kept_model == {"selection": "last", "step": 12, "metric": "eval_average", "reason": reason}
     assert f"Kept the last model (step 12), not the best checkpoint by eval_average: {reason}." in caplog.text
+
+
+def test_the_trainer_leaves_the_callers_arguments_as_they_were(tasks, tokenizer, tmp_path):
+    """What the trainer settles (the sampler replacing train_sampling_strategy, DDP's unused parameters, which model
+    is kept, no evaluation without evaluation data) is set on its own copy of the arguments."""
+    args = make_args(tmp_path, eval_strategy="epoch", save_strategy="epoch", train_sampling_strategy="group_by_length")
+    before = args.to_dict()
+    specs, _, data = tasks
+    trainer = MultiTaskTrainer(
+        model=tiny_model(specs), args=args, train_dataset={t: d["train"] for t, d in data.items()}
+    )
+    assert args.to_dict() == before
+    assert trainer.args is not args and trainer.args.train_sampling_strategy == "random"
+    assert trainer.args.eval_strategy == "no" and trainer.args.load_best_model_at_end is False
+    assert trainer.best_model_reason.startswith("nothing is evaluated during training")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from transformers import HfArgumentParser
 
 from mtst import __version__, resources
-from mtst.training.arguments import SAMPLING_STRATEGIES, MultiTaskTrainingArguments
+from mtst.training.arguments import MultiTaskTrainingArguments
 
 logger = logging.getLogger(__name__)
 
@@ -142,47 +142,12 @@ class DataArguments:
 
 @dataclass
 class ScriptTrainingArguments(MultiTaskTrainingArguments):
-    """[`MultiTaskTrainingArguments`] with defaults for a quick, offline, CPU-sized run."""
+    """[`MultiTaskTrainingArguments`] (MTST's recipe) plus what a command line needs: a default output folder and
+    resuming from the last checkpoint there."""
 
     output_dir: str | None = field(
         default="outputs/mtst-default", metadata={"help": "Where checkpoints, the model and the results go."}
     )
-    per_device_train_batch_size: int = field(default=32, metadata={"help": "Batch size per device for training."})
-    per_device_eval_batch_size: int = field(default=64, metadata={"help": "Batch size per device for evaluation."})
-    learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate (AdamW)."})
-    num_train_epochs: float = field(default=3.0, metadata={"help": "Number of epochs."})
-    warmup_steps: float = field(default=0.1, metadata={"help": "Warm-up steps (a float < 1: share of all steps)."})
-    eval_strategy: str = field(default="epoch", metadata={"help": "When to evaluate: no, steps or epoch."})
-    save_strategy: str = field(
-        default="epoch", metadata={"help": "When to save a checkpoint: no, steps, epoch, best."}
-    )
-    save_total_limit: int | None = field(default=2, metadata={"help": "Keep at most this many checkpoints."})
-    metric_for_best_model: str | None = field(
-        default="average", metadata={"help": "Metric that picks the best checkpoint (eval_average by default)."}
-    )
-    load_best_model_at_end: bool | None = field(
-        default=None,
-        metadata={
-            "help": "Keep (and save) the best checkpoint by metric_for_best_model rather than the last model. "
-            "Default: true when evaluation and saving line up (same strategy, save_steps a multiple of eval_steps), "
-            "else the last model, with the reason logged."
-        },
-    )
-    sampling_strategy: str = field(
-        default="balanced",
-        metadata={
-            "help": "How optimizer steps are spread over tasks: balanced (every task a full pass per epoch, small "
-            "tasks upsampled to the temperature share; the default, chosen by benchmarks/bench_quality.py), "
-            "proportional, round_robin, temperature, weights.",
-            "choices": list(SAMPLING_STRATEGIES),
-        },
-    )
-    group_by_length: bool = field(
-        default=True,
-        metadata={"help": "Inside each task, batch examples of similar length together (less padding, faster)."},
-    )
-    logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
-    report_to: None | str | list[str] = field(default="none", metadata={"help": "Experiment trackers to report to."})
     resume_last_checkpoint: bool = field(
         default=True,
         metadata={

@@ -93,14 +93,46 @@ def _choice(default: str, choices: type[ExplicitEnum], help: str):
 
 @dataclass
 class MultiTaskTrainingArguments(TrainingArguments):
-    """[`TrainingArguments`] plus the multi-task options of [`MultiTaskTrainer`]."""
+    """[`TrainingArguments`] plus the multi-task options of [`MultiTaskTrainer`].
 
+    The defaults are MTST's recipe, the one `benchmarks/bench_quality.py` chose and `mtst-train` uses: batches of 32,
+    learning rate 1e-4 with 10% warm-up (the heads at 10x), balanced task sampling with length grouping, evaluation
+    and a checkpoint every epoch, and the best checkpoint by `eval_average` kept at the end when evaluation and saving
+    line up. Without evaluation data, evaluation during training is off and the last model is kept.
+    """
+
+    per_device_train_batch_size: int = field(default=32, metadata={"help": "Batch size per device for training."})
+    per_device_eval_batch_size: int = field(default=64, metadata={"help": "Batch size per device for evaluation."})
+    learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate of the encoder (AdamW)."})
+    warmup_steps: float = field(default=0.1, metadata={"help": "Warm-up steps (a float < 1: share of all steps)."})
+    eval_strategy: str = field(
+        default="epoch",
+        metadata={"help": "When to evaluate: no, steps or epoch (no evaluation data: no evaluation during training)."},
+    )
+    save_strategy: str = field(
+        default="epoch", metadata={"help": "When to save a checkpoint: no, steps, epoch, best."}
+    )
+    save_total_limit: int | None = field(default=2, metadata={"help": "Keep at most this many checkpoints."})
+    metric_for_best_model: str | None = field(
+        default="average", metadata={"help": "Metric that picks the best checkpoint (eval_average by default)."}
+    )
+    load_best_model_at_end: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Keep (and save) the best checkpoint by metric_for_best_model rather than the last model. "
+            "Default: true when evaluation and saving line up (same strategy, save_steps a multiple of eval_steps), "
+            "else the last model, with the reason logged."
+        },
+    )
+    logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
+    report_to: None | str | list[str] = field(default="none", metadata={"help": "Experiment trackers to report to."})
     sampling_strategy: str = _choice(
-        "proportional",
+        "balanced",
         SamplingStrategy,
-        "How optimizer steps are spread over tasks: round_robin (tasks in turn), proportional (each example once per "
-        "epoch, steps in random task order), temperature (p ~ min(size, cap)^(1/T)), balanced (every task a full "
-        "pass per epoch, small tasks upsampled to the temperature share), weights (p ~ task_weights).",
+        "How optimizer steps are spread over tasks: balanced (every task a full pass per epoch, small tasks upsampled "
+        "to the temperature share; the default, chosen by benchmarks/bench_quality.py), round_robin (tasks in turn), "
+        "proportional (each example once per epoch, steps in random task order), temperature "
+        "(p ~ min(size, cap)^(1/T)), weights (p ~ task_weights).",
     )
     temperature: float = field(default=2.0, metadata={"help": "T of the temperature and balanced strategies."})
     temperature_cap: int | None = field(
@@ -111,8 +143,8 @@ class MultiTaskTrainingArguments(TrainingArguments):
         metadata={"help": "Sampling weights of the weights strategy: 'task=w,task=w' or a JSON object."},
     )
     group_by_length: bool = field(
-        default=False,
-        metadata={"help": "Inside each task, batch examples of similar length together (less padding)."},
+        default=True,
+        metadata={"help": "Inside each task, batch examples of similar length together (less padding, faster)."},
     )
     loss_weighting: str = _choice(
         "static",

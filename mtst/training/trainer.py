@@ -22,6 +22,7 @@ Checkpoints and the saved model
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -36,6 +37,7 @@ from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import (
     PREFIX_CHECKPOINT_DIR,
+    IntervalStrategy,
     seed_worker,
 )
 
@@ -206,6 +208,12 @@ class MultiTaskTrainer(MultiTaskOptimizerMixin, MultiTaskEvaluationMixin, Traine
         if args is None:
             args = MultiTaskTrainingArguments(output_dir="trainer_output")
         check_options(args)  # MultiTaskTrainingArguments checks them when made; args may have changed since
+        args = copy.copy(args)  # what the trainer settles below must not change the caller's arguments
+        if eval_dataset is None and args.eval_strategy != IntervalStrategy.NO:
+            logger.info(
+                "No eval_dataset: no evaluation during training (eval_strategy %s is set to no).", args.eval_strategy
+            )
+            args.eval_strategy = IntervalStrategy.NO
         if model is None:
             raise MultiTaskTrainingError("MultiTaskTrainer needs an MTST model (model_init is not supported).")
         self.task_names = list(model.config.task_names)
