@@ -112,7 +112,7 @@ def run_multitask_defaults() -> dict:
         "weight_decay": float(train["weight_decay"]),
         "sampling_strategy": str(train["sampling_strategy"]),
         "group_by_length": bool(train["group_by_length"]),
-        "max_seq_length": int(data["max_seq_length"]),
+        "max_seq_length": int(train["max_seq_length"]),
         "validation_fraction": float(data["validation_fraction"]),
     }
 

@@ -320,10 +320,12 @@ def test_task_views_pick_a_task_and_reject_the_wrong_kind(tmp_path):
 
 
 def test_gradient_checkpointing_is_delegated_to_the_encoder():
+    from mtst.training.freezing import encoder_layers
+
     tester = ModelTester()
     model = tester.model.train()
     model.gradient_checkpointing_enable()
-    assert all(layer.gradient_checkpointing for layer in model.encoder_layers())
+    assert all(layer.gradient_checkpointing for layer in encoder_layers(model))
     out = model(**tester.batch(), task="topic", labels=torch.tensor([0, 1, 2]))
     out.loss.backward()
     assert model.encoder.embeddings.word_embeddings.weight.grad is not None

@@ -470,3 +470,47 @@ def test_run_multitask_push_to_hub_publishes_a_loadable_repo(hub_server, tokeniz
     assert hub_server.files_containing(hub_server.token) == []
     for fragment in (str(tmp_path), "/tmp/pytest", "/root", "/work", "site-packages"):
         assert hub_server.files_containing(fragment) == [], fragment
+
+
+PYTHON_PUSH = """
+import sys
+import datasets, torch
+from transformers import AutoTokenizer, BertConfig, BertModel
+from mtst import MTSTModel, MultiTaskTrainer, MultiTaskTrainingArguments
+
+backbone, out = sys.argv[1], sys.argv[2]
+tokenizer = AutoTokenizer.from_pretrained(backbone)
+torch.manual_seed(0)
+tasks = {"topic": {"type": "sequence_classification", "labels": ["Sports", "Business"]}}
+model = MTSTModel.from_backbone(backbone, tasks=tasks)
+texts, labels = ["The striker scored.", "Shares rose."] * 4, ["Sports", "Business"] * 4
+topic = datasets.Dataset.from_dict({"text": texts, "label": labels})
+args = MultiTaskTrainingArguments(output_dir=out, max_steps=2, use_cpu=True, hub_model_id="user/trainer-push",
+                                  save_strategy="no", report_to="none", max_seq_length=32)
+trainer = MultiTaskTrainer(model=model, args=args, train_dataset={"topic": topic}, eval_dataset={"topic": topic},
+                           processing_class=tokenizer)
+trainer.train()
+print("TRAINER", trainer.push_to_hub().oid)
+print("MODEL", model.push_to_hub("user/model-push", tokenizer=tokenizer).oid)
+"""
+
+
+def test_trainer_and_model_push_to_hub_upload_the_mtst_card_and_handler(hub_server, tokenizer, tmp_path):
+    """`trainer.push_to_hub()` and `model.push_to_hub(repo, tokenizer=...)` from Python upload what the command line
+    does: the code files, `handler.py`, the tokenizer and MTST's full card (not transformers' generic one)."""
+    from conftest import tiny_encoder_config
+    from transformers import BertModel
+
+    torch.manual_seed(0)
+    backbone = tmp_path / "tiny-backbone"
+    BertModel(tiny_encoder_config(), add_pooling_layer=False).save_pretrained(backbone)
+    tokenizer.save_pretrained(backbone)
+    pushed = hub_server.run_client(PYTHON_PUSH, tmp_path, args=[backbone, tmp_path / "out"])
+    assert "TRAINER" in pushed.stdout and "MODEL" in pushed.stdout, pushed.stderr[-2000:]
+    for repo in ("user/trainer-push", "user/model-push"):
+        files = set(hub_server.list_files(repo))
+        assert {"handler.py", "modeling_mtst.py", "configuration_mtst.py", "tokenizer.json", "README.md"} <= files
+        assert not files & {"training_args.bin", "trainer_state.json"}, files
+        readme = hub_server.read_file(repo, "README.md").decode()
+        assert {"## Tasks", "## Usage", "### Inference Endpoints (custom handler)"} <= set(readme.splitlines())
+        assert repo in readme and "your-username/your-mtst-model" not in readme

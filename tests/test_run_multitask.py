@@ -58,7 +58,7 @@ def test_defaults(monkeypatch, tmp_path):
     assert args.eval_strategy == "epoch" and args.save_strategy == "epoch" and args.logging_steps == 10
     assert args.report_to in ([], ["none"], "none") and args.remove_unused_columns is False
     assert args.metric_for_best_model == "eval_average" or args.metric_for_best_model == "average"
-    assert data_args.max_seq_length == 128 and args.sampling_strategy == "balanced" and args.group_by_length
+    assert args.max_seq_length == 128 and args.sampling_strategy == "balanced" and args.group_by_length
     _, _, args = run_multitask.parse_args(["--do_predict"])
     assert args.do_predict and not args.do_train
 
@@ -82,7 +82,7 @@ def test_yaml_argument_file(tmp_path):
     model_args, data_args, args = run_multitask.parse_args([str(path)])
     assert args.do_train and not args.do_predict
     assert (args.sampling_strategy, args.temperature, args.freeze_heads) == ("temperature", 3.0, ["ner"])
-    assert data_args.max_seq_length == 64 and model_args.pooling == "cls"
+    assert args.max_seq_length == 64 and model_args.pooling == "cls"
     path.write_text(yaml.safe_dump({"learning_rat": 1e-3}))
     assert run_multitask.main([str(path)]) == 2
 

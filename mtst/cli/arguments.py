@@ -111,12 +111,7 @@ class DataArguments:
             "the files MTST ships (data/tasks/*.yaml, with the sample data they use)."
         },
     )
-    max_seq_length: int = field(default=128, metadata={"help": "Longer inputs are truncated."})
     pad_to_multiple_of: int | None = field(default=None, metadata={"help": "Pad batches to a multiple of this."})
-    label_all_tokens: bool = field(
-        default=False,
-        metadata={"help": "Token tasks: label every sub-token (B-X -> I-X), not only the first of each word."},
-    )
     drop_invalid: bool = field(
         default=False, metadata={"help": "Drop invalid rows (counted and logged) instead of stopping with an error."}
     )

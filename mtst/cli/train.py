@@ -332,16 +332,17 @@ def load_raw_data(specs, model_args: ModelArguments, data_args: DataArguments, t
 def tokenize_data(specs, raw: dict, tokenizer, model, model_args, data_args, training_args) -> dict:
     """`{task: DatasetDict}` tokenized for `model` (whose position limit `--max_seq_length` must respect)."""
     limit = model.max_sequence_length()
-    if limit is not None and data_args.max_seq_length > limit:
+    if limit is not None and training_args.max_seq_length > limit:
         raise CommandLineError(
-            f"--max_seq_length {data_args.max_seq_length} is more than the encoder of {model_args.model_name_or_path} "
-            f"takes: {limit} positions (max_position_embeddings). Use --max_seq_length {limit} or less."
+            f"--max_seq_length {training_args.max_seq_length} is more than the encoder of "
+            f"{model_args.model_name_or_path} takes: {limit} positions (max_position_embeddings). Use "
+            f"--max_seq_length {limit} or less."
         )
     tokenized = {}
     with training_args.main_process_first(desc="tokenizing the task data"):
         for spec in specs:
             tokenized[spec.name] = tokenize_task(
-                spec, raw[spec.name], tokenizer, data_args.max_seq_length, data_args.label_all_tokens
+                spec, raw[spec.name], tokenizer, training_args.max_seq_length, training_args.label_all_tokens
             )
     if training_args.do_predict:
         missing = [s.name for s in specs if "test" not in tokenized[s.name]]
@@ -389,7 +390,7 @@ def predict_tests(trainer, specs, raw: dict, tokenized: dict, data_args, trainin
         metric_key_prefix="predict",
         raw_datasets={t: raw[t]["test"] for t in tasks},
         output_dir=training_args.output_dir,
-        max_seq_length=data_args.max_seq_length,
+        max_seq_length=training_args.max_seq_length,
     )
     metrics = dict(output.metrics)
     metrics["predict_samples"] = sum(len(tokenized[t]["test"]) for t in tasks)

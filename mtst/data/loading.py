@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import logging
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import datasets
@@ -28,7 +29,7 @@ from mtst.data.tasks import SPLITS, TaskSpec
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["load_task_data"]
+__all__ = ["convert_splits", "in_memory_splits", "load_task_data"]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -344,12 +345,62 @@ def _carve_validation(spec: TaskSpec, train: datasets.Dataset, seed: int, valida
     return parts["train"], parts["test"]
 
 
+def in_memory_splits(spec: TaskSpec, data) -> dict[str, list[tuple[datasets.Dataset, Locator]]]:
+    """`{split: [(dataset, locator)]}` for data given in memory: a `datasets.Dataset` (the train split), a
+    `DatasetDict` or a mapping `{split: Dataset}` with the splits train (required), validation and test."""
+    if isinstance(data, datasets.Dataset):
+        data = {"train": data}
+    if isinstance(data, datasets.IterableDataset) or not isinstance(data, Mapping):
+        raise TaskDataError(
+            f"Task '{spec.name}': its data must be a datasets.Dataset (the train split), a DatasetDict or a mapping "
+            f"{{split: Dataset}}; got {type(data).__name__}."
+        )
+    unknown = [split for split in data if split not in SPLITS]
+    if unknown:
+        raise TaskDataError(
+            f"Task '{spec.name}': unknown split(s) {unknown} in its data; allowed splits: {', '.join(SPLITS)}."
+        )
+    raw = {}
+    for split in SPLITS:
+        if split not in data:
+            continue
+        ds = data[split]
+        if not isinstance(ds, datasets.Dataset):
+            raise TaskDataError(
+                f"Task '{spec.name}': its {split} split must be a datasets.Dataset; got {type(ds).__name__}."
+            )
+        raw[split] = [(ds, Locator(None, "memory", f"task '{spec.name}', {split} split"))]
+    return raw
+
+
+def convert_splits(spec: TaskSpec, raw: Mapping[str, list], drop_invalid: bool = False) -> dict[str, datasets.Dataset]:
+    """Every split checked (columns, labels: inferred from train when the spec has none) and converted to the
+    canonical columns with labels as ids; invalid rows raise one `TaskDataError`, or are dropped (`drop_invalid`)."""
+    for files in raw.values():
+        for ds, locator in files:
+            _require_columns(spec, ds, locator)
+    if spec.labels is None:
+        if "train" not in raw:
+            raise TaskDataError(f"Task '{spec.name}': no labels are given and there is no train split to infer them.")
+        _infer_labels(spec, raw["train"])
+    problems: list[str] = []
+    spec.dropped, spec.repaired = {}, {}
+    converted = {split: _convert_split(spec, split, files, problems) for split, files in raw.items()}
+    if problems:
+        _report_invalid_rows(spec, problems, drop_invalid)
+    for split, ds in converted.items():
+        if len(ds) == 0:
+            raise TaskDataError(f"Task '{spec.name}': the {split} split has no valid rows left.")
+    return converted
+
+
 def load_task_data(
     spec: TaskSpec,
     seed: int = 42,
     validation_fraction: float = 0.1,
     drop_invalid: bool = False,
     cache_dir: str | None = None,
+    data=None,
 ) -> datasets.DatasetDict:
     """Load, validate and convert a task's splits.
 
@@ -359,22 +410,13 @@ def load_task_data(
     ``spec.labels``). ``spec.labels`` is filled in when inferred. Invalid rows raise one ``TaskDataError`` listing the
     first problems with file, row and value, or with ``drop_invalid=True`` are dropped, logged and counted in
     ``spec.dropped``.
-    """
-    raw = load_raw(spec, cache_dir)
-    for files in raw.values():
-        for ds, locator in files:
-            _require_columns(spec, ds, locator)
-    if spec.labels is None:
-        _infer_labels(spec, raw["train"])
 
-    problems: list[str] = []
-    spec.dropped, spec.repaired = {}, {}
-    converted = {split: _convert_split(spec, split, files, problems) for split, files in raw.items()}
-    if problems:
-        _report_invalid_rows(spec, problems, drop_invalid)
-    for split, ds in converted.items():
-        if len(ds) == 0:
-            raise TaskDataError(f"Task '{spec.name}': the {split} split has no valid rows left.")
+    ``data`` gives the task's splits in memory instead of its files or Hub dataset: a ``datasets.Dataset`` (the train
+    split), a ``DatasetDict`` or ``{split: Dataset}``, with labels as names or ``ClassLabel`` ids, in the columns the
+    spec names; they are checked and converted exactly as files are.
+    """
+    raw = load_raw(spec, cache_dir) if data is None else in_memory_splits(spec, data)
+    converted = convert_splits(spec, raw, drop_invalid)
     if "validation" not in converted:
         converted["train"], converted["validation"] = _carve_validation(
             spec, converted["train"], seed, validation_fraction

@@ -177,6 +177,15 @@ class MTSTPreTrainedModel(PreTrainedModel):
             check_weights(os.path.join(pretrained_model_name_or_path, kwargs.get("subfolder") or "."))
         return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
 
+    def push_to_hub(self, repo_id: str, **kwargs):
+        """With the mtst package installed, `mtst.push_to_hub(self, repo_id, **kwargs)`: the model with MTST's card,
+        the code files and `handler.py` (`tokenizer=` uploads the tokenizer too); else transformers' own push."""
+        try:
+            from mtst.hub.card import push_to_hub
+        except ImportError:  # remote code on a machine without mtst
+            return super().push_to_hub(repo_id, **kwargs)
+        return push_to_hub(self, repo_id, **kwargs)
+
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Saves as usual, plus the small JSON files that let sentence-transformers load the folder."""
         result = super().save_pretrained(save_directory, *args, **kwargs)
@@ -286,19 +295,6 @@ class MTSTModel(MTSTPreTrainedModel):
         return model
 
     # ----------------------------------------------------------------------------------------------------------------
-    # Introspection used by freezing and layer-wise learning rates
-    def encoder_layers(self) -> list[nn.Module]:
-        """The backbone's transformer blocks, bottom to top."""
-        for path in ("encoder.layer", "transformer.layer", "layers", "layer", "encoder.layers", "block"):
-            module = self.encoder
-            for part in path.split("."):
-                module = getattr(module, part, None)
-                if module is None:
-                    break
-            if isinstance(module, nn.ModuleList):
-                return list(module)
-        raise MTSTConfigError(f"Cannot find the transformer layers of {type(self.encoder).__name__}.")
-
     def embeddings_module(self) -> nn.Module:
         """The backbone's embedding module (token, position and type embeddings)."""
         for name in ("embeddings", "embed_tokens", "wte"):
@@ -405,6 +401,8 @@ class MTSTModel(MTSTPreTrainedModel):
                 `(batch_size, sequence_length)` for a token task (-100 = ignored); with `task=None`, a dict
                 `{task: labels}` gives the weighted sum of those tasks' losses.
         """
+        if kwargs:  # a misspelled or unsupported argument is an error, never silently ignored
+            raise TypeError(f"MTSTModel.forward got unexpected keyword argument(s): {', '.join(sorted(kwargs))}.")
         if task is not None:
             self._check_task(task)
         if labels is not None and task is None and not isinstance(labels, dict):
@@ -558,6 +556,7 @@ class _MTSTTaskView(MTSTModel):
             inputs_embeds=inputs_embeds,
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
+            **kwargs,
         )
         return self.output_class(
             loss=out.loss, logits=out.logits, hidden_states=out.hidden_states, attentions=out.attentions

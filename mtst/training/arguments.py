@@ -229,6 +229,13 @@ class MultiTaskTrainingArguments(TrainingArguments):
         default=False,
         metadata={"help": "Log one line per training micro-batch with the rank, the step and the task (debugging)."},
     )
+    max_seq_length: int = field(
+        default=128, metadata={"help": "Longer inputs are truncated (the tokenization of every task's data)."}
+    )
+    label_all_tokens: bool = field(
+        default=False,
+        metadata={"help": "Token tasks: label every sub-token (B-X -> I-X), not only the first of each word."},
+    )
     remove_unused_columns: bool = field(
         default=False,
         metadata={"help": "Kept False: the data layer gives only model columns, and 'task' must reach the model."},

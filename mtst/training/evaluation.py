@@ -41,15 +41,16 @@ class MultiTaskEvaluationMixin:
     _eval_task: str | None = None
     _user_compute_metrics = None
 
-    def _eval_datasets(self, eval_dataset) -> dict[str, MultiTaskDataset]:
+    def _eval_datasets(self, eval_dataset, split: str = "validation") -> dict[str, MultiTaskDataset]:
+        """`{task: MultiTaskDataset}` of the given sets (raw ones tokenized; of a DatasetDict, its `split`), else of
+        the trainer's own."""
         datasets = eval_dataset if eval_dataset is not None else self.eval_dataset
         if not isinstance(datasets, (Mapping, MultiTaskDataset)):
             raise ValueError("MultiTaskTrainer evaluates a {task: Dataset} mapping (one evaluation set per task).")
-        datasets = per_task(datasets)
-        unknown = [t for t in datasets if t not in self.task_names]
+        unknown = [t for t in getattr(datasets, "task_names", datasets) if t not in self.task_names]
         if unknown:
             raise ValueError(f"Evaluation data for unknown task(s) {unknown}; tasks: {', '.join(self.task_names)}.")
-        return datasets
+        return per_task(self._prepare(datasets, split))
 
     def _compute_metrics(self, eval_pred: EvalPrediction) -> dict:
         task = self._eval_task
@@ -147,7 +148,7 @@ class MultiTaskEvaluationMixin:
         from `raw_datasets`, gold and predicted label names, probabilities). Returns a `PredictionOutput` whose
         `predictions`/`label_ids` are `{task: array}` and whose metrics are `<prefix>_<task>_<metric>` and
         `<prefix>_average`."""
-        datasets = self._eval_datasets(test_dataset)
+        datasets = self._eval_datasets(test_dataset, split="test")
         start_time = time.time()
         outputs, metrics = self._evaluate_tasks(datasets, False, "Prediction", metric_key_prefix, ignore_keys)
         num_samples = sum(o.num_samples for o in outputs.values())

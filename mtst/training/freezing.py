@@ -36,11 +36,24 @@ class ParameterBlock:
     stage: int = 0  # gradual unfreezing: trainable from step stage * every (0 = from the start)
 
 
+def encoder_layers(model) -> list[nn.Module]:
+    """The transformer blocks of an MTST model's backbone, bottom to top."""
+    for path in ("encoder.layer", "transformer.layer", "layers", "layer", "encoder.layers", "block"):
+        module = model.encoder
+        for part in path.split("."):
+            module = getattr(module, part, None)
+            if module is None:
+                break
+        if isinstance(module, nn.ModuleList):
+            return list(module)
+    raise MultiTaskTrainingError(f"Cannot find the transformer layers of {type(model.encoder).__name__}.")
+
+
 def parameter_blocks(model: nn.Module, layerwise_lr_decay: float = 1.0) -> list[ParameterBlock]:
     """Split an MTST model into blocks: heads, projection, other non-encoder parameters, encoder layers (top first),
     other encoder parameters, embeddings. Encoder layer k from the top has `lr_scale = decay**k` and stage k + 1;
     the embeddings `decay**num_layers` and stage num_layers + 1."""
-    layers = model.encoder_layers()
+    layers = encoder_layers(model)
     embeddings = model.embeddings_module()
     owner: dict[int, str] = {}
     for name, p in embeddings.named_parameters():
@@ -133,7 +146,7 @@ def apply_static_freezing(
     """
     if freeze not in FREEZE_OPTIONS:
         raise MultiTaskTrainingError(f"Unknown freeze option {freeze!r}; allowed values: {', '.join(FREEZE_OPTIONS)}.")
-    layers = model.encoder_layers()
+    layers = encoder_layers(model)
     if isinstance(freeze_layers, bool) or not isinstance(freeze_layers, int) or not 0 <= freeze_layers <= len(layers):
         raise MultiTaskTrainingError(
             f"`freeze_layers` must be an integer from 0 to {len(layers)} (the encoder's layers); "

@@ -27,8 +27,9 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -42,6 +43,8 @@ from transformers.trainer_utils import (
 )
 
 from mtst.data.collator import MultiTaskCollator, MultiTaskDataset
+from mtst.data.prepare import prepare_task_datasets, task_specs_for
+from mtst.data.tasks import TaskSpec
 from mtst.training.arguments import (
     MultiTaskTrainingArguments,
     MultiTaskTrainingError,
@@ -183,12 +186,27 @@ class _MultiTaskCallback(TrainerCallback):
 
 class MultiTaskTrainer(MultiTaskOptimizerMixin, MultiTaskEvaluationMixin, Trainer):
     """
-    [`Trainer`] for [`modeling_mtst.MTSTModel`]: single-task batches from [`MultiTaskBatchSampler`], per-task loss
-    weighting, per-task training losses in the logs (`loss_<task>`), per-task evaluation and prediction, freezing,
-    layer-wise learning-rate decay and gradual unfreezing. Options come from [`MultiTaskTrainingArguments`].
+    [`Trainer`] for [`MTSTModel`]: single-task batches from [`MultiTaskBatchSampler`] (the same task on every
+    rank at every step), per-task loss weighting, per-task training losses in the logs (`loss_<task>`), per-task
+    evaluation and prediction (`eval_<task>_<metric>` and `eval_average`), freezing, layer-wise learning-rate decay,
+    gradual unfreezing, and MTST's model card and upload (`push_to_hub`). Options come from
+    [`MultiTaskTrainingArguments`], whose defaults are MTST's recipe.
 
-    `train_dataset` is a `{task: Dataset}` mapping (or a `MultiTaskDataset`) of tokenized datasets; `eval_dataset` a
-    `{task: Dataset}` mapping. `task_batch_sizes` overrides the per-device batch size for some tasks.
+    Args:
+        model ([`MTSTModel`]): the model to train; its config names the tasks, their types and labels.
+        args ([`MultiTaskTrainingArguments`], *optional*): the options (not changed by the trainer, which works on
+            a copy).
+        train_dataset (`dict[str, Dataset]` or `MultiTaskDataset`, *optional*): `{task: dataset}`. A raw
+            `datasets.Dataset` (text and label columns, labels as names or `ClassLabel` ids), or the `train` split
+            of a `DatasetDict`, is checked, converted and tokenized as a task config's files are; a dataset with
+            `input_ids` and `labels` is used as it is.
+        eval_dataset (`dict[str, Dataset]`, *optional*): `{task: dataset}` as above (a `DatasetDict`'s
+            `validation` split); without it, nothing is evaluated during training.
+        processing_class (tokenizer, *optional*): the tokenizer; needed for raw datasets and the default collator.
+        task_batch_sizes (`dict[str, int]`, *optional*): per-task batch sizes instead of the per-device one.
+        task_specs (`dict[str, TaskSpec]` or `list[TaskSpec]`, *optional*): the columns of raw datasets whose names
+            differ from the defaults (`text`, `text_pair`, `label`; `tokens`, `ner_tags`).
+        kwargs: passed to [`Trainer`] (`data_collator`, `callbacks`, `compute_metrics`, ...).
     """
 
     # Each micro-batch loss is a mean over that batch; the Trainer divides it by the accumulation steps.
@@ -203,6 +221,7 @@ class MultiTaskTrainer(MultiTaskOptimizerMixin, MultiTaskEvaluationMixin, Traine
         eval_dataset=None,
         processing_class=None,
         task_batch_sizes: Mapping[str, int] | None = None,
+        task_specs: Mapping[str, TaskSpec] | Sequence[TaskSpec] | None = None,
         **kwargs,
     ):
         if args is None:
@@ -228,6 +247,10 @@ class MultiTaskTrainer(MultiTaskOptimizerMixin, MultiTaskEvaluationMixin, Traine
         # The model kept at the end: the best checkpoint when evaluation and saving line up (None: decide here).
         self.best_model_reason = _choose_kept_model(args, eval_dataset is not None)
         self.kept_model: dict[str, Any] | None = None  # set by train(): which model training ended with
+        # Raw datasets per task are checked, converted and tokenized as a task config's files are.
+        self.task_specs = task_specs_for(model.config, task_specs)
+        train_dataset = self._prepare(train_dataset, "train", processing_class, args)
+        eval_dataset = self._prepare(eval_dataset, "validation", processing_class, args)
         if isinstance(train_dataset, Mapping):
             train_dataset = MultiTaskDataset(train_dataset)
         if isinstance(eval_dataset, (Mapping, MultiTaskDataset)):
@@ -262,6 +285,21 @@ class MultiTaskTrainer(MultiTaskOptimizerMixin, MultiTaskEvaluationMixin, Traine
         self._init_loss_combination(model, processing_class)
         self._step_task: str | None = None
         self.add_callback(_MultiTaskCallback(self))
+
+    def _prepare(self, data, split: str, tokenizer=None, args=None):
+        """`{task: dataset}` with its raw `datasets.Dataset`s (or the `split` of `DatasetDict`s) tokenized for the
+        task of that name (`task_specs` gives their columns); anything else is returned as it is."""
+        if not isinstance(data, Mapping):
+            return data
+        args = args if args is not None else self.args
+        return prepare_task_datasets(
+            data,
+            split,
+            self.task_specs,
+            tokenizer if tokenizer is not None else getattr(self, "processing_class", None),
+            option(args, "max_seq_length"),
+            option(args, "label_all_tokens"),
+        )
 
     def _init_loss_combination(self, model, processing_class) -> None:
         """The optional parts of how task losses combine: learned uncertainty weights, gradient projection, per-task
@@ -535,3 +573,50 @@ class MultiTaskTrainer(MultiTaskOptimizerMixin, MultiTaskEvaluationMixin, Traine
             write = getattr(callback, "write_checkpoint_files", None)
             if callable(write):
                 write(self.args, self.state, folder, model=self.model, processing_class=self.processing_class)
+
+    # -- the model card and the Hub -----------------------------------------------------------------------------------
+
+    def create_model_card(
+        self, language: str | None = None, license: str | None = None, tags: str | list[str] | None = None, **kwargs
+    ):
+        """MTST's model card (tasks and labels, every task's results, the training options and log, usage) written
+        into `output_dir`, instead of the Trainer's generic one; returns the `ModelCard`."""
+        from mtst.hub.callback import card_data_from_trainer
+        from mtst.hub.card import write_model_card
+
+        card_data = card_data_from_trainer(self)
+        if language:
+            card_data.language = [language] if isinstance(language, str) else list(language)
+        card_data.license = license or card_data.license
+        if tags:
+            card_data.tags = [*(card_data.tags or []), *([tags] if isinstance(tags, str) else tags)]
+        return write_model_card(self.args.output_dir, self.model, card_data, self.processing_class)
+
+    def push_to_hub(
+        self,
+        commit_message: str | None = "End of training",
+        blocking: bool = True,
+        token: str | None = None,
+        revision: str | None = None,
+        private: bool | None = None,
+        **kwargs,
+    ):
+        """Save the model into `output_dir` with MTST's card (`create_model_card`), then upload it as
+        `mtst.push_to_hub` does (the code files and `handler.py`, the tokenizer, no training state, no local path) to
+        `hub_model_id` (default: the output folder's name). Returns the `CommitInfo` (on the main process)."""
+        from mtst.hub.card import push_to_hub
+
+        self.save_model(_internal_call=True)
+        if not self.is_world_process_zero():
+            return None
+        kwargs.pop("model_name", None)
+        self.create_model_card(**kwargs)
+        repo_id = self.args.hub_model_id or Path(self.args.output_dir).absolute().name
+        return push_to_hub(
+            self.args.output_dir,
+            repo_id,
+            token=token if token is not None else self.args.hub_token,
+            private=bool(self.args.hub_private_repo if private is None else private),
+            revision=revision if revision is not None else self.args.hub_revision,
+            commit_message=commit_message or "Upload MTST model",
+        )

@@ -1,0 +1,89 @@
+"""Datasets given to the trainer in Python: raw `datasets.Dataset` / `DatasetDict` objects per task are checked,
+converted and tokenized exactly as a task config's files are (`mtst.data.loading`, `mtst.data.tokenization`), with
+the task's type and labels taken from the model; datasets that are already tokenized pass through unchanged."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import datasets
+
+from mtst.data.errors import TaskConfigError
+from mtst.data.files import Locator
+from mtst.data.loading import convert_splits
+from mtst.data.tasks import TaskSpec
+from mtst.data.tokenization import tokenize_task
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["is_raw", "prepare_task_datasets", "task_specs_for"]
+
+
+def is_raw(dataset: Any) -> bool:
+    """Whether `dataset` still needs tokenizing: a `datasets.Dataset` or `DatasetDict` without `input_ids`."""
+    if isinstance(dataset, datasets.DatasetDict):
+        return any(is_raw(split) for split in dataset.values())
+    return isinstance(dataset, datasets.Dataset) and "input_ids" not in dataset.column_names
+
+
+def task_specs_for(config, task_specs: Mapping[str, TaskSpec] | Sequence[TaskSpec] | None = None) -> dict:
+    """`{task: TaskSpec}` for the model's tasks: the given specs (their columns), or the default columns; each has
+    the model's type and labels, and a given spec that says otherwise is an error."""
+    given = dict(task_specs) if isinstance(task_specs, Mapping) else {s.name: s for s in task_specs or ()}
+    unknown = sorted(set(given) - set(config.task_names))
+    if unknown:
+        raise TaskConfigError(f"task_specs for unknown task(s) {unknown}; the model's tasks: {config.task_names}.")
+    specs = {}
+    for task in config.task_names:
+        spec = given.get(task) or TaskSpec(name=task, type=config.task_type(task))
+        if spec.name != task or spec.type != config.task_type(task):
+            raise TaskConfigError(
+                f"task_specs[{task!r}] is {spec.name!r} of type {spec.type!r}; the model's task {task!r} is of type "
+                f"{config.task_type(task)!r}."
+            )
+        labels = config.task_labels(task)
+        if spec.labels is not None and list(spec.labels) != labels:
+            raise TaskConfigError(
+                f"Task '{task}': task_specs lists the labels {list(spec.labels)}, the model's head has {labels}."
+            )
+        spec.labels = labels
+        specs[task] = spec
+    return specs
+
+
+def prepare_task_datasets(
+    data: Mapping[str, Any],
+    split: str,
+    specs: Mapping[str, TaskSpec],
+    tokenizer,
+    max_seq_length: int = 128,
+    label_all_tokens: bool = False,
+) -> dict[str, Any]:
+    """`{task: dataset}` with every raw dataset of `data` (a `Dataset`, or the `split` of a `DatasetDict`) checked,
+    converted and tokenized; tokenized datasets are kept as they are."""
+    prepared = {}
+    for task, dataset in data.items():
+        if not is_raw(dataset):
+            prepared[task] = dataset
+            continue
+        if task not in specs:
+            raise TaskConfigError(f"Data for unknown task {task!r}; the model's tasks: {', '.join(specs)}.")
+        if isinstance(dataset, datasets.DatasetDict):
+            if split not in dataset:
+                raise TaskConfigError(
+                    f"Task '{task}': its DatasetDict has no {split!r} split (it has {', '.join(dataset)}); pass that "
+                    "split's Dataset itself."
+                )
+            dataset = dataset[split]
+        if tokenizer is None:
+            raise TaskConfigError(
+                f"Task '{task}': a raw dataset needs a tokenizer to be tokenized; pass processing_class=tokenizer."
+            )
+        spec = specs[task]
+        origin = f"task '{task}', {split} split"
+        converted = convert_splits(spec, {split: [(dataset, Locator(None, "memory", origin))]})
+        tokenized = tokenize_task(spec, datasets.DatasetDict(converted), tokenizer, max_seq_length, label_all_tokens)
+        prepared[task] = tokenized[split]
+    return prepared
