@@ -233,7 +233,8 @@ def case_unknown_task_type(c: Ctx) -> Case:
 
 
 def case_negative_loss_weight(c: Ctx) -> Case:
-    case = c.config_case(c.config(c.seq_task(c.topic("train"), loss_weight=-1)), "'loss_weight' must be a number > 0")
+    message = "'loss_weight' must be a positive finite number"
+    case = c.config_case(c.config(c.seq_task(c.topic("train"), loss_weight=-1)), message)
 
     def api():  # the same check in the model config, for models built without a task file
         with pytest.raises(MTSTConfigError, match="'loss_weight' must be a positive finite number; got -1"):
@@ -245,7 +246,8 @@ def case_negative_loss_weight(c: Ctx) -> Case:
 
 
 def case_zero_loss_weight(c: Ctx) -> Case:
-    return c.config_case(c.config(c.seq_task(c.topic("train"), loss_weight=0)), "'loss_weight' must be a number > 0")
+    message = "'loss_weight' must be a positive finite number"
+    return c.config_case(c.config(c.seq_task(c.topic("train"), loss_weight=0)), message)
 
 
 def case_malformed_task_config(c: Ctx) -> Case:

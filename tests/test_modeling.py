@@ -368,7 +368,7 @@ def test_from_backbone_loads_the_pretrained_encoder_weights(tmp_path):
         ),
         ({"tasks": {"t": {"type": "sequence_classification", "labels": ["a", "a", "b"]}}}, "duplicate label"),
         ({"tasks": {"t": {"type": "sequence_classification", "labels": ["a"]}}}, "at least two labels"),
-        ({"tasks": {"t": {"type": "sequence_classification"}}}, "'labels' must be a list"),
+        ({"tasks": {"t": {"type": "sequence_classification"}}}, "'labels' must be a non-empty list"),
         (
             {"tasks": {"t": {"type": "sequence_classification", "labels": ["a", "b"], "loss_weight": 0}}},
             "positive finite number",

@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import json
 import logging
+import re
 import types
 from pathlib import Path
 
@@ -172,12 +173,12 @@ def test_json_config_file(tmp_path):
         (seq_task({"train": "a.jsonl"}, tags_column="x"), ["'tags_column'", "sequence_classification"]),
         ({"name": "x", "type": "regression", "data_files": {"train": "a.jsonl"}}, ["'regression'", "token_class"]),
         (seq_task({"train": "a.jsonl"}, labels=["only"]), ["at least two labels", "only"]),
-        (seq_task({"train": "a.jsonl"}, labels=["a", "a", "b"]), ["more than once"]),
+        (seq_task({"train": "a.jsonl"}, labels=["a", "a", "b"]), ["duplicate label(s) ['a']"]),
         (seq_task({"validation": "a.jsonl"}), ["no 'train' split"]),
         (seq_task({"train": "a.xlsx"}), ["a.xlsx", "unknown extension", "'.xlsx'"]),
         (seq_task({"train": "a.conll"}), ["unknown extension"]),
         (seq_task({"train": "a.jsonl", "dev": "b.jsonl"}), ["unknown split 'dev'"]),
-        (seq_task({"train": "a.jsonl"}, loss_weight=0), ["loss_weight", "> 0"]),
+        (seq_task({"train": "a.jsonl"}, loss_weight=0), ["loss_weight", "positive finite number"]),
         (seq_task({"train": "a.jsonl"}, batch_size=-1), ["batch_size", "positive integer"]),
         (seq_task({"train": "a.jsonl"}, head={"dropuot": 0.1}), ["'dropuot'", "allowed head options"]),
         (seq_task({"train": "a.jsonl"}, head={"dropout": 1.5}), ["dropout"]),
@@ -957,3 +958,45 @@ def test_old_top_level_import_paths_are_the_package_modules():
 
     assert configuration_mtst is config_source and modeling_mtst is modeling_source and run_multitask is train
     assert modeling_mtst.MTSTModel.config_class is configuration_mtst.MTSTConfig
+
+
+@pytest.mark.parametrize("name", ["1ner", "nér", "n" * 65, "a b", ""])
+def test_one_task_name_rule_for_model_configs_task_files_and_python_specs(name, tmp_path):
+    """A task name is checked by one rule (configuration_mtst.task_name_problem) wherever it is given: a name one
+    entry point refuses, every entry point refuses, with the same words."""
+    from mtst.remote.configuration_mtst import MTSTConfig, MTSTConfigError
+
+    words = "ASCII letters, digits, '_' or '-', starting with a letter or '_'"
+    with pytest.raises(MTSTConfigError, match=re.escape(words)):
+        MTSTConfig(tasks={name: {"type": "sequence_classification", "labels": ["a", "b"]}})
+    with pytest.raises(TaskConfigError, match=re.escape(words)):
+        load_task_specs([{"name": name, "type": "sequence_classification", "data_files": {"train": "a.jsonl"}}])
+    with pytest.raises(TaskConfigError, match=re.escape(words)):
+        TaskSpec(name=name, type="sequence_classification")
+
+
+def test_one_rule_for_labels_and_loss_weights_everywhere():
+    from mtst.remote.configuration_mtst import MTSTConfig, MTSTConfigError
+
+    for labels, words in ((["a", "a", "b"], "duplicate label(s) ['a']"), (["only"], "at least two labels")):
+        with pytest.raises(MTSTConfigError, match=re.escape(words)):
+            MTSTConfig(tasks={"t": {"type": "sequence_classification", "labels": labels}})
+        with pytest.raises(TaskConfigError, match=re.escape(words)):
+            TaskSpec(name="t", type="sequence_classification", labels=labels)
+    for weight in (0, -1, float("inf"), True):
+        with pytest.raises(TaskConfigError, match="'loss_weight' must be a positive finite number"):
+            TaskSpec(name="t", type="sequence_classification", loss_weight=weight)
+    with pytest.raises(TaskConfigError, match="unknown task type 'regresion'"):
+        TaskSpec(name="t", type="regresion")
+
+
+def test_one_rule_for_the_sampling_temperature():
+    from mtst.training.arguments import MultiTaskTrainingArguments, MultiTaskTrainingError
+    from mtst.training.sampler import MultiTaskBatchSampler
+
+    for temperature, cap in ((float("inf"), None), (0, None), (True, None), (2.0, True), (2.0, 0)):
+        with pytest.raises(MultiTaskTrainingError) as from_args:
+            MultiTaskTrainingArguments(output_dir="x", temperature=temperature, temperature_cap=cap)
+        with pytest.raises(MultiTaskTrainingError) as from_sampler:
+            MultiTaskBatchSampler({"a": 8, "b": 8}, 2, "temperature", temperature=temperature, temperature_cap=cap)
+        assert str(from_args.value) == str(from_sampler.value)

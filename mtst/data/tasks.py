@@ -27,9 +27,7 @@ import dataclasses
 import difflib
 import json
 import logging
-import math
 import os
-import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -39,7 +37,15 @@ import yaml
 from mtst.data.errors import TaskConfigError, one_line, paragraph
 from mtst.data.formats import FORMATS, file_format
 from mtst.data.tags import TAG_SCHEMES, is_int, split_tag
-from mtst.remote.configuration_mtst import HEAD_DEFAULTS, TASK_TYPES, MTSTConfigError, check_head_options
+from mtst.remote.configuration_mtst import (
+    HEAD_DEFAULTS,
+    TASK_TYPES,
+    MTSTConfigError,
+    check_head_options,
+    labels_problem,
+    loss_weight_problem,
+    task_name_problem,
+)
 from mtst.remote.configuration_mtst import SEQUENCE_CLASSIFICATION as SEQUENCE
 from mtst.remote.configuration_mtst import TOKEN_CLASSIFICATION as TOKEN
 
@@ -51,9 +57,6 @@ SPLITS = ("train", "validation", "test")
 # The Hub's automatic parquet export of a dataset: one folder per config, {config}/{split}/NNNN.parquet.
 PARQUET_EXPORT_REVISION = "refs/convert/parquet"
 HEAD_OPTIONS = tuple(HEAD_DEFAULTS)
-
-
-_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -124,8 +127,16 @@ class TaskSpec:
     labels_inferred: bool = False
 
     def __post_init__(self):
+        """The rules a task config's entry is checked by (`load_task_specs`), for specs built in Python too."""
+        problems = [problem] if (problem := task_name_problem(self.name)) else []
+        if self.type not in TASK_TYPES:
+            problems.append(f"unknown task type {self.type!r}; allowed types: {', '.join(TASK_TYPES)}")
+        if self.labels is not None and (problem := labels_problem(self.labels)):
+            problems.append(problem)
+        if problem := loss_weight_problem(self.loss_weight):
+            problems.append(problem)
         unknown = sorted(set(self.head) - set(HEAD_OPTIONS))
-        problems = [f"unknown head option(s) {unknown}; allowed: {', '.join(HEAD_OPTIONS)}"] if unknown else []
+        problems += [f"unknown head option(s) {unknown}; allowed: {', '.join(HEAD_OPTIONS)}"] if unknown else []
         problems += _head_problems({k: v for k, v in self.head.items() if k in HEAD_OPTIONS}, "head option")
         if problems:
             raise TaskConfigError(f"Task '{self.name}': " + "; ".join(problems) + ".")
@@ -209,20 +220,15 @@ def _head_problems(head: Mapping[str, Any], where: str) -> list[str]:
 
 
 def _check_label_list(where: str, labels: Any, type_: str, tag_scheme: str, problems: list[str]) -> list[str] | None:
-    if not isinstance(labels, (list, tuple)) or not labels:
-        problems.append(f"{where}: 'labels' must be a non-empty list of label names, got {labels!r}")
+    """The label names (integers in a config are names too), checked by the model config's rule
+    (`labels_problem`) and, for IOB tag schemes, as IOB tags."""
+    if isinstance(labels, (list, tuple)) and all(is_int(label) for label in labels):
+        labels = [str(label) for label in labels]
+    problem = labels_problem(labels)
+    if problem:
+        problems.append(f"{where}: {problem}")
         return None
-    names = []
-    for label in labels:
-        if isinstance(label, bool) or not isinstance(label, (str, int)):
-            problems.append(f"{where}: label {label!r} in 'labels' is not a string")
-            return None
-        names.append(str(label))
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        problems.append(f"{where}: 'labels' lists {duplicates} more than once")
-    if len(names) < 2:
-        problems.append(f"{where}: a task needs at least two labels, 'labels' has {names}")
+    names = list(labels)
     if type_ == TOKEN and tag_scheme in ("iob2", "bio", "iob1"):
         bad = [n for n in names if split_tag(n)[0] is None]
         if bad:
@@ -329,16 +335,11 @@ def _parse_numbers(entry: Mapping, where: str, problems: list[str]) -> dict[str,
             else:
                 kwargs[key] = value
     if entry.get("loss_weight") is not None:
-        weight = entry["loss_weight"]
-        if (
-            isinstance(weight, bool)
-            or not isinstance(weight, (int, float))
-            or not math.isfinite(weight)
-            or weight <= 0
-        ):
-            problems.append(f"{where}: 'loss_weight' must be a number > 0, got {weight!r}")
+        problem = loss_weight_problem(entry["loss_weight"])
+        if problem:
+            problems.append(f"{where}: {problem}")
         else:
-            kwargs["loss_weight"] = float(weight)
+            kwargs["loss_weight"] = float(entry["loss_weight"])
     if entry.get("validation_fraction") is not None:
         fraction = entry["validation_fraction"]
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
@@ -392,11 +393,8 @@ def _parse_task(entry: Any, index: int, source: str, base_dir: str | None, probl
     where = f"{label}{source}"
     n_before = len(problems)
 
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        problems.append(
-            f"{where}: 'name' must be a non-empty string of letters, digits, '_' and '-' starting with a letter or "
-            f"'_', got {name!r}"
-        )
+    if task_name_problem(name):
+        problems.append(f"{where}: 'name': {task_name_problem(name)}")
     type_ = entry.get("type")
     if type_ not in TASK_TYPES:
         problems.append(f"{where}: unknown task type {type_!r}; allowed types: {', '.join(TASK_TYPES)}")

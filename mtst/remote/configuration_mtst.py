@@ -200,11 +200,48 @@ def check_head_options(head: Mapping, where: str) -> None:
         raise MTSTConfigError(f"{where}: 'hidden_size' must be a positive integer or null; got {hidden!r}.")
 
 
+# The rules of a task entry, shared by MTSTConfig and task config files (mtst.data.tasks): each returns what is wrong
+# with a value, or None. A task name becomes a head name, a metric prefix and file names, so it is plain ASCII.
+_TASK_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
+MAX_TASK_NAME_LENGTH = 64
+
+
+def task_name_problem(name: Any) -> str | None:
+    if isinstance(name, str) and _TASK_NAME.fullmatch(name) and len(name) <= MAX_TASK_NAME_LENGTH:
+        return None
+    shown = repr(name) if len(repr(name)) <= 80 else repr(name)[:77] + "..."
+    return (
+        f"a task name must be 1 to {MAX_TASK_NAME_LENGTH} ASCII letters, digits, '_' or '-', starting with a letter "
+        f"or '_'; got {shown}"
+    )
+
+
+def labels_problem(labels: Any) -> str | None:
+    """A list of at least two distinct, non-empty label names."""
+    if isinstance(labels, (str, bytes)) or not isinstance(labels, (list, tuple)) or not labels:
+        return f"'labels' must be a non-empty list of label names; got {labels!r}"
+    if not all(isinstance(label, str) and label for label in labels):
+        return f"'labels' must be a list of non-empty strings; got {list(labels)!r}"
+    if len(labels) < 2:
+        return f"a task needs at least two labels; got {list(labels)}"
+    duplicates = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicates:
+        return f"duplicate label(s) {duplicates} in 'labels' (each label once)"
+    return None
+
+
+def loss_weight_problem(weight: Any) -> str | None:
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight < float("inf"):
+        return f"'loss_weight' must be a positive finite number; got {weight!r}"
+    return None
+
+
 def _normalize_task(name: str, spec, head_defaults: dict) -> dict:
     """Check one task entry and return it with every head option filled in."""
     where = f"Task {name!r}"
-    if not isinstance(name, str) or not name or not name.replace("_", "").replace("-", "").isalnum():
-        raise MTSTConfigError(f"Task names must be non-empty strings of letters, digits, '_' or '-'; got {name!r}.")
+    problem = task_name_problem(name)
+    if problem:
+        raise MTSTConfigError(problem[0].upper() + problem[1:] + ".")
     if not isinstance(spec, Mapping):
         raise MTSTConfigError(f"{where}: expected a mapping with keys {', '.join(TASK_KEYS)}; got {spec!r}.")
     unknown = sorted(set(spec) - set(TASK_KEYS))
@@ -218,22 +255,19 @@ def _normalize_task(name: str, spec, head_defaults: dict) -> dict:
             f"{where}: unknown task type {task_type!r}; allowed values: {', '.join(map(repr, TASK_TYPES))}."
         )
     labels = spec.get("labels")
-    if labels is None or isinstance(labels, str) or not all(isinstance(label, str) and label for label in labels):
-        raise MTSTConfigError(f"{where}: 'labels' must be a list of non-empty label names; got {labels!r}.")
+    problem = labels_problem(labels)
+    if problem:
+        raise MTSTConfigError(f"{where}: {problem}.")
     labels = list(labels)
-    if len(labels) < 2:
-        raise MTSTConfigError(f"{where}: needs at least two labels; got {labels}.")
-    duplicates = sorted({label for label in labels if labels.count(label) > 1})
-    if duplicates:
-        raise MTSTConfigError(f"{where}: duplicate label(s) {duplicates} in {labels}.")
 
     task = {"type": task_type, "labels": labels}
     for key, default in head_defaults.items():
         task[key] = spec.get(key, default)
     check_head_options(task, where)
     weight = spec.get("loss_weight", 1.0)
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0 or weight == float("inf"):
-        raise MTSTConfigError(f"{where}: 'loss_weight' must be a positive finite number; got {weight!r}.")
+    problem = loss_weight_problem(weight)
+    if problem:
+        raise MTSTConfigError(f"{where}: {problem}.")
     task["loss_weight"] = float(weight)
     return task
 

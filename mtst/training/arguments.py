@@ -268,6 +268,14 @@ _ENUM_OPTIONS = {
 }
 
 
+def check_temperature(temperature, cap) -> None:
+    """The rule of the temperature and balanced strategies' options, for the arguments and the sampler alike."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < math.inf:
+        raise MultiTaskTrainingError(f"`temperature` must be a positive number; got {temperature!r}.")
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+        raise MultiTaskTrainingError(f"`temperature_cap` must be a positive integer; got {cap!r}.")
+
+
 def check_options(args) -> None:
     """Raise `MultiTaskTrainingError` for an invalid multi-task option of `args` (a plain `TrainingArguments` has the
     defaults). `MultiTaskTrainingArguments.__post_init__` calls it, and so does the Trainer, for arguments changed
@@ -285,11 +293,7 @@ def check_options(args) -> None:
     every = option(args, "gradual_unfreeze_every")
     if isinstance(every, bool) or not isinstance(every, int) or every < 0:
         raise MultiTaskTrainingError(f"`gradual_unfreeze_every` must be an integer >= 0; got {every!r}.")
-    temperature, cap = option(args, "temperature"), option(args, "temperature_cap")
-    if not isinstance(temperature, (int, float)) or not (temperature > 0 and math.isfinite(temperature)):
-        raise MultiTaskTrainingError(f"`temperature` must be a positive number; got {temperature!r}.")
-    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
-        raise MultiTaskTrainingError(f"`temperature_cap` must be a positive integer; got {cap!r}.")
+    check_temperature(option(args, "temperature"), option(args, "temperature_cap"))
     factor = option(args, "head_learning_rate_factor")
     if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not (factor > 0 and math.isfinite(factor)):
         raise MultiTaskTrainingError(f"`head_learning_rate_factor` must be a positive number; got {factor!r}.")

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from torch.utils.data import Sampler
 
-from mtst.training.arguments import SAMPLING_STRATEGIES, MultiTaskTrainingError
+from mtst.training.arguments import SAMPLING_STRATEGIES, MultiTaskTrainingError, check_temperature
 
 if TYPE_CHECKING:  # the sampler needs only the dataset's task_sizes and offsets
     from mtst.data.collator import MultiTaskDataset
@@ -190,10 +190,7 @@ class MultiTaskBatchSampler(Sampler[list[int]]):
         """The probability of each task at a step for the temperature, balanced and weights strategies (None for the
         others, which fix the steps of each task per epoch)."""
         if self.strategy in ("temperature", "balanced"):
-            if not isinstance(temperature, (int, float)) or not temperature > 0:
-                raise MultiTaskTrainingError(f"`temperature` must be a positive number; got {temperature!r}.")
-            if temperature_cap is not None and (not isinstance(temperature_cap, int) or temperature_cap < 1):
-                raise MultiTaskTrainingError(f"`temperature_cap` must be a positive integer; got {temperature_cap!r}.")
+            check_temperature(temperature, temperature_cap)
             sizes = np.array([self.task_sizes[t] for t in self.tasks], dtype=np.float64)
             if temperature_cap is not None:
                 sizes = np.minimum(sizes, temperature_cap)
