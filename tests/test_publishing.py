@@ -514,3 +514,23 @@ def test_trainer_and_model_push_to_hub_upload_the_mtst_card_and_handler(hub_serv
         readme = hub_server.read_file(repo, "README.md").decode()
         assert {"## Tasks", "## Usage", "### Inference Endpoints (custom handler)"} <= set(readme.splitlines())
         assert repo in readme and "your-username/your-mtst-model" not in readme
+
+
+def test_a_local_path_about_to_be_uploaded_stops_the_upload_naming_file_and_field(tmp_path, tiny_model, monkeypatch):
+    """A field that still holds a local path (here a custom one in config.json) stops the upload before any request,
+    naming the file and the field; before, it was uploaded with a warning."""
+    from mtst.hub import publish
+
+    folder = tmp_path / "model"
+    tiny_model.save_pretrained(folder)
+    write_model_card(folder, tiny_model)
+    config = json.loads((folder / "config.json").read_text())
+    config["my_data_folder"] = str(tmp_path / "private" / "data")
+    (folder / "config.json").write_text(json.dumps(config))
+    requests = []
+    monkeypatch.setattr("huggingface_hub.HfApi.create_repo", lambda *a, **k: requests.append(a))
+    with pytest.raises(publish.UploadRefusedError) as err:
+        publish.upload_folder(folder, "user/x", token="hf_" + "x" * 30)
+    message = str(err.value)
+    assert "config.json (field my_data_folder)" in message and "nothing was sent" in message, message
+    assert requests == []

@@ -88,11 +88,12 @@ def check_model(model: str, revision: str | None) -> None:
     check_not_missing_path(model)
     from huggingface_hub import hf_hub_download
 
+    from mtst.data.errors import HUB_ERRORS
     from mtst.remote.configuration_mtst import first_sentence
 
     try:
         config_path = hf_hub_download(model, "config.json", revision=revision)
-    except Exception as e:  # noqa: BLE001 - offline mode, unknown repo or revision, invalid id, network: one message
+    except HUB_ERRORS as e:  # offline mode, unknown repo or revision, invalid id, network: one message
         raise PredictError(
             f"Model '{model}' is neither a local folder nor a model that could be fetched from the Hub "
             f"({first_sentence(e)}). Check the path, or the Hub id and --revision."

@@ -29,6 +29,10 @@ from mtst.data.errors import TaskConfigError, TaskDataError
 from mtst.data.loading import load_task_data
 from mtst.data.tasks import load_task_specs
 from mtst.data.tokenization import tokenize_task
+from mtst.hub import card
+from mtst.hub.callback import MTSTCardCallback, card_data_from_trainer
+from mtst.hub.card_data import MTSTCardData
+from mtst.hub.publish import UploadRefusedError
 from mtst.metrics import HEADLINE_METRICS
 from mtst.remote.configuration_mtst import MTSTConfigError, check_model_folder, first_sentence, read_config_dict
 from mtst.remote.modeling_mtst import MTSTModel
@@ -159,63 +163,30 @@ def read_single_task_results(option: str | None, specs) -> dict[str, dict]:
     return found
 
 
-def _modelcard_module():
-    try:
-        from mtst.hub import card
-    except ImportError:
-        return None
-    return card
-
-
 def attach_model_card(trainer, specs, model_args: ModelArguments):
-    """Hook: collect model-card data during training (`mtst.hub.callback.MTSTCardCallback`) when `mtst.hub.card` is
-    importable. Returns the card data, or None. Never raises."""
-    module = _modelcard_module()
-    if module is None:
-        return None
-    try:
-        from mtst.hub.callback import MTSTCardCallback
-
-        card_data = module.MTSTCardData(base_model=model_args.model_name_or_path)
-        card_data.set_task_specs(specs)
-        plan = getattr(trainer, "growth_plan", None)
-        if plan is not None:
-            card_data.kept_tasks = list(plan.kept)
-        MTSTCardCallback.attach(trainer, card_data)
-        return card_data
-    except Exception as err:  # the card must never block training
-        logger.warning("Model card: could not start collecting card data: %s", err)
-        return None
+    """Collect model-card data during training (`mtst.hub.callback.MTSTCardCallback`); returns the card data."""
+    card_data = MTSTCardData(base_model=model_args.model_name_or_path)
+    card_data.set_task_specs(specs)
+    plan = getattr(trainer, "growth_plan", None)
+    if plan is not None:
+        card_data.kept_tasks = list(plan.kept)
+    MTSTCardCallback.attach(trainer, card_data)
+    return card_data
 
 
 def write_model_card(trainer, card_data, output_dir: str, raw_datasets=None, metrics=None) -> None:
-    """Hook: render the model card into `output_dir` (`mtst.hub.card.write_model_card`) after the model is saved,
-    when `mtst.hub.card` is importable; the final metrics (predict_* included) and the raw data's texts (widget
-    examples) are added to the card data first. A card that cannot be written only logs a warning."""
-    module = _modelcard_module()
-    if module is None:
-        return
-    try:
-        if card_data is not None:
-            from mtst.hub.callback import card_data_from_trainer
-
-            card_data = card_data_from_trainer(trainer, card_data, raw_datasets=raw_datasets, metrics=metrics)
-        module.write_model_card(output_dir, trainer.model, card_data, trainer.processing_class)
-    except Exception as err:  # the card must never block saving
-        logger.warning("Could not write the model card: %s", err)
+    """Render the model card into `output_dir` (`mtst.hub.card.write_model_card`) after the model is saved; the final
+    metrics (predict_* included) and the raw data's texts (widget examples) are added to the card data first."""
+    card_data = card_data_from_trainer(trainer, card_data, raw_datasets=raw_datasets, metrics=metrics)
+    card.write_model_card(output_dir, trainer.model, card_data, trainer.processing_class)
 
 
 def push_model_to_hub(training_args, token: str | None = None) -> None:
     """Publish `output_dir` (model, code, tokenizer, card) to `--hub_model_id` (default: the output folder's name)
     with `mtst.hub.card.push_to_hub`, using `--hub_token`/HF_TOKEN/the login, `--hub_private_repo` and
-    `--hub_revision`. Without `mtst.hub.card`, the Trainer's own `push_to_hub` is used."""
+    `--hub_revision`."""
     repo_id = training_args.hub_model_id or os.path.basename(os.path.abspath(training_args.output_dir))
-    module = _modelcard_module()
-    if module is None:
-        logger.warning("mtst.hub.card is not importable: pushing with Trainer.push_to_hub (generic model card).")
-        training_args.push_to_hub = True
-        return
-    commit = module.push_to_hub(
+    commit = card.push_to_hub(
         training_args.output_dir,
         repo_id,
         token=token or training_args.hub_token,
@@ -433,7 +404,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Scr
     )
     trainer.growth_plan = growth
     card_data = attach_model_card(trainer, specs, model_args)
-    if card_data is not None and single_task:
+    if single_task:
         card_data.set_single_task_results(single_task)
 
     all_metrics: dict = {}
@@ -451,9 +422,6 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Scr
         write_model_card(trainer, card_data, training_args.output_dir, raw_datasets=raw, metrics=all_metrics)
         if push_to_hub:
             push_model_to_hub(training_args, hub_token)
-            if training_args.push_to_hub:  # no mtst.hub.card: the Trainer pushes the folder itself
-                training_args.hub_token = hub_token
-                trainer.push_to_hub()
     if push_to_hub and not training_args.do_train:
         logger.warning("--push_to_hub needs --do_train: nothing was trained, so nothing is pushed.")
     if trainer.is_world_process_zero():
@@ -506,6 +474,9 @@ def main(argv: list[str] | None = None) -> int:
             output_dir = training_args.output_dir
         run(model_args, data_args, training_args)
         close_distributed()
+    except UploadRefusedError as err:  # after training: the saved model stays, only the upload was refused
+        print(f"run_multitask.py: error: {err}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
     except (TaskConfigError, TaskDataError, MTSTConfigError, MultiTaskTrainingError, CommandLineError) as err:
         if output_dir is not None:
             remove_partial_output(output_dir)

@@ -17,7 +17,16 @@ from typing import Any
 
 import datasets
 
-from mtst.data.errors import TaskConfigError, TaskDataError, TaskFileNotFoundError, one_line, short
+from mtst.data.errors import (
+    HUB_ERRORS,
+    TaskConfigError,
+    TaskDataError,
+    TaskFileNotFoundError,
+    is_data_error,
+    one_line,
+    root_cause,
+    short,
+)
 from mtst.data.formats import COMPRESSIONS, file_format, strip_compression
 from mtst.data.tasks import PARQUET_EXPORT_REVISION, SPLITS, TaskSpec
 
@@ -174,17 +183,6 @@ class Locator:
         return f"{self.origin}, {self._kind if self._kind != 'line' else 'row'} {index + 1}"
 
 
-def _root_cause(err: BaseException) -> BaseException:
-    seen = set()
-    while id(err) not in seen:
-        seen.add(id(err))
-        nxt = err.__cause__ or err.__context__
-        if nxt is None:
-            break
-        err = nxt
-    return err
-
-
 def _json_problem(path: Path) -> str | None:
     """Where a JSON or JSON-lines file breaks, as 'line N: <reason>' (parsed line by line; error path only)."""
     try:
@@ -254,7 +252,9 @@ def _load_file(spec: TaskSpec, path: Path, fmt: str, cache_dir: str | None) -> t
             builder, data_files={"train": str(path)}, split="train", cache_dir=cache_dir, **kwargs
         )
     except Exception as err:  # a builder's error, e.g. JSON parse error, ragged CSV, unreadable parquet
-        cause = _root_cause(err)
+        if not is_data_error(err):  # a bug (ours or the library's) keeps its traceback
+            raise
+        cause = root_cause(err)
         if "corresponds to no data" in str(cause):
             raise TaskDataError(f"Task '{spec.name}': data file {path} contains no examples.") from err
         where = _json_problem(path) if fmt == "json" else None
@@ -286,7 +286,7 @@ def _hub_load_problem(spec: TaskSpec, name: str, at: str, err: BaseException) ->
             groups = [("branches", refs.branches), ("tags", refs.tags), ("parquet export", refs.converts)]
             exists = "; ".join(f"{kind}: {', '.join(r.name for r in found)}" for kind, found in groups if found)
             exists = f" It has {exists}." if exists else ""
-        except Exception:  # the listing is a courtesy; the missing revision is the error
+        except HUB_ERRORS:  # the listing is a courtesy; the missing revision is the error
             exists = ""
         return (
             f"{head} has no revision '{spec.revision}' on the Hub ({constants.ENDPOINT}).{exists} Set `revision:` "
@@ -322,6 +322,8 @@ def load_raw(spec: TaskSpec, cache_dir: str | None) -> dict[str, list[tuple[data
     try:
         dsd = datasets.load_dataset(spec.dataset, config, revision=spec.revision, cache_dir=cache_dir, **kwargs)
     except Exception as err:
+        if not is_data_error(err):  # a bug (ours or the library's) keeps its traceback
+            raise
         raise TaskDataError(_hub_load_problem(spec, name, at, err)) from err
     if "train" not in dsd:
         raise TaskDataError(

@@ -23,7 +23,7 @@ from transformers import TrainerCallback, TrainingArguments
 
 from mtst.hub.card import write_model_card
 from mtst.hub.card_data import MTSTCardData, as_number, format_number
-from mtst.hub.publish import is_local_path
+from mtst.remote.configuration_mtst import is_local_path
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +142,14 @@ def texts_from(source, tokenizer=None, limit: int = 12) -> list[str]:
     return texts
 
 
+def _size(dataset) -> int | None:
+    """The number of examples, None for a dataset without a length (an iterable one)."""
+    try:
+        return len(dataset)
+    except TypeError:
+        return None
+
+
 class MTSTCardCallback(TrainerCallback):
     """Fills an [`MTSTCardData`] during training and writes the card into every checkpoint.
 
@@ -175,41 +183,29 @@ class MTSTCardCallback(TrainerCallback):
         if model is not None:
             model = getattr(model, "module", model)
             data.register(model)
-            try:
-                model.model_card_data = data
-            except Exception:
-                pass
+            model.model_card_data = data
         if self.trainer is None or self._datasets_read:
             return
         self._datasets_read = True
-        try:
-            train, evals = self.trainer.train_dataset, self.trainer.eval_dataset
-            sizes = getattr(train, "task_sizes", None)
-            if sizes is None and isinstance(train, Mapping):
-                sizes = {t: len(ds) for t, ds in train.items()}
-            data.set_dataset_sizes(
-                sizes, {t: len(ds) for t, ds in evals.items()} if isinstance(evals, Mapping) else None
-            )
-            if not data.widget_examples and isinstance(evals, Mapping) and evals:
-                primary = data.primary_task()
-                dataset = evals.get(primary) if primary in evals else next(iter(evals.values()))
-                data.set_widget_examples(texts_from(dataset, getattr(self.trainer, "processing_class", None)))
-        except Exception as err:  # never let the card disturb training
-            logger.warning("Model card: could not read the datasets (%s).", type(err).__name__)
+        train, evals = self.trainer.train_dataset, self.trainer.eval_dataset
+        sizes = getattr(train, "task_sizes", None)
+        if sizes is None and isinstance(train, Mapping):
+            sizes = {t: _size(ds) for t, ds in train.items()}
+        data.set_dataset_sizes(
+            sizes, {t: _size(ds) for t, ds in evals.items()} if isinstance(evals, Mapping) else None
+        )
+        if not data.widget_examples and isinstance(evals, Mapping) and evals:
+            primary = data.primary_task()
+            dataset = evals.get(primary) if primary in evals else next(iter(evals.values()))
+            data.set_widget_examples(texts_from(dataset, getattr(self.trainer, "processing_class", None)))
 
     def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
         self.on_init_end(args, state, control, model=model)
         data = self.card_data
         data._train_started = time.time()
-        try:
-            data.hyperparameters, data.multitask_options = read_training_args(args)
-        except Exception as err:  # never let the card disturb training
-            logger.warning("Model card: could not read the training arguments (%s).", type(err).__name__)
-        try:
-            sampling = read_sampler(getattr(self.trainer, "_train_batch_sampler", None) or train_dataloader)
-            data.sampling = sampling or data.sampling
-        except Exception as err:
-            logger.warning("Model card: could not read the sampler (%s).", type(err).__name__)
+        data.hyperparameters, data.multitask_options = read_training_args(args)
+        sampling = read_sampler(getattr(self.trainer, "_train_batch_sampler", None) or train_dataloader)
+        data.sampling = sampling or data.sampling
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if metrics:
@@ -227,12 +223,9 @@ class MTSTCardCallback(TrainerCallback):
         if state.log_history:
             data.set_log_history(state.log_history)
         learned = getattr(self.trainer, "learned_loss_weights", None)
-        try:
-            weights = learned() if callable(learned) else None
-            if weights:
-                data.learned_loss_weights = {t: float(w) for t, w in weights.items()}
-        except Exception:
-            pass
+        weights = learned() if callable(learned) else None
+        if weights:
+            data.learned_loss_weights = {t: float(w) for t, w in weights.items()}
 
     def finish(self, task_specs=None, raw_datasets: Mapping[str, Any] | None = None, metrics=None) -> MTSTCardData:
         """After training: which model was kept, every evaluation in the log and the final `metrics` (test ones

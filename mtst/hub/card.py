@@ -21,6 +21,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import jinja2
+import yaml
 from huggingface_hub import ModelCard, ModelCardData
 
 from mtst import resources
@@ -35,12 +37,15 @@ from mtst.hub.publish import (
     stage_upload,
     upload_folder,
 )
-from mtst.remote.configuration_mtst import MTSTConfig
+from mtst.remote.configuration_mtst import MTSTConfig, first_sentence
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["export_for_hub", "loss_curve_svg", "push_to_hub", "write_model_card"]
 
+# What making a card can fail on for a reason other than a bug: the template (missing, unreadable, a Jinja error), the
+# folder (unreadable config.json, no space), a value the card's YAML or the Hub's model-index refuses.
+CARD_ERRORS = (OSError, ValueError, jinja2.TemplateError, yaml.YAMLError)
 # The card template, package data (None: this installation lacks it; the card says so in a warning, naming where it
 # was looked for).
 TEMPLATE_PATH = resources.find("model_card.md")
@@ -121,8 +126,9 @@ def write_model_card(
 
     `model` is the MTST model (or None: the folder's config.json is read); `card_data` defaults to
     `model.model_card_data` (set by `mtst.hub.callback.MTSTCardCallback`) or an empty [`MTSTCardData`]; `tokenizer`,
-    when given, is saved if the folder has none. Never raises: on failure a warning is logged and a minimal card is
-    written.
+    when given, is saved if the folder has none. A card that cannot be made (a missing or broken template, a folder
+    that cannot be read or written, a value the Hub's card format refuses) never blocks saving: a warning says why and
+    a minimal card is written (`CARD_ERRORS`); any other error is a bug and is raised.
     """
     folder = Path(save_directory)
     config = None
@@ -147,22 +153,18 @@ def write_model_card(
         template = TEMPLATE_PATH if TEMPLATE_PATH is not None else resources.path("model_card.md")
         card = ModelCard.from_template(card_data, template_path=str(template))
         card = ModelCard(_tidy(scrub(card.content, extra_paths=[folder.resolve()])))
-    except Exception as err:
+    except CARD_ERRORS as err:
         logger.warning(
             "Model card: could not render the full card (%s: %s); writing a minimal one.",
             type(err).__name__,
             # a missing template: say where it was looked for (installation paths, no secrets)
             str(err) if isinstance(err, resources.ResourceNotFoundError) else scrub(str(err), extra_paths=[folder]),
         )
-        try:
-            card = _minimal_card(config if config is not None else getattr(model, "config", None), err)
-        except Exception as inner:  # pragma: no cover - last resort
-            logger.warning("Model card: minimal card failed too (%s).", type(inner).__name__)
-            card = ModelCard("---\nlibrary_name: transformers\ntags:\n- mtst\n---\n\n# MTST multi-task model\n")
+        card = _minimal_card(config if config is not None else getattr(model, "config", None), err)
     try:
         card.save(str(folder / README_FILE))
-    except Exception as err:
-        logger.warning("Model card: could not write %s (%s).", README_FILE, type(err).__name__)
+    except OSError as err:
+        logger.warning("Model card: could not write %s (%s).", README_FILE, first_sentence(err))
     return card
 
 

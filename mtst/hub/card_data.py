@@ -209,7 +209,8 @@ class MTSTCardData(ModelCardData):
     def set_dataset_sizes(self, train: Mapping[str, int] | None = None, eval: Mapping[str, int] | None = None):
         for key, sizes in (("train_size", train), ("eval_size", eval)):
             for task, size in (sizes or {}).items():
-                self.task_datasets.setdefault(task, {})[key] = int(size)
+                if size is not None:  # None: an iterable dataset of unknown length
+                    self.task_datasets.setdefault(task, {})[key] = int(size)
 
     def set_eval_results(self, metrics: Mapping[str, Any], prefix: str | None = None, split: str | None = None):
         """Store `<prefix>_<task>_<metric>` values (as the multi-task trainer reports them), under `split`

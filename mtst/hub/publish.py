@@ -28,7 +28,7 @@ from typing import Any
 
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-from mtst.remote.configuration_mtst import is_local_path  # re-exported: the one rule for paths vs Hub ids
+from mtst.remote.configuration_mtst import is_local_path
 
 logger = logging.getLogger(__name__)
 
@@ -36,9 +36,9 @@ __all__ = [
     "CODE_FILES",
     "MODEL_ID_PLACEHOLDER",
     "UPLOAD_PATTERNS",
+    "UploadRefusedError",
     "finalize_model_dir",
     "is_hub_id",
-    "is_local_path",
     "prepare_push",
     "resolve_base_model",
     "scrub",
@@ -170,7 +170,8 @@ def _sanitize_config(save_directory: Path) -> None:
 
 def finalize_model_dir(save_directory: str | os.PathLike) -> list[str]:
     """Make a saved folder complete for the Hub: copy in any missing code file (and always `handler.py`), and remove
-    local paths from `config.json`. Returns the names of the files copied. Never raises (logs a warning)."""
+    local paths from `config.json`. Returns the names of the files copied. A folder that cannot be written, or a
+    config.json that is not JSON, is logged as a warning (the save itself already succeeded); a bug is raised."""
     folder = Path(save_directory)
     copied = []
     try:
@@ -192,9 +193,40 @@ def finalize_model_dir(save_directory: str | os.PathLike) -> list[str]:
                 shutil.copyfile(source, target)
                 copied.append(name)
         _sanitize_config(folder)
-    except Exception as err:
+    except (OSError, ValueError) as err:  # ValueError: a config.json that is not JSON
         logger.warning("Model folder: could not finalize it (%s: %s).", type(err).__name__, scrub(str(err)))
     return copied
+
+
+class UploadRefusedError(ValueError):
+    """A file about to be uploaded holds a local path of this machine (or the token): nothing is uploaded."""
+
+
+def _where_paths_are(path: Path, prefixes: list[str]) -> list[str]:
+    """Where `path` holds one of `prefixes`: the JSON fields (`a.b[0]`) of a .json file, else the line numbers."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if not any(prefix in text for prefix in prefixes):
+        return []
+    if path.suffix == ".json":
+        try:
+            found: list[str] = []
+            _json_fields(json.loads(text), "", prefixes, found)
+            if found:
+                return [f"field {field}" for field in found]
+        except ValueError:
+            pass
+    return [f"line {n}" for n, line in enumerate(text.splitlines(), 1) if any(p in line for p in prefixes)]
+
+
+def _json_fields(value, where: str, prefixes: list[str], found: list[str]) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _json_fields(item, f"{where}.{key}" if where else str(key), prefixes, found)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _json_fields(item, f"{where}[{i}]", prefixes, found)
+    elif isinstance(value, str) and any(prefix in value for prefix in prefixes):
+        found.append(where or "(the whole file)")
 
 
 def stage_upload(
@@ -215,14 +247,18 @@ def stage_upload(
         if secret and secret.encode() in data:
             raise ValueError(f"{source.name} contains the Hub token; refusing to upload it.")
         (stage / source.name).write_bytes(data)
-    prefixes = [p.encode() for p in _local_prefixes([folder.resolve()])]
+    prefixes = _local_prefixes([folder.resolve()])
     leaks = [
-        path.name
-        for path in stage.iterdir()
-        if path.suffix in (".json", ".md", ".py", ".svg", ".txt") and any(p in path.read_bytes() for p in prefixes)
+        f"{path.name} ({', '.join(_where_paths_are(path, prefixes))})"
+        for path in sorted(stage.iterdir())
+        if path.suffix in (".json", ".md", ".py", ".svg", ".txt") and _where_paths_are(path, prefixes)
     ]
     if leaks:
-        logger.warning("push_to_hub: %s contain(s) a local path of this machine.", ", ".join(leaks))
+        raise UploadRefusedError(
+            f"push_to_hub: the upload is stopped, nothing was sent: {'; '.join(leaks)} hold(s) a local path of this "
+            f"machine. Remove it from those files in {folder} (a config field set to a local folder, a path in a "
+            "text) and push again."
+        )
     return sorted(p.name for p in stage.iterdir())
 
 

@@ -255,7 +255,13 @@ _OPTION_DEFAULTS = {
 
 
 def option(args, name: str):
-    return getattr(args, name, _OPTION_DEFAULTS.get(name))
+    """The value of the training option `name` in `args`; a multi-task option missing from `args` (a plain
+    `TrainingArguments`) has its default. A name that is no option at all is a bug: `AttributeError`."""
+    if name in _OPTION_DEFAULTS:
+        return getattr(args, name, _OPTION_DEFAULTS[name])
+    if name in TrainingArguments.__dataclass_fields__:
+        return getattr(args, name)
+    raise AttributeError(f"{name!r} is not an option of MultiTaskTrainingArguments.")
 
 
 _ENUM_OPTIONS = {

@@ -73,6 +73,7 @@ class GrowthPlan:
 def saved_mtst_config(path: str, cache_dir: str | None = None, revision: str | None = None):
     """The `MTSTConfig` of a saved MTST model (a local folder or a Hub id), or None when `path` is not one (a
     backbone). Never raises for a backbone or an unreachable Hub id: those are reported when the backbone loads."""
+    from mtst.data.errors import HUB_ERRORS
     from mtst.remote.configuration_mtst import MTSTConfig, is_local_path, read_config_dict
 
     config_file = None
@@ -85,7 +86,7 @@ def saved_mtst_config(path: str, cache_dir: str | None = None, revision: str | N
             from huggingface_hub import hf_hub_download
 
             config_file = hf_hub_download(path, "config.json", revision=revision, cache_dir=cache_dir)
-        except Exception:  # noqa: BLE001 - offline, unknown repo: not an MTST we can grow; the backbone load reports
+        except HUB_ERRORS:  # offline, unknown repo: not an MTST we can grow; the backbone load reports it
             return None
     if config_file is None:
         return None
