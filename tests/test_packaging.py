@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import backbone_path, tiny_mtst_config
+from conftest import tiny_mtst_config
 
 from mtst import __version__
 from mtst import resources as mtst_resources
@@ -132,16 +132,11 @@ def _venv(path: Path, source: Path, editable: bool) -> Path:
 def test_pip_install_gives_the_same_card_as_the_editable_install(tmp_path):
     """The same short run (default tasks, a tiny random backbone) with a non-editable and an editable install of the
     same source, each from an empty folder: identical cards (but for the training time) and handler."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from conftest import save_tiny_backbone
 
     source = tmp_path / "src"
     shutil.copytree(ROOT, source, ignore=_COPY_IGNORE)
-    backbone = tmp_path / "backbone"
-    config = BertConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, max_position_embeddings=128
-    )
-    BertModel(config, add_pooling_layer=False).save_pretrained(backbone)
-    AutoTokenizer.from_pretrained(backbone_path()).save_pretrained(backbone)
+    backbone = save_tiny_backbone(tmp_path / "backbone")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
     args = ["--model_name_or_path", backbone, "--max_steps", "3", "--logging_steps", "1", "--save_strategy", "no"]

@@ -396,16 +396,12 @@ print("CLI MODEL OK", json.dumps(sorted(answers[0])))
 
 def test_run_multitask_push_to_hub_publishes_a_loadable_repo(hub_server, tokenizer, tmp_path):
     """`run_multitask.py ... --push_to_hub --hub_model_id user/cli-model`: tiny backbone, 16 examples per task."""
-    from conftest import tiny_encoder_config
+    from conftest import save_tiny_backbone
     from trainer_helpers import NER_LABELS as CLI_NER_LABELS
     from trainer_helpers import TOPIC_LABELS as CLI_TOPIC_LABELS
     from trainer_helpers import write_task_files
-    from transformers import BertModel
 
-    torch.manual_seed(0)
-    backbone = tmp_path / "tiny-backbone"
-    BertModel(tiny_encoder_config(), add_pooling_layer=False).save_pretrained(backbone)
-    tokenizer.save_pretrained(backbone)
+    backbone = save_tiny_backbone(tmp_path / "tiny-backbone")
     tasks_config = write_task_files(tmp_path / "data", n_train=16, n_eval=8)
     script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "run_multitask.py")
     output_dir = tmp_path / "out"
@@ -498,13 +494,9 @@ print("MODEL", model.push_to_hub("user/model-push", tokenizer=tokenizer).oid)
 def test_trainer_and_model_push_to_hub_upload_the_mtst_card_and_handler(hub_server, tokenizer, tmp_path):
     """`trainer.push_to_hub()` and `model.push_to_hub(repo, tokenizer=...)` from Python upload what the command line
     does: the code files, `handler.py`, the tokenizer and MTST's full card (not transformers' generic one)."""
-    from conftest import tiny_encoder_config
-    from transformers import BertModel
+    from conftest import save_tiny_backbone
 
-    torch.manual_seed(0)
-    backbone = tmp_path / "tiny-backbone"
-    BertModel(tiny_encoder_config(), add_pooling_layer=False).save_pretrained(backbone)
-    tokenizer.save_pretrained(backbone)
+    backbone = save_tiny_backbone(tmp_path / "tiny-backbone")
     pushed = hub_server.run_client(PYTHON_PUSH, tmp_path, args=[backbone, tmp_path / "out"])
     assert "TRAINER" in pushed.stdout and "MODEL" in pushed.stdout, pushed.stderr[-2000:]
     for repo in ("user/trainer-push", "user/model-push"):

@@ -29,15 +29,10 @@ STEP_LINE = re.compile(r"\[mtst-step\] rank=(\d+) step=(\d+) micro=(\d+) task=(\
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A tiny random BERT backbone (with the MiniLM tokenizer) and small topic + ner task files."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from conftest import save_tiny_backbone
 
     folder = tmp_path_factory.mktemp("tiny")
-    torch.manual_seed(0)
-    config = BertConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, max_position_embeddings=64
-    )
-    BertModel(config, add_pooling_layer=False).save_pretrained(folder / "backbone")
-    AutoTokenizer.from_pretrained(backbone_path()).save_pretrained(folder / "backbone")
+    save_tiny_backbone(folder / "backbone", max_position_embeddings=64)
     tasks = write_task_files(folder / "data", n_train=40, n_eval=12)
     return {"backbone": str(folder / "backbone"), "tasks": tasks, "folder": folder}
 

@@ -109,19 +109,12 @@ def tokenized_tasks(tokenizer, folder, n_train: int = 48, n_eval: int = 16, seed
 def tiny_model(specs, seed: int = 0, vocab_size: int = 30522, **config_kwargs):
     """A 2-layer, 32-wide random BERT encoder with the specs' heads."""
     import torch
-    from transformers import BertConfig
+    from conftest import tiny_encoder_config
 
     from mtst.remote.configuration_mtst import MTSTConfig
     from mtst.remote.modeling_mtst import MTSTModel
 
-    encoder = BertConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=37,
-        max_position_embeddings=64,
-    )
+    encoder = tiny_encoder_config(vocab_size=vocab_size, max_position_embeddings=64)
     torch.manual_seed(seed)
     config = MTSTConfig(encoder=encoder, tasks={s.name: s.to_model_task() for s in specs}, **config_kwargs)
     return MTSTModel(config)

@@ -216,18 +216,17 @@ def save_model(work: str) -> str:
     sys.path.insert(0, ROOT)
     os.environ["HF_HOME"] = os.path.join(work, "hf-home")
     import torch
-    from transformers import AutoTokenizer, BertConfig
+    from transformers import AutoTokenizer
 
     sys.path.insert(0, os.path.join(ROOT, "tests"))
+    from conftest import tiny_encoder_config
     from trainer_helpers import backbone_path
 
     from mtst.remote.configuration_mtst import MTSTConfig
     from mtst.remote.modeling_mtst import MTSTModel
 
     torch.manual_seed(0)
-    encoder = BertConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, max_position_embeddings=128
-    )
+    encoder = tiny_encoder_config()
     tasks = {
         "topic": {"type": "sequence_classification", "labels": TOPIC_LABELS},
         "ner": {"type": "token_classification", "labels": NER_LABELS},
