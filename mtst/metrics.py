@@ -6,6 +6,10 @@ Metrics (`eval_<task>_<metric>`, plus `eval_average` and `eval_loss`)
     - token tasks: entity-level `precision`, `recall`, `f1` with seqeval in `mode="strict"` and scheme IOB2 (IOBES
       when the labels use E-/S- prefixes; plain tags without prefixes are read as IO: `X` -> `I-X`, default mode),
       `accuracy` over labelled (sub-)tokens and `<TYPE>_f1` per entity type; headline metric: `f1`.
+    - sentence_similarity tasks: `spearman` and `pearson` correlation of the cosine of the two texts' embeddings
+      with the gold scores; headline metric: `spearman`.
+    - retrieval tasks: each query ranks every positive (and hard negative) of the evaluation set by cosine:
+      `mrr_at_10`, `recall_at_1`, `recall_at_10`; headline metric: `mrr_at_10`.
     - `eval_average`: the mean of the tasks' headline metrics, usable as `metric_for_best_model="average"`;
       `eval_loss`: the mean of the tasks' (unweighted) losses.
 """
@@ -21,12 +25,20 @@ from typing import Any
 
 import numpy as np
 
-from mtst.remote.configuration_mtst import IGNORE_INDEX, SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION
+from mtst.remote.configuration_mtst import (
+    IGNORE_INDEX,
+    RETRIEVAL,
+    SENTENCE_SIMILARITY,
+    SEQUENCE_CLASSIFICATION,
+    TOKEN_CLASSIFICATION,
+)
 from mtst.remote.pipeline_mtst import softmax
 
 __all__ = [
     "HEADLINE_METRICS",
+    "retrieval_metrics",
     "sequence_classification_metrics",
+    "similarity_metrics",
     "task_metrics",
     "token_classification_metrics",
     "write_predictions",
@@ -34,7 +46,12 @@ __all__ = [
 
 # The metric that stands for a task: in `eval_average`, in the card's headline columns, in mtst.training.grow's
 # comparison.
-HEADLINE_METRICS = {SEQUENCE_CLASSIFICATION: "accuracy", TOKEN_CLASSIFICATION: "f1"}
+HEADLINE_METRICS = {
+    SEQUENCE_CLASSIFICATION: "accuracy",
+    TOKEN_CLASSIFICATION: "f1",
+    SENTENCE_SIMILARITY: "spearman",
+    RETRIEVAL: "mrr_at_10",
+}
 
 
 def _metric_name(text: str) -> str:
@@ -119,8 +136,48 @@ def token_classification_metrics(predictions, label_ids, label_names: Sequence[s
     return metrics
 
 
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+def similarity_metrics(embeddings: np.ndarray, scores: np.ndarray) -> dict:
+    """Spearman and Pearson correlation of the cosine of each pair `embeddings[i, 0]`, `embeddings[i, 1]` (shape
+    `[N, 2, D]`) with the gold `scores`. sentence-transformers' EmbeddingSimilarityEvaluator computes the same
+    numbers, but from raw texts it encodes itself: here the embeddings come from the trainer's own evaluation loop
+    (its tokenization and, under DDP, every process's share)."""
+    from scipy.stats import pearsonr, spearmanr
+
+    unit = _unit(np.asarray(embeddings, dtype=np.float64))
+    cosine = (unit[:, 0] * unit[:, 1]).sum(-1)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if len(cosine) < 2 or np.ptp(cosine) == 0 or np.ptp(scores) == 0:
+        return {"spearman": 0.0, "pearson": 0.0}
+    return {"spearman": float(spearmanr(cosine, scores)[0]), "pearson": float(pearsonr(cosine, scores)[0])}
+
+
+def retrieval_metrics(embeddings: np.ndarray) -> dict:
+    """MRR@10, recall@1 and recall@10 of each query `embeddings[i, 0]` finding its positive `embeddings[i, 1]` among
+    every positive and hard negative (`embeddings[:, 2:]`) of the set, by cosine (as sentence-transformers'
+    InformationRetrievalEvaluator, on the embeddings of the trainer's evaluation loop)."""
+    unit = _unit(np.asarray(embeddings, dtype=np.float64))
+    queries, corpus = unit[:, 0], unit[:, 1:].transpose(1, 0, 2).reshape(-1, unit.shape[-1])
+    scores = queries @ corpus.T  # [N, N * (columns - 1)]; positives first, at column i
+    positive = scores[np.arange(len(queries)), np.arange(len(queries))]
+    rank = 1 + (scores > positive[:, None]).sum(1)  # ties count in the query's favour
+    return {
+        "mrr_at_10": float(np.where(rank <= 10, 1.0 / rank, 0.0).mean()),
+        "recall_at_1": float((rank <= 1).mean()),
+        "recall_at_10": float((rank <= 10).mean()),
+    }
+
+
 def task_metrics(task_type: str, predictions, label_ids, label_names: Sequence[str]) -> dict:
     """Metrics of one task (see the module docstring for names and headline metrics)."""
+    if task_type == SENTENCE_SIMILARITY:
+        return similarity_metrics(predictions, label_ids)
+    if task_type == RETRIEVAL:
+        return retrieval_metrics(predictions)
     if task_type == TOKEN_CLASSIFICATION:
         return token_classification_metrics(predictions, label_ids, label_names)
     return sequence_classification_metrics(predictions, label_ids, label_names)
@@ -150,8 +207,11 @@ def write_predictions(
 
     Token tasks are written per word: a word's prediction is that of its first sub-token (`word_ids` from the
     tokenizer; without them, the labelled positions of `label_ids` are taken as the words' first sub-tokens). Words cut
-    off by truncation get no prediction (`null`)."""
+    off by truncation get no prediction (`null`). Embedding tasks write their texts and the cosine of each pair
+    (similarity: with the gold score, scaled to [0, 1]; retrieval: with the rank of the positive)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if task_type in (SENTENCE_SIMILARITY, RETRIEVAL):
+        return _write_pair_predictions(path, task_type, logits, label_ids, raw_dataset)
     names = list(label_names)
     n = len(logits)
     count = 0
@@ -207,3 +267,22 @@ def write_predictions(
             f.write(json.dumps({k: _jsonable(v) for k, v in record.items()}, ensure_ascii=False) + "\n")
             count += 1
     return count
+
+
+def _write_pair_predictions(path: str, task_type: str, embeddings, scores, raw_dataset) -> int:
+    unit = _unit(np.asarray(embeddings, dtype=np.float64))
+    cosine = (unit[:, 0] * unit[:, 1]).sum(-1)
+    if task_type == RETRIEVAL:
+        corpus = unit[:, 1:].transpose(1, 0, 2).reshape(-1, unit.shape[-1])
+        ranks = 1 + ((unit[:, 0] @ corpus.T) > cosine[:, None]).sum(1)
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(len(unit)):
+            row = raw_dataset[i] if raw_dataset is not None else {}
+            record = {key: row[key] for key in ("text", "text_pair", "negative") if key in row}
+            if task_type == SENTENCE_SIMILARITY and scores is not None:
+                record["score"] = round(float(scores[i]), 6)
+            record["cosine"] = round(float(cosine[i]), 6)
+            if task_type == RETRIEVAL:
+                record["rank"] = int(ranks[i])
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return len(unit)

@@ -111,6 +111,12 @@ class MultiTaskCollator:
 
     The padding is transformers' own: ``DataCollatorWithPadding`` for the inputs of sequence tasks and of joint
     examples, ``DataCollatorForTokenClassification`` for token tasks (labels padded on the tokenizer's side).
+
+    An embedding task's batch (features with ``pair_input_ids``, and ``negative_input_ids`` when it has hard
+    negatives) holds its texts as one padded batch, the first texts, then the second ones, then the negatives, so
+    the model embeds them in one forward pass; ``columns`` says how many texts each example has, and ``labels`` is
+    the float score of similarity tasks. ``teacher_embedding`` (embedding preservation) is stacked into
+    ``[B, D]``.
     """
 
     def __init__(self, tokenizer, pad_to_multiple_of: int | None = None, label_pad_token_id: int = IGNORE_INDEX):
@@ -137,9 +143,27 @@ class MultiTaskCollator:
             rows = [row + [pad] * (length - len(row)) for row in rows]
         return torch.tensor(rows, dtype=torch.long)
 
+    def _embedding_batch(self, features: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        prefixes = [p for p in ("", "pair_", "negative_") if f"{p}input_ids" in features[0]]
+        rows = [
+            {name: _as_list(feature[prefix + name]) for name in self.input_names if prefix + name in feature}
+            for prefix in prefixes
+            for feature in features
+        ]
+        batch = dict(self.pad_inputs(rows))
+        batch["columns"] = len(prefixes)
+        if features[0].get("labels") is not None:
+            batch["labels"] = torch.tensor([float(_as_list(f["labels"])) for f in features], dtype=torch.float32)
+        return batch
+
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         if not features:
             raise ValueError("MultiTaskCollator got an empty batch.")
+        if "pair_input_ids" in features[0]:
+            tasks = {feature.get("task") for feature in features}
+            if len(tasks) > 1:
+                raise ValueError(f"MultiTaskCollator: the batch mixes tasks {sorted(map(str, tasks))}.")
+            return {**self._embedding_batch(features), "task": tasks.pop(), **_teacher(features)}
         tasks = []
         labels = []
         inputs = []
@@ -176,4 +200,13 @@ class MultiTaskCollator:
             if all(has_labels):
                 batch["labels"] = torch.tensor([int(label) for label in labels], dtype=torch.long)
             batch["task"] = tasks[0]
-        return batch
+        return {**batch, **_teacher(features)}
+
+
+def _teacher(features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+    """`{"teacher_embedding": [B, D]}` when the features carry the starting model's embeddings, else `{}`."""
+    if features[0].get("teacher_embedding") is None:
+        return {}
+    return {
+        "teacher_embedding": torch.tensor([_as_list(f["teacher_embedding"]) for f in features], dtype=torch.float32)
+    }

@@ -24,8 +24,10 @@ import pyarrow.compute as pc
 
 from mtst.data.errors import TaskDataError, paragraph, short
 from mtst.data.files import Locator, load_raw
+from mtst.data.pairs import infer_score_range, pair_columns, pair_converter
 from mtst.data.tags import is_int, repair_iob2, sort_labels, split_tag
 from mtst.data.tasks import SPLITS, TaskSpec
+from mtst.remote.configuration_mtst import SENTENCE_SIMILARITY, SEQUENCE_CLASSIFICATION
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +53,9 @@ def _label_feature(ds: datasets.Dataset, column: str, token: bool) -> list[str] 
 
 
 def _require_columns(spec: TaskSpec, ds: datasets.Dataset, locator: Locator) -> None:
-    if spec.is_token_task:
+    if spec.is_embedding_task:
+        needed = pair_columns(spec)
+    elif spec.is_token_task:
         needed = [("tokens_column", spec.tokens_column), ("tags_column", spec.tags_column)]
     else:
         needed = [("text_column", spec.text_column), ("label_column", spec.label_column)]
@@ -254,8 +258,11 @@ def _token_converter(spec: TaskSpec, mapper: _LabelMapper):
 def _convert_file(spec: TaskSpec, ds: datasets.Dataset, split: str) -> datasets.Dataset:
     token = spec.is_token_task
     column = spec.tags_column if token else spec.label_column
-    mapper = _LabelMapper(spec, _label_feature(ds, column, token))
-    convert, features = (_token_converter if token else _sequence_converter)(spec, mapper)
+    if spec.is_embedding_task:
+        convert, features = pair_converter(spec)
+    else:
+        mapper = _LabelMapper(spec, _label_feature(ds, column, token))
+        convert, features = (_token_converter if token else _sequence_converter)(spec, mapper)
     features = datasets.Features(
         {**features, "__error__": datasets.Value("string"), "__repaired__": datasets.Value("int32")}
     )
@@ -303,12 +310,16 @@ def _report_invalid_rows(spec: TaskSpec, problems: list[str], drop_invalid: bool
     """Raise `TaskDataError` listing the problems, or (drop_invalid) log how many rows were dropped."""
     if not drop_invalid:
         spec.dropped = {}
+        known = (
+            ""
+            if spec.is_embedding_task
+            else f"Label set of task '{spec.name}': {_LabelMapper(spec, None).label_set()}. "
+        )
         raise TaskDataError(
             paragraph(
                 f"Task '{spec.name}' ({spec.type}) has invalid data:",
                 problems,
-                f"Label set of task '{spec.name}': {_LabelMapper(spec, None).label_set()}. Fix the data, or "
-                "pass drop_invalid=True to drop invalid rows (they are counted and logged).",
+                f"{known}Fix the data, or pass drop_invalid=True to drop invalid rows (they are counted and logged).",
             )
         )
     logger.warning(
@@ -330,7 +341,7 @@ def _carve_validation(spec: TaskSpec, train: datasets.Dataset, seed: int, valida
         )
     try:
         parts = train.train_test_split(
-            test_size=fraction, seed=seed, stratify_by_column=None if spec.is_token_task else "label"
+            test_size=fraction, seed=seed, stratify_by_column="label" if spec.type == SEQUENCE_CLASSIFICATION else None
         )
     except ValueError:  # a class too small to stratify
         parts = train.train_test_split(test_size=fraction, seed=seed)
@@ -379,7 +390,13 @@ def convert_splits(spec: TaskSpec, raw: Mapping[str, list], drop_invalid: bool =
     for files in raw.values():
         for ds, locator in files:
             _require_columns(spec, ds, locator)
-    if spec.labels is None:
+    if spec.is_embedding_task:
+        if spec.score_range is None and spec.type == SENTENCE_SIMILARITY and "train" not in raw:
+            raise TaskDataError(
+                f"Task '{spec.name}': no score_range is given and there is no train split to infer it."
+            )
+        infer_score_range(spec, raw.get("train", []))
+    elif spec.labels is None:
         if "train" not in raw:
             raise TaskDataError(f"Task '{spec.name}': no labels are given and there is no train split to infer them.")
         _infer_labels(spec, raw["train"])

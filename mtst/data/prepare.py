@@ -37,12 +37,19 @@ def task_specs_for(config, task_specs: Mapping[str, TaskSpec] | Sequence[TaskSpe
         raise TaskConfigError(f"task_specs for unknown task(s) {unknown}; the model's tasks: {config.task_names}.")
     specs = {}
     for task in config.task_names:
-        spec = given.get(task) or TaskSpec(name=task, type=config.task_type(task))
+        embedding = config.is_embedding_task(task)
+        default = {"text_pair_column": "text_pair"} if embedding else {}  # pairs: columns text and text_pair
+        spec = given.get(task) or TaskSpec(name=task, type=config.task_type(task), **default)
         if spec.name != task or spec.type != config.task_type(task):
             raise TaskConfigError(
                 f"task_specs[{task!r}] is {spec.name!r} of type {spec.type!r}; the model's task {task!r} is of type "
                 f"{config.task_type(task)!r}."
             )
+        if embedding:  # the model's loss and score range (None: inferred from the train split, then kept)
+            spec.loss = spec.loss or config.tasks[task]["loss"]
+            spec.score_range = spec.score_range or config.tasks[task].get("score_range")
+            specs[task] = spec
+            continue
         labels = config.task_labels(task)
         if spec.labels is not None and list(spec.labels) != labels:
             raise TaskConfigError(

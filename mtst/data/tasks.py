@@ -38,12 +38,17 @@ from mtst.data.errors import TaskConfigError, one_line, paragraph
 from mtst.data.formats import FORMATS, file_format
 from mtst.data.tags import TAG_SCHEMES, is_int, split_tag
 from mtst.remote.configuration_mtst import (
+    EMBEDDING_LOSSES,
+    EMBEDDING_TASK_TYPES,
     HEAD_DEFAULTS,
+    RETRIEVAL,
+    SENTENCE_SIMILARITY,
     TASK_TYPES,
     MTSTConfigError,
     check_head_options,
     labels_problem,
     loss_weight_problem,
+    score_range_problem,
     task_name_problem,
 )
 from mtst.remote.configuration_mtst import SEQUENCE_CLASSIFICATION as SEQUENCE
@@ -70,13 +75,20 @@ class TaskSpec:
 
     Args:
         name: Task name (letters, digits, ``_`` and ``-``; used as head name and metric prefix).
-        type: ``"sequence_classification"`` or ``"token_classification"``.
+        type: ``"sequence_classification"``, ``"token_classification"``, or an embedding task (no head, no labels):
+            ``"sentence_similarity"`` (a score per text pair) or ``"retrieval"`` (query and positive pairs).
         dataset: Hub dataset id (exclusive with ``data_files``).
         dataset_config: Hub dataset config name.
         revision: Hub revision: a branch, tag or commit sha, or ``refs/convert/parquet`` (the Hub's parquet
             export, where ``dataset_config`` names the export's folder of that config).
         data_files: ``{split: path or [paths]}`` with splits ``train`` (required), ``validation``, ``test``.
-        text_column, text_pair_column, label_column: sequence task columns.
+        text_column, text_pair_column, label_column: sequence task columns; for embedding tasks the two texts of a
+            pair (both required) and, for sentence_similarity, the score.
+        negative_column: retrieval tasks: an optional column of hard negatives (one text per row).
+        score_range: sentence_similarity tasks: ``[low, high]`` of the scores (``None``: the train split's, logged);
+            scores are scaled to [0, 1] with it.
+        loss: embedding tasks: ``cosent`` (default) or ``cosine_mse`` for sentence_similarity,
+            ``multiple_negatives_ranking`` for retrieval.
         tokens_column, tags_column, tag_scheme: token task columns and tag scheme (``iob2``/``bio``, ``iob1``
             (converted to iob2), ``none``/``io`` for plain tags).
         labels: label names in id order; ``None`` until inferred by ``load_task_data``.
@@ -120,6 +132,9 @@ class TaskSpec:
     validation_fraction: float | None = None
     format: str | None = None
     conll_columns: list[str] | None = None
+    negative_column: str | None = None
+    score_range: list[float] | None = None
+    loss: str | None = None
     base_dir: str | None = None
     dropped: dict[str, int] = dataclasses.field(default_factory=dict)
     repaired: dict[str, int] = dataclasses.field(default_factory=dict)
@@ -135,6 +150,8 @@ class TaskSpec:
             problems.append(problem)
         if problem := loss_weight_problem(self.loss_weight):
             problems.append(problem)
+        if self.type in EMBEDDING_TASK_TYPES:
+            problems += _embedding_problems(self)
         unknown = sorted(set(self.head) - set(HEAD_OPTIONS))
         problems += [f"unknown head option(s) {unknown}; allowed: {', '.join(HEAD_OPTIONS)}"] if unknown else []
         problems += _head_problems({k: v for k, v in self.head.items() if k in HEAD_OPTIONS}, "head option")
@@ -144,6 +161,11 @@ class TaskSpec:
     @property
     def is_token_task(self) -> bool:
         return self.type == TOKEN
+
+    @property
+    def is_embedding_task(self) -> bool:
+        """A sentence_similarity or retrieval task: it trains the sentence embedding (pairs of texts, no head)."""
+        return self.type in EMBEDDING_TASK_TYPES
 
     @property
     def uses_iob(self) -> bool:
@@ -156,7 +178,13 @@ class TaskSpec:
         return len(self.labels)
 
     def to_model_task(self) -> dict[str, Any]:
-        """The entry of ``MTSTConfig.tasks`` for this task: type, labels, head options and loss weight."""
+        """The entry of ``MTSTConfig.tasks`` for this task: type, labels, head options and loss weight (an
+        embedding task: type, loss, score range and loss weight)."""
+        if self.is_embedding_task:
+            task = {"type": self.type, "loss": self.loss, "loss_weight": self.loss_weight}
+            if self.type == SENTENCE_SIMILARITY:
+                task["score_range"] = list(self.score_range) if self.score_range is not None else None
+            return task
         if self.labels is None:
             raise TaskConfigError(
                 f"Task '{self.name}': labels are not known yet (none in the config); call load_task_data first, "
@@ -196,13 +224,34 @@ _COMMON_KEYS = (
 _TYPE_KEYS = {
     SEQUENCE: ("text_column", "text_pair_column", "label_column"),
     TOKEN: ("tokens_column", "tags_column", "tag_scheme", "strict_iob", "conll_columns"),
+    SENTENCE_SIMILARITY: ("text_column", "text_pair_column", "label_column", "score_range", "loss"),
+    RETRIEVAL: ("text_column", "text_pair_column", "negative_column", "loss"),
 }
+# Keys of head tasks only: embedding tasks have no labels and no head.
+_HEAD_ONLY_KEYS = ("labels", "head")
+
+
+def _embedding_problems(spec: TaskSpec) -> list[str]:
+    """What is wrong with an embedding task's own options (the model config's rules)."""
+    problems = []
+    if spec.labels is not None or spec.head:
+        problems.append(f"a {spec.type} task trains the sentence embedding and takes no 'labels' or 'head'")
+    if not spec.text_pair_column:
+        problems.append(f"a {spec.type} task needs 'text_pair_column' (the second text of each pair)")
+    losses = EMBEDDING_LOSSES[spec.type]
+    if spec.loss is not None and spec.loss not in losses:
+        problems.append(f"unknown loss {spec.loss!r}; allowed for {spec.type}: {', '.join(losses)}")
+    if spec.score_range is not None and (problem := score_range_problem(spec.score_range)):
+        problems.append(problem)
+    return problems
 
 
 def _allowed_keys(task_type: str | None) -> tuple[str, ...]:
+    if task_type in EMBEDDING_TASK_TYPES:
+        return tuple(k for k in _COMMON_KEYS if k not in _HEAD_ONLY_KEYS) + _TYPE_KEYS[task_type]
     if task_type in _TYPE_KEYS:
         return _COMMON_KEYS + _TYPE_KEYS[task_type]
-    return _COMMON_KEYS + _TYPE_KEYS[SEQUENCE] + _TYPE_KEYS[TOKEN]
+    return tuple(dict.fromkeys(_COMMON_KEYS + sum(_TYPE_KEYS.values(), ())))
 
 
 def _suggest(key: str, allowed: Iterable[str]) -> str:
@@ -248,6 +297,8 @@ _STRING_KEYS = (
     "label_column",
     "tokens_column",
     "tags_column",
+    "negative_column",
+    "loss",
 )
 
 
@@ -381,6 +432,20 @@ def _parse_head(head: Any, where: str, problems: list[str]) -> dict[str, Any] | 
     return dict(head)
 
 
+def _parse_embedding(entry: Mapping, where: str, type_: str, kwargs: dict, problems: list[str]) -> None:
+    """An embedding task's pair columns, loss and score range."""
+    if not kwargs.get("text_pair_column"):
+        problems.append(f"{where}: a {type_} task needs 'text_pair_column' (the second text of each pair)")
+    losses = EMBEDDING_LOSSES[type_]
+    if kwargs.get("loss") is not None and kwargs["loss"] not in losses:
+        problems.append(f"{where}: unknown loss {kwargs['loss']!r}; allowed for {type_}: {', '.join(losses)}")
+    if entry.get("score_range") is not None:
+        if problem := score_range_problem(entry["score_range"]):
+            problems.append(f"{where}: {problem}")
+        else:
+            kwargs["score_range"] = [float(v) for v in entry["score_range"]]
+
+
 def _parse_task(entry: Any, index: int, source: str, base_dir: str | None, problems: list[str]) -> TaskSpec | None:
     """One task entry of a config as a `TaskSpec`, or None with every problem found appended to `problems`."""
     label = f"task #{index + 1}"
@@ -415,6 +480,8 @@ def _parse_task(entry: Any, index: int, source: str, base_dir: str | None, probl
         kwargs["conll_columns"] = _parse_conll_columns(entry["conll_columns"], kwargs, where, problems)
     if entry.get("head") is not None:
         kwargs["head"] = _parse_head(entry["head"], where, problems)
+    if type_ in EMBEDDING_TASK_TYPES:
+        _parse_embedding(entry, where, type_, kwargs, problems)
 
     if len(problems) > n_before or type_ is None or not isinstance(name, str):
         return None

@@ -44,7 +44,9 @@ def _checked_max_length(spec: TaskSpec, tokenizer, max_seq_length: int) -> int:
             f"alignment); {type(tokenizer).__name__} is not fast. Load it with AutoTokenizer.from_pretrained(..., "
             "use_fast=True) or use a checkpoint with a tokenizer.json."
         )
-    pair = bool(spec.text_pair_column) and not token
+    pair = (
+        bool(spec.text_pair_column) and not token and not spec.is_embedding_task
+    )  # embedding tasks: one text at a time
     count_special = getattr(tokenizer, "num_special_tokens_to_add", None)
     special = count_special(pair=pair) if callable(count_special) else 0
     needed = special + (2 if pair else 1)
@@ -101,6 +103,39 @@ def _log_counts(spec: TaskSpec, split: str, n_examples: int, n_truncated: int, n
         )
 
 
+# The texts of an embedding task's rows and the prefix of their tokenized columns (`input_ids`, `pair_input_ids`, ...).
+PAIR_COLUMNS = {"text": "", "text_pair": "pair_", "negative": "negative_"}
+
+
+def _tokenize_pairs(spec: TaskSpec, dataset_dict: datasets.DatasetDict, tokenizer, max_length: int):
+    """An embedding task's texts, each tokenized on its own (a bi-encoder: never as a text pair): `input_ids` ...
+    of the first text, `pair_input_ids` ... of the second, `negative_...` of a hard negative, and `labels` (the
+    scaled score) for similarity tasks."""
+    names = ("input_ids", "attention_mask", "token_type_ids")
+
+    def tokenize(batch: dict[str, list]) -> dict[str, list]:
+        out: dict[str, list] = {"__truncated__": [False] * len(batch["text"])}
+        for column, prefix in PAIR_COLUMNS.items():
+            if column not in batch:
+                continue
+            enc = tokenizer(batch[column], truncation=True, max_length=max_length)
+            out.update({prefix + k: enc[k] for k in names if k in enc})
+            cut = _truncated_flags(tokenizer, enc, batch[column], None, False, max_length)
+            out["__truncated__"] = [a or b for a, b in zip(out["__truncated__"], cut)]
+        if "label" in batch:
+            out["labels"] = [float(x) for x in batch["label"]]
+        return out
+
+    result = datasets.DatasetDict()
+    spec.truncated = {}
+    for split, ds in dataset_dict.items():
+        out = ds.map(tokenize, batched=True, remove_columns=ds.column_names, desc=f"Tokenizing {spec.name}/{split}")
+        spec.truncated[split] = sum(out["__truncated__"])
+        _log_counts(spec, split, len(out), spec.truncated[split], 0, max_length)
+        result[split] = out.remove_columns(["__truncated__"])
+    return result
+
+
 def tokenize_task(
     spec: TaskSpec,
     dataset_dict: datasets.DatasetDict,
@@ -115,6 +150,8 @@ def tokenize_task(
     ``-100`` on special tokens and on the other sub-tokens (or, with ``label_all_tokens=True``, the word's label with
     ``B-X`` turned into ``I-X``). Truncated examples are counted per split, logged and stored in ``spec.truncated``.
     """
+    if spec.is_embedding_task:
+        return _tokenize_pairs(spec, dataset_dict, tokenizer, _checked_max_length(spec, tokenizer, max_seq_length))
     if spec.labels is None:
         raise TaskConfigError(f"Task '{spec.name}': labels are not known; call load_task_data before tokenize_task.")
     max_seq_length = _checked_max_length(spec, tokenizer, max_seq_length)

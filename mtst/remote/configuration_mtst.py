@@ -50,7 +50,15 @@ NORMALIZATIONS = ("none", "l2", "l1")
 # The task types: the one definition every module imports (tasks, data, metrics, card, pipeline, apps).
 SEQUENCE_CLASSIFICATION = "sequence_classification"
 TOKEN_CLASSIFICATION = "token_classification"
-TASK_TYPES = (SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION)
+# Tasks that train the sentence embedding itself (no head, no labels): a score per text pair, or query/positive pairs.
+SENTENCE_SIMILARITY = "sentence_similarity"
+RETRIEVAL = "retrieval"
+HEAD_TASK_TYPES = (SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION)
+EMBEDDING_TASK_TYPES = (SENTENCE_SIMILARITY, RETRIEVAL)
+TASK_TYPES = (*HEAD_TASK_TYPES, *EMBEDDING_TASK_TYPES)
+# The losses of the embedding tasks (sentence-transformers' CoSENTLoss, CosineSimilarityLoss and
+# MultipleNegativesRankingLoss), the first of each the default.
+EMBEDDING_LOSSES = {SENTENCE_SIMILARITY: ("cosent", "cosine_mse"), RETRIEVAL: ("multiple_negatives_ranking",)}
 # Labels with this value are ignored by the loss and the metrics (PyTorch's cross-entropy default, as in transformers).
 IGNORE_INDEX = -100
 ACTIVATIONS = ("gelu", "relu", "tanh", "silu", "none")
@@ -58,6 +66,7 @@ ACTIVATIONS = ("gelu", "relu", "tanh", "silu", "none")
 # Head options and their defaults; every task entry is completed with these.
 HEAD_DEFAULTS = {"dropout": 0.1, "layer_norm": True, "activation": "gelu", "hidden_size": None}
 TASK_KEYS = ("type", "labels", "loss_weight", *HEAD_DEFAULTS)
+EMBEDDING_TASK_KEYS = ("type", "loss_weight", "loss", "score_range")
 
 
 class MTSTConfigError(ValueError):
@@ -105,6 +114,21 @@ def read_config_dict(config_file: str | os.PathLike) -> dict:
     if not isinstance(values, dict):
         raise ValueError(f"it holds a JSON {type(values).__name__}, not an object")
     return values
+
+
+# What `SentenceTransformer(path, trust_remote_code=True)` reads: one Transformer module whose output is the model's
+# own `sentence_embedding` (pooling, projection and normalization included), so both libraries give the same vectors.
+SENTENCE_TRANSFORMERS_FILES = {
+    "modules.json": [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.base.modules.transformer.Transformer"}
+    ],
+    "sentence_bert_config.json": {
+        "transformer_task": "feature-extraction",
+        "modality_config": {"text": {"method": "forward", "method_output_name": "sentence_embedding"}},
+        "module_output_name": "sentence_embedding",
+    },
+    "config_sentence_transformers.json": {"model_type": "SentenceTransformer", "similarity_fn_name": "cosine"},
+}
 
 
 # Weights of a saved MTST model: safetensors only, one file or shards listed in an index.
@@ -236,6 +260,39 @@ def loss_weight_problem(weight: Any) -> str | None:
     return None
 
 
+def score_range_problem(score_range: Any) -> str | None:
+    """A similarity task's score range: two finite numbers, low < high."""
+    numbers = isinstance(score_range, (list, tuple)) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < float("inf") for v in score_range
+    )
+    if not numbers or len(score_range) != 2 or not score_range[0] < score_range[1]:
+        return f"'score_range' must be two numbers [low, high] with low < high; got {score_range!r}"
+    return None
+
+
+def _normalize_embedding_task(where: str, task_type: str, spec: Mapping) -> dict:
+    """Check an embedding task's entry (no labels, no head): its loss, score range and loss weight."""
+    unknown = sorted(set(spec) - set(EMBEDDING_TASK_KEYS))
+    if unknown:
+        raise MTSTConfigError(
+            f"{where}: option(s) {unknown} do not apply to a {task_type} task (it trains the sentence embedding, "
+            f"with no head and no labels); allowed options: {', '.join(EMBEDDING_TASK_KEYS)}."
+        )
+    losses = EMBEDDING_LOSSES[task_type]
+    loss = spec.get("loss") or losses[0]
+    if loss not in losses:
+        raise MTSTConfigError(f"{where}: unknown loss {loss!r}; allowed values: {', '.join(map(repr, losses))}.")
+    task = {"type": task_type, "loss": loss}
+    if task_type == SENTENCE_SIMILARITY:
+        score_range = spec.get("score_range")
+        if score_range is not None and (problem := score_range_problem(score_range)):
+            raise MTSTConfigError(f"{where}: {problem}.")
+        task["score_range"] = [float(v) for v in score_range] if score_range is not None else None
+    elif spec.get("score_range") is not None:
+        raise MTSTConfigError(f"{where}: 'score_range' applies to sentence_similarity tasks only.")
+    return task
+
+
 def _normalize_task(name: str, spec, head_defaults: dict) -> dict:
     """Check one task entry and return it with every head option filled in."""
     where = f"Task {name!r}"
@@ -244,9 +301,6 @@ def _normalize_task(name: str, spec, head_defaults: dict) -> dict:
         raise MTSTConfigError(problem[0].upper() + problem[1:] + ".")
     if not isinstance(spec, Mapping):
         raise MTSTConfigError(f"{where}: expected a mapping with keys {', '.join(TASK_KEYS)}; got {spec!r}.")
-    unknown = sorted(set(spec) - set(TASK_KEYS))
-    if unknown:
-        raise MTSTConfigError(f"{where}: unknown option(s) {unknown}; allowed options: {', '.join(TASK_KEYS)}.")
     if "type" not in spec:
         raise MTSTConfigError(f"{where}: missing 'type'; allowed values: {', '.join(map(repr, TASK_TYPES))}.")
     task_type = spec["type"]
@@ -254,6 +308,12 @@ def _normalize_task(name: str, spec, head_defaults: dict) -> dict:
         raise MTSTConfigError(
             f"{where}: unknown task type {task_type!r}; allowed values: {', '.join(map(repr, TASK_TYPES))}."
         )
+    if task_type in EMBEDDING_TASK_TYPES:
+        task = _normalize_embedding_task(where, task_type, spec)
+        return {**task, "loss_weight": _checked_loss_weight(where, spec.get("loss_weight", 1.0))}
+    unknown = sorted(set(spec) - set(TASK_KEYS))
+    if unknown:
+        raise MTSTConfigError(f"{where}: unknown option(s) {unknown}; allowed options: {', '.join(TASK_KEYS)}.")
     labels = spec.get("labels")
     problem = labels_problem(labels)
     if problem:
@@ -264,12 +324,15 @@ def _normalize_task(name: str, spec, head_defaults: dict) -> dict:
     for key, default in head_defaults.items():
         task[key] = spec.get(key, default)
     check_head_options(task, where)
-    weight = spec.get("loss_weight", 1.0)
+    task["loss_weight"] = _checked_loss_weight(where, spec.get("loss_weight", 1.0))
+    return task
+
+
+def _checked_loss_weight(where: str, weight: Any) -> float:
     problem = loss_weight_problem(weight)
     if problem:
         raise MTSTConfigError(f"{where}: {problem}.")
-    task["loss_weight"] = float(weight)
-    return task
+    return float(weight)
 
 
 class MTSTConfig(PretrainedConfig):
@@ -416,10 +479,19 @@ class MTSTConfig(PretrainedConfig):
         return self._task(name)["type"]
 
     def task_labels(self, name: str) -> list[str]:
-        return list(self._task(name)["labels"])
+        """The label names of a task with a head; an embedding task has none (`[]`)."""
+        return list(self._task(name).get("labels") or [])
 
     def tasks_of_type(self, task_type: str) -> list[str]:
         return [name for name in self.task_names if self.tasks[name]["type"] == task_type]
+
+    @property
+    def head_task_names(self) -> list[str]:
+        """The tasks with a classification head (the others train the sentence embedding itself)."""
+        return [name for name in self.task_names if self.tasks[name]["type"] in HEAD_TASK_TYPES]
+
+    def is_embedding_task(self, name: str) -> bool:
+        return self.task_type(name) in EMBEDDING_TASK_TYPES
 
     @property
     def loss_weights(self) -> dict[str, float]:

@@ -36,6 +36,8 @@ MTSTConfigError, MTSTLoadError = mtst_config.MTSTConfigError, mtst_config.MTSTLo
 first_sentence, is_local_path = mtst_config.first_sentence, mtst_config.is_local_path
 check_model_folder, check_weights = mtst_config.check_model_folder, mtst_config.check_weights
 check_weights_file, SAFE_WEIGHTS_NAME = mtst_config.check_weights_file, mtst_config.SAFE_WEIGHTS_NAME
+HEAD_TASK_TYPES, EMBEDDING_TASK_TYPES = mtst_config.HEAD_TASK_TYPES, mtst_config.EMBEDDING_TASK_TYPES
+SENTENCE_TRANSFORMERS_FILES = mtst_config.SENTENCE_TRANSFORMERS_FILES
 
 
 # Every auto class an MTST checkpoint answers to; written into config.json so the code travels with the weights.
@@ -142,21 +144,6 @@ def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX)
 
 
-# What `SentenceTransformer(path, trust_remote_code=True)` reads: one Transformer module whose output is the model's
-# own `sentence_embedding` (pooling, projection and normalization included), so both libraries give the same vectors.
-SENTENCE_TRANSFORMERS_FILES = {
-    "modules.json": [
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.base.modules.transformer.Transformer"}
-    ],
-    "sentence_bert_config.json": {
-        "transformer_task": "feature-extraction",
-        "modality_config": {"text": {"method": "forward", "method_output_name": "sentence_embedding"}},
-        "module_output_name": "sentence_embedding",
-    },
-    "config_sentence_transformers.json": {"model_type": "SentenceTransformer", "similarity_fn_name": "cosine"},
-}
-
-
 class MTSTPreTrainedModel(PreTrainedModel):
     config_class = MTSTConfig
     config: MTSTConfig
@@ -216,7 +203,8 @@ class MTSTModel(MTSTPreTrainedModel):
         self.projection = nn.Linear(hidden, config.embedding_dim) if config.embedding_dim else None
         self.heads = nn.ModuleDict()
         for name, spec in (config.tasks or {}).items():
-            self.heads[name] = self._new_head(spec)
+            if spec["type"] in HEAD_TASK_TYPES:  # embedding tasks train the sentence embedding, with no head
+                self.heads[name] = self._new_head(spec)
         self.post_init()
 
     def _new_head(self, spec: dict) -> TaskHead:
@@ -234,19 +222,18 @@ class MTSTModel(MTSTPreTrainedModel):
             layer_norm_eps=getattr(config.encoder, "layer_norm_eps", 1e-12),
         )
 
-    def add_task(self, name: str, type: str, labels, replace: bool = False, **options) -> TaskHead:
+    def add_task(self, name: str, type: str, labels=None, replace: bool = False, **options) -> TaskHead | None:
         """
         Add a task with a freshly initialised head (`options`: `dropout`, `layer_norm`, `activation`, `hidden_size`,
-        `loss_weight`; defaults from the config's `head_*` values). Every other weight stays as it is. An existing
-        task is an error unless `replace=True`, which re-creates its head (new labels) at the same place in the
-        task table. Returns the new head.
+        `loss_weight`; defaults from the config's `head_*` values), or an embedding task (no head, no labels;
+        `options`: `loss`, `score_range`, `loss_weight`). Every other weight stays as it is. An existing task is an
+        error unless `replace=True`, which re-creates its head (new labels) at the same place in the task table.
+        Returns the new head (None for an embedding task).
         """
         tasks = dict(self.config.tasks or {})
         if name in tasks and not replace:
-            raise MTSTConfigError(
-                f"Task {name!r} already exists (labels {tasks[name]['labels']}); pass replace=True to re-create it."
-            )
-        tasks[name] = {"type": type, "labels": list(labels), **options}
+            raise MTSTConfigError(f"Task {name!r} already exists; pass replace=True to re-create it.")
+        tasks[name] = {"type": type, **({"labels": list(labels)} if labels is not None else {}), **options}
         # MTSTConfig validates and completes every entry (head defaults from the config).
         checked = MTSTConfig(
             encoder=self.config.encoder,
@@ -256,6 +243,10 @@ class MTSTModel(MTSTPreTrainedModel):
             head_activation=self.config.head_activation,
             head_hidden_size=self.config.head_hidden_size,
         ).tasks
+        if type in EMBEDDING_TASK_TYPES:
+            self.heads.pop(name, None)
+            self.config.tasks = {**(self.config.tasks or {}), name: checked[name]}
+            return None
         head = self._new_head(checked[name])
         head.apply(self._init_weights)
         reference = next(self.parameters(), None)
@@ -323,8 +314,9 @@ class MTSTModel(MTSTPreTrainedModel):
         self.encoder.set_input_embeddings(value)
 
     def _check_task(self, task: str) -> None:
-        if task not in self.heads:
-            raise MTSTConfigError(f"Unknown task {task!r}; this model's tasks: {', '.join(self.heads) or '(none)'}.")
+        if task not in (self.config.tasks or {}):
+            tasks = ", ".join(self.config.tasks or {}) or "(none)"
+            raise MTSTConfigError(f"Unknown task {task!r}; this model's tasks: {tasks}.")
 
     # ----------------------------------------------------------------------------------------------------------------
     def embed(self, token_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -419,13 +411,19 @@ class MTSTModel(MTSTPreTrainedModel):
         token_states = outputs.last_hidden_state
         embedding = self.embed(token_states, encoder_inputs["attention_mask"])
 
-        tasks = [task] if task is not None else list(self.heads)
+        embedding_task = task is not None and task not in self.heads  # it trains the embedding: no head to run
+        if embedding_task and labels is not None:
+            raise ValueError(
+                f"Task {task!r} trains the sentence embedding: its loss is computed by MultiTaskTrainer from the "
+                "embeddings this forward returns, not from labels given here."
+            )
+        tasks = [] if embedding_task else [task] if task is not None else list(self.heads)
         task_logits = {name: self._run_head(name, embedding, token_states) for name in tasks}
         loss, task_losses = self._losses(task, task_logits, labels) if labels is not None else (None, None)
 
         return MTSTModelOutput(
             loss=loss,
-            logits=task_logits[task] if task is not None else None,
+            logits=task_logits.get(task) if task is not None else None,
             task_logits=task_logits,
             task_losses=task_losses,
             sentence_embedding=self.normalize_embedding(embedding),

@@ -183,7 +183,8 @@ class MultiTaskPipeline(ChunkPipeline):
         config = self.model.config
         text = all_outputs[0]["text"]
         answer = {}
-        for name in tasks or config.task_names:
+        # embedding tasks (sentence_similarity, retrieval) answer through the embedding (`return_embedding=True`)
+        for name in [t for t in tasks or config.task_names if t in config.head_task_names]:
             labels = config.task_labels(name)
             if config.task_type(name) == SEQUENCE_CLASSIFICATION:
                 # average the windows' probabilities, weighted by how many tokens each window saw
