@@ -203,7 +203,8 @@ def test_failed_run_leaves_no_half_written_output_folder(tiny, tmp_path, capsys)
     kept = tmp_path / "kept"
     steps = ["--save_strategy", "steps", "--save_steps", "1", "--warmup_steps", "0", "--do_train"]
     assert run_multitask.main(cli_args(tiny, kept, *steps, "--learning_rate", "1e6")) == 2
-    assert sorted(p.name for p in kept.iterdir()) == ["checkpoint-1"]  # step 1 was finite: kept to resume from
+    # step 1 was finite: kept to resume from, with the starting model's embeddings (embedding preservation)
+    assert sorted(p.name for p in kept.iterdir()) == ["checkpoint-1", "teacher_embeddings.safetensors"]
     assert checkpoint_problem(str(kept / "checkpoint-1")) is None
 
 

@@ -198,6 +198,7 @@ def push_model_to_hub(training_args, token: str | None = None) -> None:
 
 
 TABLE_COLUMNS = ("loss", "accuracy", "macro_f1", "macro_precision", "macro_recall", "precision", "recall", "f1")
+TABLE_COLUMNS += ("spearman", "pearson", "mrr_at_10", "recall_at_10")
 
 
 def format_metrics_table(metrics: dict, tasks: list[str]) -> str:
@@ -220,7 +221,7 @@ def format_metrics_table(metrics: dict, tasks: list[str]) -> str:
         if f"{split}_average" in metrics:
             lines.append(
                 f"{split}_average = {metrics[split + '_average']:.4f} (mean of the headline metrics: accuracy for "
-                "sequence tasks, entity f1 for token tasks)"
+                "sequence tasks, entity f1 for token tasks, spearman for similarity, mrr_at_10 for retrieval)"
             )
     return "\n".join(lines)
 

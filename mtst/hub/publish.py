@@ -72,7 +72,7 @@ _TOKENIZER_FILES = (
 # What is uploaded from a saved folder (checkpoints, logs, trainer state and training_args.bin stay local).
 UPLOAD_PATTERNS = (
     "config.json",
-    "*.safetensors",
+    "model*.safetensors",  # the weights (one file or shards); not teacher_embeddings.safetensors, a training file
     "model.safetensors.index.json",
     *CODE_FILES,
     README_FILE,
@@ -305,7 +305,7 @@ def upload_folder(
     missing = [name for name in ("config.json", *CODE_FILES) if not (folder / name).is_file()]
     if missing:
         raise ValueError(f"The model folder lacks {', '.join(missing)}; save it with MTSTModel.save_pretrained.")
-    if not any(folder.glob("*.safetensors")):
+    if not any(folder.glob("model*.safetensors")):
         raise ValueError("The model folder has no safetensors weights; save it with save_pretrained.")
     secret = token or get_token()
     api = HfApi(token=token)

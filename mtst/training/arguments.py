@@ -229,6 +229,21 @@ class MultiTaskTrainingArguments(TrainingArguments):
         default=False,
         metadata={"help": "Log one line per training micro-batch with the rank, the step and the task (debugging)."},
     )
+    embedding_preservation: float = field(
+        default=1.0,
+        metadata={
+            "help": "Keep the sentence embeddings close to the starting model's while heads train: this weight times "
+            "the mean (1 - cosine) between each training text's embedding and the starting model's, added to every "
+            "head task's batch loss (0: off). The starting embeddings are computed once before training."
+        },
+    )
+    embedding_preservation_loss: str = field(
+        default="cosine",
+        metadata={
+            "help": "How embedding preservation measures the distance: cosine (1 - cosine) or mse.",
+            "choices": ["cosine", "mse"],
+        },
+    )
     max_seq_length: int = field(
         default=128, metadata={"help": "Longer inputs are truncated (the tokenization of every task's data)."}
     )
@@ -300,6 +315,12 @@ def check_options(args) -> None:
     if isinstance(every, bool) or not isinstance(every, int) or every < 0:
         raise MultiTaskTrainingError(f"`gradual_unfreeze_every` must be an integer >= 0; got {every!r}.")
     check_temperature(option(args, "temperature"), option(args, "temperature_cap"))
+    weight = option(args, "embedding_preservation")
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < math.inf:
+        raise MultiTaskTrainingError(f"`embedding_preservation` must be a number >= 0 (0: off); got {weight!r}.")
+    kind = option(args, "embedding_preservation_loss")
+    if kind not in ("cosine", "mse"):
+        raise MultiTaskTrainingError(f"Unknown embedding_preservation_loss {kind!r}; allowed values: 'cosine', 'mse'.")
     factor = option(args, "head_learning_rate_factor")
     if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not (factor > 0 and math.isfinite(factor)):
         raise MultiTaskTrainingError(f"`head_learning_rate_factor` must be a positive number; got {factor!r}.")

@@ -18,6 +18,7 @@ import logging
 import os
 import re
 from collections.abc import Sequence
+from typing import Any
 
 from safetensors import safe_open
 from torch import nn
@@ -204,3 +205,58 @@ def metric_key(args) -> str:
     """`metric_for_best_model` as the Trainer reads it (`average` -> `eval_average`)."""
     metric = args.metric_for_best_model or "loss"
     return metric if metric.startswith("eval_") else f"eval_{metric}"
+
+
+def choose_kept_model(args, has_eval_dataset: bool) -> str | None:
+    """Set `load_best_model_at_end` when the user left it unset (True when evaluation and saving line up), log which
+    model training will keep, and return why it is not the best checkpoint (None when it is)."""
+    reason = best_model_selection(args, has_eval_dataset)
+    keep_best = getattr(args, "load_best_model_at_end", False)
+    if keep_best is None:
+        args.load_best_model_at_end = reason is None
+    elif keep_best:
+        reason = None
+    else:
+        reason = "--load_best_model_at_end is false"
+    if args.should_log:
+        metric = metric_key(args)
+        if args.load_best_model_at_end:
+            logger.info(
+                "The model kept at the end of training is the best checkpoint by %s (evaluation and saving line "
+                "up; --load_best_model_at_end false keeps the last one).",
+                metric,
+            )
+        elif keep_best is None:
+            logger.warning(
+                "The model kept at the end of training is the last one, not the best checkpoint by %s: %s. "
+                "Evaluate and save with the same strategy (--save_steps a multiple of --eval_steps) to keep the "
+                "best one.",
+                metric,
+                reason,
+            )
+    return reason
+
+
+def kept_model(args, state, reason: str | None) -> dict[str, Any]:
+    """Which model training ended with (`reason`: why it cannot be the best checkpoint, or None): `{"selection":
+    "best", "checkpoint", "step", "metric", "value", "last_step"}` for the best checkpoint, or `{"selection":
+    "last", "step", "metric", "reason"}`."""
+    metric, best = metric_key(args), state.best_model_checkpoint
+    if args.load_best_model_at_end and best and checkpoint_problem(best) is None:
+        match = CHECKPOINT_RE.match(os.path.basename(os.path.normpath(best)))
+        step = getattr(state, "best_global_step", None) or (int(match.group(1)) if match else state.global_step)
+        return {
+            "selection": "best",
+            "checkpoint": os.path.basename(os.path.normpath(best)),
+            "step": int(step),
+            "metric": metric,
+            "value": float(state.best_metric) if state.best_metric is not None else None,
+            "last_step": state.global_step,
+        }
+    if reason is None:
+        reason = (
+            "no evaluated checkpoint was found"
+            if best is None
+            else f"the best checkpoint {os.path.basename(os.path.normpath(best))} is missing or incomplete"
+        )
+    return {"selection": "last", "step": state.global_step, "metric": metric, "reason": reason}

@@ -65,8 +65,19 @@ class MultiTaskEvaluationMixin:
         return metrics
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        """Return the (unweighted) loss, the task's logits and the labels: no hidden states or per-task dicts."""
+        """Return the (unweighted) loss, the task's logits and the labels: no hidden states or per-task dicts. An
+        embedding task returns its texts' embeddings `[B, columns, D]` as logits (and the scores, or zeros, as labels),
+        which its metrics compare over the whole evaluation set; it has no evaluation loss."""
         inputs = self._prepare_inputs(inputs)
+        inputs.pop("teacher_embedding", None)
+        columns = inputs.pop("columns", None)
+        if columns is not None:
+            labels = inputs.pop("labels", None)
+            with torch.no_grad(), self.compute_loss_context_manager():
+                embedding = model(**inputs).sentence_embedding.detach().float()
+            embedding = embedding.view(columns, -1, embedding.shape[-1]).transpose(0, 1)
+            labels = labels if labels is not None else torch.zeros(embedding.shape[0], device=embedding.device)
+            return None, (None if prediction_loss_only else embedding), labels
         labels = inputs.get("labels")
         with torch.no_grad(), self.compute_loss_context_manager():
             outputs = model(**inputs)

@@ -111,7 +111,11 @@ def use_saved_labels(specs, config) -> None:
     """Continued tasks whose config gives no `labels` take the saved ones (in the saved order), so labels are not
     re-inferred (sorted) from the data in another order; the data is then checked against them."""
     for spec in specs:
-        if spec.labels is None and spec.name in (config.tasks or {}) and config.task_type(spec.name) == spec.type:
+        if spec.name not in (config.tasks or {}) or config.task_type(spec.name) != spec.type:
+            continue
+        if spec.is_embedding_task:  # a continued similarity task keeps the saved score range
+            spec.score_range = spec.score_range or config.tasks[spec.name].get("score_range")
+        elif spec.labels is None:
             spec.labels = config.task_labels(spec.name)
 
 
@@ -165,7 +169,7 @@ def grow_model(model, specs, plan: GrowthPlan):
     by_name = {spec.name: spec for spec in specs}
     for name in plan.new + plan.reset:
         task = by_name[name].to_model_task()
-        model.add_task(name, task.pop("type"), task.pop("labels"), replace=name in plan.reset, **task)
+        model.add_task(name, task.pop("type"), task.pop("labels", None), replace=name in plan.reset, **task)
     return model
 
 

@@ -52,17 +52,16 @@ from mtst.training.arguments import (
     option,
 )
 from mtst.training.checkpoints import (
-    CHECKPOINT_RE,
     LOSS_WEIGHTING_FILE,
     TASK_OPTIMIZER_FILE,
-    best_model_selection,
     check_resume_checkpoint,
     checkpoint_files,
-    checkpoint_problem,
+    choose_kept_model,
+    kept_model,
     last_complete_checkpoint,
-    metric_key,
 )
 from mtst.training.distill import TaskTeachers, distilled_loss
+from mtst.training.embeddings import EmbeddingTaskLosses, preservation_loss, with_teacher_embeddings
 from mtst.training.evaluation import MultiTaskEvaluationMixin, per_task
 from mtst.training.freezing import (
     apply_static_freezing,
@@ -100,36 +99,6 @@ def _replace_trainer_sampling(args, n_tasks: int) -> None:
         # The same heads are unused on every rank, so DDP keeps their gradients None and the optimizer skips them,
         # exactly as in one process.
         args.ddp_find_unused_parameters = True
-
-
-def _choose_kept_model(args, has_eval_dataset: bool) -> str | None:
-    """Set `load_best_model_at_end` when the user left it unset (True when evaluation and saving line up), log which
-    model training will keep, and return why it is not the best checkpoint (None when it is)."""
-    reason = best_model_selection(args, has_eval_dataset)
-    keep_best = getattr(args, "load_best_model_at_end", False)
-    if keep_best is None:
-        args.load_best_model_at_end = reason is None
-    elif keep_best:
-        reason = None
-    else:
-        reason = "--load_best_model_at_end is false"
-    if args.should_log:
-        metric = metric_key(args)
-        if args.load_best_model_at_end:
-            logger.info(
-                "The model kept at the end of training is the best checkpoint by %s (evaluation and saving line "
-                "up; --load_best_model_at_end false keeps the last one).",
-                metric,
-            )
-        elif keep_best is None:
-            logger.warning(
-                "The model kept at the end of training is the last one, not the best checkpoint by %s: %s. "
-                "Evaluate and save with the same strategy (--save_steps a multiple of --eval_steps) to keep the "
-                "best one.",
-                metric,
-                reason,
-            )
-    return reason
 
 
 def _step_logging(args) -> bool:
@@ -245,11 +214,14 @@ class MultiTaskTrainer(MultiTaskOptimizerMixin, MultiTaskEvaluationMixin, Traine
         self.head_learning_rates = head_learning_rates(args, self.task_names)
         _replace_trainer_sampling(args, len(self.task_names))
         # The model kept at the end: the best checkpoint when evaluation and saving line up (None: decide here).
-        self.best_model_reason = _choose_kept_model(args, eval_dataset is not None)
+        self.best_model_reason = choose_kept_model(args, eval_dataset is not None)
         self.kept_model: dict[str, Any] | None = None  # set by train(): which model training ended with
         # Raw datasets per task are checked, converted and tokenized as a task config's files are.
         self.task_specs = task_specs_for(model.config, task_specs)
         train_dataset = self._prepare(train_dataset, "train", processing_class, args)
+        for task, spec in self.task_specs.items():  # a score range inferred from the train split stays with the model
+            if spec.score_range is not None and model.config.tasks[task].get("score_range", []) is None:
+                model.config.tasks[task]["score_range"] = list(spec.score_range)
         eval_dataset = self._prepare(eval_dataset, "validation", processing_class, args)
         if isinstance(train_dataset, Mapping):
             train_dataset = MultiTaskDataset(train_dataset)
@@ -276,8 +248,9 @@ class MultiTaskTrainer(MultiTaskOptimizerMixin, MultiTaskEvaluationMixin, Traine
         self.task_batch_sizes = dict(task_batch_sizes or {})
         self._train_batch_sampler: MultiTaskBatchSampler | None = None
         self._eval_task: str | None = None
-        self._task_loss_sums = torch.zeros(len(self.task_names), dtype=torch.float64, device=self.args.device)
-        self._task_loss_counts = torch.zeros(len(self.task_names), dtype=torch.float64, device=self.args.device)
+        # one slot per task, and a last one for embedding preservation
+        self._task_loss_sums = torch.zeros(len(self.task_names) + 1, dtype=torch.float64, device=self.args.device)
+        self._task_loss_counts = torch.zeros(len(self.task_names) + 1, dtype=torch.float64, device=self.args.device)
         self._grad_hooks: list = []
         self._unfreeze_every_steps = 0
         self._log_steps = _step_logging(args)
@@ -318,6 +291,8 @@ class MultiTaskTrainer(MultiTaskOptimizerMixin, MultiTaskEvaluationMixin, Traine
             self.task_optimizer_states = TaskOptimizerStates()
         teachers = option(args, "teacher_models")
         self.teachers = TaskTeachers(teachers, model, processing_class) if teachers else None
+        self.embedding_losses = EmbeddingTaskLosses(model.config, args.world_size)
+        self.preservation_weight = float(option(args, "embedding_preservation"))
 
     # -- data ---------------------------------------------------------------------------------------------------------
 
@@ -387,16 +362,29 @@ class MultiTaskTrainer(MultiTaskOptimizerMixin, MultiTaskEvaluationMixin, Traine
         return loss * self.model.config.loss_weights[task]
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """Run the batch's task and weight its unweighted loss (static loss_weight or learned uncertainty)."""
+        """Run the batch's task and weight its unweighted loss (static loss_weight or learned uncertainty); an
+        embedding task's loss comes from its texts' embeddings; embedding preservation adds its penalty."""
         task = inputs.get("task")
-        outputs = model(**inputs)
-        distil = partial(distilled_loss, self.teachers if model.training else None, self.state, inputs)
-        if task is not None:
-            losses = {task: distil(task, outputs.logits, inputs.get("labels"), outputs.loss)}
-        else:  # joint examples: labels {task: tensor}
-            labels, logits = inputs["labels"], outputs.task_logits
-            losses = {t: distil(t, logits[t], labels[t], value) for t, value in (outputs.task_losses or {}).items()}
+        columns, teacher = inputs.pop("columns", None), inputs.pop("teacher_embedding", None)
+        if columns is not None:  # an embedding task: no head, its loss is computed from the embeddings
+            labels = inputs.pop("labels", None)
+            outputs = model(**inputs)
+            losses = {task: self.embedding_losses(task, outputs.sentence_embedding, columns, labels)}
+        else:
+            outputs = model(**inputs)
+            distil = partial(distilled_loss, self.teachers if model.training else None, self.state, inputs)
+            if task is not None:
+                losses = {task: distil(task, outputs.logits, inputs.get("labels"), outputs.loss)}
+            else:  # joint examples: labels {task: tensor}
+                labels, logits = inputs["labels"], outputs.task_logits
+                losses = {t: distil(t, logits[t], labels[t], v) for t, v in (outputs.task_losses or {}).items()}
         loss = sum(self._weighted(t, value) for t, value in losses.items())
+        if teacher is not None and model.training and self.preservation_weight > 0:
+            kind = option(self.args, "embedding_preservation_loss")
+            kept = preservation_loss(outputs.sentence_embedding, teacher, kind)
+            loss = loss + self.preservation_weight * kept
+            self._task_loss_sums[-1] += kept.detach().to(self._task_loss_sums)
+            self._task_loss_counts[-1] += 1
         if model.training:
             self._step_task = task
             self._check_finite(losses, loss)
@@ -449,6 +437,8 @@ class MultiTaskTrainer(MultiTaskOptimizerMixin, MultiTaskEvaluationMixin, Traine
             for i, task in enumerate(self.task_names):
                 if stats[1, i] > 0:
                     logs[f"loss_{task}"] = float(stats[0, i] / stats[1, i])
+            if stats[1, -1] > 0:  # the last slot: embedding preservation's (1 - cosine), before its weight
+                logs["loss_embedding_preservation"] = float(stats[0, -1] / stats[1, -1])
             self._task_loss_sums.zero_()
             self._task_loss_counts.zero_()
             if self.loss_weighting_module is not None:
@@ -476,13 +466,14 @@ class MultiTaskTrainer(MultiTaskOptimizerMixin, MultiTaskEvaluationMixin, Traine
         if resume_from_checkpoint:
             check_resume_checkpoint(resume_from_checkpoint, self.model, required)
             self._load_loss_weighting(resume_from_checkpoint)
+        self._add_teacher_embeddings()
         output = super().train(
             resume_from_checkpoint=resume_from_checkpoint,
             trial=trial,
             ignore_keys_for_eval=ignore_keys_for_eval,
             **kwargs,
         )
-        self.kept_model = self._kept_model()
+        self.kept_model = kept_model(self.args, self.state, self.best_model_reason)
         if self.args.should_log:
             kept = self.kept_model
             if kept["selection"] == "best":
@@ -504,30 +495,13 @@ class MultiTaskTrainer(MultiTaskOptimizerMixin, MultiTaskEvaluationMixin, Traine
                 )
         return output
 
-    def _kept_model(self) -> dict[str, Any]:
-        """Which model training ended with: `{"selection": "best", "checkpoint", "step", "metric", "value",
-        "last_step"}` for the best checkpoint, or `{"selection": "last", "step", "metric", "reason"}`."""
-        state, metric = self.state, metric_key(self.args)
-        best = state.best_model_checkpoint
-        if self.args.load_best_model_at_end and best and checkpoint_problem(best) is None:
-            match = CHECKPOINT_RE.match(os.path.basename(os.path.normpath(best)))
-            step = getattr(state, "best_global_step", None) or (int(match.group(1)) if match else state.global_step)
-            return {
-                "selection": "best",
-                "checkpoint": os.path.basename(os.path.normpath(best)),
-                "step": int(step),
-                "metric": metric,
-                "value": float(state.best_metric) if state.best_metric is not None else None,
-                "last_step": state.global_step,
-            }
-        reason = self.best_model_reason
-        if reason is None:
-            reason = (
-                "no evaluated checkpoint was found"
-                if best is None
-                else f"the best checkpoint {os.path.basename(os.path.normpath(best))} is missing or incomplete"
+    def _add_teacher_embeddings(self) -> None:
+        """For embedding preservation: the starting model's embeddings of every head task's training text, computed
+        once (or read back from the output folder when resuming) and stored with the training data."""
+        if self.preservation_weight > 0 and isinstance(self.train_dataset, MultiTaskDataset):
+            self.train_dataset = with_teacher_embeddings(
+                self.model, self.train_dataset, self.processing_class, self.args
             )
-        return {"selection": "last", "step": state.global_step, "metric": metric, "reason": reason}
 
     def _load_loss_weighting(self, checkpoint: str) -> None:
         """Restore the learned uncertainty weights (they live outside the model) from `checkpoint`, when used."""

@@ -1,0 +1,149 @@
+"""Training the sentence embedding itself, beside the heads.
+
+Embedding tasks
+    `sentence_similarity` and `retrieval` tasks have no head: their loss is computed from the model's
+    `sentence_embedding` of each text with sentence-transformers' own losses (`CoSENTLoss`, `CosineSimilarityLoss`,
+    `MultipleNegativesRankingLoss`), through their `compute_loss_from_embeddings`: the losses' `forward` would run a
+    SentenceTransformer on each column, while MTST embeds a batch's columns in one forward pass of its own model (one
+    forward per backward under DDP). Under DDP, the retrieval loss gathers the other processes' embeddings, so its
+    in-batch negatives grow with the world size (every process trains the same task at the same step).
+
+Embedding preservation
+    While heads train, the sentence embedding of each training text is kept close to the one the model gave before
+    training (the model as loaded: the backbone, or the trained model being grown): `weight x (1 - cosine)` (or the
+    mean squared difference) added to each head task's batch loss. The starting model's embeddings are computed once,
+    before the first step, stored with the tokenized training data and saved beside the checkpoints
+    (`teacher_embeddings.safetensors`), so resuming uses the same ones; no second model runs during training.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import datasets
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader
+from transformers import DataCollatorWithPadding
+
+from mtst.data.collator import MultiTaskDataset
+from mtst.remote.configuration_mtst import RETRIEVAL, SENTENCE_SIMILARITY
+from mtst.training.arguments import MultiTaskTrainingError, option
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "TEACHER_FILE",
+    "EmbeddingTaskLosses",
+    "add_teacher_embeddings",
+    "preservation_loss",
+    "with_teacher_embeddings",
+]
+
+TEACHER_FILE = "teacher_embeddings.safetensors"
+PRESERVATION_LOSSES = ("cosine", "mse")
+
+
+def _sentence_transformers_losses():
+    try:  # sentence-transformers >= 6: the losses of SentenceTransformer models live here
+        from sentence_transformers.sentence_transformer import losses
+    except ImportError:  # older layout
+        from sentence_transformers import losses
+    return losses
+
+
+class EmbeddingTaskLosses:
+    """The loss of each embedding task of a model config, from the embeddings of a batch's columns."""
+
+    def __init__(self, config, world_size: int = 1):
+        losses = _sentence_transformers_losses()
+        self.losses = {}
+        for task in config.task_names:
+            spec = config.tasks[task]
+            if spec["type"] == SENTENCE_SIMILARITY:
+                kind = losses.CoSENTLoss if spec["loss"] == "cosent" else losses.CosineSimilarityLoss
+                self.losses[task] = kind(model=None)
+            elif spec["type"] == RETRIEVAL:
+                gather = world_size > 1
+                self.losses[task] = losses.MultipleNegativesRankingLoss(model=None, gather_across_devices=gather)
+
+    def __call__(self, task: str, embeddings: torch.Tensor, columns: int, labels: torch.Tensor | None):
+        """`embeddings` `[columns * B, D]`: the first texts of the batch, then the second ones (then negatives)."""
+        parts = list(embeddings.float().chunk(columns))
+        return self.losses[task].compute_loss_from_embeddings(parts, labels)
+
+
+def preservation_loss(embedding: torch.Tensor, teacher: torch.Tensor, kind: str = "cosine") -> torch.Tensor:
+    """How far a batch's embeddings moved from the starting model's: mean `1 - cosine`, or mean squared error."""
+    embedding, teacher = embedding.float(), teacher.to(embedding.device, torch.float32)
+    if kind == "mse":
+        return F.mse_loss(embedding, teacher)
+    return (1.0 - F.cosine_similarity(embedding, teacher, dim=-1)).mean()
+
+
+@torch.no_grad()
+def _embed_dataset(model, dataset, pad, batch_size: int, device) -> torch.Tensor:
+    """The model's `sentence_embedding` of every row of a tokenized head-task dataset, in order (`pad`: a padding
+    collator such as transformers' `DataCollatorWithPadding`)."""
+    columns = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in dataset.column_names]
+    loader = DataLoader(dataset.select_columns(columns), batch_size=batch_size, collate_fn=pad)
+    was_training = model.training
+    model.eval()
+    chunks = []
+    try:
+        for batch in loader:
+            batch = {k: v.to(device) for k, v in batch.items() if k in columns}
+            chunks.append(model(**batch).sentence_embedding.float().cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(chunks) if chunks else torch.empty(0)
+
+
+def add_teacher_embeddings(model, datasets: dict, pad, batch_size: int, device, folder: str | None) -> dict:
+    """`{task: dataset}` with a `teacher_embedding` column on the head tasks' datasets: the starting model's
+    embeddings, read from `folder/TEACHER_FILE` when it holds them for these datasets (a resumed run), else
+    computed with `model` now (and saved there)."""
+    path = os.path.join(folder, TEACHER_FILE) if folder else None
+    saved = load_file(path) if path and os.path.isfile(path) else {}
+    out, computed = dict(datasets), {}
+    for task, dataset in datasets.items():
+        if model.config.is_embedding_task(task) or "teacher_embedding" in dataset.column_names:
+            continue
+        teacher = saved.get(task)
+        if teacher is None or len(teacher) != len(dataset):
+            teacher = computed[task] = _embed_dataset(model, dataset, pad, batch_size, device)
+        out[task] = dataset.add_column("teacher_embedding", teacher.numpy().tolist())
+    if computed and path is not None:
+        os.makedirs(folder, exist_ok=True)
+        save_file({**saved, **{t: v.contiguous() for t, v in computed.items()}}, path + ".tmp")
+        os.replace(path + ".tmp", path)
+    if computed:
+        logger.info("Embedding preservation: the starting model's embeddings of %s computed.", ", ".join(computed))
+    return out
+
+
+def with_teacher_embeddings(model, dataset: MultiTaskDataset, tokenizer, args) -> MultiTaskDataset:
+    """The training set with the starting model's embedding of each head-task row (`add_teacher_embeddings`, kept
+    in the output folder); unchanged when the model has no head task."""
+    if not model.config.head_task_names:
+        return dataset
+    if tokenizer is None or not all(isinstance(d, datasets.Dataset) for d in dataset.datasets.values()):
+        raise MultiTaskTrainingError(
+            "embedding_preservation needs the tokenizer (processing_class) and datasets.Dataset training sets; "
+            "set embedding_preservation=0 to train without it."
+        )
+    start = time.time()
+    folder = args.output_dir if args.should_save else None
+    pad = DataCollatorWithPadding(tokenizer)
+    tasks = add_teacher_embeddings(model, dataset.datasets, pad, args.per_device_eval_batch_size, args.device, folder)
+    if args.should_log:
+        logger.info(
+            "Embedding preservation: weight %g (%s) against the starting model's embeddings (%.1f s).",
+            option(args, "embedding_preservation"),
+            option(args, "embedding_preservation_loss"),
+            time.time() - start,
+        )
+    return MultiTaskDataset(tasks)

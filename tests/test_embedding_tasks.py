@@ -1,0 +1,233 @@
+"""Sentence embeddings that can be trained and are kept: sentence_similarity and retrieval tasks (no head, losses from
+the embeddings, sentence-transformers' CoSENT / cosine MSE / multiple-negatives ranking), and embedding preservation
+(the starting model's embeddings of the training texts, computed once, kept close while heads train)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import pytest
+import torch
+from conftest import save_tiny_backbone
+from transformers import AutoTokenizer
+
+from mtst import MTSTConfig, MTSTConfigError, MTSTModel, MultiTaskTrainer, MultiTaskTrainingArguments, TaskSpec
+from mtst.data.errors import TaskConfigError, TaskDataError
+from mtst.data.loading import load_task_data
+from mtst.data.tasks import load_task_specs
+from mtst.training.embeddings import TEACHER_FILE
+
+ROOT = Path(__file__).resolve().parent.parent
+TOPICS = ["Sports", "Business"]
+PAIRS = [
+    ("a cat sits on the mat", "a cat is sitting on a mat", 4.8),
+    ("the striker scored a goal", "shares of the bank fell", 0.2),
+    ("the sun is shining today", "it is a sunny day", 4.0),
+    ("rain falls on the city", "the market closed higher", 0.5),
+]
+
+
+@pytest.fixture(scope="module")
+def backbone(tmp_path_factory):
+    return save_tiny_backbone(tmp_path_factory.mktemp("backbone") / "bb", max_position_embeddings=64)
+
+
+def tiny_tasks(backbone, **extra):
+    tasks = {
+        "topic": {"type": "sequence_classification", "labels": TOPICS},
+        "sts": {"type": "sentence_similarity", "score_range": [0, 5], **extra},
+        "qa": {"type": "retrieval"},
+    }
+    torch.manual_seed(0)
+    return MTSTModel.from_backbone(backbone, tasks=tasks)
+
+
+def data(n: int = 8):
+    topic = datasets.Dataset.from_dict({"text": ["the match was won", "shares fell today"] * n, "label": TOPICS * n})
+    sts = datasets.Dataset.from_dict(
+        {"s1": [a for a, _, _ in PAIRS] * n, "s2": [b for _, b, _ in PAIRS] * n, "score": [s for *_, s in PAIRS] * n}
+    )
+    qa = datasets.Dataset.from_dict({"text": [f"question {i} about item {i}" for i in range(4 * n)]})
+    qa = qa.add_column("text_pair", [f"the answer on item {i}" for i in range(4 * n)])
+    return {"topic": topic, "sts": sts, "qa": qa}
+
+
+STS_COLUMNS = {"text_column": "s1", "text_pair_column": "s2", "label_column": "score"}
+STS_SPEC = TaskSpec(name="sts", type="sentence_similarity", **STS_COLUMNS)
+
+
+def args(tmp_path, **kwargs):
+    defaults = dict(num_train_epochs=2, use_cpu=True, max_seq_length=32, per_device_train_batch_size=8)
+    defaults.update(save_strategy="no", logging_steps=2, disable_tqdm=True, learning_rate=1e-3)
+    defaults.update(kwargs)
+    return MultiTaskTrainingArguments(output_dir=str(tmp_path / "out"), **defaults)
+
+
+def test_embedding_task_entries_follow_the_model_configs_rules():
+    tasks = MTSTConfig(tasks={"sts": {"type": "sentence_similarity"}, "qa": {"type": "retrieval"}}).tasks
+    assert tasks["sts"] == {"type": "sentence_similarity", "loss": "cosent", "score_range": None, "loss_weight": 1.0}
+    assert tasks["qa"]["loss"] == "multiple_negatives_ranking"
+    with pytest.raises(MTSTConfigError, match="do not apply to a sentence_similarity task"):
+        MTSTConfig(tasks={"sts": {"type": "sentence_similarity", "labels": ["a", "b"]}})
+    with pytest.raises(MTSTConfigError, match="unknown loss 'triplet'"):
+        MTSTConfig(tasks={"sts": {"type": "sentence_similarity", "loss": "triplet"}})
+    with pytest.raises(MTSTConfigError, match="score_range"):
+        MTSTConfig(tasks={"sts": {"type": "sentence_similarity", "score_range": [5, 0]}})
+    with pytest.raises(TaskConfigError, match="needs 'text_pair_column'"):
+        load_task_specs([{"name": "qa", "type": "retrieval", "data_files": {"train": "a.jsonl"}}])
+
+
+def test_bad_pair_data_names_the_row_and_what_is_wrong():
+    rows = [{**row, "score": str(row["score"])} for row in data(1)["sts"].to_list()]  # scores as a CSV gives them
+    rows[1]["score"], rows[2]["score"], rows[3]["s2"] = "high", "7.5", "  "
+    spec = TaskSpec(name="sts", type="sentence_similarity", score_range=[0, 5], **STS_COLUMNS)
+    with pytest.raises(TaskDataError) as err:
+        load_task_data(spec, data={"train": datasets.Dataset.from_list(rows), "validation": data(1)["sts"]})
+    message = str(err.value)
+    assert "row 2: score 'high' in column 'score' is not a number" in message, message
+    assert "row 3: score 7.5 is outside the score range [0, 5]" in message and "row 4: empty text" in message
+    no_column = datasets.Dataset.from_list([{k: v for k, v in r.items() if k != "s2"} for r in rows])
+    with pytest.raises(TaskDataError, match="has no column 's2'"):
+        load_task_data(spec, data=no_column)
+
+
+def test_similarity_and_retrieval_tasks_train_with_the_heads_and_report_their_metrics(backbone, tmp_path):
+    model = tiny_tasks(backbone)
+    trainer = MultiTaskTrainer(
+        model=model,
+        args=args(tmp_path),
+        train_dataset=data(),
+        eval_dataset=data(2),
+        processing_class=AutoTokenizer.from_pretrained(backbone),
+        task_specs=[STS_SPEC],
+    )
+    before = trainer.evaluate()
+    trainer.train()
+    after = trainer.evaluate()
+    for key in ("eval_sts_spearman", "eval_sts_pearson", "eval_qa_mrr_at_10", "eval_qa_recall_at_1", "eval_average"):
+        assert key in after, sorted(after)
+    qa = [log["loss_qa"] for log in trainer.state.log_history if "loss_qa" in log]
+    sts = [log["loss_sts"] for log in trainer.state.log_history if "loss_sts" in log]
+    assert qa[-1] < qa[0] and sts[-1] < sts[0], trainer.state.log_history  # their losses trained the embedding
+    assert after["eval_qa_mrr_at_10"] >= before["eval_qa_mrr_at_10"]
+    assert model.config.tasks["sts"]["score_range"] == [0.0, 5.0] and "sts" not in model.heads
+
+
+def test_embedding_preservation_keeps_the_embeddings_near_the_starting_model(backbone, tmp_path):
+    """Heads trained hard (high learning rate): with preservation the sentence embeddings stay much closer to the
+    starting model's than without it; the starting embeddings are computed once and kept in the output folder."""
+    tokenizer = AutoTokenizer.from_pretrained(backbone)
+    texts = ["the match was won", "shares fell today", "a new phone was released"]
+
+    def trained(weight):
+        model = MTSTModel.from_backbone(
+            backbone, tasks={"topic": {"type": "sequence_classification", "labels": TOPICS}}
+        )
+        start = model.encode(texts, tokenizer=tokenizer)
+        out = tmp_path / f"w{weight}"
+        trainer = MultiTaskTrainer(
+            model=model,
+            args=args(out, embedding_preservation=weight, learning_rate=3e-3, num_train_epochs=4),
+            train_dataset={"topic": data()["topic"]},
+            processing_class=tokenizer,
+        )
+        trainer.train()
+        moved = torch.nn.functional.cosine_similarity(model.encode(texts, tokenizer=tokenizer), start).mean()
+        return float(moved), trainer, out / "out"
+
+    free, _, free_dir = trained(0.0)
+    kept, trainer, kept_dir = trained(10.0)
+    assert kept > free + 0.05 and kept > 0.9, (kept, free)
+    assert (kept_dir / TEACHER_FILE).is_file() and not (free_dir / TEACHER_FILE).exists()
+    assert any("loss_embedding_preservation" in log for log in trainer.state.log_history)
+
+
+def test_a_model_with_embedding_tasks_reloads_with_the_same_embeddings_in_a_fresh_process(backbone, tmp_path):
+    model = tiny_tasks(backbone).eval()
+    folder = tmp_path / "model"
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(backbone).save_pretrained(folder)
+    texts = [a for a, _, _ in PAIRS]
+    expected = model.encode(texts, tokenizer=AutoTokenizer.from_pretrained(folder)).tolist()
+    code = (
+        "import json, sys\n"
+        "from transformers import AutoModel, AutoTokenizer\n"
+        "from sentence_transformers import SentenceTransformer\n"
+        "path, texts = sys.argv[1], json.loads(sys.argv[2])\n"
+        "model = AutoModel.from_pretrained(path, trust_remote_code=True).eval()\n"
+        "assert model.config.task_names == ['topic', 'sts', 'qa'] and list(model.heads) == ['topic']\n"
+        "a = model.encode(texts, tokenizer=AutoTokenizer.from_pretrained(path)).tolist()\n"
+        "b = SentenceTransformer(path, trust_remote_code=True, device='cpu').encode(texts).tolist()\n"
+        "print('RESULT', json.dumps([a, b]))\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": "", "HF_HOME": str(tmp_path / "hf")}
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(folder), json.dumps(texts)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    a, b = json.loads(result.stdout.rsplit("RESULT ", 1)[1])
+    assert torch.allclose(torch.tensor(a), torch.tensor(expected), atol=1e-5)
+    assert torch.allclose(torch.tensor(b), torch.tensor(expected), atol=1e-4)
+
+
+GATHER_RUN = r"""
+import os, sys
+from mtst.training import embeddings
+
+init = embeddings.EmbeddingTaskLosses.__init__
+def patched(self, config, world_size=1):
+    init(self, config, world_size)
+    loss = self.losses.get("qa")
+    if loss is not None:
+        cos = loss.similarity_fct
+        def recorded(a, b):
+            rank = os.environ.get("RANK")
+            print(f"[mtst-mnrl] rank={rank} scores={a.shape[0]}x{b.shape[0]}", flush=True)
+            return cos(a, b)
+        loss.similarity_fct = recorded
+embeddings.EmbeddingTaskLosses.__init__ = patched
+from mtst.cli import train
+sys.exit(train.main(sys.argv[1:]))
+"""
+
+
+def test_retrieval_negatives_are_gathered_across_two_processes(backbone, tmp_path):
+    """Under DDP (2 processes, gloo) every process's retrieval loss scores its queries against the positives of both
+    processes: world size x batch candidates."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    rows = [{"query": f"question {i} about item {i}", "passage": f"the answer on item {i}"} for i in range(48)]
+    (folder / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    files = {"train": "qa.jsonl", "validation": "qa.jsonl"}
+    task = {
+        "name": "qa",
+        "type": "retrieval",
+        "data_files": files,
+        "text_column": "query",
+        "text_pair_column": "passage",
+    }
+    config = {"tasks": [task]}
+    (folder / "tasks.json").write_text(json.dumps(config))
+    script = tmp_path / "gather.py"
+    script.write_text(GATHER_RUN)
+    argv = ["--model_name_or_path", backbone, "--tasks_config", str(folder / "tasks.json"), "--output_dir"]
+    argv += [str(tmp_path / "out"), "--max_steps", "2", "--per_device_train_batch_size", "4", "--max_seq_length"]
+    argv += ["32", "--save_strategy", "no", "--eval_strategy", "no", "--do_train", "--report_to", "none"]
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    command += ["--num_machines", "1", "--main_process_port", str(29500 + os.getpid() % 1000), str(script), *argv]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    shapes = set(re.findall(r"\[mtst-mnrl\] rank=(\d) scores=(\d+)x(\d+)", result.stdout + result.stderr))
+    assert {rank for rank, _, _ in shapes} == {"0", "1"}, shapes
+    assert all((int(q), int(c)) == (4, 8) for _, q, c in shapes), shapes  # 4 queries x (2 processes x 4 positives)
