@@ -94,8 +94,28 @@ def concurrency_limit_from_env(environ=None) -> int:
     return int(raw)
 
 
+HEAD_TASK_TYPES = ("sequence_classification", "token_classification")  # spelled out: the app runs without mtst
+
+
+def head_tasks(config) -> list[str]:
+    """The tasks with a head (an embedding task, sentence_similarity or retrieval, answers through the embedding)."""
+    return [name for name in config.task_names if config.task_type(name) in HEAD_TASK_TYPES]
+
+
+def similarity(pipe, text: str, other: str, limits=None) -> float | None:
+    """The cosine of the sentence embeddings of two texts (None when one is empty)."""
+    if not text or not text.strip() or not other or not other.strip():
+        return None
+    if limits is not None:
+        limits.check([text, other])
+    a, b = (pipe(t, tasks=[], return_embedding=True)["embedding"] for t in (text, other))
+    dot = sum(x * y for x, y in zip(a, b))
+    norm = (sum(x * x for x in a) * sum(y * y for y in b)) ** 0.5
+    return round(dot / norm, 4) if norm else 0.0
+
+
 def predict(pipe, text: str, limits=None) -> list:
-    """One value per task, in the model's task order: a `gr.HighlightedText` dict or a `gr.Label` dict.
+    """One value per task with a head, in the model's task order: a `gr.HighlightedText` dict or a `gr.Label` dict.
 
     With `limits` (a `ServingLimits`), a text over them raises its `LimitError` (a `ValueError`) before any work,
     and the windows of a long text run in batches of `limits.batch_size`."""
@@ -103,13 +123,13 @@ def predict(pipe, text: str, limits=None) -> list:
     if limits is not None and text:
         limits.check([text])
     if not text or not text.strip():
-        return [None for _ in config.task_names]
+        return [None for _ in head_tasks(config)]
     if limits is not None:
         answer = pipe([text], batch_size=limits.batch_size, return_all_scores=True)[0]
     else:
         answer = pipe(text, return_all_scores=True)
     values = []
-    for name in config.task_names:
+    for name in head_tasks(config):
         if config.task_type(name) == "token_classification":
             entities = [{"entity": e["entity_group"], "start": e["start"], "end": e["end"]} for e in answer[name]]
             values.append({"text": text, "entities": entities})
@@ -168,7 +188,7 @@ def build_demo(
                 gr.Examples(examples=EXAMPLES, inputs=text)
             with gr.Column(scale=1):
                 outputs = []
-                for task in config.task_names:
+                for task in head_tasks(config):
                     if config.task_type(task) == "token_classification":
                         outputs.append(
                             gr.HighlightedText(label=f"{task} (entities)", show_legend=False, elem_id=f"task-{task}")
@@ -188,6 +208,19 @@ def build_demo(
 
         submit.click(answer, inputs=text, outputs=outputs, api_name="predict")
         text.submit(answer, inputs=text, outputs=outputs, api_name=False)
+        if len(head_tasks(config)) < len(config.task_names):  # the model trained its embedding: compare two texts
+            with gr.Row():
+                other = gr.Textbox(label="Compare with", lines=2, elem_id="mtst-compare")
+                cosine = gr.Number(label="Cosine similarity of the sentence embeddings", elem_id="mtst-similarity")
+            compare = gr.Button("Compare", elem_id="mtst-compare-submit")
+
+            def compare_texts(value, other_value):
+                try:
+                    return similarity(pipe, value, other_value, limits)
+                except ValueError as e:
+                    raise gr.Error(str(e), title="Text too long", print_exception=False) from None
+
+            compare.click(compare_texts, inputs=[text, other], outputs=cosine, api_name="similarity")
     demo.queue(default_concurrency_limit=concurrency_limit)
     demo.mtst_limits, demo.mtst_concurrency_limit = limits, concurrency_limit
     return demo

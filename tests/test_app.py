@@ -99,6 +99,35 @@ def test_build_demo_has_one_output_per_task(pipe):
     assert isinstance(by_id["mtst-input"], gr.Textbox)
 
 
+def test_a_model_with_an_embedding_task_answers_its_heads_and_compares_two_texts(tmp_path):
+    """A sentence_similarity task has no head: the app shows the head tasks and compares two texts by cosine."""
+    import torch
+    from conftest import TASKS, backbone_path, tiny_mtst_config
+    from transformers import AutoTokenizer
+
+    import app
+    from mtst.cli.predict import load_pipeline
+    from mtst.remote.modeling_mtst import MTSTModel
+
+    torch.manual_seed(0)
+    tasks = {"topic": TASKS["topic"], "sts": {"type": "sentence_similarity", "score_range": [0, 5]}}
+    MTSTModel(tiny_mtst_config(tasks=tasks)).eval().save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(backbone_path()).save_pretrained(tmp_path)
+    pipe = load_pipeline(str(tmp_path), device="cpu")
+
+    assert app.head_tasks(pipe.model.config) == ["topic"]
+    (topic,) = app.predict(pipe, SENTENCE)
+    assert list(topic) == TOPIC_LABELS
+    assert app.similarity(pipe, SENTENCE, SENTENCE) == pytest.approx(1.0, abs=1e-4)
+    other = app.similarity(pipe, SENTENCE, "The match ended in a draw after extra time.")
+    assert -1.0 <= other < 1.0
+    assert app.similarity(pipe, SENTENCE, "  ") is None
+    gr = pytest.importorskip("gradio", reason="gradio is not installed (pip install -e '.[demo]')")
+    by_id = {getattr(b, "elem_id", None): b for b in app.build_demo(pipe=pipe).blocks.values()}
+    assert isinstance(by_id["task-topic"], gr.Label) and "task-sts" not in by_id
+    assert isinstance(by_id["mtst-similarity"], gr.Number)
+
+
 # ----------------------------------------------------------------------------------------------- real browser
 def _chromium() -> str | None:
     path = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or shutil.which("chromium-browser")

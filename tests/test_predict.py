@@ -321,3 +321,15 @@ def test_python_dash_m_entry_point(model_dir):
     assert [a["text"] for a in answers] == TEXTS
     assert all(a["sentiment"]["label"] in SENTIMENT_LABELS for a in answers)
     assert "Traceback" not in result.stderr
+
+
+def test_similarity_to_adds_the_cosine_of_each_text_and_the_given_one(model_dir, capsys):
+    code, out, err = run_cli(capsys, "-m", model_dir, "--format", "jsonl", "--similarity_to", "Paris", "Paris", "x y")
+    assert code == 0, err
+    rows = jsonl(out)
+    assert [r["text"] for r in rows] == ["Paris", "x y"] and "embedding" not in rows[0]
+    assert rows[0]["similarity"] == pytest.approx(1.0, abs=1e-5) and -1 <= rows[1]["similarity"] < 1
+    code, out, _ = run_cli(capsys, "-m", model_dir, "--format", "jsonl", "--embeddings", "--similarity_to", "x", "x")
+    assert code == 0 and len(jsonl(out)[0]["embedding"]) > 0
+    code, _, err = run_cli(capsys, "-m", model_dir, "--similarity_to", " ", "text")
+    assert code == 2 and "--similarity_to needs a non-empty text" in err

@@ -322,8 +322,9 @@ def mark_entities(text: str, entities: list[dict], color: bool = False) -> str:
 
 def format_table(index: int, text: str, answer: dict, color: bool = False) -> str:
     """A readable block for one text: entities marked in the text, labels with scores, the embedding's head."""
-    names = [name for name in answer if name != "embedding"]
-    width = max([len(n) for n in names] + [len("embedding") if "embedding" in answer else 0])
+    names = [name for name in answer if name not in ("embedding", "similarity")]
+    width = max([len(n) for n in names] + [len("similarity") if "similarity" in answer else 0])
+    width = max(width, len("embedding") if "embedding" in answer else 0)
     lines = [_color("1", f"#{index}", color) + " " + (text if text else _color("2", "(empty text)", color))]
     for name in names:
         value = answer[name]
@@ -339,6 +340,8 @@ def format_table(index: int, text: str, answer: dict, color: bool = False) -> st
             for key, score in sorted(scores.items(), key=lambda kv: -kv[1]):
                 bar = "█" * max(1, round(score * 20))
                 lines.append(f"  {' ' * width}    {key.ljust(pad)}  {score:.3f} {_color('2', bar, color)}")
+    if "similarity" in answer:
+        lines.append(f"  {'similarity'.ljust(width)}  {answer['similarity']:.4f} (cosine to --similarity_to)")
     if "embedding" in answer:
         vector = answer["embedding"]
         head = ", ".join(f"{v:.4f}" for v in vector[:4])
@@ -409,6 +412,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--tasks", action="append", default=None, help="comma-separated tasks to answer (default: all); repeatable"
     )
     parser.add_argument("--embeddings", action="store_true", help="include the sentence embedding of every text")
+    parser.add_argument(
+        "--similarity_to",
+        metavar="TEXT",
+        default=None,
+        help="add `similarity`: the cosine between each text's sentence embedding and this text's",
+    )
     parser.add_argument("--all_scores", action="store_true", help="include every label's score for sentence tasks")
     parser.add_argument("--batch_size", type=int, default=32, help="texts per forward pass (default: 32)")
     parser.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cuda if available)")
@@ -446,6 +455,21 @@ def _selected_tasks(requested: list[str] | None, available: list[str]) -> list[s
     return list(dict.fromkeys(tasks))
 
 
+def _with_similarity(answers: Iterator[dict], pipe, reference: str, keep_embedding: bool) -> Iterator[dict]:
+    """Each answer with `similarity`, the cosine of its embedding and `reference`'s (the embedding kept only when
+    asked for)."""
+    import numpy as np
+
+    if not reference.strip():
+        raise PredictError("--similarity_to needs a non-empty text.")
+    target = np.asarray(pipe(reference, tasks=[], return_embedding=True)["embedding"], dtype=np.float64)
+    target /= max(np.linalg.norm(target), 1e-12)
+    for answer in answers:
+        vector = np.asarray(answer["embedding"] if keep_embedding else answer.pop("embedding"), dtype=np.float64)
+        answer["similarity"] = round(float(vector @ target / max(np.linalg.norm(vector), 1e-12)), 6)
+        yield answer
+
+
 def _quiet_transformers() -> None:
     from transformers.utils import logging as hf_logging
 
@@ -474,9 +498,11 @@ def run(args: argparse.Namespace) -> int:
         (text for text in inputs.texts),
         batch_size=args.batch_size,
         tasks=tasks,
-        return_embedding=args.embeddings,
+        return_embedding=args.embeddings or args.similarity_to is not None,
         return_all_scores=args.all_scores,
     )
+    if args.similarity_to is not None:
+        answers = _with_similarity(answers, pipe, args.similarity_to, keep_embedding=args.embeddings)
     progress = tqdm(
         total=len(inputs.texts),
         desc="Predicting",

@@ -30,9 +30,9 @@ from mtst.hub.publish import (
     resolve_base_model,
 )
 from mtst.metrics import HEADLINE_METRICS
+from mtst.remote.configuration_mtst import RETRIEVAL, SENTENCE_SIMILARITY, MTSTConfig
 from mtst.remote.configuration_mtst import SEQUENCE_CLASSIFICATION as SEQUENCE
 from mtst.remote.configuration_mtst import TOKEN_CLASSIFICATION as TOKEN
-from mtst.remote.configuration_mtst import MTSTConfig
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +42,20 @@ _VERSIONED.update({"Tokenizers": "tokenizers", "Sentence Transformers": "sentenc
 
 __all__ = ["MTSTCardData", "TASK_TYPE_NAMES", "as_number", "format_number", "framework_versions"]
 
-PIPELINE_TAGS = {SEQUENCE: "text-classification", TOKEN: "token-classification"}
+PIPELINE_TAGS = {
+    SEQUENCE: "text-classification",
+    TOKEN: "token-classification",
+    SENTENCE_SIMILARITY: "sentence-similarity",
+    RETRIEVAL: "sentence-similarity",
+}
 
 
-TASK_TYPE_NAMES = {SEQUENCE: "Text Classification", TOKEN: "Token Classification"}
+TASK_TYPE_NAMES = {
+    SEQUENCE: "Text Classification",
+    TOKEN: "Token Classification",
+    SENTENCE_SIMILARITY: "Semantic Similarity",
+    RETRIEVAL: "Retrieval",
+}
 
 
 # metric key (as the trainer logs it, after `<prefix>_<task>_`) -> (model-index metric type, pretty name), per kind
@@ -61,6 +71,15 @@ MODEL_INDEX_METRICS = {
         "precision": ("precision", "Entity Precision (seqeval, strict)"),
         "recall": ("recall", "Entity Recall (seqeval, strict)"),
         "accuracy": ("accuracy", "Token Accuracy"),
+    },
+    SENTENCE_SIMILARITY: {
+        "spearman": ("spearman", "Spearman Correlation (cosine)"),
+        "pearson": ("pearson", "Pearson Correlation (cosine)"),
+    },
+    RETRIEVAL: {
+        "mrr_at_10": ("mrr@10", "MRR@10 (cosine)"),
+        "recall_at_1": ("recall@1", "Recall@1 (cosine)"),
+        "recall_at_10": ("recall@10", "Recall@10 (cosine)"),
     },
 }
 
@@ -269,8 +288,13 @@ class MTSTCardData(ModelCardData):
         return dict(getattr(self._config, "tasks", None) or {})
 
     def primary_task(self) -> str | None:
+        """The config's primary task, else its first task with a head (the Hub widget answers with it), else the
+        first task."""
         tasks, primary = self._tasks(), getattr(self._config, "primary_task", None)
-        return primary if primary in tasks else next(iter(tasks), None)
+        if primary in tasks:
+            return primary
+        heads = [name for name, spec in tasks.items() if spec["type"] in (SEQUENCE, TOKEN)]
+        return next(iter(heads or tasks), None)
 
     def resolved_base_model(self) -> str | None:
         """`base_model` as a Hub id, else the Hub id of the backbone the encoder was loaded from, else None."""
@@ -316,7 +340,7 @@ class MTSTCardData(ModelCardData):
         tasks, primary, eval_results = self._tasks(), self.primary_task(), self.eval_results
         kinds = {spec["type"] for spec in tasks.values()}
         tags = ["multi-task", "custom_code", "sentence-embeddings"]
-        tags += [PIPELINE_TAGS[k] for k in (SEQUENCE, TOKEN) if k in kinds] + ["mtst"]
+        tags += list(dict.fromkeys(PIPELINE_TAGS[k] for k in PIPELINE_TAGS if k in kinds)) + ["mtst"]
         tags += ["generated_from_trainer"] if self.generated_from_trainer else []
         datasets = [self.task_datasets.get(task, {}).get("id") for task in tasks]
         return ModelCardData(
@@ -356,6 +380,10 @@ class MTSTCardData(ModelCardData):
             "primary_task": primary,
             "primary_pipeline_tag": PIPELINE_TAGS.get(tasks[primary]["type"]) if primary else None,
             "task_rows": rows,
+            "head_rows": [row for row in rows if not row["embedding"]],
+            "embedding_rows": [row for row in rows if row["embedding"]],
+            "preservation": self.multitask_options.get("embedding_preservation"),
+            "preservation_loss": self.multitask_options.get("embedding_preservation_loss"),
             "kept_tasks": [n for n in self.kept_tasks if n in tasks],
             **self._result_rows(tasks),
             "usage_texts": usage,
@@ -387,6 +415,9 @@ class MTSTCardData(ModelCardData):
             "var": _identifier(name),
             "kind": spec["type"],
             "type": TASK_TYPE_NAMES.get(spec["type"], spec["type"]),
+            "embedding": spec["type"] in (SENTENCE_SIMILARITY, RETRIEVAL),  # no head: it trains the embedding
+            "loss": spec.get("loss"),
+            "score_range": spec.get("score_range"),
             "labels": labels,
             "entity_types": sorted(
                 {label.split("-", 1)[1] for label in labels if "-" in label and spec["type"] == TOKEN}
