@@ -6,8 +6,13 @@ topic (AG News labels), a sentiment and CoNLL-2003 BIO entity tags, so the same 
     data/sample/topic/{train,validation,test}.jsonl      {"text", "label"} (+ "sentiment" on about half the rows)
     data/sample/sentiment/{train,validation,test}.jsonl  {"text", "label"}
     data/sample/ner/{train,validation,test}.jsonl        {"tokens", "ner_tags"} (+ "text", "topic", "sentiment")
+    data/sample/similarity/{train,validation,test}.jsonl {"sentence1", "sentence2", "score"}, score 0-5
     data/sample/local/sentiment_{train,test}.csv         text,label        (for data/tasks/local_files.yaml)
     data/sample/local/ner_{train,test}.conll             "token tag" lines, IOB1 tags, -DOCSTART- lines
+
+Similarity pairs are made from the same templates: the same sentence behind another opener ("According to reports,
+...") scores 4.5-5, the same template with other entities 3-3.9, another template of the same topic 1-2.2, a sentence
+of another topic 0-0.9 (one decimal).
 
 To keep the data learnable but not trivial, templates share vocabulary across classes: companies appear in
 business and sci/tech sentences, cities in every topic, "Barcelona" and "Madrid" are both cities (LOC) and, as
@@ -24,6 +29,7 @@ from pathlib import Path
 
 SEED = 13
 SPLIT_SIZES = {"train": 1000, "validation": 200, "test": 200}
+SIMILARITY_SIZES = {"train": 600, "validation": 150, "test": 150}
 LOCAL_SIZES = {"train": 300, "test": 100}
 TOPICS = ["World", "Sports", "Business", "Sci/Tech"]
 SENTIMENTS = ["negative", "neutral", "positive"]
@@ -231,6 +237,36 @@ def generate(rng: random.Random, n: int, seen: set[str]) -> list[dict]:
     return rows
 
 
+def _sentence(rng: random.Random, template: str) -> tuple[list[str], list[str]]:
+    return fill(rng, template, [])
+
+
+def similarity_pair(rng: random.Random) -> dict:
+    """Two sentences and a 0-5 similarity score by construction (see the module docstring)."""
+    topic, _, template = rng.choice(TEMPLATES)
+    tokens, tags = _sentence(rng, template)
+    kind = rng.randrange(4)
+    if kind == 0:  # the same sentence behind an opener: a paraphrase
+        opener = (
+            rng.choice([o for o in OPENERS if o]) if "{DAY}" not in template else ["According", "to", "reports", ","]
+        )
+        first = tokens[0].lower() if tags[0] == "O" else tokens[0]
+        other, score = (
+            [p.replace("{DAY}", rng.choice(DAYS)) for p in opener] + [first, *tokens[1:]],
+            rng.uniform(4.5, 5),
+        )
+    elif kind == 1:  # the same template, other entities
+        other, score = _sentence(rng, template)[0], rng.uniform(3.0, 3.9)
+    else:
+        same = kind == 2
+        pool = [t for t in TEMPLATES if (t[0] == topic) == same and t[2] != template]
+        other, score = _sentence(rng, rng.choice(pool)[2])[0], rng.uniform(1.0, 2.2) if same else rng.uniform(0, 0.9)
+    first, second = detokenize(tokens), detokenize(other)
+    if rng.random() < 0.5:
+        first, second = second, first
+    return {"sentence1": first, "sentence2": second, "score": round(score, 1)}
+
+
 def to_iob1(tags: list[str]) -> list[str]:
     """IOB2 -> IOB1 (as in the original CoNLL-2003 files): B- only where an entity follows one of its type."""
     out = []
@@ -287,6 +323,10 @@ def main(out_dir: Path) -> None:
                 for token, tag in zip(r["tokens"], to_iob1(r["ner_tags"])):
                     f.write(f"{token} {tag}\n")
                 f.write("\n")
+
+    # last, so that the files above come out of the same random draws as before this task existed
+    for split, size in SIMILARITY_SIZES.items():
+        write_jsonl(out_dir / "similarity" / f"{split}.jsonl", [similarity_pair(rng) for _ in range(size)])
 
 
 if __name__ == "__main__":

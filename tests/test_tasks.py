@@ -112,13 +112,17 @@ def test_shipped_configs_parse(name):
     assert len(specs) >= 2
     assert all(spec.type in tasks_mtst.TASK_TYPES for spec in specs)
     for spec in specs:
+        if spec.is_embedding_task:  # no head, no labels: it trains the sentence embedding
+            assert spec.labels is None and spec.text_pair_column and "labels" not in spec.to_model_task()
+            continue
         assert spec.labels is not None and len(spec.labels) >= 2
         assert spec.to_model_task()["labels"] == spec.labels
 
 
 def test_default_config_tasks():
     specs = load_task_specs(TASKS_DIR / "default.yaml")
-    assert [s.name for s in specs] == ["topic", "sentiment", "ner"]
+    assert [s.name for s in specs] == ["topic", "sentiment", "ner", "similarity"]
+    assert specs[3].type == "sentence_similarity" and specs[3].score_range == [0.0, 5.0]
     assert specs[0].labels == ["World", "Sports", "Business", "Sci/Tech"]
     assert specs[2].labels == CONLL_LABELS
     hub = {s.name: s for s in load_task_specs(TASKS_DIR / "agnews_conll.yaml")}
@@ -911,10 +915,16 @@ def test_tokenized_outputs_are_pinned_on_mixed_data(tokenizer, tmp_path):
 def test_tokenized_outputs_are_pinned_on_shipped_configs(tokenizer):
     digests = {}
     for name in ("default.yaml", "local_files.yaml"):
-        data, batches = _tokenized_and_collated(load_task_specs(TASKS_DIR / name), tokenizer, max_seq_length=24)
+        specs = load_task_specs(TASKS_DIR / name)
+        heads = [spec for spec in specs if not spec.is_embedding_task]  # pinned before embedding tasks existed
+        data, batches = _tokenized_and_collated(heads, tokenizer, max_seq_length=24)
         digests[name] = (_digest(data), _digest(batches))
+        if len(heads) < len(specs):
+            data, batches = _tokenized_and_collated([s for s in specs if s not in heads], tokenizer, max_seq_length=24)
+            digests[name + " (embedding tasks)"] = (_digest(data), _digest(batches))
     assert digests == {
         "default.yaml": ("22f8edb21556060e", "ec81f306a5eb323a"),
+        "default.yaml (embedding tasks)": ("8b7a02dd4cad3462", "9a2b8b3eb7109f93"),
         "local_files.yaml": ("6cab838b440750ea", "b024df148b7bc498"),
     }
 
