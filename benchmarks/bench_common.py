@@ -27,6 +27,10 @@ DATA_FILES = {
     "conll_validation": "conll2003/validation.jsonl.gz",
     "conll_test": "conll2003/test.jsonl.gz",
     "ag_news": "ag_news/test.jsonl.gz",
+    "stsb_train": "stsb_en/train.jsonl.gz",
+    "stsb_validation": "stsb_en/validation.jsonl.gz",
+    "semeval_train": "semeval2018_ec/train.jsonl.gz",
+    "semeval_validation": "semeval2018_ec/validation.jsonl.gz",
 }
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

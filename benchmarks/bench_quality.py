@@ -56,7 +56,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_common as bc  # noqa: E402
+import bench_embedding_quality as beq  # noqa: E402
 import bench_stats as bs  # noqa: E402
+import numpy as np  # noqa: E402
 
 # run name -> (kind, task config name); kind "mtst" runs run_multitask.py, "plain" runs bench_quality_plain.py
 RUNS = {
@@ -65,6 +67,14 @@ RUNS = {
     "topic_only": ("mtst", "topic"),
     "ner_plain": ("plain", "ner"),
     "topic_plain": ("plain", "topic"),
+    # the three-task protocol: CoNLL-2003 + AG News + STS-B jointly, and STS-B alone
+    "joint3": ("mtst", "joint3"),
+    "sts_only": ("mtst", "sts"),
+}
+PROTOCOL_RUNS = {
+    "main": ["joint", "ner_only", "topic_only", "ner_plain", "topic_plain"],
+    "imbalanced": ["joint", "ner_only", "topic_only", "ner_plain", "topic_plain"],
+    "three_task": ["joint", "joint3", "sts_only"],
 }
 # task -> what is scored: the split, the prediction file's suffix, the metric, the run's own metric key, the runs
 TASKS = {
@@ -85,8 +95,36 @@ TASKS = {
         "systems": {"joint": "joint", "alone": "topic_only", "plain": "topic_plain"},
     },
 }
-SYSTEM_NAMES = {"plain": "plain transformers", "alone": "MTST alone", "joint": "MTST joint"}
+SYSTEM_NAMES = {
+    "plain": "plain transformers",
+    "alone": "MTST alone",
+    "joint": "MTST joint",
+    "joint3": "MTST joint (3 tasks)",
+}
 COMPARISONS = (("joint", "alone"), ("joint", "plain"), ("alone", "plain"))
+# The three-task protocol compares the CoNLL-2003 and AG News scores of the 3-task joint model with the 2-task one's.
+THREE_TASK = {task: {**info, "systems": {"joint3": "joint3", "joint": "joint"}} for task, info in TASKS.items()}
+THREE_TASK_COMPARISONS = (("joint3", "joint"),)
+# Embedding quality (STS-B validation): every run against the backbone, and these pairs of runs against each other.
+EMBEDDING_PAIRS = {"three_task": (("joint3", "sts_only"), ("joint3", "joint")), "main": (), "imbalanced": ()}
+RUN_NAMES = {
+    "joint": "MTST joint (CoNLL + AG News)",
+    "ner_only": "MTST CoNLL alone",
+    "topic_only": "MTST AG News alone",
+    "ner_plain": "plain transformers CoNLL",
+    "topic_plain": "plain transformers AG News",
+    "joint3": "MTST joint (CoNLL + AG News + STS-B)",
+    "sts_only": "MTST STS-B alone",
+}
+
+
+def protocol_tasks(args) -> tuple[dict, tuple]:
+    """(tasks scored, comparisons) of the protocol."""
+    if args.protocol == "three_task":
+        return THREE_TASK, THREE_TASK_COMPARISONS
+    return TASKS, COMPARISONS
+
+
 QUICK = {"max_train_samples": 300, "max_eval_samples": 200}
 IMBALANCED = {"sentences": 3000, "sample_seed": 2003}  # the sample does not depend on the run seed
 DEFAULT_SEEDS = [42, 43, 44]
@@ -107,6 +145,7 @@ def run_multitask_defaults() -> dict:
         "eval_batch_size": int(train["per_device_eval_batch_size"]),
         "learning_rate": float(train["learning_rate"]),
         "head_learning_rate_factor": float(train["head_learning_rate_factor"]),
+        "embedding_preservation": float(train["embedding_preservation"]),
         "warmup_steps": float(train["warmup_steps"]),
         "lr_scheduler_type": str(getattr(scheduler, "value", scheduler)),
         "weight_decay": float(train["weight_decay"]),
@@ -170,7 +209,9 @@ def task_configs(args, root: str) -> tuple[dict, dict | None]:
     if args.protocol == "imbalanced":
         return imbalanced_data(os.path.join(root, "data"))
     configs = {}
-    for name in ("joint", "ner", "topic"):
+    for name in (
+        ("joint", "ner", "topic", "joint3", "sts") if args.protocol == "three_task" else ("joint", "ner", "topic")
+    ):
         bc.task_config(name)  # checks that every data file exists (clear message otherwise)
         if bc.DATA_DIR == bc.DEFAULT_DATA_DIR:
             configs[name] = os.path.relpath(os.path.join(bc.CONFIG_DIR, f"{name}.yaml"), bc.REPO_ROOT)
@@ -200,6 +241,7 @@ def mtst_command(config: str, output_dir: str, recipe: dict, args, seed: int, jo
         "--per_device_eval_batch_size", str(recipe["eval_batch_size"]),
         "--learning_rate", f"{recipe['learning_rate']:g}",
         "--head_learning_rate_factor", f"{recipe['head_learning_rate_factor']:g}",
+        "--embedding_preservation", f"{recipe['embedding_preservation']:g}",
         "--max_seq_length", str(recipe["max_seq_length"]),
         "--group_by_length", "true" if recipe["group_by_length"] else "false",
         "--sampling_strategy", recipe["sampling_strategy"],
@@ -259,7 +301,7 @@ def mtst_heldout_predictions(run_dir: str, config: str, seed: int, recipe: dict,
     from mtst.training.trainer import MultiTaskTrainer
 
     transformers.utils.logging.set_verbosity_error()
-    specs = [s for s in load_task_specs(os.path.join(bc.REPO_ROOT, config)) if not s.is_token_task]
+    specs = [s for s in load_task_specs(os.path.join(bc.REPO_ROOT, config)) if s.type == "sequence_classification"]
     if not specs:
         return
     tokenizer = AutoTokenizer.from_pretrained(run_dir)
@@ -338,7 +380,11 @@ def ag_news_rows() -> dict[str, int]:
 
 
 # Options added to run_multitask.py after runs were kept: a kept command without one ran with this value.
-OPTIONS_ADDED_LATER = {"--optimizer_state": "shared", "--head_learning_rate_factor": "1"}
+OPTIONS_ADDED_LATER = {
+    "--optimizer_state": "shared",
+    "--head_learning_rate_factor": "1",
+    "--embedding_preservation": "0",  # runs made before embedding preservation existed did not preserve
+}
 # Options that change only what a run writes about itself (its model card), not the model: ignored by --reuse.
 CARD_ONLY_OPTIONS = ("--single_task_results",)
 
@@ -419,7 +465,11 @@ def run_one(args, recipe: dict, configs: dict, job: dict, env: dict) -> tuple[di
             kept = json.load(f)
         if effective_arguments(kept["record"]["command"]) == effective_arguments(shown):
             print(f"[{name} seed {seed}] reused {saved} (same settings)", flush=True)
-            return {**kept["record"], "reused": True}, kept["examples"]
+            record = kept["record"]
+            if "stsb_cosines" not in record and os.path.isfile(os.path.join(out, "config.json")):
+                stsb = beq.cosines(out)  # a run kept before embeddings were scored: its model is still there
+                record.update(stsb_cosines=stsb.round(7).tolist(), stsb_spearman=beq.spearman(stsb))
+            return {**record, "reused": True}, kept["examples"]
         print(f"[{name} seed {seed}] not reused: {saved} was made with other settings", flush=True)
     print(f"[{name} seed {seed}] {shown}", flush=True)
     log_path = os.path.join(bc.RESULTS_DIR, f"{args.name}_{name}_seed{seed}.log")
@@ -436,7 +486,9 @@ def run_one(args, recipe: dict, configs: dict, job: dict, env: dict) -> tuple[di
         mtst_heldout_predictions(out, config, seed, recipe, args)
     with open(os.path.join(out, "all_results.json"), encoding="utf-8") as f:
         metrics = json.load(f)
-    examples = {t: read_examples(out, t) for t in TASKS if name in TASKS[t]["systems"].values()}
+    tasks, _ = protocol_tasks(args)
+    examples = {t: read_examples(out, t) for t in tasks if name in tasks[t]["systems"].values()}
+    stsb = beq.cosines(out)  # the run's sentence embeddings on STS-B validation
     record = {
         "seed": seed,
         "command": shown,
@@ -445,6 +497,8 @@ def run_one(args, recipe: dict, configs: dict, job: dict, env: dict) -> tuple[di
         "metrics": metrics,
         "log": os.path.relpath(log_path, bc.REPO_ROOT),
         "threads": env.get("OMP_NUM_THREADS"),
+        "stsb_cosines": stsb.round(7).tolist(),
+        "stsb_spearman": beq.spearman(stsb),
     }
     if args.output_root:  # a later run with --reuse can take this run over
         with open(saved, "w", encoding="utf-8") as f:
@@ -507,17 +561,32 @@ def train_all(args, recipe: dict, root: str, configs: dict) -> tuple[dict, dict]
 
 
 # ------------------------------------------------------------------------------------------------------ statistics
+def embedding_analysis(args, runs: dict) -> dict | None:
+    """STS-B validation Spearman of every run with scored embeddings, against the backbone (bench_embedding_quality);
+    None when no run has them (results made before embeddings were scored)."""
+    systems = {
+        name: {int(r["seed"]): np.array(r["stsb_cosines"]) for r in records if "stsb_cosines" in r}
+        for name, records in runs.items()
+    }
+    systems = {name: by_seed for name, by_seed in systems.items() if by_seed}
+    if not systems or not os.path.isfile(bc.data_path("stsb_validation")):
+        return None
+    backbone = beq.cosines(bc.backbone_path(), cache=None)
+    return beq.compare(systems, backbone, EMBEDDING_PAIRS.get(args.protocol, ()))
+
+
 def analyze(args, runs: dict, examples: dict) -> dict:
     """Per task: the systems' scores (computed from the per-example results), mean ± std, the paired bootstrap
     comparisons, and a check that each run's own reported metric equals its per-example score."""
     out: dict = {}
-    for task, info in TASKS.items():
+    tasks, comparisons = protocol_tasks(args)
+    for task, info in tasks.items():
         systems = {s: r for s, r in info["systems"].items() if examples.get(r)}
         if not systems:
             continue
         per_system = {s: {seed: e[task] for seed, e in examples[r].items()} for s, r in systems.items()}
         try:
-            result = bs.score_systems(per_system, info["metric"], COMPARISONS, args.n_resamples, args.bootstrap_seed)
+            result = bs.score_systems(per_system, info["metric"], comparisons, args.n_resamples, args.bootstrap_seed)
         except ValueError as err:
             sys.exit(f"{info['label']}: {err}")
         checks = []
@@ -646,7 +715,8 @@ def markdown(args, recipe: dict, runs: dict, analysis: dict, sample: dict | None
         f"lr {recipe['learning_rate']:g}, {recipe['lr_scheduler_type']} schedule with warm-up "
         f"{recipe['warmup_steps']:g} of the steps, weight decay {recipe['weight_decay']:g}, max_seq_length "
         f"{recipe['max_seq_length']}; MTST runs: `run_multitask.py`, heads at "
-        f"{recipe['head_learning_rate_factor']:g}× the lr, sampling `{recipe['sampling_strategy']}`, "
+        f"{recipe['head_learning_rate_factor']:g}× the lr, embedding preservation "
+        f"{recipe.get('embedding_preservation', 0):g}, sampling `{recipe['sampling_strategy']}`, "
         f"group_by_length {recipe['group_by_length']}; plain runs: `bench_quality_plain.py` "
         "(AutoModelFor*Classification + Trainer, group_by_length on). Seeds "
         f"{', '.join(map(str, args.seeds))}."
@@ -697,7 +767,7 @@ def _run_time_note(runs: dict) -> str:
 
 
 def result_name(args) -> str:
-    name = "quality" + ("_imbalanced" if args.protocol == "imbalanced" else "")
+    name = "quality" + (f"_{args.protocol}" if args.protocol != "main" else "")
     name += "_cuda" if args.device == "cuda" else ""
     return name + ("_quick" if args.quick else "")
 
@@ -711,7 +781,7 @@ def write_examples(name: str, examples: dict) -> str:
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--protocol", choices=["main", "imbalanced"], default="main")
+    parser.add_argument("--protocol", choices=list(PROTOCOL_RUNS), default="main")
     parser.add_argument("--quick", action="store_true", help="smoke run on subsets; results in a temporary folder")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--epochs", type=float, default=None, help="default: main 1, imbalanced run_multitask's")
@@ -749,7 +819,7 @@ def parse_args(argv=None):
         help="the joint run distils from its seed's MTST-alone runs (run_multitask.py --teacher_models: teacher "
         "annealing from their predictions to the gold labels)",
     )
-    parser.add_argument("--runs", nargs="+", choices=list(RUNS), default=list(RUNS))
+    parser.add_argument("--runs", nargs="+", choices=list(RUNS), default=None, help="default: the protocol's runs")
     parser.add_argument(
         "--jobs",
         type=int,
@@ -781,6 +851,8 @@ def parse_args(argv=None):
             parser.error(f"{option} {value!r} cannot be split into options: {err}")
     if args.seeds is None:
         args.seeds = [42] if args.quick else list(DEFAULT_SEEDS)
+    if args.runs is None:
+        args.runs = list(PROTOCOL_RUNS[args.protocol])
     if args.quick:
         args.max_train_samples = args.max_train_samples or QUICK["max_train_samples"]
         args.max_eval_samples = args.max_eval_samples or QUICK["max_eval_samples"]
@@ -825,7 +897,15 @@ def report(args, recipe, runs, examples, sample, total_wall, trained_by: dict | 
     """Statistics, markdown and result files. `trained_by`: for --reanalyze, the command, machine and date of the
     run that trained the models (the files' own command and machine are then those of the re-analysis)."""
     analysis = analyze(args, runs, examples)
+    embedding = embedding_analysis(args, runs)
     text = markdown(args, recipe, runs, analysis, sample, total_wall)
+    if embedding:
+        embedding_text = beq.markdown(embedding, RUN_NAMES)
+        text = text.replace(
+            "\nCommands:", f"\n## Sentence embeddings (STS-B validation)\n\n{embedding_text}\n\nCommands:", 1
+        )
+        if "Commands:" not in text:
+            text += "\n\n## Sentence embeddings (STS-B validation)\n\n" + embedding_text
     if trained_by:
         text += (
             f"\n\nStatistics recomputed with --reanalyze; the models were trained by `{trained_by['command']}` on "
@@ -841,6 +921,7 @@ def report(args, recipe, runs, examples, sample, total_wall, trained_by: dict | 
         "runs": runs,
         "total_wall_s": total_wall,
         "analysis": analysis,
+        "embedding": embedding,
         "targets": tgt,
         "examples_file": os.path.relpath(examples_path, bc.REPO_ROOT),
         "trained_by": trained_by,
@@ -863,7 +944,9 @@ def main(argv=None) -> dict:
 
         if not torch.cuda.is_available():
             sys.exit("--device cuda: no CUDA device is available on this machine.")
-    bc.require_data("conll_train", "conll_validation", "conll_test", "ag_news")
+    bc.require_data("conll_train", "conll_validation", "conll_test", "ag_news", "stsb_validation")
+    if args.protocol == "three_task":
+        bc.require_data("stsb_train")
     recipe = resolve_recipe(args)
     root = args.output_root or tempfile.mkdtemp(prefix="mtst-bench-quality-")
     os.makedirs(root, exist_ok=True)

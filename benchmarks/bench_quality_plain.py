@@ -172,6 +172,7 @@ def main(argv=None) -> dict:
         processing_class=tokenizer,
     )
     train_result = trainer.train()
+    trainer.save_model()  # the model and its tokenizer: bench_quality scores its sentence embeddings (STS-B)
     # With group_by_length the stock Trainer also length-groups its *evaluation* batches (LengthGroupedSampler in
     # `_get_eval_sampler`), so `predict` returns the examples out of order. The metrics do not care; the per-example
     # predictions written below must follow the dataset, so evaluation reads it in order.

@@ -204,3 +204,58 @@ def score_systems(
                 **paired_bootstrap(data, metric, n_resamples, rng_seed),
             }
     return {"scores": scores, "comparisons": results}
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's rho of two vectors (ranks with ties averaged)."""
+    from scipy.stats import rankdata
+
+    rx, ry = rankdata(x), rankdata(y)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    return float((rx * ry).sum() / np.sqrt((rx * rx).sum() * (ry * ry).sum()))
+
+
+def spearman_bootstrap(
+    gold: Sequence[float],
+    a_by_seed: Sequence[Sequence[float]],
+    b_by_seed: Sequence[Sequence[float]],
+    n_resamples: int = 2000,
+    rng_seed: int = 0,
+    level: float = 0.95,
+) -> dict:
+    """Paired bootstrap of Spearman(A scores, gold) - Spearman(B scores, gold), in points (x 100), pooled over seeds.
+
+    Every seed scores the same pairs (`gold`): each resample draws the pairs with replacement, the same draw for A and
+    B and for every seed; the pooled statistic is the mean over seeds of the per-seed differences (as
+    `paired_bootstrap`). `b_by_seed` may hold one system for all seeds (the backbone: pass it once per seed)."""
+    gold = np.asarray(gold, dtype=np.float64)
+    a = [np.asarray(x, dtype=np.float64) for x in a_by_seed]
+    b = [np.asarray(x, dtype=np.float64) for x in b_by_seed]
+    if not a or len(a) != len(b) or any(len(x) != len(gold) for x in (*a, *b)):
+        raise ValueError("spearman_bootstrap: every seed needs one score per gold pair for A and for B.")
+    point = [100 * (_spearman(x, gold) - _spearman(y, gold)) for x, y in zip(a, b)]
+    rng = np.random.default_rng(rng_seed)
+    diffs = np.empty((n_resamples, len(a)))
+    for r in range(n_resamples):
+        idx = rng.integers(0, len(gold), size=len(gold))
+        g = gold[idx]
+        for s, (x, y) in enumerate(zip(a, b)):
+            diffs[r, s] = 100 * (_spearman(x[idx], g) - _spearman(y[idx], g))
+    pooled = diffs.mean(axis=1)
+    tail = 100 * (1 - level) / 2
+    low, high = (float(v) for v in np.percentile(pooled, [tail, 100 - tail]))
+    per_seed = []
+    for s in range(len(a)):
+        lo_s, hi_s = (float(v) for v in np.percentile(diffs[:, s], [tail, 100 - tail]))
+        per_seed.append({"diff": point[s], "ci": [lo_s, hi_s], "verdict": verdict(lo_s, hi_s)})
+    return {
+        "metric": "spearman",
+        "diff": float(np.mean(point)),
+        "ci": [low, high],
+        "level": level,
+        "verdict": verdict(low, high),
+        "per_seed": per_seed,
+        "n_resamples": n_resamples,
+        "rng_seed": rng_seed,
+        "pairs": len(gold),
+    }

@@ -206,6 +206,9 @@ def test_reuse_ignores_card_only_options_and_knows_options_added_later():
     # runs kept before the heads' factor existed trained at factor 1, never the new default 10
     assert bq.effective_arguments(old + " --head_learning_rate_factor 1") == bq.effective_arguments(old)
     assert bq.effective_arguments(old + " --head_learning_rate_factor 10") != bq.effective_arguments(old)
+    # runs made before embedding preservation existed did not preserve: the same as an explicit 0
+    assert bq.effective_arguments(old + " --embedding_preservation 0") == bq.effective_arguments(old)
+    assert bq.effective_arguments(old + " --embedding_preservation 1") != bq.effective_arguments(old)
     # the folder of the benchmark's configs and runs is not a setting: runs copied to another root are taken over
     here = old + " --tasks_config /a/configs/ner.yaml --teacher_models ner=/a/ner_only_seed42,topic=/a/topic_seed42"
     there = here.replace("/a/", "/b/root/")
@@ -235,6 +238,7 @@ def test_joint_runs_come_after_and_name_their_single_task_runs(tmp_path):
         "eval_batch_size": 64,
         "learning_rate": 1e-4,
         "head_learning_rate_factor": 10.0,
+        "embedding_preservation": 1.0,
         "max_seq_length": 128,
         "group_by_length": True,
         "sampling_strategy": "balanced",
@@ -257,6 +261,7 @@ def test_joint_runs_come_after_and_name_their_single_task_runs(tmp_path):
     assert "--teacher_models" not in joint["cmd"]
     # the heads' factor is written out, so --reuse never takes over a run made under another default
     assert joint["cmd"][joint["cmd"].index("--head_learning_rate_factor") + 1] == "10"
+    assert joint["cmd"][joint["cmd"].index("--embedding_preservation") + 1] == "1"
     # --distill: the same single-task runs are the joint run's teachers, and the joint run gets its own folder
     distil = bq.plan_runs(_plan_args(distill=True), recipe, str(tmp_path), configs)
     joint = next(job for job in distil if job["name"] == "joint" and job["seed"] == 43)
@@ -294,3 +299,22 @@ def test_joint_runs_come_after_and_name_their_single_task_runs(tmp_path):
         bq.run_one = original
     assert peak[0] == 2 and len(finished) == len(plan)
     assert [r["seed"] for r in runs["joint"]] == [42, 43]  # reported in seed order, whatever finished first
+
+
+def test_spearman_bootstrap_of_embedding_scores():
+    """The STS-B comparison: the same draw of pairs for both systems and every seed; a system that ranks the pairs
+    like the gold scores beats a noisy one, and a system equals itself exactly."""
+    import bench_stats as bs
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    gold = rng.uniform(0, 5, size=300)
+    good = [gold + rng.normal(0, 0.5, size=300) for _ in range(3)]
+    noisy = gold + rng.normal(0, 3.0, size=300)
+    result = bs.spearman_bootstrap(gold, good, [noisy] * 3, n_resamples=300)
+    assert result["verdict"] == "better" and result["ci"][0] > 0 and len(result["per_seed"]) == 3
+    same = bs.spearman_bootstrap(gold, good, good, n_resamples=100)
+    assert same["diff"] == 0 and same["ci"] == [0.0, 0.0] and same["verdict"] == "same"
+    assert abs(bs._spearman(gold, gold) - 1) < 1e-12
+    with pytest.raises(ValueError, match="one score per gold pair"):
+        bs.spearman_bootstrap(gold, good, [noisy[:10]] * 3)
