@@ -255,6 +255,31 @@ def case_malformed_task_config(c: Ctx) -> Case:
     return c.config_case(path, "is not valid yaml")
 
 
+def case_duplicate_tasks_key(c: Ctx) -> Case:  # yaml keeps the second list: the first one's tasks would vanish
+    topic = c.topic("train")
+    text = (
+        f"tasks:\n- {{name: topic, type: sequence_classification, data_files: {{train: {topic}}}}}\n"
+        f"tasks:\n- {{name: other, type: sequence_classification, data_files: {{train: {topic}}}}}\n"
+    )
+    path = c.file("tasks.yaml", text)
+    return c.config_case(path, path, "gives the key 'tasks' twice in one mapping (lines 1 and 3)")
+
+
+def case_duplicate_data_files_key(c: Ctx) -> Case:
+    text = (
+        "tasks:\n- name: topic\n  type: sequence_classification\n"
+        f"  data_files: {{train: {c.topic('train')}}}\n  data_files: {{train: {c.topic('validation')}}}\n"
+    )
+    path = c.file("tasks.yaml", text)
+    return c.config_case(path, path, "gives the key 'data_files' twice in one mapping (lines 4 and 5)")
+
+
+def case_duplicate_json_key(c: Ctx) -> Case:
+    text = json.dumps({"tasks": [c.seq_task(c.topic("train"))]}).replace('"topic"', '"topic", "name": "other"', 1)
+    path = c.file("tasks.json", text)
+    return c.config_case(path, path, "gives the key 'name' twice in one object")
+
+
 def case_empty_task_list(c: Ctx) -> Case:
     return c.config_case(c.config(), "'tasks' must be a non-empty list")
 

@@ -80,6 +80,9 @@ def test_yaml_argument_file(tmp_path):
     assert args.max_seq_length == 64 and model_args.pooling == "cls"
     path.write_text(yaml.safe_dump({"learning_rat": 1e-3}))
     assert run_multitask.main([str(path)]) == 2
+    path.write_text("learning_rate: 1e-3\ndo_train: true\nlearning_rate: 1e-4\n")  # yaml would keep 1e-4
+    with pytest.raises(run_multitask.CommandLineError, match=r"gives the key 'learning_rate' twice .*lines 1 and 3"):
+        run_multitask.parse_args([str(path)])
 
 
 def test_cli_errors_end_with_one_paragraph_and_exit_code_2(tiny, tmp_path):

@@ -5,7 +5,6 @@ per process) and where the task config is found."""
 from __future__ import annotations
 
 import difflib
-import json
 import logging
 import os
 import sys
@@ -164,14 +163,13 @@ def parse_args(argv: list[str] | None = None):
         path = os.path.abspath(argv[0])
         if not os.path.isfile(path):
             raise CommandLineError(f"The argument file {argv[0]} does not exist.")
-        if path.lower().endswith(".json"):
-            with open(path, encoding="utf-8") as f:
-                values = json.load(f)
-        else:
-            import yaml
+        from mtst.data.config_files import ConfigFileError, read_config_file
 
-            with open(path, encoding="utf-8") as f:
-                values = yaml.safe_load(f) or {}
+        try:
+            values = read_config_file(path)
+        except ConfigFileError as err:
+            raise CommandLineError(f"The argument file {argv[0]} {err}.") from err
+        values = {} if values is None else values
         if not isinstance(values, dict):
             raise CommandLineError(f"The argument file {argv[0]} must hold a mapping of argument names to values.")
         given = set(values)

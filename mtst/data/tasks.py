@@ -25,16 +25,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
-import json
 import logging
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from mtst.data.errors import TaskConfigError, one_line, paragraph
+from mtst.data.config_files import ConfigFileError, read_config_file
+from mtst.data.errors import TaskConfigError, paragraph
 from mtst.data.formats import FORMATS, file_format
 from mtst.data.tags import TAG_SCHEMES, is_int, split_tag
 from mtst.remote.configuration_mtst import (
@@ -434,15 +432,9 @@ def load_task_specs(path_or_mapping: Any, base_dir: str | os.PathLike | None = N
         if not path.is_file():
             raise TaskConfigError(f"Task config {source} does not exist (current directory: {os.getcwd()}).")
         try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as err:
-            raise TaskConfigError(f"Task config {source} could not be read: {err}.") from err
-        try:
-            data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-        except (json.JSONDecodeError, yaml.YAMLError) as err:
-            raise TaskConfigError(
-                f"Task config {source} is not valid {path.suffix.lstrip('.') or 'YAML'}: {one_line(err)}"
-            ) from err
+            data = read_config_file(path)
+        except ConfigFileError as err:
+            raise TaskConfigError(f"Task config {source} {err}.") from err
         base = str(base_dir) if base_dir is not None else str(path.resolve().parent)
     else:
         data, source = path_or_mapping, "(given as a mapping)"
