@@ -280,6 +280,14 @@ def case_duplicate_json_key(c: Ctx) -> Case:
     return c.config_case(path, path, "gives the key 'name' twice in one object")
 
 
+def case_yaml_alias_in_labels(c: Ctx) -> Case:  # nested aliases: a few hundred bytes, gigabytes once expanded
+    text = (
+        f"tasks:\n- name: topic\n  type: sequence_classification\n  data_files: {{train: {c.topic('train')}}}\n"
+        "  labels:\n  - &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n  - &b [*a, *a, *a, *a, *a, *a, *a, *a]\n"
+    )
+    return c.config_case(c.file("tasks.yaml", text), "uses the YAML alias '*a' on line 7", "write the value out")
+
+
 def case_empty_task_list(c: Ctx) -> Case:
     return c.config_case(c.config(), "'tasks' must be a non-empty list")
 

@@ -1,5 +1,7 @@
 """Reading the YAML/JSON files a user writes (task configs, `mtst-train` argument files) so that the file means what
-it reads: a key given twice in one mapping is an error (yaml and json keep the last one silently)."""
+it reads: a key given twice in one mapping is an error (yaml and json keep the last one silently), and so are YAML
+aliases (`*name`, which let a few hundred bytes expand into gigabytes once printed or copied) and files over
+`MAX_CONFIG_BYTES`."""
 
 from __future__ import annotations
 
@@ -11,7 +13,9 @@ import yaml
 
 from mtst.data.errors import one_line, short
 
-__all__ = ["ConfigFileError", "read_config_file"]
+__all__ = ["MAX_CONFIG_BYTES", "ConfigFileError", "read_config_file"]
+
+MAX_CONFIG_BYTES = 4 * 1024 * 1024  # a task config or an argument file is a few kilobytes
 
 
 class ConfigFileError(ValueError):
@@ -20,7 +24,16 @@ class ConfigFileError(ValueError):
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """`yaml.SafeLoader` that refuses a key repeated in one mapping, naming the lines."""
+    """`yaml.SafeLoader` that refuses aliases and a key repeated in one mapping, naming the line."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise ConfigFileError(
+                f"uses the YAML alias {short('*' + str(event.anchor), 40)} on line {event.start_mark.line + 1}, and "
+                "MTST config files take no aliases (a few of them can expand into gigabytes): write the value out"
+            )
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node, deep=False):
         seen: dict[Any, int] = {}
@@ -51,9 +64,15 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def read_config_file(path: str | os.PathLike) -> Any:
-    """The value in a .json file (read as JSON) or a YAML file. Raises `ConfigFileError` for an unreadable file, a
-    syntax error and a key given twice in one mapping."""
+    """The value in a .json file (read as JSON) or a YAML file. Raises `ConfigFileError` for a file over
+    `MAX_CONFIG_BYTES`, an unreadable file, a syntax error, a key given twice in one mapping and a YAML alias."""
     try:
+        size = os.path.getsize(path)
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigFileError(
+                f"is {size:,} bytes, more than the {MAX_CONFIG_BYTES // 2**20} MB a config file may have (data "
+                "belongs in the files it names)"
+            )
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except (OSError, UnicodeDecodeError) as err:
@@ -64,3 +83,5 @@ def read_config_file(path: str | os.PathLike) -> Any:
         return json.loads(text, object_pairs_hook=_no_duplicate_keys) if is_json else yaml.load(text, _StrictLoader)
     except (json.JSONDecodeError, yaml.YAMLError) as err:
         raise ConfigFileError(f"is not valid {extension or 'YAML'}: {one_line(err)}") from err
+    except RecursionError as err:
+        raise ConfigFileError("nests lists or mappings too deeply to be read") from err
