@@ -350,6 +350,58 @@ def case_weights_sampler_without_weights(c: Ctx) -> Case:
     return case
 
 
+def _epochs(c: Ctx, epochs: float) -> Case:  # saved an untrained model with a card, exit 0
+    message = (
+        f"`num_train_epochs` must be a positive number (or give `max_steps` > 0, which overrides it); got {epochs}"
+    )
+    return c.option_case(["--num_train_epochs", str(epochs)], {"num_train_epochs": epochs}, message)
+
+
+def case_zero_epochs(c: Ctx) -> Case:
+    return _epochs(c, 0.0)
+
+
+def case_negative_epochs(c: Ctx) -> Case:
+    return _epochs(c, -1.0)
+
+
+def case_nan_learning_rate(c: Ctx) -> Case:
+    expect = "`learning_rate` must be a finite number >= 0; got nan"
+    return c.option_case(["--learning_rate", "nan"], {"learning_rate": float("nan")}, expect)
+
+
+def case_negative_learning_rate(c: Ctx) -> Case:
+    expect = "`learning_rate` must be a finite number >= 0; got -0.001"
+    return c.option_case(["--learning_rate=-1e-3"], {"learning_rate": -1e-3}, expect)
+
+
+def case_nan_warmup(c: Ctx) -> Case:
+    expect = "`warmup_steps` must be a finite number >= 0; got nan"
+    return c.option_case(["--warmup_steps", "nan"], {"warmup_steps": float("nan")}, expect)
+
+
+def case_negative_seed(c: Ctx) -> Case:
+    return c.option_case(["--seed", "-1"], {"seed": -1}, "`seed` must be an integer from 0 to 2**32 - 1; got -1")
+
+
+def case_zero_eval_batch_size(c: Ctx) -> Case:  # crashed at the first evaluation, after training
+    expect = "`per_device_eval_batch_size` must be a positive integer; got 0"
+    return c.option_case(["--per_device_eval_batch_size", "0"], {"per_device_eval_batch_size": 0}, expect)
+
+
+def case_zero_train_batch_size(c: Ctx) -> Case:
+    expect = "`per_device_train_batch_size` must be a positive integer; got 0"
+    return c.option_case(["--per_device_train_batch_size", "0"], {"per_device_train_batch_size": 0}, expect)
+
+
+def case_zero_max_train_samples(c: Ctx) -> Case:
+    return Case(["--max_train_samples", "0"], None, None, ("--max_train_samples must be a positive integer", "got 0"))
+
+
+def case_zero_max_eval_samples(c: Ctx) -> Case:
+    return Case(["--max_eval_samples", "0"], None, None, ("--max_eval_samples must be a positive integer", "got 0"))
+
+
 def case_misspelled_flag(c: Ctx) -> Case:
     return Case(
         ["--learning_rates", "1e-3"], None, None, ("Unknown argument(s): --learning_rates", "--learning_rate?")

@@ -133,6 +133,15 @@ class DataArguments:
         },
     )
 
+    def __post_init__(self):
+        for name in ("max_train_samples", "max_eval_samples"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise CommandLineError(
+                    f"--{name} must be a positive integer (at most that many examples per task are kept); got "
+                    f"{value!r}."
+                )
+
 
 @dataclass
 class ScriptTrainingArguments(MultiTaskTrainingArguments):
