@@ -436,6 +436,36 @@ def case_max_seq_length_above_encoder_limit(c: Ctx) -> Case:
     return Case(["--max_seq_length", "100"], api, MTSTConfigError, ("100", "64"), same_message=False)
 
 
+# ------------------------------------------------------------------------------------------------- output folder
+def output_dir_case(c: Ctx, output_dir: str, *expect) -> Case:
+    """Checked before any data is read: the task config's data file does not even exist."""
+    config = c.config(c.seq_task(str(c.tmp / "nowhere" / "train.jsonl")))
+    return Case(["--tasks_config", config, "--output_dir", output_dir], None, None, expect)
+
+
+def case_output_dir_is_a_file(c: Ctx) -> Case:
+    path = c.file("taken", "a file")
+    return output_dir_case(c, path, f"--output_dir {path} is a file, not a folder")
+
+
+def case_output_dir_is_empty(c: Ctx) -> Case:
+    return output_dir_case(c, "", "--output_dir is empty")
+
+
+def case_output_dir_cannot_be_created(c: Ctx) -> Case:
+    path = os.path.join(c.file("taken", "a file"), "run")
+    return output_dir_case(c, path, f"--output_dir {path} cannot be written (Not a directory)")
+
+
+def case_output_dir_is_read_only(c: Ctx) -> Case:
+    folder = c.tmp / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    if os.access(folder, os.W_OK):  # root writes anyway: a folder under a file stands in for it
+        return case_output_dir_cannot_be_created(c)
+    return output_dir_case(c, str(folder), f"--output_dir {folder} cannot be written (Permission denied)")
+
+
 # ------------------------------------------------------------------------------------------------- models
 def case_backbone_path_missing(c: Ctx) -> Case:
     return c.backbone_case(str(c.tmp / "no-such-model"), "does not exist")

@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
 
 import datasets
 import transformers
@@ -250,6 +251,27 @@ def setup_logging(training_args: ScriptTrainingArguments) -> None:
     logger.info("Training/evaluation parameters %s", training_args)
 
 
+def check_output_dir(output_dir: str | None) -> None:
+    """Fails with a `CommandLineError` naming the folder when `--output_dir` cannot be written, which would otherwise
+    be found only at the first checkpoint, after the data was read and training ran. Creates the folder."""
+    if not output_dir:
+        raise CommandLineError("--output_dir is empty: name the folder where the checkpoints and the model go.")
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise CommandLineError(
+            f"--output_dir {output_dir} is a file, not a folder: name a folder to write the model to."
+        )
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".mtst-write-check-", dir=output_dir)
+        os.close(handle)
+        os.remove(probe)
+    except OSError as err:
+        raise CommandLineError(
+            f"--output_dir {output_dir} cannot be written ({err.strerror or first_sentence(err)}): the checkpoints "
+            "and the model go there. Choose a folder you can write to."
+        ) from err
+
+
 def checkpoint_to_resume(training_args: ScriptTrainingArguments) -> str | None:
     """`--resume_from_checkpoint`, else (with `--resume_last_checkpoint`) the last complete checkpoint of the output
     folder, else None."""
@@ -373,6 +395,7 @@ def predict_tests(trainer, specs, raw: dict, tokenized: dict, data_args, trainin
 def run(model_args: ModelArguments, data_args: DataArguments, training_args: ScriptTrainingArguments) -> dict:
     """Tasks -> data -> model -> train/evaluate/predict -> save. Returns all metrics."""
     setup_logging(training_args)
+    check_output_dir(training_args.output_dir)
     checkpoint = checkpoint_to_resume(training_args)
     set_seed(training_args.seed)
     specs, single_task = read_tasks(data_args, training_args)
