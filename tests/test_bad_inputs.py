@@ -54,6 +54,7 @@ class Case:
     error: type[BaseException] | None  # the exception the API raises
     expect: tuple[str, ...]  # words both messages contain
     same_message: bool = True  # the command line prints exactly the API's message
+    unchanged: tuple | None = None  # (folder, {file: mtime}) that the command must leave as it was
 
 
 class Ctx:
@@ -466,6 +467,30 @@ def case_output_dir_is_read_only(c: Ctx) -> Case:
     return output_dir_case(c, str(folder), f"--output_dir {folder} cannot be written (Permission denied)")
 
 
+def grown_into_case(c: Ctx, model: str, output_dir: str, where: str) -> Case:
+    before = {name: os.path.getmtime(os.path.join(model, name)) for name in os.listdir(model)}
+    expect = f"--output_dir {output_dir} {where} the folder of --model_name_or_path {model}, the model this run starts"
+    case = Case(["--model_name_or_path", model, "--output_dir", output_dir, "--do_train"], None, None, (expect,))
+    case.unchanged = (model, before)
+    return case
+
+
+def case_output_dir_is_the_grown_model(c: Ctx) -> Case:  # overwrote the source model, mixing two runs' checkpoints
+    folder = c.copy_trained("grown")
+    return grown_into_case(c, folder, os.path.join(folder, "."), "is")
+
+
+def case_output_dir_inside_the_grown_model(c: Ctx) -> Case:
+    folder = c.copy_trained("grown")
+    return grown_into_case(c, folder, os.path.join(folder, "next"), "is inside")
+
+
+def case_output_dir_holds_the_grown_model(c: Ctx) -> Case:  # checkpoint rotation would delete the source
+    folder = c.copy_trained("grown")
+    shutil.copytree(c.trained / "checkpoint-3", os.path.join(folder, "checkpoint-3"))
+    return grown_into_case(c, os.path.join(folder, "checkpoint-3"), folder, "holds")
+
+
 # ------------------------------------------------------------------------------------------------- models
 def case_backbone_path_missing(c: Ctx) -> Case:
     return c.backbone_case(str(c.tmp / "no-such-model"), "does not exist")
@@ -620,6 +645,9 @@ def test_bad_input(name, tiny, trained, tmp_path, capsys):
         for word in case.expect:
             assert word in message, (word, message)
         assert not out.exists(), sorted(os.listdir(out))  # never created, or removed: no half-written model
+    if case.unchanged is not None:
+        folder, before = case.unchanged
+        assert {name: os.path.getmtime(os.path.join(folder, name)) for name in os.listdir(folder)} == before
 
 
 def test_catalogue_has_at_least_30_cases():

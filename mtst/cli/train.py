@@ -251,11 +251,22 @@ def setup_logging(training_args: ScriptTrainingArguments) -> None:
     logger.info("Training/evaluation parameters %s", training_args)
 
 
-def check_output_dir(output_dir: str | None) -> None:
+def check_output_dir(output_dir: str | None, model: str | None = None) -> None:
     """Fails with a `CommandLineError` naming the folder when `--output_dir` cannot be written, which would otherwise
-    be found only at the first checkpoint, after the data was read and training ran. Creates the folder."""
+    be found only at the first checkpoint, after the data was read and training ran, or when it is, holds or lies
+    inside the local folder of `model` (`--model_name_or_path`), whose files training would overwrite or delete.
+    Creates the folder."""
     if not output_dir:
         raise CommandLineError("--output_dir is empty: name the folder where the checkpoints and the model go.")
+    if model is not None and os.path.isdir(model):
+        out, source = os.path.realpath(output_dir), os.path.realpath(model)
+        if os.path.commonpath([out, source]) in (out, source):
+            where = "is" if out == source else ("is inside" if len(out) > len(source) else "holds")
+            raise CommandLineError(
+                f"--output_dir {output_dir} {where} the folder of --model_name_or_path {model}, the model this run "
+                "starts from: the checkpoints and the final save would overwrite or delete its files (a grown model's "
+                "source among them). Choose an --output_dir outside that folder."
+            )
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise CommandLineError(
             f"--output_dir {output_dir} is a file, not a folder: name a folder to write the model to."
@@ -395,7 +406,7 @@ def predict_tests(trainer, specs, raw: dict, tokenized: dict, data_args, trainin
 def run(model_args: ModelArguments, data_args: DataArguments, training_args: ScriptTrainingArguments) -> dict:
     """Tasks -> data -> model -> train/evaluate/predict -> save. Returns all metrics."""
     setup_logging(training_args)
-    check_output_dir(training_args.output_dir)
+    check_output_dir(training_args.output_dir, model_args.model_name_or_path)
     checkpoint = checkpoint_to_resume(training_args)
     set_seed(training_args.seed)
     specs, single_task = read_tasks(data_args, training_args)
