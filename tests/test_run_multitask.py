@@ -227,6 +227,35 @@ def test_saved_model_is_the_best_checkpoint_by_eval_average(tiny, tmp_path, capl
     assert sorted(p.name for p in out.glob("checkpoint-*")) == [f"checkpoint-{state['best_global_step']}"]
 
 
+def test_rerunning_a_finished_run_trains_no_more_steps(tiny, tmp_path, caplog):
+    """Each re-run of a finished command resumed from its last checkpoint and took one step past --max_steps."""
+    out = tmp_path / "run"
+    extra = ["--max_steps", "6", "--save_strategy", "steps", "--save_steps", "3", "--eval_strategy", "no"]
+    args = tiny_args(tiny, out, "--do_train", *extra)
+    assert run_multitask.main(args) == 0
+    saved = {name: (out / name).read_bytes() for name in ("model.safetensors", "README.md", "train_results.json")}
+
+    def steps_and_checkpoints():
+        state = json.loads((out / "trainer_state.json").read_text())
+        return state["global_step"], sorted(p.name for p in out.glob("checkpoint-*"))
+
+    for _ in range(2):
+        caplog.clear()
+        assert run_multitask.main(args) == 0
+        assert "holds the model of a finished run" in caplog.text and "trained 6 of the 6 steps" in caplog.text
+        assert steps_and_checkpoints() == (6, ["checkpoint-3", "checkpoint-6"])
+        assert all((out / name).read_bytes() == data for name, data in saved.items())
+    # killed after its last checkpoint, before the final save: the re-run saves checkpoint-6 and takes no step
+    os.remove(out / "model.safetensors")
+    os.remove(out / "trainer_state.json")
+    caplog.clear()
+    assert run_multitask.main(args) == 0
+    assert "checkpoint-6 already trained 6 of the 6 steps this run asks for: nothing left to train" in caplog.text
+    assert steps_and_checkpoints() == (6, ["checkpoint-3", "checkpoint-6"])
+    final, last = load_file(out / "model.safetensors"), load_file(out / "checkpoint-6" / "model.safetensors")
+    assert final.keys() == last.keys() and all(torch.equal(final[k], last[k]) for k in final)
+
+
 def test_last_model_is_kept_and_said_when_evaluation_and_saving_do_not_line_up(tiny, tmp_path, caplog):
     out = tmp_path / "run"
     args = tiny_args(tiny, out, "--max_steps", "10", "--save_strategy", "steps", "--save_steps", "5", "--do_train")

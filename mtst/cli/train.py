@@ -39,7 +39,7 @@ from mtst.remote.configuration_mtst import MTSTConfigError, check_model_folder, 
 from mtst.remote.modeling_mtst import MTSTModel
 from mtst.training import grow
 from mtst.training.arguments import MultiTaskTrainingError
-from mtst.training.checkpoints import checkpoint_files, last_complete_checkpoint
+from mtst.training.checkpoints import checkpoint_files, checkpoint_problem, finished_training, last_complete_checkpoint
 from mtst.training.distill import parse_teacher_models
 from mtst.training.trainer import MultiTaskTrainer
 
@@ -303,6 +303,23 @@ def checkpoint_to_resume(training_args: ScriptTrainingArguments) -> str | None:
     return checkpoint
 
 
+def already_finished(training_args: ScriptTrainingArguments, checkpoint: str | None) -> bool:
+    """Whether this run has nothing to do: `checkpoint` already trained as far as asked (`max_steps`, or
+    `num_train_epochs`) and the output folder holds the model that run saved. Says so in the log."""
+    done = finished_training(checkpoint, training_args) if checkpoint is not None else None
+    if done is None or checkpoint_problem(training_args.output_dir) is not None:
+        return False
+    logger.warning(
+        "%s holds the model of a finished run (%s trained %d of the %d steps asked for): nothing to train, so the "
+        "saved model, its results and its card stay as they are. Raise --max_steps or --num_train_epochs to train "
+        "on, or pass --resume_last_checkpoint false (or another --output_dir) to train afresh.",
+        training_args.output_dir,
+        checkpoint,
+        *done,
+    )
+    return True
+
+
 def read_tasks(data_args: DataArguments, training_args: ScriptTrainingArguments) -> tuple[list, dict]:
     """(task specs with the command line's sample limits, single-task results to compare with): everything checked
     before any data is read."""
@@ -408,6 +425,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Scr
     setup_logging(training_args)
     check_output_dir(training_args.output_dir, model_args.model_name_or_path)
     checkpoint = checkpoint_to_resume(training_args)
+    if already_finished(training_args, checkpoint):
+        return {}
     set_seed(training_args.seed)
     specs, single_task = read_tasks(data_args, training_args)
     saved_config = grow.saved_mtst_config(

@@ -36,9 +36,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import TrainerState
 from transformers.trainer_utils import (
     PREFIX_CHECKPOINT_DIR,
     IntervalStrategy,
+    TrainOutput,
     seed_worker,
 )
 
@@ -55,10 +57,12 @@ from mtst.training.checkpoints import (
     CHECKPOINT_RE,
     LOSS_WEIGHTING_FILE,
     TASK_OPTIMIZER_FILE,
+    TRAINER_STATE_NAME,
     best_model_selection,
     check_resume_checkpoint,
     checkpoint_files,
     checkpoint_problem,
+    finished_training,
     last_complete_checkpoint,
     metric_key,
 )
@@ -459,6 +463,23 @@ class MultiTaskTrainer(MultiTaskOptimizerMixin, MultiTaskEvaluationMixin, Traine
                     logs[f"gradient_conflict_{task}"] = rate
         super().log(logs, start_time)
 
+    def _train_nothing(self, checkpoint: str, step: int, target: int) -> TrainOutput:
+        """Resuming a checkpoint that already trained as far as asked: load its weights and state (and the best
+        checkpoint's weights with `load_best_model_at_end`) instead of letting the Trainer take one more step."""
+        logger.warning(
+            "%s already trained %d of the %d steps this run asks for: nothing left to train, so no step is taken. "
+            "Raise --max_steps or --num_train_epochs to train on, or start afresh elsewhere.",
+            checkpoint,
+            step,
+            target,
+        )
+        self._load_from_checkpoint(checkpoint)
+        self.state = TrainerState.load_from_json(os.path.join(checkpoint, TRAINER_STATE_NAME))
+        best = self.state.best_model_checkpoint
+        if self.args.load_best_model_at_end and best and os.path.isdir(best):
+            self._load_best_model()
+        return TrainOutput(self.state.global_step, float("nan"), {"epoch": self.state.epoch})
+
     def learned_loss_weights(self) -> dict[str, float] | None:
         """exp(-s_t) per task with uncertainty weighting, else None."""
         return self.loss_weighting_module.weights() if self.loss_weighting_module is not None else None
@@ -473,15 +494,20 @@ class MultiTaskTrainer(MultiTaskOptimizerMixin, MultiTaskEvaluationMixin, Traine
             resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir, required)
             if resume_from_checkpoint is None:
                 raise MultiTaskTrainingError(f"No complete checkpoint to resume from in {self.args.output_dir}.")
+        finished = None
         if resume_from_checkpoint:
             check_resume_checkpoint(resume_from_checkpoint, self.model, required)
             self._load_loss_weighting(resume_from_checkpoint)
-        output = super().train(
-            resume_from_checkpoint=resume_from_checkpoint,
-            trial=trial,
-            ignore_keys_for_eval=ignore_keys_for_eval,
-            **kwargs,
-        )
+            finished = finished_training(resume_from_checkpoint, self.args)
+        if finished is not None:
+            output = self._train_nothing(resume_from_checkpoint, *finished)
+        else:
+            output = super().train(
+                resume_from_checkpoint=resume_from_checkpoint,
+                trial=trial,
+                ignore_keys_for_eval=ignore_keys_for_eval,
+                **kwargs,
+            )
         self.kept_model = self._kept_model()
         if self.args.should_log:
             kept = self.kept_model
