@@ -709,18 +709,30 @@ def test_unknown_task_at_inference(trained, tokenizer, capsys):
     assert message == "Unknown task(s) pos in --tasks; this model's tasks: topic, ner."
 
 
-@pytest.mark.parametrize("damage", ["missing", "truncated"])
+@pytest.mark.parametrize("damage", ["missing", "truncated", "labels", "positions"])
 def test_predict_with_missing_or_truncated_weights(trained, tmp_path, capsys, damage):
     folder = tmp_path / "model"
     shutil.copytree(trained, folder, ignore=shutil.ignore_patterns("checkpoint-*"))
+    config = json.loads((folder / "config.json").read_text())
     if damage == "missing":
         os.remove(folder / "model.safetensors")
-    else:
+    elif damage == "truncated":
         truncate(folder / "model.safetensors")
+    elif damage == "labels":  # a label added to the config: the head's weights have one row fewer (a traceback)
+        config["tasks"][0]["labels"].append("Cooking")
+    else:
+        config["encoder"]["max_position_embeddings"] = 100
+    (folder / "config.json").write_text(json.dumps(config))
     assert predict_mtst.main(["--model", str(folder), "some text"]) == 2
     message = error_paragraph(capsys.readouterr().err, PREDICT_PREFIX)
     assert str(folder) in message
-    assert ("has no weights file" if damage == "missing" else "is truncated or corrupt") in message
+    expected = {
+        "missing": "has no weights file",
+        "truncated": "is truncated or corrupt",
+        "labels": "do not fit its config.json (heads.topic.classifier.bias: [4] in the weights, [5] by the config",
+        "positions": "(encoder.embeddings.position_embeddings.weight: [64, 32] in the weights, [100, 32] by the",
+    }[damage]
+    assert expected in message
 
 
 # ------------------------------------------------------------------------------------------------- real processes
