@@ -157,6 +157,33 @@ def case_label_not_in_label_set(c: Ctx) -> Case:
     )
 
 
+def case_list_label(c: Ctx) -> Case:  # multi-label data: a raw pyarrow traceback and exit 1
+    path = c.file("train.jsonl", GOOD_ROWS + json.dumps({"text": "a match", "label": ["Sports", "World"]}) + "\n")
+    expect = ("line 7", "label ['Sports', 'World'] is a list", "task type multi_label_classification")
+    return c.data_case(c.config(c.seq_task(path)), TaskDataError, path, *expect)
+
+
+def case_list_label_with_inferred_labels(c: Ctx) -> Case:
+    world = json.dumps({"text": "a summit", "label": "World"}) + "\n"
+    path = c.file("train.jsonl", json.dumps({"text": "a match", "label": ["Sports"]}) + "\n" + GOOD_ROWS + world)
+    task = {k: v for k, v in c.seq_task(path).items() if k != "labels"}
+    return c.data_case(c.config(task), TaskDataError, path, "line 1", "label ['Sports'] is a list", "multi_label")
+
+
+def case_dict_label(c: Ctx) -> Case:
+    path = c.file("train.jsonl", GOOD_ROWS + json.dumps({"text": "a match", "label": {"name": "Sports"}}) + "\n")
+    expect = ("line 7", "label {'name': 'Sports'} is a mapping, not a label name or class id")
+    return c.data_case(c.config(c.seq_task(path)), TaskDataError, path, *expect)
+
+
+def case_fractional_label(c: Ctx) -> Case:  # said "label 0.5 is not in the label set ['0.5', ...]" when inferred
+    rows = "".join(json.dumps({"text": f"a score {i}", "label": i / 4}) + "\n" for i in range(1, 8))
+    path = c.file("train.jsonl", rows)
+    task = {k: v for k, v in c.seq_task(path).items() if k != "labels"}
+    expect = ("found fewer than two labels", "line 1: label 0.25 is a fractional number", "task type regression")
+    return c.data_case(c.config(task), TaskDataError, path, *expect)
+
+
 def case_tags_and_tokens_of_different_lengths(c: Ctx) -> Case:
     path = c.file(
         "ner.jsonl", json.dumps({"tokens": ["john", "smith", "runs"], "ner_tags": ["B-PER", "I-PER"]}) + "\n"
