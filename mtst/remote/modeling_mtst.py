@@ -471,16 +471,18 @@ class MTSTModel(MTSTPreTrainedModel):
         normalize: bool | None = None,
         convert_to_numpy: bool = False,
         show_progress_bar: bool = False,
+        trust_remote_code: bool = False,
     ):
         """
         Sentence embeddings for `sentences`, in input order, as a `(N, D)` tensor (or numpy array). Sentences are
         sorted by their number of tokens internally so each batch carries little padding. `normalize=None` follows
-        the config.
+        the config. Without a `tokenizer`, the model's folder or Hub id (`name_or_path`) gives one, running code from
+        there only with `trust_remote_code=True`.
         """
         single = isinstance(sentences, str)
         sentences = [sentences] if single else list(sentences)
         if tokenizer is None:
-            tokenizer = AutoTokenizer.from_pretrained(self.name_or_path, trust_remote_code=True)
+            tokenizer = AutoTokenizer.from_pretrained(self.name_or_path, trust_remote_code=trust_remote_code)
         was_training = self.training
         self.eval()
         # Tokenize once, then batch by token count (not characters, which predict token count poorly): on 3,000
