@@ -109,6 +109,26 @@ def test_bad_options_exit_2(tiny, tmp_path, capsys):
     assert "task_weights" in capsys.readouterr().err
 
 
+def test_a_tracker_that_is_not_installed_is_named_at_start_up(tiny, tmp_path, capsys, monkeypatch):
+    """--report_to tensorboard without tensorboard failed with a traceback when the Trainer was built."""
+    import transformers.integrations
+
+    monkeypatch.setattr(transformers.integrations, "is_tensorboard_available", lambda: False)
+    missing = str(tmp_path / "nowhere.jsonl")  # no data is read before the check
+    config = tmp_path / "tasks.json"
+    config.write_text(json.dumps({"tasks": [{"name": "t", "type": "sequence_classification", "data_files": missing}]}))
+    args = tiny_args(tiny, tmp_path / "o", "--tasks_config", str(config), "--report_to", "tensorboard")
+    assert run_multitask.main(args) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == (
+        "run_multitask.py: error: --report_to tensorboard needs the tensorboard package, which is not installed: "
+        "pip install tensorboard (or pass --report_to none)."
+    )
+    assert run_multitask.main([*args[:-1], "tensorbord"]) == 2
+    assert "--report_to tensorbord is not a tracker transformers reports to" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 def test_single_task_results_are_read_and_checked_before_training(tiny, tmp_path, capsys):
     from types import SimpleNamespace
 
