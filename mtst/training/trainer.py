@@ -444,8 +444,26 @@ class MultiTaskTrainer(MultiTaskOptimizerMixin, MultiTaskEvaluationMixin, Traine
             + (" Checkpoints saved before this step are complete." if self.args.save_strategy != "no" else "")
         )
 
+    def _get_learning_rate(self) -> float:
+        """The encoder's learning rate (the Trainer reports its first parameter group's, a head's at 10x); the heads'
+        rates of the same step are kept for `log`."""
+        first = super()._get_learning_rate()
+        rates = {g.get("mtst_block"): float(g["lr"]) for g in getattr(self.optimizer, "param_groups", ())}
+        self._head_rates = {b[len("head.") :]: r for b, r in rates.items() if b and b.startswith("head.")}
+        encoder = [r for b, r in rates.items() if b and (b.startswith("encoder.") or b == "embeddings")]
+        rest = [r for b, r in rates.items() if b in ("projection", "other")]  # the encoder frozen: its schedule
+        return max(encoder or rest or [first])
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Add `loss_<task>` (mean unweighted loss of each task since the last log) and learned task weights."""
+        """Add `loss_<task>` (mean unweighted loss of each task since the last log), learned task weights and, next
+        to `learning_rate` (the encoder's), `learning_rate_heads` (or `learning_rate_heads_<task>` when the heads'
+        rates differ)."""
+        heads = getattr(self, "_head_rates", None)
+        if "learning_rate" in logs and heads:
+            if len(set(heads.values())) == 1:
+                logs["learning_rate_heads"] = next(iter(heads.values()))
+            else:
+                logs.update({f"learning_rate_heads_{task}": rate for task, rate in heads.items()})
         if "loss" in logs and self._task_loss_counts is not None:
             stats = torch.stack([self._task_loss_sums, self._task_loss_counts])
             if self.accelerator.num_processes > 1:
