@@ -203,7 +203,8 @@ def build_demo(
                 try:
                     limits.check([value])  # before any work: the message is shown as a Gradio error
                 except ValueError as e:
-                    raise gr.Error(str(e), title="Text too long", print_exception=False) from None
+                    title = "Text too long" if type(e).__name__ == "LimitError" else "Invalid text"
+                    raise gr.Error(str(e), title=title, print_exception=False) from None
             return predict(pipe, value, limits)
 
         submit.click(answer, inputs=text, outputs=outputs, api_name="predict")

@@ -139,6 +139,32 @@ class _OnnxGraph(nn.Module):
         return (model.normalize_embedding(embedding), embedding, *logits)
 
 
+def onnx_opsets() -> range:
+    """The ONNX opsets `export_onnx` writes with this torch: from the one torch.onnx's exporter has its operators
+    for (a lower one is only attempted by a version conversion, which keeps that one when it fails) to the newest it
+    knows."""
+    try:
+        from torch.onnx._internal.exporter._constants import TORCHLIB_OPSET as lowest
+    except ImportError:  # another torch layout: the opset torch 2.5 - 2.13 implement
+        lowest = 18
+    try:
+        from torch.onnx._constants import ONNX_MAX_OPSET as highest
+    except ImportError:
+        highest = lowest
+    return range(lowest, max(lowest, highest) + 1)
+
+
+def check_opset(opset) -> None:
+    """Raise `InferenceError` naming `onnx_opsets()` unless `opset` is one of them."""
+    allowed = onnx_opsets()
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset not in allowed:
+        raise InferenceError(
+            f"--opset {opset!r} is not an opset the ONNX exporter of torch {torch.__version__} writes: it writes "
+            f"opsets {allowed.start} to {allowed.stop - 1} (default 18). A lower one would come out as "
+            f"{allowed.start} anyway."
+        )
+
+
 def export_onnx(
     model: MTSTModel,
     folder: str,
@@ -153,7 +179,9 @@ def export_onnx(
     The graph is exported with `torch.onnx.export(dynamo=True)` (dynamic batch and sequence length; the older
     TorchScript exporter traces transformers' attention-mask shortcuts as constants and gives wrong outputs), then,
     with `check`, run with onnxruntime on a padded batch and compared with PyTorch (`atol`, every output); a
-    mismatch raises `InferenceError`. Returns what was written and the largest differences found."""
+    mismatch raises `InferenceError`, and so does an `opset` outside `onnx_opsets()` (the exporter would write
+    another one). Returns what was written and the largest differences found."""
+    check_opset(opset)
     _import("onnxscript", "ONNX export")
     onnx = _import("onnx", "ONNX export")
     model = model.float().eval()
@@ -187,6 +215,9 @@ def export_onnx(
     exporter_log.setLevel(level)
     program.save(path)
     proto = onnx.load(path)
+    written_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if written_opset != opset:
+        raise InferenceError(f"The ONNX exporter wrote opset {written_opset} where --opset {opset} was asked for.")
     metadata = {"mtst_tasks": json.dumps(tasks), "mtst_max_positions": str(max_positions)}
     for key, value in metadata.items():
         entry = proto.metadata_props.add()

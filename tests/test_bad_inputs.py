@@ -54,6 +54,7 @@ class Case:
     error: type[BaseException] | None  # the exception the API raises
     expect: tuple[str, ...]  # words both messages contain
     same_message: bool = True  # the command line prints exactly the API's message
+    unchanged: tuple | None = None  # (folder, {file: mtime}) that the command must leave as it was
 
 
 class Ctx:
@@ -156,6 +157,33 @@ def case_label_not_in_label_set(c: Ctx) -> Case:
     )
 
 
+def case_list_label(c: Ctx) -> Case:  # multi-label data: a raw pyarrow traceback and exit 1
+    path = c.file("train.jsonl", GOOD_ROWS + json.dumps({"text": "a match", "label": ["Sports", "World"]}) + "\n")
+    expect = ("line 7", "label ['Sports', 'World'] is a list", "task type multi_label_classification")
+    return c.data_case(c.config(c.seq_task(path)), TaskDataError, path, *expect)
+
+
+def case_list_label_with_inferred_labels(c: Ctx) -> Case:
+    world = json.dumps({"text": "a summit", "label": "World"}) + "\n"
+    path = c.file("train.jsonl", json.dumps({"text": "a match", "label": ["Sports"]}) + "\n" + GOOD_ROWS + world)
+    task = {k: v for k, v in c.seq_task(path).items() if k != "labels"}
+    return c.data_case(c.config(task), TaskDataError, path, "line 1", "label ['Sports'] is a list", "multi_label")
+
+
+def case_dict_label(c: Ctx) -> Case:
+    path = c.file("train.jsonl", GOOD_ROWS + json.dumps({"text": "a match", "label": {"name": "Sports"}}) + "\n")
+    expect = ("line 7", "label {'name': 'Sports'} is a mapping, not a label name or class id")
+    return c.data_case(c.config(c.seq_task(path)), TaskDataError, path, *expect)
+
+
+def case_fractional_label(c: Ctx) -> Case:  # said "label 0.5 is not in the label set ['0.5', ...]" when inferred
+    rows = "".join(json.dumps({"text": f"a score {i}", "label": i / 4}) + "\n" for i in range(1, 8))
+    path = c.file("train.jsonl", rows)
+    task = {k: v for k, v in c.seq_task(path).items() if k != "labels"}
+    expect = ("found fewer than two labels", "line 1: label 0.25 is a fractional number", "task type regression")
+    return c.data_case(c.config(task), TaskDataError, path, *expect)
+
+
 def case_tags_and_tokens_of_different_lengths(c: Ctx) -> Case:
     path = c.file(
         "ner.jsonl", json.dumps({"tokens": ["john", "smith", "runs"], "ner_tags": ["B-PER", "I-PER"]}) + "\n"
@@ -255,6 +283,39 @@ def case_malformed_task_config(c: Ctx) -> Case:
     return c.config_case(path, "is not valid yaml")
 
 
+def case_duplicate_tasks_key(c: Ctx) -> Case:  # yaml keeps the second list: the first one's tasks would vanish
+    topic = c.topic("train")
+    text = (
+        f"tasks:\n- {{name: topic, type: sequence_classification, data_files: {{train: {topic}}}}}\n"
+        f"tasks:\n- {{name: other, type: sequence_classification, data_files: {{train: {topic}}}}}\n"
+    )
+    path = c.file("tasks.yaml", text)
+    return c.config_case(path, path, "gives the key 'tasks' twice in one mapping (lines 1 and 3)")
+
+
+def case_duplicate_data_files_key(c: Ctx) -> Case:
+    text = (
+        "tasks:\n- name: topic\n  type: sequence_classification\n"
+        f"  data_files: {{train: {c.topic('train')}}}\n  data_files: {{train: {c.topic('validation')}}}\n"
+    )
+    path = c.file("tasks.yaml", text)
+    return c.config_case(path, path, "gives the key 'data_files' twice in one mapping (lines 4 and 5)")
+
+
+def case_duplicate_json_key(c: Ctx) -> Case:
+    text = json.dumps({"tasks": [c.seq_task(c.topic("train"))]}).replace('"topic"', '"topic", "name": "other"', 1)
+    path = c.file("tasks.json", text)
+    return c.config_case(path, path, "gives the key 'name' twice in one object")
+
+
+def case_yaml_alias_in_labels(c: Ctx) -> Case:  # nested aliases: a few hundred bytes, gigabytes once expanded
+    text = (
+        f"tasks:\n- name: topic\n  type: sequence_classification\n  data_files: {{train: {c.topic('train')}}}\n"
+        "  labels:\n  - &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n  - &b [*a, *a, *a, *a, *a, *a, *a, *a]\n"
+    )
+    return c.config_case(c.file("tasks.yaml", text), "uses the YAML alias '*a' on line 7", "write the value out")
+
+
 def case_empty_task_list(c: Ctx) -> Case:
     return c.config_case(c.config(), "'tasks' must be a non-empty list")
 
@@ -317,6 +378,58 @@ def case_weights_sampler_without_weights(c: Ctx) -> Case:
     return case
 
 
+def _epochs(c: Ctx, epochs: float) -> Case:  # saved an untrained model with a card, exit 0
+    message = (
+        f"`num_train_epochs` must be a positive number (or give `max_steps` > 0, which overrides it); got {epochs}"
+    )
+    return c.option_case(["--num_train_epochs", str(epochs)], {"num_train_epochs": epochs}, message)
+
+
+def case_zero_epochs(c: Ctx) -> Case:
+    return _epochs(c, 0.0)
+
+
+def case_negative_epochs(c: Ctx) -> Case:
+    return _epochs(c, -1.0)
+
+
+def case_nan_learning_rate(c: Ctx) -> Case:
+    expect = "`learning_rate` must be a finite number >= 0; got nan"
+    return c.option_case(["--learning_rate", "nan"], {"learning_rate": float("nan")}, expect)
+
+
+def case_negative_learning_rate(c: Ctx) -> Case:
+    expect = "`learning_rate` must be a finite number >= 0; got -0.001"
+    return c.option_case(["--learning_rate=-1e-3"], {"learning_rate": -1e-3}, expect)
+
+
+def case_nan_warmup(c: Ctx) -> Case:
+    expect = "`warmup_steps` must be a finite number >= 0; got nan"
+    return c.option_case(["--warmup_steps", "nan"], {"warmup_steps": float("nan")}, expect)
+
+
+def case_negative_seed(c: Ctx) -> Case:
+    return c.option_case(["--seed", "-1"], {"seed": -1}, "`seed` must be an integer from 0 to 2**32 - 1; got -1")
+
+
+def case_zero_eval_batch_size(c: Ctx) -> Case:  # crashed at the first evaluation, after training
+    expect = "`per_device_eval_batch_size` must be a positive integer; got 0"
+    return c.option_case(["--per_device_eval_batch_size", "0"], {"per_device_eval_batch_size": 0}, expect)
+
+
+def case_zero_train_batch_size(c: Ctx) -> Case:
+    expect = "`per_device_train_batch_size` must be a positive integer; got 0"
+    return c.option_case(["--per_device_train_batch_size", "0"], {"per_device_train_batch_size": 0}, expect)
+
+
+def case_zero_max_train_samples(c: Ctx) -> Case:
+    return Case(["--max_train_samples", "0"], None, None, ("--max_train_samples must be a positive integer", "got 0"))
+
+
+def case_zero_max_eval_samples(c: Ctx) -> Case:
+    return Case(["--max_eval_samples", "0"], None, None, ("--max_eval_samples must be a positive integer", "got 0"))
+
+
 def case_misspelled_flag(c: Ctx) -> Case:
     return Case(
         ["--learning_rates", "1e-3"], None, None, ("Unknown argument(s): --learning_rates", "--learning_rate?")
@@ -349,6 +462,60 @@ def case_max_seq_length_above_encoder_limit(c: Ctx) -> Case:
         model(input_ids=torch.ones(1, 100, dtype=torch.long), task="topic")
 
     return Case(["--max_seq_length", "100"], api, MTSTConfigError, ("100", "64"), same_message=False)
+
+
+# ------------------------------------------------------------------------------------------------- output folder
+def output_dir_case(c: Ctx, output_dir: str, *expect) -> Case:
+    """Checked before any data is read: the task config's data file does not even exist."""
+    config = c.config(c.seq_task(str(c.tmp / "nowhere" / "train.jsonl")))
+    return Case(["--tasks_config", config, "--output_dir", output_dir], None, None, expect)
+
+
+def case_output_dir_is_a_file(c: Ctx) -> Case:
+    path = c.file("taken", "a file")
+    return output_dir_case(c, path, f"--output_dir {path} is a file, not a folder")
+
+
+def case_output_dir_is_empty(c: Ctx) -> Case:
+    return output_dir_case(c, "", "--output_dir is empty")
+
+
+def case_output_dir_cannot_be_created(c: Ctx) -> Case:
+    path = os.path.join(c.file("taken", "a file"), "run")
+    return output_dir_case(c, path, f"--output_dir {path} cannot be written (Not a directory)")
+
+
+def case_output_dir_is_read_only(c: Ctx) -> Case:
+    folder = c.tmp / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    if os.access(folder, os.W_OK):  # root writes anyway: a folder under a file stands in for it
+        return case_output_dir_cannot_be_created(c)
+    return output_dir_case(c, str(folder), f"--output_dir {folder} cannot be written (Permission denied)")
+
+
+def grown_into_case(c: Ctx, model: str, output_dir: str, where: str) -> Case:
+    before = {name: os.path.getmtime(os.path.join(model, name)) for name in os.listdir(model)}
+    expect = f"--output_dir {output_dir} {where} the folder of --model_name_or_path {model}, the model this run starts"
+    case = Case(["--model_name_or_path", model, "--output_dir", output_dir, "--do_train"], None, None, (expect,))
+    case.unchanged = (model, before)
+    return case
+
+
+def case_output_dir_is_the_grown_model(c: Ctx) -> Case:  # overwrote the source model, mixing two runs' checkpoints
+    folder = c.copy_trained("grown")
+    return grown_into_case(c, folder, os.path.join(folder, "."), "is")
+
+
+def case_output_dir_inside_the_grown_model(c: Ctx) -> Case:
+    folder = c.copy_trained("grown")
+    return grown_into_case(c, folder, os.path.join(folder, "next"), "is inside")
+
+
+def case_output_dir_holds_the_grown_model(c: Ctx) -> Case:  # checkpoint rotation would delete the source
+    folder = c.copy_trained("grown")
+    shutil.copytree(c.trained / "checkpoint-3", os.path.join(folder, "checkpoint-3"))
+    return grown_into_case(c, os.path.join(folder, "checkpoint-3"), folder, "holds")
 
 
 # ------------------------------------------------------------------------------------------------- models
@@ -505,6 +672,9 @@ def test_bad_input(name, tiny, trained, tmp_path, capsys):
         for word in case.expect:
             assert word in message, (word, message)
         assert not out.exists(), sorted(os.listdir(out))  # never created, or removed: no half-written model
+    if case.unchanged is not None:
+        folder, before = case.unchanged
+        assert {name: os.path.getmtime(os.path.join(folder, name)) for name in os.listdir(folder)} == before
 
 
 def test_catalogue_has_at_least_30_cases():
@@ -566,18 +736,30 @@ def test_unknown_task_at_inference(trained, tokenizer, capsys):
     assert message == "Unknown task(s) pos in --tasks; this model's tasks: topic, ner."
 
 
-@pytest.mark.parametrize("damage", ["missing", "truncated"])
+@pytest.mark.parametrize("damage", ["missing", "truncated", "labels", "positions"])
 def test_predict_with_missing_or_truncated_weights(trained, tmp_path, capsys, damage):
     folder = tmp_path / "model"
     shutil.copytree(trained, folder, ignore=shutil.ignore_patterns("checkpoint-*"))
+    config = json.loads((folder / "config.json").read_text())
     if damage == "missing":
         os.remove(folder / "model.safetensors")
-    else:
+    elif damage == "truncated":
         truncate(folder / "model.safetensors")
+    elif damage == "labels":  # a label added to the config: the head's weights have one row fewer (a traceback)
+        config["tasks"][0]["labels"].append("Cooking")
+    else:
+        config["encoder"]["max_position_embeddings"] = 100
+    (folder / "config.json").write_text(json.dumps(config))
     assert predict_mtst.main(["--model", str(folder), "some text"]) == 2
     message = error_paragraph(capsys.readouterr().err, PREDICT_PREFIX)
     assert str(folder) in message
-    assert ("has no weights file" if damage == "missing" else "is truncated or corrupt") in message
+    expected = {
+        "missing": "has no weights file",
+        "truncated": "is truncated or corrupt",
+        "labels": "do not fit its config.json (heads.topic.classifier.bias: [4] in the weights, [5] by the config",
+        "positions": "(encoder.embeddings.position_embeddings.weight: [64, 32] in the weights, [100, 32] by the",
+    }[damage]
+    assert expected in message
 
 
 # ------------------------------------------------------------------------------------------------- real processes

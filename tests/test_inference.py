@@ -14,6 +14,7 @@ import torch
 from conftest import save_tiny_mtst
 
 from mtst import inference as inference_mtst
+from mtst.cli import export as export_mtst
 from mtst.cli import predict as predict_mtst
 from mtst.inference import InferenceError, load_model, prepare_model
 from mtst.remote.modeling_mtst import MTSTModel
@@ -32,8 +33,6 @@ def model_dir(tmp_path_factory):
 def onnx_dir(model_dir, tmp_path_factory):
     if not HAS_ONNX:
         pytest.skip('needs the onnx extra: pip install -e ".[onnx]"')
-    from mtst.cli import export as export_mtst
-
     out = str(tmp_path_factory.mktemp("onnx") / "export")
     assert export_mtst.main(["onnx", "--model", model_dir, "--output", out, "--quantize"]) == 0
     return out
@@ -149,6 +148,29 @@ def test_cli_backend_onnx(model_dir, onnx_dir, capsys):
         assert all(abs(e["score"] - r["score"]) <= 1e-4 for e, r in zip(got["ner"], ref["ner"]))
     quantized = cli_jsonl(capsys, "--model", onnx_dir, "--backend", "onnx", "--dtype", "int8")
     assert_close_answers(quantized, reference, score_tol=0.02, min_cos=0.99)
+
+
+def test_export_refuses_an_opset_it_would_not_write(model_dir, tmp_path, capsys):
+    """--opset 1 said it succeeded and wrote opset 18."""
+    allowed = inference_mtst.onnx_opsets()
+    for opset in (1, allowed.start - 1, allowed.stop):
+        argv = ["onnx", "--model", model_dir, "--output", str(tmp_path / "out"), "--opset", str(opset)]
+        assert export_mtst.main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"--opset {opset} is not an opset the ONNX exporter of torch" in err
+        assert f"opsets {allowed.start} to {allowed.stop - 1}" in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "model.onnx").exists()
+
+
+@needs_onnx
+def test_export_writes_the_opset_asked_for(model_dir, tmp_path):
+    import onnx
+
+    opset = inference_mtst.onnx_opsets().start + 2
+    out = tmp_path / "out"
+    assert export_mtst.main(["onnx", "--model", model_dir, "--output", str(out), "--opset", str(opset)]) == 0
+    imports = {o.domain: o.version for o in onnx.load(out / "model.onnx").opset_import}
+    assert imports.get("", imports.get("ai.onnx")) == opset
 
 
 @needs_onnx

@@ -155,6 +155,9 @@ def test_sentence_task_and_plain_transformers_models(mtst, texts, tmp_path):
         ("unknown_task", "has no task 'pos'"),
         ("no_folder", "the folder"),
         ("not_a_model", "Model folder"),
+        ("output_is_input", "is the --input file"),
+        ("output_is_input_overwrite", "is the --input file"),
+        ("output_exists", "already exists; pass --overwrite"),
     ],
 )
 def test_bad_input_exits_2_with_one_paragraph(mtst, texts, tmp_path, capsys, case, expected):
@@ -174,8 +177,17 @@ def test_bad_input_exits_2_with_one_paragraph(mtst, texts, tmp_path, capsys, cas
         args["--output"] = str(tmp_path / "missing" / "o.jsonl")
     elif case == "not_a_model":
         args["--model"] = str(tmp_path / "no-model/")
+    elif case.startswith("output_is_input"):  # the same file under another spelling
+        args["--output"] = os.path.join(str(texts.parent), ".", texts.name)
+        extra = ["--overwrite"] if case.endswith("overwrite") else []
+    elif case == "output_exists":
+        (tmp_path / "o.jsonl").write_text("{}\n")
+    before = texts.read_bytes()
     argv = [item for pair in args.items() for item in pair] + extra
     assert label_mtst.main(argv) == 2
     message = error_paragraph(capsys.readouterr().err, prefix="mtst-label: error: ")
     assert expected in message and "\n" not in message
-    assert not (tmp_path / "o.jsonl").exists()
+    assert (tmp_path / "o.jsonl").exists() == (case == "output_exists") and texts.read_bytes() == before
+    if case == "output_exists":
+        assert (tmp_path / "o.jsonl").read_text() == "{}\n"
+        assert label_mtst.main([*argv, "--overwrite"]) == 0 and len(read_jsonl(tmp_path / "o.jsonl")) == 60

@@ -7,6 +7,7 @@ test_cardcallback.py, the round trips through a Hub server in test_publishing.py
 import json
 import logging
 import os
+import re
 import sys
 import xml.etree.ElementTree as ET
 from collections import defaultdict
@@ -402,6 +403,32 @@ def test_task_names_with_underscores_and_prefixes(tmp_path):
         "validation": {"news_topic": {"accuracy": 0.9}, "news": {"accuracy": 0.6}},
         "test": {"news": {"accuracy": 0.5}},
     }
+
+
+def test_label_names_with_pipes_and_line_breaks_keep_the_tables_whole(tmp_path):
+    """A label "A|B" split its table row into more cells and a label with a line break ended the row."""
+    tasks = {
+        "topic": {"type": "sequence_classification", "labels": ["News|World", "Sports\nand games"]},
+        "ner": {"type": "token_classification", "labels": ["O", "B-A|B", "I-A|B"]},
+    }
+    model = MTSTModel(tiny_mtst_config(tasks=tasks))
+    data = MTSTCardData().register(model.config)
+    data.set_eval_results({"eval_topic_accuracy": 0.5, "eval_ner_f1": 0.4, "eval_ner_A|B_f1": 0.4})
+    text = write_model_card(tmp_path, model, data).content
+    body = text.split("\n---\n", 1)[1]
+    tables, current = [], []
+    for line in [*body.splitlines(), ""]:
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            tables.append(current)
+            current = []
+    assert len(tables) >= 3
+    for table in tables:
+        cells = [len(re.split(r"(?<!\\)\|", row.strip())) for row in table]
+        assert len(set(cells)) == 1, table
+    assert "`News\\|World`, `Sports and games`" in body and "(entity types: A\\|B)" in body
+    assert any(row.split("|")[1:3] == [" `ner` ", " validation "] and "A\\|B" in row for t in tables for row in t)
 
 
 def test_write_model_card_never_raises(tiny, tmp_path, caplog, monkeypatch):

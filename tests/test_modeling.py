@@ -341,6 +341,20 @@ def test_encode_matches_forward_and_keeps_input_order(tokenizer):
     assert model.encode("short", tokenizer=tokenizer).shape == (32,)
 
 
+def test_encode_trusts_no_remote_code_unless_asked(tokenizer, monkeypatch):
+    """encode() without a tokenizer loaded one with trust_remote_code=True on its own."""
+    import mtst.remote.modeling_mtst as modeling
+
+    model = ModelTester().model
+    calls = []
+    monkeypatch.setattr(
+        modeling.AutoTokenizer, "from_pretrained", lambda path, **kwargs: calls.append(kwargs) or tokenizer
+    )
+    model.encode("short")
+    model.encode("short", trust_remote_code=True)
+    assert calls == [{"trust_remote_code": False}, {"trust_remote_code": True}]
+
+
 def test_from_backbone_loads_the_pretrained_encoder_weights(tmp_path):
     from transformers import AutoModel
 

@@ -80,6 +80,9 @@ def test_yaml_argument_file(tmp_path):
     assert args.max_seq_length == 64 and model_args.pooling == "cls"
     path.write_text(yaml.safe_dump({"learning_rat": 1e-3}))
     assert run_multitask.main([str(path)]) == 2
+    path.write_text("learning_rate: 1e-3\ndo_train: true\nlearning_rate: 1e-4\n")  # yaml would keep 1e-4
+    with pytest.raises(run_multitask.CommandLineError, match=r"gives the key 'learning_rate' twice .*lines 1 and 3"):
+        run_multitask.parse_args([str(path)])
 
 
 def test_cli_errors_end_with_one_paragraph_and_exit_code_2(tiny, tmp_path):
@@ -104,6 +107,26 @@ def test_bad_options_exit_2(tiny, tmp_path, capsys):
     assert "unknown task" in capsys.readouterr().err
     assert run_multitask.main(tiny_args(tiny, tmp_path / "o", "--sampling_strategy", "weights")) == 2
     assert "task_weights" in capsys.readouterr().err
+
+
+def test_a_tracker_that_is_not_installed_is_named_at_start_up(tiny, tmp_path, capsys, monkeypatch):
+    """--report_to tensorboard without tensorboard failed with a traceback when the Trainer was built."""
+    import transformers.integrations
+
+    monkeypatch.setattr(transformers.integrations, "is_tensorboard_available", lambda: False)
+    missing = str(tmp_path / "nowhere.jsonl")  # no data is read before the check
+    config = tmp_path / "tasks.json"
+    config.write_text(json.dumps({"tasks": [{"name": "t", "type": "sequence_classification", "data_files": missing}]}))
+    args = tiny_args(tiny, tmp_path / "o", "--tasks_config", str(config), "--report_to", "tensorboard")
+    assert run_multitask.main(args) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == (
+        "run_multitask.py: error: --report_to tensorboard needs the tensorboard package, which is not installed: "
+        "pip install tensorboard (or pass --report_to none)."
+    )
+    assert run_multitask.main([*args[:-1], "tensorbord"]) == 2
+    assert "--report_to tensorbord is not a tracker transformers reports to" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 def test_single_task_results_are_read_and_checked_before_training(tiny, tmp_path, capsys):
@@ -222,6 +245,35 @@ def test_saved_model_is_the_best_checkpoint_by_eval_average(tiny, tmp_path, capl
     assert "is the best checkpoint by eval_average (evaluation and saving line up" in caplog.text
     state = assert_kept_best_checkpoint(out, caplog.text, epochs=3)
     assert sorted(p.name for p in out.glob("checkpoint-*")) == [f"checkpoint-{state['best_global_step']}"]
+
+
+def test_rerunning_a_finished_run_trains_no_more_steps(tiny, tmp_path, caplog):
+    """Each re-run of a finished command resumed from its last checkpoint and took one step past --max_steps."""
+    out = tmp_path / "run"
+    extra = ["--max_steps", "6", "--save_strategy", "steps", "--save_steps", "3", "--eval_strategy", "no"]
+    args = tiny_args(tiny, out, "--do_train", *extra)
+    assert run_multitask.main(args) == 0
+    saved = {name: (out / name).read_bytes() for name in ("model.safetensors", "README.md", "train_results.json")}
+
+    def steps_and_checkpoints():
+        state = json.loads((out / "trainer_state.json").read_text())
+        return state["global_step"], sorted(p.name for p in out.glob("checkpoint-*"))
+
+    for _ in range(2):
+        caplog.clear()
+        assert run_multitask.main(args) == 0
+        assert "holds the model of a finished run" in caplog.text and "trained 6 of the 6 steps" in caplog.text
+        assert steps_and_checkpoints() == (6, ["checkpoint-3", "checkpoint-6"])
+        assert all((out / name).read_bytes() == data for name, data in saved.items())
+    # killed after its last checkpoint, before the final save: the re-run saves checkpoint-6 and takes no step
+    os.remove(out / "model.safetensors")
+    os.remove(out / "trainer_state.json")
+    caplog.clear()
+    assert run_multitask.main(args) == 0
+    assert "checkpoint-6 already trained 6 of the 6 steps this run asks for: nothing left to train" in caplog.text
+    assert steps_and_checkpoints() == (6, ["checkpoint-3", "checkpoint-6"])
+    final, last = load_file(out / "model.safetensors"), load_file(out / "checkpoint-6" / "model.safetensors")
+    assert final.keys() == last.keys() and all(torch.equal(final[k], last[k]) for k in final)
 
 
 def test_last_model_is_kept_and_said_when_evaluation_and_saving_do_not_line_up(tiny, tmp_path, caplog):

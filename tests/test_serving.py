@@ -101,6 +101,17 @@ def test_handler_answers_a_request_at_a_limit(spied, name, texts):
     assert len(spied.pipeline.calls) == 1
 
 
+@pytest.mark.parametrize(
+    "inputs, which", [("\ud800", "The text"), (["fine", "a \udfff b"], "Text 1 (counting from 0)")]
+)
+def test_handler_refuses_a_lone_surrogate_as_a_bad_request(spied, inputs, which):
+    """A lone surrogate (an unpaired \\u escape in the JSON) made the tokenizer raise TypeError: status 500."""
+    with pytest.raises(ValueError) as err:  # Inference Endpoints answer ValueError with status 400
+        spied({"inputs": inputs})
+    assert f"{which} is not valid Unicode" in str(err.value) and "lone surrogate" in str(err.value)
+    assert spied.pipeline.calls == [] and spied._count_tokens.calls == []
+
+
 def test_request_parameters_cannot_lift_the_cost(spied):
     with pytest.raises(ValueError, match=r'"batch_size" is 9, over the limit of 8 .*MTST_MAX_BATCH_SIZE'):
         spied({"inputs": "a text", "parameters": {"batch_size": 9}})
@@ -247,6 +258,10 @@ def test_app_refuses_texts_over_its_limits_with_a_gradio_error(pipe):
     assert len(spy.calls) == calls  # nothing computed
     with pytest.raises(LimitError):
         app.predict(spy, "x" * 51, ServingLimits(max_chars=50))
+    with pytest.raises(gr.Error) as err:  # a lone surrogate: a TypeError in the tokenizer before
+        fn("Paris \ud800")
+    assert "The text is not valid Unicode: character 6 is the lone surrogate" in err.value.message
+    assert err.value.title == "Invalid text" and len(spy.calls) == calls
     # a long text's windows run in batches; the answer is the one-window-at-a-time answer
     long_text = WORDS * 12
     batched = app.predict(spy, long_text, ServingLimits(batch_size=4))

@@ -242,6 +242,36 @@ def test_config_duplicate_names_and_top_level(tmp_path):
     assert [s.name for s in load_task_specs([seq_task("a.jsonl")])] == ["seq"]  # a plain list of tasks
 
 
+def test_config_size_aliases_and_echoed_values_are_bounded(tmp_path):
+    """A 373-byte alias bomb in `labels:` gave a 39 MB message (a 445-byte one, 351 MB and 1.9 GB of memory): aliases
+    and files over MAX_CONFIG_BYTES are refused, and whatever a message echoes of a value is cut short."""
+    lol = '["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]'
+    levels = [f"  - &a {lol}"] + [f"  - &{b} [{', '.join(['*' + a] * 9)}]" for a, b in zip("abcdef", "bcdefg")]
+    text = "tasks:\n- name: topic\n  type: sequence_classification\n  data_files: {train: t.jsonl}\n  labels:\n"
+    (tmp_path / "bomb.yaml").write_text(text + "\n".join(levels) + "\n")
+    with pytest.raises(TaskConfigError) as info:
+        load_task_specs(tmp_path / "bomb.yaml")
+    assert "uses the YAML alias '*a' on line 7" in str(info.value) and len(str(info.value)) < 400
+    # the same structure built in Python (shared lists, 9**7 strings once expanded) is echoed in 80 characters
+    nested = ["lol"] * 9
+    for _ in range(6):
+        nested = [nested] * 9
+    for task in (seq_task("t.jsonl", labels=nested), seq_task("t.jsonl", labels=["a", "b"], **{"x" * 10**6: 1})):
+        with pytest.raises(TaskConfigError) as info:
+            load_task_specs({"tasks": [task]})
+        assert len(str(info.value)) < 1000, len(str(info.value))
+    with pytest.raises(TaskConfigError) as info:
+        TaskSpec(name="n" * 10**6, type="sequence_classification")
+    assert len(str(info.value)) < 1000
+    (tmp_path / "big.yaml").write_text("# " + "x" * (5 * 2**20) + "\ntasks: []\n")
+    with pytest.raises(TaskConfigError, match=r"big.yaml is 5,242,893 bytes, more than the 4 MB a config file may"):
+        load_task_specs(tmp_path / "big.yaml")
+    for name, deep in (("deep.yaml", "tasks: " + "[" * 10**5), ("deep.json", '{"tasks": ' + "[" * 10**5)):
+        (tmp_path / name).write_text(deep)
+        with pytest.raises(TaskConfigError, match=f"{name} (nests lists or mappings too deeply|is not valid)"):
+            load_task_specs(tmp_path / name)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # formats
 # ---------------------------------------------------------------------------------------------------------------

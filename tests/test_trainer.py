@@ -210,6 +210,28 @@ def test_head_learning_rates_set_each_heads_peak_lr(tasks, tokenizer, tmp_path):
             make_args(tmp_path, head_learning_rate_factor=bad)
 
 
+def test_logs_name_the_encoder_and_the_heads_learning_rates(tasks, tokenizer, tmp_path):
+    """`learning_rate` in the logs (and TensorBoard) was the first parameter group's: a head's, at 10x."""
+    args = make_args(tmp_path, num_train_epochs=1, logging_steps=1, lr_scheduler_type="linear", layerwise_lr_decay=0.5)
+    trainer = make_trainer(tasks, tokenizer, args)
+    trainer.train()
+    logs = [log for log in trainer.state.log_history if "learning_rate" in log]
+    steps = trainer.state.max_steps
+    assert len(logs) == steps
+    for log in logs:  # the rate of the step logged: linear decay from 5e-3 (heads 5e-2), top layer at the full rate
+        expected = 5e-3 * (1 - (log["step"] - 1) / steps)
+        assert log["learning_rate"] == pytest.approx(expected)
+        assert log["learning_rate_heads"] == pytest.approx(10 * expected)
+    args = make_args(
+        tmp_path, max_steps=2, logging_steps=1, head_learning_rates="ner=0.02", lr_scheduler_type="constant"
+    )
+    trainer = make_trainer(tasks, tokenizer, args)
+    trainer.train()
+    log = next(log for log in trainer.state.log_history if "learning_rate" in log)
+    assert log["learning_rate"] == 5e-3 and "learning_rate_heads" not in log
+    assert (log["learning_rate_heads_ner"], log["learning_rate_heads_topic"]) == (0.02, pytest.approx(5e-2))
+
+
 def test_static_freezing_keeps_parameters_bit_identical(tasks, tokenizer, tmp_path):
     args = make_args(tmp_path, freeze_layers=1, freeze_heads=["ner"], weight_decay=0.1, num_train_epochs=1)
     trainer = make_trainer(tasks, tokenizer, args)

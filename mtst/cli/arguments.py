@@ -5,7 +5,6 @@ per process) and where the task config is found."""
 from __future__ import annotations
 
 import difflib
-import json
 import logging
 import os
 import sys
@@ -134,6 +133,15 @@ class DataArguments:
         },
     )
 
+    def __post_init__(self):
+        for name in ("max_train_samples", "max_eval_samples"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise CommandLineError(
+                    f"--{name} must be a positive integer (at most that many examples per task are kept); got "
+                    f"{value!r}."
+                )
+
 
 @dataclass
 class ScriptTrainingArguments(MultiTaskTrainingArguments):
@@ -164,14 +172,13 @@ def parse_args(argv: list[str] | None = None):
         path = os.path.abspath(argv[0])
         if not os.path.isfile(path):
             raise CommandLineError(f"The argument file {argv[0]} does not exist.")
-        if path.lower().endswith(".json"):
-            with open(path, encoding="utf-8") as f:
-                values = json.load(f)
-        else:
-            import yaml
+        from mtst.data.config_files import ConfigFileError, read_config_file
 
-            with open(path, encoding="utf-8") as f:
-                values = yaml.safe_load(f) or {}
+        try:
+            values = read_config_file(path)
+        except ConfigFileError as err:
+            raise CommandLineError(f"The argument file {argv[0]} {err}.") from err
+        values = {} if values is None else values
         if not isinstance(values, dict):
             raise CommandLineError(f"The argument file {argv[0]} must hold a mapping of argument names to values.")
         given = set(values)
@@ -210,7 +217,50 @@ def parse_args(argv: list[str] | None = None):
                 "installed."
             )
     data_args.tasks_config = resolve_tasks_config(data_args.tasks_config)
+    check_trackers(training_args.report_to)
     return model_args, data_args, training_args
+
+
+# --report_to names -> (transformers.integrations function that says whether the tracker is installed, what to install)
+TRACKER_PACKAGES = {
+    "tensorboard": ("is_tensorboard_available", "tensorboard"),
+    "wandb": ("is_wandb_available", "wandb"),
+    "trackio": ("is_trackio_available", "trackio"),
+    "mlflow": ("is_mlflow_available", "mlflow"),
+    "comet_ml": ("is_comet_available", "comet_ml"),
+    "neptune": ("is_neptune_available", "neptune"),
+    "clearml": ("is_clearml_available", "clearml"),
+    "codecarbon": ("is_codecarbon_available", "codecarbon"),
+    "dagshub": ("is_dagshub_available", "dagshub mlflow"),
+    "dvclive": ("is_dvclive_available", "dvclive"),
+    "swanlab": ("is_swanlab_available", "swanlab"),
+    "azure_ml": ("is_azureml_available", "azureml-core"),
+    "flyte": ("is_flyte_deck_standard_available", "flytekit flytekitplugins-deck-standard"),
+}
+
+
+def check_trackers(report_to) -> None:
+    """Fails with a `CommandLineError` naming the package to install when a `--report_to` tracker is not installed
+    (or not a tracker transformers knows), at start-up rather than when the Trainer is built, after the data."""
+    from transformers import integrations
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    names = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    for name in names:
+        if name in ("none", "all"):
+            continue
+        if name not in INTEGRATION_TO_CALLBACK:
+            raise CommandLineError(
+                f"--report_to {name} is not a tracker transformers reports to; choose from "
+                f"{', '.join(INTEGRATION_TO_CALLBACK)}, or none."
+            )
+        check, package = TRACKER_PACKAGES.get(name, (None, None))
+        available = getattr(integrations, check, None) if check else None
+        if available is not None and not available():
+            raise CommandLineError(
+                f"--report_to {name} needs the {package} package, which is not installed: pip install {package} "
+                "(or pass --report_to none)."
+            )
 
 
 def distributed_on_cpu(world_size: int, local_processes: int, gpus: int) -> bool:

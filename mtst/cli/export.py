@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     onnx.add_argument("--output", "-o", required=True, help="folder to write model.onnx, config and tokenizer to")
     onnx.add_argument("--revision", default=None, help="Hub branch, tag or commit (Hub ids only)")
     onnx.add_argument("--quantize", action="store_true", help="also write model_int8.onnx (dynamic int8)")
-    onnx.add_argument("--opset", type=int, default=18, help="ONNX opset (default: 18)")
+    onnx.add_argument("--opset", type=int, default=18, help="ONNX opset, 18 or newer (default: 18)")
     onnx.add_argument("--atol", type=float, default=1e-4, help="largest allowed difference from PyTorch (1e-4)")
     onnx.add_argument("--no_check", action="store_true", help="skip the comparison with PyTorch")
     return parser
@@ -46,11 +46,15 @@ def export(args: argparse.Namespace) -> dict:
     from transformers.utils import logging as hf_logging
 
     from mtst.cli.predict import PredictError, check_model
-    from mtst.inference import InferenceError, export_onnx
+    from mtst.inference import InferenceError, check_opset, export_onnx
     from mtst.remote.configuration_mtst import MTSTConfig, MTSTConfigError
     from mtst.remote.modeling_mtst import MTSTModel
 
     hf_logging.set_verbosity_error()
+    try:
+        check_opset(args.opset)  # before the model is loaded
+    except InferenceError as e:
+        raise PredictError(str(e)) from None
     check_model(args.model, args.revision)
     AutoConfig.register("mtst", MTSTConfig, exist_ok=True)
     kwargs = {} if os.path.isdir(args.model) else {"revision": args.revision}

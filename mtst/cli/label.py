@@ -18,7 +18,8 @@ silver `tokens`/`ner_tags`) — see data/tasks/silver_topic_ner.yaml.
 Confidence: for a sentence task, the probability of the chosen label; for a token task, the smallest probability
 among the text's words of the tag chosen for that word (`O` words included): a text is only as sure as its least sure
 word. Texts under `--min_score` are dropped and counted, as are texts longer than the model takes (their last words
-would get no tag) and texts with no word. Input is read like `mtst-predict --input` (.txt, .jsonl, .csv/.tsv);
+would get no tag) and texts with no word. An existing --output is replaced only with --overwrite, and never when it
+is the --input file. Input is read like `mtst-predict --input` (.txt, .jsonl, .csv/.tsv);
 problems with the input or the model are one paragraph on stderr and exit code 2.
 """
 
@@ -249,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--text_column", default="text", help="field/column holding the text in .jsonl/.csv input")
     parser.add_argument("--output", "-o", required=True, metavar="FILE", help="the JSON lines file to write")
     parser.add_argument(
+        "--overwrite", action="store_true", help="replace --output when it exists (never allowed for --input itself)"
+    )
+    parser.add_argument(
         "--min_score", type=float, default=0.0, help="drop texts whose confidence is under this (default: 0, keep all)"
     )
     parser.add_argument("--kind", choices=[TOKEN_KIND, SEQUENCE_KIND], default=None, help="non-MTST models only")
@@ -257,6 +261,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--verbose", action="store_true", help="keep the transformers warnings and loading bars")
     return parser
+
+
+def check_output_is_not_input(input_path: str, output: str, overwrite: bool) -> None:
+    """Refuses an --output that is the --input file (the same file once links are resolved: labelling would
+    replace the texts it reads) and an existing --output unless --overwrite is given."""
+    if not os.path.exists(output):
+        return
+    same = os.path.realpath(output) == os.path.realpath(input_path)
+    if not same and os.path.exists(input_path):
+        same = os.path.samefile(output, input_path)
+    if same:
+        raise PredictError(
+            f"--output '{output}' is the --input file: labelling would replace the texts it reads. Write the "
+            "silver labels to another file."
+        )
+    if not overwrite:
+        raise PredictError(
+            f"--output '{output}' already exists; pass --overwrite to replace it, or name another file."
+        )
 
 
 def run(args: argparse.Namespace) -> Counts:
@@ -269,6 +292,7 @@ def run(args: argparse.Namespace) -> Counts:
         raise PredictError(f"Cannot write '{args.output}': the folder {folder} does not exist.")
     if os.path.isdir(args.output):
         raise PredictError(f"Cannot write '{args.output}': it is a folder; name a .jsonl file.")
+    check_output_is_not_input(args.input, args.output, args.overwrite)
     inputs = read_file(args.input, args.text_column)
     if not inputs.texts:
         raise PredictError(f"No texts to label: {args.input} holds no text.")

@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
 
 import datasets
 import transformers
@@ -38,7 +39,7 @@ from mtst.remote.configuration_mtst import MTSTConfigError, check_model_folder, 
 from mtst.remote.modeling_mtst import MTSTModel
 from mtst.training import grow
 from mtst.training.arguments import MultiTaskTrainingError
-from mtst.training.checkpoints import checkpoint_files, last_complete_checkpoint
+from mtst.training.checkpoints import checkpoint_files, checkpoint_problem, finished_training, last_complete_checkpoint
 from mtst.training.distill import parse_teacher_models
 from mtst.training.trainer import MultiTaskTrainer
 
@@ -251,6 +252,38 @@ def setup_logging(training_args: ScriptTrainingArguments) -> None:
     logger.info("Training/evaluation parameters %s", training_args)
 
 
+def check_output_dir(output_dir: str | None, model: str | None = None) -> None:
+    """Fails with a `CommandLineError` naming the folder when `--output_dir` cannot be written, which would otherwise
+    be found only at the first checkpoint, after the data was read and training ran, or when it is, holds or lies
+    inside the local folder of `model` (`--model_name_or_path`), whose files training would overwrite or delete.
+    Creates the folder."""
+    if not output_dir:
+        raise CommandLineError("--output_dir is empty: name the folder where the checkpoints and the model go.")
+    if model is not None and os.path.isdir(model):
+        out, source = os.path.realpath(output_dir), os.path.realpath(model)
+        if os.path.commonpath([out, source]) in (out, source):
+            where = "is" if out == source else ("is inside" if len(out) > len(source) else "holds")
+            raise CommandLineError(
+                f"--output_dir {output_dir} {where} the folder of --model_name_or_path {model}, the model this run "
+                "starts from: the checkpoints and the final save would overwrite or delete its files (a grown model's "
+                "source among them). Choose an --output_dir outside that folder."
+            )
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise CommandLineError(
+            f"--output_dir {output_dir} is a file, not a folder: name a folder to write the model to."
+        )
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".mtst-write-check-", dir=output_dir)
+        os.close(handle)
+        os.remove(probe)
+    except OSError as err:
+        raise CommandLineError(
+            f"--output_dir {output_dir} cannot be written ({err.strerror or first_sentence(err)}): the checkpoints "
+            "and the model go there. Choose a folder you can write to."
+        ) from err
+
+
 def checkpoint_to_resume(training_args: ScriptTrainingArguments) -> str | None:
     """`--resume_from_checkpoint`, else (with `--resume_last_checkpoint`) the last complete checkpoint of the output
     folder, else None."""
@@ -269,6 +302,23 @@ def checkpoint_to_resume(training_args: ScriptTrainingArguments) -> str | None:
                 checkpoint,
             )
     return checkpoint
+
+
+def already_finished(training_args: ScriptTrainingArguments, checkpoint: str | None) -> bool:
+    """Whether this run has nothing to do: `checkpoint` already trained as far as asked (`max_steps`, or
+    `num_train_epochs`) and the output folder holds the model that run saved. Says so in the log."""
+    done = finished_training(checkpoint, training_args) if checkpoint is not None else None
+    if done is None or checkpoint_problem(training_args.output_dir) is not None:
+        return False
+    logger.warning(
+        "%s holds the model of a finished run (%s trained %d of the %d steps asked for): nothing to train, so the "
+        "saved model, its results and its card stay as they are. Raise --max_steps or --num_train_epochs to train "
+        "on, or pass --resume_last_checkpoint false (or another --output_dir) to train afresh.",
+        training_args.output_dir,
+        checkpoint,
+        *done,
+    )
+    return True
 
 
 def read_tasks(data_args: DataArguments, training_args: ScriptTrainingArguments) -> tuple[list, dict]:
@@ -374,7 +424,10 @@ def predict_tests(trainer, specs, raw: dict, tokenized: dict, data_args, trainin
 def run(model_args: ModelArguments, data_args: DataArguments, training_args: ScriptTrainingArguments) -> dict:
     """Tasks -> data -> model -> train/evaluate/predict -> save. Returns all metrics."""
     setup_logging(training_args)
+    check_output_dir(training_args.output_dir, model_args.model_name_or_path)
     checkpoint = checkpoint_to_resume(training_args)
+    if already_finished(training_args, checkpoint):
+        return {}
     set_seed(training_args.seed)
     specs, single_task = read_tasks(data_args, training_args)
     saved_config = grow.saved_mtst_config(

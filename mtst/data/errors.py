@@ -13,6 +13,8 @@ import datasets
 import pyarrow
 from huggingface_hub.errors import EntryNotFoundError
 
+from mtst.remote.configuration_mtst import short_repr as short  # how a value is echoed: bounded, one rule
+
 __all__ = [
     "DATA_ERRORS",
     "HUB_ERRORS",
@@ -107,8 +109,3 @@ def paragraph(head: str, problems: Sequence[str], tail: str = "") -> str:
 def one_line(text: Any) -> str:
     """An error message on one line (builders' messages may span several)."""
     return " ".join(str(text).split())
-
-
-def short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."

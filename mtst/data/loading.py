@@ -14,12 +14,14 @@ row index into a line number for the errors of this module).
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 import re
 from collections.abc import Mapping
 from typing import Any
 
 import datasets
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from mtst.data.errors import TaskDataError, paragraph, short
@@ -27,7 +29,7 @@ from mtst.data.files import Locator, load_raw
 from mtst.data.pairs import infer_score_range, pair_columns, pair_converter
 from mtst.data.tags import is_int, repair_iob2, sort_labels, split_tag
 from mtst.data.tasks import SPLITS, TaskSpec
-from mtst.remote.configuration_mtst import SENTENCE_SIMILARITY, SEQUENCE_CLASSIFICATION
+from mtst.remote.configuration_mtst import SENTENCE_SIMILARITY, SEQUENCE_CLASSIFICATION, TASK_TYPES
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +79,31 @@ def _unique_values(ds: datasets.Dataset, column: str, token: bool) -> list[Any]:
     col = ds.data.column(column)
     if token:
         col = pc.list_flatten(col)
-    return pc.unique(col).to_pylist()
+    try:
+        return pc.unique(col).to_pylist()
+    except pa.ArrowNotImplementedError:  # lists, mappings or mixed JSON values: no arrow kernel, Python does it
+        values = [t for tags in ds[column] for t in tags] if token else ds[column]
+        return list({json.dumps(v, sort_keys=True, default=str): v for v in values}.values())
+
+
+def _label_kind_problem(value: Any) -> str | None:
+    """Why `value` cannot be the one label of a sequence_classification row, naming the task type its data is for
+    (None when it can be: a name, a class id, or missing)."""
+    if isinstance(value, (list, tuple)):
+        return (
+            f"label {short(value)} is a list: a sequence_classification row has one label, and a list of labels per "
+            f"row is data for multi-label classification (task type multi_label_classification, which this version "
+            f"does not have yet: its task types are {', '.join(TASK_TYPES)})"
+        )
+    if isinstance(value, Mapping):
+        return f"label {short(value)} is a mapping, not a label name or class id"
+    if isinstance(value, float) and not value.is_integer():
+        return (
+            f"label {value!r} is a fractional number, not a label name or class id: numbers as targets are data for "
+            f"regression (task type regression, which this version does not have yet: its task types are "
+            f"{', '.join(TASK_TYPES)}; a score for a pair of texts is a sentence_similarity task)"
+        )
+    return None
 
 
 def _infer_labels(spec: TaskSpec, train: list[tuple[datasets.Dataset, Locator]]) -> None:
@@ -88,9 +114,13 @@ def _infer_labels(spec: TaskSpec, train: list[tuple[datasets.Dataset, Locator]])
         labels, how = names[0], "from the ClassLabel feature of the train split"
     else:
         values: set[Any] = set()
-        for ds, _ in train:
+        refused = None  # (file, problem) of the first value that is no label; the conversion names each row
+        for ds, locator in train:
             class_names = _label_feature(ds, column, token)
             for value in _unique_values(ds, column, token):
+                if not token and _label_kind_problem(value):
+                    refused = refused or (ds, locator)
+                    continue
                 if class_names is not None and is_int(value):
                     value = class_names[value] if 0 <= value < len(class_names) else None
                 if isinstance(value, float) and value.is_integer():
@@ -111,9 +141,19 @@ def _infer_labels(spec: TaskSpec, train: list[tuple[datasets.Dataset, Locator]])
         raise TaskDataError(
             f"Task '{spec.name}': found fewer than two labels ({labels}) {how}; a classification task needs at least "
             "two labels."
+            + (f" Other rows hold values that are no label: {_first_refused(refused, column)}." if refused else "")
         )
     spec.labels = list(labels)
     spec.labels_inferred = True
+
+
+def _first_refused(where: tuple[datasets.Dataset, Locator], column: str) -> str:
+    """'<file, line>: <why>' for the first row of the file whose label value no sequence task takes."""
+    ds, locator = where
+    for index, value in enumerate(ds[column]):
+        if problem := _label_kind_problem(value):
+            return f"{locator(index)}: {problem}"
+    return "(none found)"
 
 
 class _LabelMapper:
@@ -162,9 +202,12 @@ def _sequence_converter(spec: TaskSpec, mapper: _LabelMapper):
                 if not pair.strip():
                     problems.append(f"empty text {pair!r} in column '{pair_col}'")
                 out["text_pair"].append(pair)
-            label_id = mapper(label)
+            refused = _label_kind_problem(label)
+            label_id = None if refused else mapper(label)
             if label is None or label == "":
                 problems.append(f"missing label in column '{label_col}'")
+            elif refused:
+                problems.append(refused)
             elif label_id is None:
                 problems.append(f"label {short(mapper.name(label))} is not in the label set")
             out["text"].append(text)

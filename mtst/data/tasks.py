@@ -25,16 +25,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
-import json
 import logging
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from mtst.data.errors import TaskConfigError, one_line, paragraph
+from mtst.data.config_files import ConfigFileError, read_config_file
+from mtst.data.errors import TaskConfigError, paragraph, short
 from mtst.data.formats import FORMATS, file_format
 from mtst.data.tags import TAG_SCHEMES, is_int, split_tag
 from mtst.remote.configuration_mtst import (
@@ -145,7 +143,7 @@ class TaskSpec:
         """The rules a task config's entry is checked by (`load_task_specs`), for specs built in Python too."""
         problems = [problem] if (problem := task_name_problem(self.name)) else []
         if self.type not in TASK_TYPES:
-            problems.append(f"unknown task type {self.type!r}; allowed types: {', '.join(TASK_TYPES)}")
+            problems.append(f"unknown task type {short(self.type)}; allowed types: {', '.join(TASK_TYPES)}")
         if self.labels is not None and (problem := labels_problem(self.labels)):
             problems.append(problem)
         if problem := loss_weight_problem(self.loss_weight):
@@ -153,10 +151,12 @@ class TaskSpec:
         if self.type in EMBEDDING_TASK_TYPES:
             problems += _embedding_problems(self)
         unknown = sorted(set(self.head) - set(HEAD_OPTIONS))
-        problems += [f"unknown head option(s) {unknown}; allowed: {', '.join(HEAD_OPTIONS)}"] if unknown else []
+        problems += (
+            [f"unknown head option(s) {short(unknown, 200)}; allowed: {', '.join(HEAD_OPTIONS)}"] if unknown else []
+        )
         problems += _head_problems({k: v for k, v in self.head.items() if k in HEAD_OPTIONS}, "head option")
         if problems:
-            raise TaskConfigError(f"Task '{self.name}': " + "; ".join(problems) + ".")
+            raise TaskConfigError(f"Task {short(self.name)}: " + "; ".join(problems) + ".")
 
     @property
     def is_token_task(self) -> bool:
@@ -282,8 +282,8 @@ def _check_label_list(where: str, labels: Any, type_: str, tag_scheme: str, prob
         bad = [n for n in names if split_tag(n)[0] is None]
         if bad:
             problems.append(
-                f"{where}: labels {bad} are not IOB tags (O, B-<type>, I-<type>) but tag_scheme is '{tag_scheme}'; "
-                "use tag_scheme: none for plain tags"
+                f"{where}: labels {short(bad, 200)} are not IOB tags (O, B-<type>, I-<type>) but tag_scheme is "
+                f"'{tag_scheme}'; use tag_scheme: none for plain tags"
             )
     return names
 
@@ -307,7 +307,7 @@ def _check_keys(entry: Mapping, where: str, type_: str | None, problems: list[st
     for key in entry:
         if key not in allowed:
             problems.append(
-                f"{where}: unknown key {key!r}{_suggest(str(key), allowed)}; allowed keys"
+                f"{where}: unknown key {short(key)}{_suggest(str(key), allowed)}; allowed keys"
                 f"{' for ' + type_ + ' tasks' if type_ else ''}: {', '.join(allowed)}"
             )
 
@@ -318,18 +318,18 @@ def _parse_strings(entry: Mapping, where: str, type_: str | None, problems: list
     for key in _STRING_KEYS:
         if key in entry and entry[key] is not None:
             if not isinstance(entry[key], str) or not entry[key]:
-                problems.append(f"{where}: {key!r} must be a non-empty string, got {entry[key]!r}")
+                problems.append(f"{where}: {key!r} must be a non-empty string, got {short(entry[key])}")
             else:
                 kwargs[key] = entry[key]
     tag_scheme = entry.get("tag_scheme", "iob2")
     if tag_scheme not in TAG_SCHEMES:
-        problems.append(f"{where}: unknown tag_scheme {tag_scheme!r}; allowed: {', '.join(TAG_SCHEMES)}")
+        problems.append(f"{where}: unknown tag_scheme {short(tag_scheme)}; allowed: {', '.join(TAG_SCHEMES)}")
         tag_scheme = "iob2"
     kwargs["tag_scheme"] = tag_scheme
     fmt = entry.get("format")
     if fmt is not None:
         if fmt not in FORMATS:
-            problems.append(f"{where}: unknown format {fmt!r}; allowed formats: {', '.join(FORMATS)}")
+            problems.append(f"{where}: unknown format {short(fmt)}; allowed formats: {', '.join(FORMATS)}")
         elif fmt == "conll" and type_ == SEQUENCE:
             problems.append(f"{where}: format 'conll' is only for token_classification tasks")
         else:
@@ -354,13 +354,13 @@ def _parse_data_files(data_files: Any, where: str, fmt: str | None, type_: str |
     for split, paths in data_files.items():
         if split not in SPLITS:
             problems.append(
-                f"{where}: unknown split {split!r} in 'data_files'{_suggest(str(split), SPLITS)}; "
+                f"{where}: unknown split {short(split)} in 'data_files'{_suggest(str(split), SPLITS)}; "
                 f"allowed splits: {', '.join(SPLITS)}"
             )
             continue
         paths = [paths] if isinstance(paths, (str, os.PathLike)) else paths
         if not isinstance(paths, list) or not paths or not _is_paths(paths):
-            problems.append(f"{where}: data_files[{split!r}] must be a path or a non-empty list of paths")
+            problems.append(f"{where}: data_files[{short(split)}] must be a path or a non-empty list of paths")
             continue
         files[split] = [os.fspath(p) for p in paths]
         for path in files[split]:
@@ -382,7 +382,7 @@ def _parse_numbers(entry: Mapping, where: str, problems: list[str]) -> dict[str,
         value = entry.get(key)
         if value is not None:
             if not is_int(value) or value <= 0:
-                problems.append(f"{where}: {key!r} must be a positive integer, got {value!r}")
+                problems.append(f"{where}: {key!r} must be a positive integer, got {short(value)}")
             else:
                 kwargs[key] = value
     if entry.get("loss_weight") is not None:
@@ -394,12 +394,12 @@ def _parse_numbers(entry: Mapping, where: str, problems: list[str]) -> dict[str,
     if entry.get("validation_fraction") is not None:
         fraction = entry["validation_fraction"]
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
-            problems.append(f"{where}: 'validation_fraction' must be a number between 0 and 1, got {fraction!r}")
+            problems.append(f"{where}: 'validation_fraction' must be a number between 0 and 1, got {short(fraction)}")
         else:
             kwargs["validation_fraction"] = float(fraction)
     if "strict_iob" in entry:
         if not isinstance(entry["strict_iob"], bool):
-            problems.append(f"{where}: 'strict_iob' must be true or false, got {entry['strict_iob']!r}")
+            problems.append(f"{where}: 'strict_iob' must be true or false, got {short(entry['strict_iob'])}")
         else:
             kwargs["strict_iob"] = entry["strict_iob"]
     return kwargs
@@ -407,12 +407,12 @@ def _parse_numbers(entry: Mapping, where: str, problems: list[str]) -> dict[str,
 
 def _parse_conll_columns(columns: Any, kwargs: Mapping, where: str, problems: list[str]) -> list[str] | None:
     if not isinstance(columns, list) or len(columns) < 2 or not all(isinstance(c, str) and c for c in columns):
-        problems.append(f"{where}: 'conll_columns' must be a list of at least two column names, got {columns!r}")
+        problems.append(f"{where}: 'conll_columns' must be a list of at least two column names, got {short(columns)}")
         return None
     tokens_column, tags_column = kwargs.get("tokens_column", "tokens"), kwargs.get("tags_column", "ner_tags")
     missing = [c for c in (tokens_column, tags_column) if c not in columns]
     if missing:
-        problems.append(f"{where}: 'conll_columns' {columns} lacks the token/tag column(s) {missing}")
+        problems.append(f"{where}: 'conll_columns' {short(columns, 200)} lacks the token/tag column(s) {missing}")
         return None
     return list(columns)
 
@@ -424,7 +424,7 @@ def _parse_head(head: Any, where: str, problems: list[str]) -> dict[str, Any] | 
     for key, value in head.items():
         if key not in HEAD_OPTIONS:
             problems.append(
-                f"{where}: unknown head option {key!r}{_suggest(str(key), HEAD_OPTIONS)}; "
+                f"{where}: unknown head option {short(key)}{_suggest(str(key), HEAD_OPTIONS)}; "
                 f"allowed head options: {', '.join(HEAD_OPTIONS)}"
             )
         else:
@@ -450,11 +450,11 @@ def _parse_task(entry: Any, index: int, source: str, base_dir: str | None, probl
     """One task entry of a config as a `TaskSpec`, or None with every problem found appended to `problems`."""
     label = f"task #{index + 1}"
     if not isinstance(entry, Mapping):
-        problems.append(f"{label}{source} must be a mapping of keys, got {type(entry).__name__} {entry!r}")
+        problems.append(f"{label}{source} must be a mapping of keys, got {type(entry).__name__} {short(entry)}")
         return None
     name = entry.get("name")
     if isinstance(name, str) and name:
-        label = f"task '{name}'"
+        label = f"task {short(name)}"
     where = f"{label}{source}"
     n_before = len(problems)
 
@@ -462,7 +462,7 @@ def _parse_task(entry: Any, index: int, source: str, base_dir: str | None, probl
         problems.append(f"{where}: 'name': {task_name_problem(name)}")
     type_ = entry.get("type")
     if type_ not in TASK_TYPES:
-        problems.append(f"{where}: unknown task type {type_!r}; allowed types: {', '.join(TASK_TYPES)}")
+        problems.append(f"{where}: unknown task type {short(type_)}; allowed types: {', '.join(TASK_TYPES)}")
         type_ = None
     _check_keys(entry, where, type_, problems)
     kwargs = _parse_strings(entry, where, type_, problems)
@@ -501,15 +501,9 @@ def load_task_specs(path_or_mapping: Any, base_dir: str | os.PathLike | None = N
         if not path.is_file():
             raise TaskConfigError(f"Task config {source} does not exist (current directory: {os.getcwd()}).")
         try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as err:
-            raise TaskConfigError(f"Task config {source} could not be read: {err}.") from err
-        try:
-            data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-        except (json.JSONDecodeError, yaml.YAMLError) as err:
-            raise TaskConfigError(
-                f"Task config {source} is not valid {path.suffix.lstrip('.') or 'YAML'}: {one_line(err)}"
-            ) from err
+            data = read_config_file(path)
+        except ConfigFileError as err:
+            raise TaskConfigError(f"Task config {source} {err}.") from err
         base = str(base_dir) if base_dir is not None else str(path.resolve().parent)
     else:
         data, source = path_or_mapping, "(given as a mapping)"
@@ -524,11 +518,12 @@ def load_task_specs(path_or_mapping: Any, base_dir: str | os.PathLike | None = N
     unknown = [k for k in data if k != "tasks"]
     if unknown:
         raise TaskConfigError(
-            f"Task config {source}: unknown top-level key(s) {unknown}; the only allowed top-level key is 'tasks'."
+            f"Task config {source}: unknown top-level key(s) {short(unknown, 200)}; the only allowed top-level key is "
+            "'tasks'."
         )
     tasks = data.get("tasks")
     if not isinstance(tasks, list) or not tasks:
-        raise TaskConfigError(f"Task config {source}: 'tasks' must be a non-empty list of tasks, got {tasks!r}.")
+        raise TaskConfigError(f"Task config {source}: 'tasks' must be a non-empty list of tasks, got {short(tasks)}.")
 
     problems: list[str] = []
     in_source = f" in {source}" if isinstance(path_or_mapping, (str, os.PathLike)) else ""
@@ -536,7 +531,7 @@ def load_task_specs(path_or_mapping: Any, base_dir: str | os.PathLike | None = N
     names = [entry.get("name") for entry in tasks if isinstance(entry, Mapping)]
     duplicates = sorted({str(n) for n in names if names.count(n) > 1})
     if duplicates:
-        problems.append(f"duplicate task name(s) {duplicates}{in_source}; task names must be unique")
+        problems.append(f"duplicate task name(s) {short(duplicates, 200)}{in_source}; task names must be unique")
     if problems:
         raise TaskConfigError(paragraph(f"Task config {source} is invalid:", problems))
     return [spec for spec in specs if spec is not None]

@@ -11,6 +11,7 @@ import copy
 import json
 import os
 import re
+import reprlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -76,6 +77,18 @@ class MTSTConfigError(ValueError):
 class MTSTLoadError(MTSTConfigError, OSError):
     """A model or backbone could not be loaded: missing folder, not a model folder, missing or truncated weights.
     Both an `OSError` (as transformers' loading errors) and an `MTSTConfigError`."""
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict, _REPR.maxset = 3, 12, 12, 8, 8
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = 80
+
+
+def short_repr(value: Any, limit: int = 80) -> str:
+    """How an error message echoes a value: its repr, at most `limit` characters, never built in full (a value read
+    from a file can be megabytes, and a few hundred bytes of YAML aliases expand into gigabytes)."""
+    text = _REPR.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def first_sentence(err: BaseException) -> str:
@@ -201,7 +214,7 @@ def check_weights(folder: str | os.PathLike) -> None:
 
 def _choice(name: str, value, allowed: tuple) -> str:
     if value not in allowed:
-        raise MTSTConfigError(f"Unknown {name} {value!r}; allowed values: {', '.join(map(repr, allowed))}.")
+        raise MTSTConfigError(f"Unknown {name} {short_repr(value)}; allowed values: {', '.join(map(repr, allowed))}.")
     return value
 
 
@@ -212,16 +225,17 @@ def check_head_options(head: Mapping, where: str) -> None:
     if "dropout" in head:
         dropout = head["dropout"]
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-            raise MTSTConfigError(f"{where}: 'dropout' must be a number in [0, 1); got {dropout!r}.")
+            raise MTSTConfigError(f"{where}: 'dropout' must be a number in [0, 1); got {short_repr(dropout)}.")
     if "layer_norm" in head and not isinstance(head["layer_norm"], bool):
-        raise MTSTConfigError(f"{where}: 'layer_norm' must be true or false; got {head['layer_norm']!r}.")
+        raise MTSTConfigError(f"{where}: 'layer_norm' must be true or false; got {short_repr(head['layer_norm'])}.")
     if "activation" in head and head["activation"] not in ACTIVATIONS:
         raise MTSTConfigError(
-            f"{where}: unknown activation {head['activation']!r}; allowed values: {', '.join(map(repr, ACTIVATIONS))}."
+            f"{where}: unknown activation {short_repr(head['activation'])}; allowed values: "
+            f"{', '.join(map(repr, ACTIVATIONS))}."
         )
     hidden = head.get("hidden_size")
     if hidden is not None and (isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1):
-        raise MTSTConfigError(f"{where}: 'hidden_size' must be a positive integer or null; got {hidden!r}.")
+        raise MTSTConfigError(f"{where}: 'hidden_size' must be a positive integer or null; got {short_repr(hidden)}.")
 
 
 # The rules of a task entry, shared by MTSTConfig and task config files (mtst.data.tasks): each returns what is wrong
@@ -233,30 +247,32 @@ MAX_TASK_NAME_LENGTH = 64
 def task_name_problem(name: Any) -> str | None:
     if isinstance(name, str) and _TASK_NAME.fullmatch(name) and len(name) <= MAX_TASK_NAME_LENGTH:
         return None
-    shown = repr(name) if len(repr(name)) <= 80 else repr(name)[:77] + "..."
     return (
         f"a task name must be 1 to {MAX_TASK_NAME_LENGTH} ASCII letters, digits, '_' or '-', starting with a letter "
-        f"or '_'; got {shown}"
+        f"or '_'; got {short_repr(name)}"
     )
 
 
 def labels_problem(labels: Any) -> str | None:
     """A list of at least two distinct, non-empty label names."""
     if isinstance(labels, (str, bytes)) or not isinstance(labels, (list, tuple)) or not labels:
-        return f"'labels' must be a non-empty list of label names; got {labels!r}"
+        return f"'labels' must be a non-empty list of label names; got {short_repr(labels)}"
     if not all(isinstance(label, str) and label for label in labels):
-        return f"'labels' must be a list of non-empty strings; got {list(labels)!r}"
+        return f"'labels' must be a list of non-empty strings; got {short_repr(list(labels))}"
     if len(labels) < 2:
-        return f"a task needs at least two labels; got {list(labels)}"
-    duplicates = sorted({label for label in labels if labels.count(label) > 1})
+        return f"a task needs at least two labels; got {short_repr(list(labels))}"
+    counts: dict[str, int] = {}
+    for label in labels:
+        counts[label] = counts.get(label, 0) + 1
+    duplicates = sorted(label for label, n in counts.items() if n > 1)
     if duplicates:
-        return f"duplicate label(s) {duplicates} in 'labels' (each label once)"
+        return f"duplicate label(s) {short_repr(duplicates, 200)} in 'labels' (each label once)"
     return None
 
 
 def loss_weight_problem(weight: Any) -> str | None:
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight < float("inf"):
-        return f"'loss_weight' must be a positive finite number; got {weight!r}"
+        return f"'loss_weight' must be a positive finite number; got {short_repr(weight)}"
     return None
 
 
@@ -266,7 +282,7 @@ def score_range_problem(score_range: Any) -> str | None:
         isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < float("inf") for v in score_range
     )
     if not numbers or len(score_range) != 2 or not score_range[0] < score_range[1]:
-        return f"'score_range' must be two numbers [low, high] with low < high; got {score_range!r}"
+        return f"'score_range' must be two numbers [low, high] with low < high; got {short_repr(score_range)}"
     return None
 
 
@@ -275,13 +291,14 @@ def _normalize_embedding_task(where: str, task_type: str, spec: Mapping) -> dict
     unknown = sorted(set(spec) - set(EMBEDDING_TASK_KEYS))
     if unknown:
         raise MTSTConfigError(
-            f"{where}: option(s) {unknown} do not apply to a {task_type} task (it trains the sentence embedding, "
-            f"with no head and no labels); allowed options: {', '.join(EMBEDDING_TASK_KEYS)}."
+            f"{where}: option(s) {short_repr(unknown, 200)} do not apply to a {task_type} task (it trains the "
+            f"sentence embedding, with no head and no labels); allowed options: {', '.join(EMBEDDING_TASK_KEYS)}."
         )
     losses = EMBEDDING_LOSSES[task_type]
     loss = spec.get("loss") or losses[0]
     if loss not in losses:
-        raise MTSTConfigError(f"{where}: unknown loss {loss!r}; allowed values: {', '.join(map(repr, losses))}.")
+        allowed = ", ".join(map(repr, losses))
+        raise MTSTConfigError(f"{where}: unknown loss {short_repr(loss)}; allowed values: {allowed}.")
     task = {"type": task_type, "loss": loss}
     if task_type == SENTENCE_SIMILARITY:
         score_range = spec.get("score_range")
@@ -295,25 +312,27 @@ def _normalize_embedding_task(where: str, task_type: str, spec: Mapping) -> dict
 
 def _normalize_task(name: str, spec, head_defaults: dict) -> dict:
     """Check one task entry and return it with every head option filled in."""
-    where = f"Task {name!r}"
+    where = f"Task {short_repr(name)}"
     problem = task_name_problem(name)
     if problem:
         raise MTSTConfigError(problem[0].upper() + problem[1:] + ".")
     if not isinstance(spec, Mapping):
-        raise MTSTConfigError(f"{where}: expected a mapping with keys {', '.join(TASK_KEYS)}; got {spec!r}.")
+        raise MTSTConfigError(f"{where}: expected a mapping with keys {', '.join(TASK_KEYS)}; got {short_repr(spec)}.")
     if "type" not in spec:
         raise MTSTConfigError(f"{where}: missing 'type'; allowed values: {', '.join(map(repr, TASK_TYPES))}.")
     task_type = spec["type"]
     if task_type not in TASK_TYPES:
         raise MTSTConfigError(
-            f"{where}: unknown task type {task_type!r}; allowed values: {', '.join(map(repr, TASK_TYPES))}."
+            f"{where}: unknown task type {short_repr(task_type)}; allowed values: {', '.join(map(repr, TASK_TYPES))}."
         )
     if task_type in EMBEDDING_TASK_TYPES:
         task = _normalize_embedding_task(where, task_type, spec)
         return {**task, "loss_weight": _checked_loss_weight(where, spec.get("loss_weight", 1.0))}
     unknown = sorted(set(spec) - set(TASK_KEYS))
     if unknown:
-        raise MTSTConfigError(f"{where}: unknown option(s) {unknown}; allowed options: {', '.join(TASK_KEYS)}.")
+        raise MTSTConfigError(
+            f"{where}: unknown option(s) {short_repr(unknown, 200)}; allowed options: {', '.join(TASK_KEYS)}."
+        )
     labels = spec.get("labels")
     problem = labels_problem(labels)
     if problem:
@@ -427,7 +446,9 @@ class MTSTConfig(PretrainedConfig):
         if embedding_dim is not None and (
             isinstance(embedding_dim, bool) or not isinstance(embedding_dim, int) or embedding_dim < 1
         ):
-            raise MTSTConfigError(f"`embedding_dim` must be a positive integer or None; got {embedding_dim!r}.")
+            raise MTSTConfigError(
+                f"`embedding_dim` must be a positive integer or None; got {short_repr(embedding_dim)}."
+            )
         self.embedding_dim = embedding_dim
 
         self.head_dropout = head_dropout
@@ -450,7 +471,7 @@ class MTSTConfig(PretrainedConfig):
                     dup = sorted({n for n in names if names.count(n) > 1})
                     raise MTSTConfigError(f"Duplicate task name(s) {dup}; every task needs its own name.")
             if not isinstance(tasks, Mapping):
-                raise MTSTConfigError(f"`tasks` must be a mapping of task name to options; got {tasks!r}.")
+                raise MTSTConfigError(f"`tasks` must be a mapping of task name to options; got {short_repr(tasks)}.")
             if not tasks:
                 raise MTSTConfigError("`tasks` is empty: declare at least one task, or pass tasks=None.")
             tasks = {name: _normalize_task(name, spec, head_defaults) for name, spec in tasks.items()}
@@ -459,7 +480,9 @@ class MTSTConfig(PretrainedConfig):
         names = list(tasks or {})
         for option, value in (("default_task", default_task), ("primary_task", primary_task)):
             if value is not None and value not in names:
-                raise MTSTConfigError(f"`{option}` {value!r} is not a task; tasks: {', '.join(names) or '(none)'}.")
+                raise MTSTConfigError(
+                    f"`{option}` {short_repr(value)} is not a task; tasks: {', '.join(names) or '(none)'}."
+                )
         self.default_task = default_task
         self.primary_task = primary_task
         super().__init__(**kwargs)
@@ -471,7 +494,7 @@ class MTSTConfig(PretrainedConfig):
     def _task(self, name: str) -> dict:
         if not self.tasks or name not in self.tasks:
             raise MTSTConfigError(
-                f"Unknown task {name!r}; this model's tasks: {', '.join(self.task_names) or '(none)'}."
+                f"Unknown task {short_repr(name)}; this model's tasks: {', '.join(self.task_names) or '(none)'}."
             )
         return self.tasks[name]
 

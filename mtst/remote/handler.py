@@ -145,7 +145,13 @@ class ServingLimits:
         )
 
     def check(self, texts: list[str]) -> None:
-        """Raises `LimitError` (a `ValueError`) when `texts`, one request, is over a limit; computes nothing."""
+        """Raises `LimitError` (a `ValueError`) when `texts`, one request, is over a limit, and `ValueError` when a
+        text is not a string of valid Unicode (a lone surrogate such as "\\ud800" cannot be encoded, so the
+        tokenizer would fail with a TypeError); computes nothing."""
+        for index, text in enumerate(texts):
+            if not isinstance(text, str):
+                which = "The text" if len(texts) == 1 else f"Text {index} (counting from 0)"
+                raise ValueError(f"{which} is {type(text).__name__}, not a string.")
         if len(texts) > self.max_inputs:
             raise self._error(
                 "max_inputs", f"The request has {len(texts):,} texts", "Send the texts in several requests."
@@ -163,6 +169,15 @@ class ServingLimits:
                 f"The request has {total:,} characters in all",
                 "Send the texts in several requests.",
             )
+        for index, text in enumerate(texts):  # bounded by the limits above
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as err:
+                which = "The text" if len(texts) == 1 else f"Text {index} (counting from 0)"
+                raise ValueError(
+                    f"{which} is not valid Unicode: character {err.start} is the lone surrogate "
+                    f"{text[err.start]!r} (half of a UTF-16 pair, e.g. from an unpaired \\u escape). Send UTF-8 text."
+                ) from None
 
     def describe(self) -> str:
         return ", ".join(f"{name} {getattr(self, name):,}" for name in LIMIT_SETTINGS)

@@ -158,11 +158,38 @@ class MTSTPreTrainedModel(PreTrainedModel):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
         """Loads as usual, from safetensors only; a local folder's weights are checked first, so missing or truncated
-        weights raise `MTSTLoadError` (an `OSError`) naming the file instead of a deserialization error."""
+        weights raise `MTSTLoadError` (an `OSError`) naming the file instead of a deserialization error, and so do
+        weights whose shapes do not fit the config (an edited label list or position size)."""
         kwargs.setdefault("use_safetensors", True)
         if os.path.isdir(pretrained_model_name_or_path) and kwargs["use_safetensors"]:
             check_weights(os.path.join(pretrained_model_name_or_path, kwargs.get("subfolder") or "."))
-        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        except RuntimeError as err:  # transformers: "... set `ignore_mismatched_sizes` ..." after its size report
+            if "ignore_mismatched_sizes" not in str(err) or kwargs.get("ignore_mismatched_sizes"):
+                raise
+            shown = cls._mismatched_shapes(pretrained_model_name_or_path, *model_args, **kwargs)
+            raise MTSTLoadError(
+                f"The weights of {pretrained_model_name_or_path} do not fit its config.json{shown}: the config was "
+                "edited (a label list, the position size) or belongs to other weights. Put back the config.json saved "
+                "with these weights, or pass ignore_mismatched_sizes=True to re-create those layers at random."
+            ) from None
+
+    @classmethod
+    def _mismatched_shapes(cls, path, *model_args, **kwargs) -> str:
+        """' (tensor: shape in the weights, shape the config makes; ...)', read by loading once more with the
+        mismatched layers left random; '' when that fails too."""
+        try:
+            _, info = super().from_pretrained(
+                path, *model_args, **{**kwargs, "ignore_mismatched_sizes": True, "output_loading_info": True}
+            )
+            mismatched = sorted((str(k), tuple(a), tuple(b)) for k, a, b in info.get("mismatched_keys", ()))
+        except (RuntimeError, OSError, ValueError, TypeError):
+            return ""
+        shown = "; ".join(
+            f"{key}: {list(saved)} in the weights, {list(made)} by the config" for key, saved, made in mismatched[:6]
+        )
+        return f" ({shown}{'; ...' if len(mismatched) > 6 else ''})" if shown else ""
 
     def push_to_hub(self, repo_id: str, **kwargs):
         """With the mtst package installed, `mtst.push_to_hub(self, repo_id, **kwargs)`: the model with MTST's card,
@@ -442,16 +469,18 @@ class MTSTModel(MTSTPreTrainedModel):
         normalize: bool | None = None,
         convert_to_numpy: bool = False,
         show_progress_bar: bool = False,
+        trust_remote_code: bool = False,
     ):
         """
         Sentence embeddings for `sentences`, in input order, as a `(N, D)` tensor (or numpy array). Sentences are
         sorted by their number of tokens internally so each batch carries little padding. `normalize=None` follows
-        the config.
+        the config. Without a `tokenizer`, the model's folder or Hub id (`name_or_path`) gives one, running code from
+        there only with `trust_remote_code=True`.
         """
         single = isinstance(sentences, str)
         sentences = [sentences] if single else list(sentences)
         if tokenizer is None:
-            tokenizer = AutoTokenizer.from_pretrained(self.name_or_path, trust_remote_code=True)
+            tokenizer = AutoTokenizer.from_pretrained(self.name_or_path, trust_remote_code=trust_remote_code)
         was_training = self.training
         self.eval()
         # Tokenize once, then batch by token count (not characters, which predict token count poorly): on 3,000

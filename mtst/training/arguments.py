@@ -297,6 +297,37 @@ def check_temperature(temperature, cap) -> None:
         raise MultiTaskTrainingError(f"`temperature_cap` must be a positive integer; got {cap!r}.")
 
 
+def _is_number(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _is_integer(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int)
+
+
+def _check_run_numbers(args) -> None:
+    """The numbers `TrainingArguments` accepts but no run can use, refused before any work: 0 or -1 epochs saved an
+    untrained model, a batch size of 0 failed at the first evaluation (after training), seed -1 in `set_seed`."""
+    epochs, max_steps = option(args, "num_train_epochs"), option(args, "max_steps")
+    if not (isinstance(max_steps, int) and max_steps > 0) and not (_is_number(epochs) and epochs > 0):
+        raise MultiTaskTrainingError(
+            f"`num_train_epochs` must be a positive number (or give `max_steps` > 0, which overrides it); got "
+            f"{epochs!r}."
+        )
+    for name in ("learning_rate", "warmup_steps"):  # head_learning_rate(s): checked where they are parsed
+        value = option(args, name)
+        if not (_is_number(value) and value >= 0):
+            raise MultiTaskTrainingError(f"`{name}` must be a finite number >= 0; got {value!r}.")
+    for name in ("seed", "data_seed"):
+        value = option(args, name)
+        if not (value is None and name == "data_seed") and not (_is_integer(value) and 0 <= value < 2**32):
+            raise MultiTaskTrainingError(f"`{name}` must be an integer from 0 to 2**32 - 1; got {value!r}.")
+    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+        value = option(args, name)
+        if not (_is_integer(value) and value >= 1):
+            raise MultiTaskTrainingError(f"`{name}` must be a positive integer; got {value!r}.")
+
+
 def check_options(args) -> None:
     """Raise `MultiTaskTrainingError` for an invalid multi-task option of `args` (a plain `TrainingArguments` has the
     defaults). `MultiTaskTrainingArguments.__post_init__` calls it, and so does the Trainer, for arguments changed
@@ -321,6 +352,7 @@ def check_options(args) -> None:
     kind = option(args, "embedding_preservation_loss")
     if kind not in ("cosine", "mse"):
         raise MultiTaskTrainingError(f"Unknown embedding_preservation_loss {kind!r}; allowed values: 'cosine', 'mse'.")
+    _check_run_numbers(args)
     factor = option(args, "head_learning_rate_factor")
     if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not (factor > 0 and math.isfinite(factor)):
         raise MultiTaskTrainingError(f"`head_learning_rate_factor` must be a positive number; got {factor!r}.")

@@ -40,6 +40,7 @@ __all__ = [
     "check_resume_checkpoint",
     "checkpoint_files",
     "checkpoint_problem",
+    "finished_training",
     "last_complete_checkpoint",
 ]
 
@@ -115,6 +116,22 @@ def last_complete_checkpoint(output_dir: str, required: Sequence[str] = ()) -> s
             return folder
         logger.warning("Skipping the incomplete checkpoint %s: %s.", folder, problem)
     return None
+
+
+def finished_training(checkpoint: str, args) -> tuple[int, int] | None:
+    """(steps trained, steps this run trains) when `checkpoint` already went as far as `args` ask (`max_steps`, or
+    `num_train_epochs` without it), else None. Resumed from such a checkpoint, the Trainer takes one more step before
+    it checks, so each re-run of a finished command trained one step past `max_steps`."""
+    try:
+        with open(os.path.join(checkpoint, TRAINER_STATE_NAME), encoding="utf-8") as f:
+            state = json.load(f)
+    except (OSError, ValueError):
+        return None
+    step, max_steps = int(state.get("global_step") or 0), option(args, "max_steps")
+    if max_steps > 0:
+        return (step, max_steps) if step >= max_steps else None
+    epochs_done = float(state.get("epoch") or 0.0)
+    return (step, step) if epochs_done >= option(args, "num_train_epochs") else None
 
 
 def _task_table(config: MTSTConfig) -> dict[str, tuple[str, list[str]]]:

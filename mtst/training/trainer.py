@@ -36,9 +36,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import TrainerState
 from transformers.trainer_utils import (
     PREFIX_CHECKPOINT_DIR,
     IntervalStrategy,
+    TrainOutput,
     seed_worker,
 )
 
@@ -54,9 +56,11 @@ from mtst.training.arguments import (
 from mtst.training.checkpoints import (
     LOSS_WEIGHTING_FILE,
     TASK_OPTIMIZER_FILE,
+    TRAINER_STATE_NAME,
     check_resume_checkpoint,
     checkpoint_files,
     choose_kept_model,
+    finished_training,
     kept_model,
     last_complete_checkpoint,
 )
@@ -428,8 +432,26 @@ class MultiTaskTrainer(MultiTaskOptimizerMixin, MultiTaskEvaluationMixin, Traine
             + (" Checkpoints saved before this step are complete." if self.args.save_strategy != "no" else "")
         )
 
+    def _get_learning_rate(self) -> float:
+        """The encoder's learning rate (the Trainer reports its first parameter group's, a head's at 10x); the heads'
+        rates of the same step are kept for `log`."""
+        first = super()._get_learning_rate()
+        rates = {g.get("mtst_block"): float(g["lr"]) for g in getattr(self.optimizer, "param_groups", ())}
+        self._head_rates = {b[len("head.") :]: r for b, r in rates.items() if b and b.startswith("head.")}
+        encoder = [r for b, r in rates.items() if b and (b.startswith("encoder.") or b == "embeddings")]
+        rest = [r for b, r in rates.items() if b in ("projection", "other")]  # the encoder frozen: its schedule
+        return max(encoder or rest or [first])
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Add `loss_<task>` (mean unweighted loss of each task since the last log) and learned task weights."""
+        """Add `loss_<task>` (mean unweighted loss of each task since the last log), learned task weights and, next
+        to `learning_rate` (the encoder's), `learning_rate_heads` (or `learning_rate_heads_<task>` when the heads'
+        rates differ)."""
+        heads = getattr(self, "_head_rates", None)
+        if "learning_rate" in logs and heads:
+            if len(set(heads.values())) == 1:
+                logs["learning_rate_heads"] = next(iter(heads.values()))
+            else:
+                logs.update({f"learning_rate_heads_{task}": rate for task, rate in heads.items()})
         if "loss" in logs and self._task_loss_counts is not None:
             stats = torch.stack([self._task_loss_sums, self._task_loss_counts])
             if self.accelerator.num_processes > 1:
@@ -449,6 +471,23 @@ class MultiTaskTrainer(MultiTaskOptimizerMixin, MultiTaskEvaluationMixin, Traine
                     logs[f"gradient_conflict_{task}"] = rate
         super().log(logs, start_time)
 
+    def _train_nothing(self, checkpoint: str, step: int, target: int) -> TrainOutput:
+        """Resuming a checkpoint that already trained as far as asked: load its weights and state (and the best
+        checkpoint's weights with `load_best_model_at_end`) instead of letting the Trainer take one more step."""
+        logger.warning(
+            "%s already trained %d of the %d steps this run asks for: nothing left to train, so no step is taken. "
+            "Raise --max_steps or --num_train_epochs to train on, or start afresh elsewhere.",
+            checkpoint,
+            step,
+            target,
+        )
+        self._load_from_checkpoint(checkpoint)
+        self.state = TrainerState.load_from_json(os.path.join(checkpoint, TRAINER_STATE_NAME))
+        best = self.state.best_model_checkpoint
+        if self.args.load_best_model_at_end and best and os.path.isdir(best):
+            self._load_best_model()
+        return TrainOutput(self.state.global_step, float("nan"), {"epoch": self.state.epoch})
+
     def learned_loss_weights(self) -> dict[str, float] | None:
         """exp(-s_t) per task with uncertainty weighting, else None."""
         return self.loss_weighting_module.weights() if self.loss_weighting_module is not None else None
@@ -463,16 +502,21 @@ class MultiTaskTrainer(MultiTaskOptimizerMixin, MultiTaskEvaluationMixin, Traine
             resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir, required)
             if resume_from_checkpoint is None:
                 raise MultiTaskTrainingError(f"No complete checkpoint to resume from in {self.args.output_dir}.")
+        finished = None
         if resume_from_checkpoint:
             check_resume_checkpoint(resume_from_checkpoint, self.model, required)
             self._load_loss_weighting(resume_from_checkpoint)
-        self._add_teacher_embeddings()
-        output = super().train(
-            resume_from_checkpoint=resume_from_checkpoint,
-            trial=trial,
-            ignore_keys_for_eval=ignore_keys_for_eval,
-            **kwargs,
-        )
+            finished = finished_training(resume_from_checkpoint, self.args)
+        if finished is not None:
+            output = self._train_nothing(resume_from_checkpoint, *finished)
+        else:
+            self._add_teacher_embeddings()
+            output = super().train(
+                resume_from_checkpoint=resume_from_checkpoint,
+                trial=trial,
+                ignore_keys_for_eval=ignore_keys_for_eval,
+                **kwargs,
+            )
         self.kept_model = kept_model(self.args, self.state, self.best_model_reason)
         if self.args.should_log:
             kept = self.kept_model
