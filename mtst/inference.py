@@ -327,7 +327,8 @@ class OnnxMTSTModel(nn.Module):
         self._max_positions = int(meta["mtst_max_positions"]) if "mtst_max_positions" in meta else None
         self._input_names = [i.name for i in session.get_inputs()]
         self._output_names = [o.name for o in session.get_outputs()]
-        missing = [logits_output_name(t) for t in config.task_names if logits_output_name(t) not in self._output_names]
+        heads = config.head_task_names  # an embedding task (sentence_similarity, retrieval) answers by the embedding
+        missing = [logits_output_name(t) for t in heads if logits_output_name(t) not in self._output_names]
         if missing or any(n not in self._output_names for n in EMBEDDING_OUTPUTS):
             raise MTSTLoadError(
                 f"The ONNX graph of {name_or_path or 'this model'} does not match its config.json: it has the "
@@ -401,18 +402,18 @@ class OnnxMTSTModel(nn.Module):
             raise ValueError("The onnx backend takes input_ids (no inputs_embeds).")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        tasks = [task] if task is not None else list(self.config.task_names)
-        for name in tasks:
-            if name not in self.config.task_names:
-                raise MTSTConfigError(
-                    f"Unknown task {name!r}; this model's tasks: {', '.join(self.config.task_names)}."
-                )
+        if task is not None and task not in self.config.task_names:
+            raise MTSTConfigError(f"Unknown task {task!r}; this model's tasks: {', '.join(self.config.task_names)}.")
+        if task is None:
+            tasks = self.config.head_task_names
+        else:
+            tasks = [] if self.config.is_embedding_task(task) else [task]
         names = [*EMBEDDING_OUTPUTS, *(logits_output_name(t) for t in tasks)]
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
         embedding, pooled, *logits = self._run(names, inputs)
         task_logits = dict(zip(tasks, logits))
         return OnnxMTSTOutput(
-            logits=task_logits[task] if task is not None else None,
+            logits=task_logits.get(task) if task is not None else None,
             task_logits=task_logits,
             sentence_embedding=embedding,
             pooled_embedding=pooled,

@@ -148,6 +148,25 @@ def test_embedding_preservation_keeps_the_embeddings_near_the_starting_model(bac
     assert any("loss_embedding_preservation" in log for log in trainer.state.log_history)
 
 
+def test_the_pipeline_answers_an_embedding_task_with_the_embedding(backbone, tmp_path):
+    """An embedding task named in `tasks` answers through the embedding; the heads answer as before."""
+    from transformers import pipeline
+
+    model = tiny_tasks(backbone).eval()
+    model.save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(backbone).save_pretrained(tmp_path)
+    pipe = pipeline("multitask", model=str(tmp_path), trust_remote_code=True, device="cpu")
+    text = "the striker scored a goal"
+    every = pipe(text)
+    assert set(every) == {"topic"}
+    asked = pipe(text, tasks=["sts"])
+    assert set(asked) == {"embedding"}
+    expected = model.encode([text], AutoTokenizer.from_pretrained(backbone))[0]
+    torch.testing.assert_close(torch.tensor(asked["embedding"]), expected, atol=1e-5, rtol=0)
+    assert set(pipe(text, tasks=["topic", "qa"])) == {"topic", "embedding"}
+    assert pipe(text, tasks=[], return_embedding=True).keys() == {"embedding"}
+
+
 def test_a_model_with_embedding_tasks_reloads_with_the_same_embeddings_in_a_fresh_process(backbone, tmp_path):
     model = tiny_tasks(backbone).eval()
     folder = tmp_path / "model"

@@ -110,6 +110,28 @@ def test_export_writes_named_outputs_tokenizer_and_config(onnx_dir):
 
 
 @needs_onnx
+def test_a_model_with_an_embedding_task_exports_and_answers_through_its_embedding(tmp_path, tokenizer):
+    """A sentence_similarity task has no head: the graph has no logits for it, and the ONNX model answers it (and the
+    multitask pipeline's similarity) with the same embeddings as PyTorch."""
+    from conftest import TASKS, tiny_mtst_config
+
+    torch.manual_seed(0)
+    tasks = {"topic": TASKS["topic"], "sts": {"type": "sentence_similarity", "score_range": [0, 5]}}
+    model = MTSTModel(tiny_mtst_config(tasks=tasks)).eval()
+    report = inference_mtst.export_onnx(model, str(tmp_path), tokenizer=tokenizer)
+    assert report["outputs"] == ["sentence_embedding", "pooled_embedding", "logits_topic"]
+    onnx_model = load_model(str(tmp_path), backend="onnx")
+    batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        expected = model(**batch, task="sts")
+        got = onnx_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], task="sts")
+        every = onnx_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    assert got.logits is None and got.task_logits == {} and set(every.task_logits) == {"topic"}
+    torch.testing.assert_close(got.sentence_embedding, expected.sentence_embedding, atol=1e-4, rtol=0)
+    torch.testing.assert_close(onnx_model.encode(TEXTS, tokenizer), model.encode(TEXTS, tokenizer), atol=1e-4, rtol=0)
+
+
+@needs_onnx
 @pytest.mark.parametrize("shape", [(1, 4), (3, 17), (2, 40)])
 def test_onnx_outputs_match_pytorch(model_dir, onnx_dir, shape):
     """Every output of the ONNX Runtime model equals MTSTModel.forward to 1e-4 (padded rows included)."""

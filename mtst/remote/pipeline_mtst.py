@@ -108,7 +108,8 @@ class MultiTaskPipeline(ChunkPipeline):
     - sentence tasks: `{"label": str, "score": float}` (plus `"scores": {label: score}` with `return_all_scores=True`);
     - token tasks: a list of entity groups `{"entity_group", "score", "word", "start", "end"}` with character offsets
       into the input text (BIO decoding of the first sub-token of every word);
-    - `"embedding"`: the sentence embedding as a list of floats, with `return_embedding=True`.
+    - `"embedding"`: the sentence embedding as a list of floats, with `return_embedding=True` or when `tasks` names an
+      embedding task (sentence_similarity, retrieval: they have no head and answer through the embedding).
 
     Parameters: `tasks` (names to answer, default all), `return_embedding`, `return_all_scores`, `max_length`
     (window size, default the tokenizer's limit) and `stride` (overlap between windows, default a quarter window).
@@ -183,8 +184,11 @@ class MultiTaskPipeline(ChunkPipeline):
         config = self.model.config
         text = all_outputs[0]["text"]
         answer = {}
-        # embedding tasks (sentence_similarity, retrieval) answer through the embedding (`return_embedding=True`)
-        for name in [t for t in tasks or config.task_names if t in config.head_task_names]:
+        # embedding tasks (sentence_similarity, retrieval) answer through the embedding: asked for by name, or with
+        # `return_embedding=True`
+        if tasks and any(config.is_embedding_task(t) for t in tasks):
+            return_embedding = True
+        for name in [t for t in (config.task_names if tasks is None else tasks) if t in config.head_task_names]:
             labels = config.task_labels(name)
             if config.task_type(name) == SEQUENCE_CLASSIFICATION:
                 # average the windows' probabilities, weighted by how many tokens each window saw
