@@ -121,6 +121,26 @@ class MultiTaskOptimizerMixin:
     def _gate_gradient(self, start: int, grad: torch.Tensor) -> torch.Tensor:
         return grad if self.state.global_step >= start else torch.zeros_like(grad)
 
+    def _get_learning_rate(self) -> float:
+        """The encoder's learning rate (the Trainer reports its first parameter group's, a head's at 10x); the heads'
+        rates of the same step are kept for `log`."""
+        first = super()._get_learning_rate()
+        rates = {g.get("mtst_block"): float(g["lr"]) for g in getattr(self.optimizer, "param_groups", ())}
+        self._head_rates = {b[len("head.") :]: r for b, r in rates.items() if b and b.startswith("head.")}
+        encoder = [r for b, r in rates.items() if b and (b.startswith("encoder.") or b == "embeddings")]
+        rest = [r for b, r in rates.items() if b in ("projection", "other")]  # the encoder frozen: its schedule
+        return max(encoder or rest or [first])
+
+    def add_head_learning_rates(self, logs: dict[str, float]) -> None:
+        """Next to `learning_rate` (the encoder's): `learning_rate_heads`, or `learning_rate_heads_<task>` when the
+        heads' rates differ."""
+        heads = getattr(self, "_head_rates", None)
+        if "learning_rate" in logs and heads:
+            if len(set(heads.values())) == 1:
+                logs["learning_rate_heads"] = next(iter(heads.values()))
+            else:
+                logs.update({f"learning_rate_heads_{task}": rate for task, rate in heads.items()})
+
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         """The standard schedule, times a per-group gate for gradual unfreezing (lr 0 until the group's step)."""
         created = self.lr_scheduler is None

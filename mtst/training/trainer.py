@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import Trainer, TrainingArguments
 from transformers.trainer_callback import TrainerState
 from transformers.trainer_utils import (
     PREFIX_CHECKPOINT_DIR,
@@ -53,6 +53,7 @@ from mtst.training.arguments import (
     check_options,
     option,
 )
+from mtst.training.callbacks import MultiTaskCallback
 from mtst.training.checkpoints import (
     LOSS_WEIGHTING_FILE,
     TASK_OPTIMIZER_FILE,
@@ -121,40 +122,6 @@ def _step_logging(args) -> bool:
             step_logger.addHandler(handler)
             step_logger.propagate = False
     return enabled
-
-
-class _MultiTaskCallback(TrainerCallback):
-    """Keeps the sampler's epoch and the uncertainty weights' gradients in step with training."""
-
-    def __init__(self, trainer: MultiTaskTrainer):
-        self.trainer = trainer
-
-    def on_epoch_begin(self, args, state, control, **kwargs):
-        # The Trainer's own set_epoch does not reach a sampler wrapped in SkipBatchSampler(BatchSamplerShard(...))
-        # when resuming under DDP; state.epoch (restored from the checkpoint) always gives the epoch being started.
-        sampler = self.trainer._train_batch_sampler
-        if sampler is not None:
-            sampler.set_epoch(int(math.floor((state.epoch or 0.0) + 1e-9)))
-
-    def on_pre_optimizer_step(self, args, state, control, **kwargs):
-        projection, task = self.trainer.gradient_projection, self.trainer._step_task
-        if projection is not None and task is not None:
-            projection(task)
-        states = self.trainer.task_optimizer_states
-        if states is not None and task is not None:
-            states.activate(self.trainer.optimizer, task)
-        weighting = self.trainer.loss_weighting_module
-        if weighting is not None and self.trainer.accelerator.num_processes > 1:
-            p = weighting.log_vars
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-            p.grad.copy_(self.trainer.accelerator.reduce(p.grad, reduction="mean"))
-
-    def on_optimizer_step(self, args, state, control, **kwargs):
-        # The log-variances live outside the model, so the Trainer's model.zero_grad() does not reset them.
-        weighting = self.trainer.loss_weighting_module
-        if weighting is not None:
-            weighting.zero_grad(set_to_none=True)
 
 
 class MultiTaskTrainer(MultiTaskOptimizerMixin, MultiTaskEvaluationMixin, Trainer):
@@ -261,7 +228,7 @@ class MultiTaskTrainer(MultiTaskOptimizerMixin, MultiTaskEvaluationMixin, Traine
         self._micro_step = (-1, 0)
         self._init_loss_combination(model, processing_class)
         self._step_task: str | None = None
-        self.add_callback(_MultiTaskCallback(self))
+        self.add_callback(MultiTaskCallback(self))
 
     def _prepare(self, data, split: str, tokenizer=None, args=None):
         """`{task: dataset}` with its raw `datasets.Dataset`s (or the `split` of `DatasetDict`s) tokenized for the
@@ -432,26 +399,10 @@ class MultiTaskTrainer(MultiTaskOptimizerMixin, MultiTaskEvaluationMixin, Traine
             + (" Checkpoints saved before this step are complete." if self.args.save_strategy != "no" else "")
         )
 
-    def _get_learning_rate(self) -> float:
-        """The encoder's learning rate (the Trainer reports its first parameter group's, a head's at 10x); the heads'
-        rates of the same step are kept for `log`."""
-        first = super()._get_learning_rate()
-        rates = {g.get("mtst_block"): float(g["lr"]) for g in getattr(self.optimizer, "param_groups", ())}
-        self._head_rates = {b[len("head.") :]: r for b, r in rates.items() if b and b.startswith("head.")}
-        encoder = [r for b, r in rates.items() if b and (b.startswith("encoder.") or b == "embeddings")]
-        rest = [r for b, r in rates.items() if b in ("projection", "other")]  # the encoder frozen: its schedule
-        return max(encoder or rest or [first])
-
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add `loss_<task>` (mean unweighted loss of each task since the last log), learned task weights and, next
-        to `learning_rate` (the encoder's), `learning_rate_heads` (or `learning_rate_heads_<task>` when the heads'
-        rates differ)."""
-        heads = getattr(self, "_head_rates", None)
-        if "learning_rate" in logs and heads:
-            if len(set(heads.values())) == 1:
-                logs["learning_rate_heads"] = next(iter(heads.values()))
-            else:
-                logs.update({f"learning_rate_heads_{task}": rate for task, rate in heads.items()})
+        to `learning_rate` (the encoder's), the heads' rates (`add_head_learning_rates`)."""
+        self.add_head_learning_rates(logs)
         if "loss" in logs and self._task_loss_counts is not None:
             stats = torch.stack([self._task_loss_sums, self._task_loss_counts])
             if self.accelerator.num_processes > 1:
