@@ -198,7 +198,7 @@ def test_default_pipeline_trains_and_predicts_with_the_network_blocked(offline_e
     result = run_subprocess(train, env=env, cwd=tmp_path, timeout=600)  # default backbone and task config
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     config = json.loads((out / "config.json").read_text())
-    assert [t["name"] for t in config["tasks"]] == ["topic", "sentiment", "ner"]
+    assert [t["name"] for t in config["tasks"]] == ["topic", "sentiment", "ner", "similarity"]
     assert config["encoder"]["hidden_size"] == 384 and config["encoder"]["num_hidden_layers"] == 6  # MiniLM-L6
     assert "eval_average" in json.loads((out / "all_results.json").read_text())
 
