@@ -12,7 +12,11 @@ the AG News 80% training split (benchmarks/configs/joint.yaml), loaded and token
   `LengthGroupedSampler`, what a user could also switch on);
 - `mtst`: one `MultiTaskTrainer` run (task-aware batch sampler, proportional sampling, `MultiTaskCollator`
   dynamic padding) over both tasks, `group_by_length=False`;
-- `mtst_group_by_length`: the same with `group_by_length=True` (length-aware batches inside each task).
+- `mtst_group_by_length`: the same with `group_by_length=True` (length-aware batches inside each task);
+- `mtst_group_by_length_no_preservation`: the same with `embedding_preservation=0`. The two `mtst*` sides above use
+  MTST's default, embedding preservation on (weight 1.0): its cost is the step-time ratio of these two sides plus the
+  one pass that computes the starting model's embeddings before training (timed apart, as `pre_train_s`: the time
+  from `train()` to the first step, which the step times leave out).
 
 Headline baseline: `trainer_group_by_length` (what a user would switch on), at full size by default: all 14,041
 CoNLL-2003 train sentences + the 6,080-row AG News 80% split, where transformers' `LengthGroupedSampler` uses its
@@ -31,6 +35,8 @@ Targets: tokens/s ratio mtst_group_by_length / trainer_group_by_length >= 1.0.
     python benchmarks/bench_training.py      # full size, grouped sides, 3 repeats (629 steps per side per repeat)
     python benchmarks/bench_training.py --sides trainer trainer_group_by_length mtst mtst_group_by_length
     python benchmarks/bench_training.py --ner_examples 320 --topic_examples 192 --repeats 1   # quick: 16 steps
+    python benchmarks/bench_training.py --sides trainer_group_by_length mtst_group_by_length \
+        mtst_group_by_length_no_preservation --name training_preservation       # the cost of embedding preservation
 """
 
 from __future__ import annotations
@@ -47,7 +53,8 @@ import traceback
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_common as bc  # noqa: E402
 
-SIDES = ("trainer", "trainer_group_by_length", "mtst", "mtst_group_by_length")
+SIDES = ("trainer", "trainer_group_by_length", "mtst", "mtst_group_by_length", "mtst_group_by_length_no_preservation")
+NO_PRESERVATION = "mtst_group_by_length_no_preservation"
 BASELINE = "trainer_group_by_length"
 
 
@@ -92,11 +99,14 @@ class Baton:
             self.cond.notify_all()
 
 
-def _callback(baton, name):
+def _callback(baton, name, pre_train):
+    """Hands the baton on at every step; `pre_train[name]` becomes the time from the `train()` call (the caller stores
+    its start there) to the first step: what the Trainer does before training (MTST: the starting embeddings)."""
     from transformers import TrainerCallback
 
     class BatonCallback(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
+            pre_train[name] = time.perf_counter() - pre_train[name]
             baton.mark(name)  # setup done; the first step interval starts here
 
         def on_step_end(self, args, state, control, **kwargs):
@@ -144,6 +154,7 @@ def main(argv=None) -> dict:
     )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    parser.add_argument("--name", default="training", help="results file name (benchmarks/results/<name>)")
     args = parser.parse_args(argv)
     if BASELINE not in args.sides:
         parser.error(f"--sides must include the baseline '{BASELINE}'")
@@ -210,7 +221,7 @@ def main(argv=None) -> dict:
         """One run of every side, steps interleaved; per-side results and the wall time."""
         tmp = tempfile.TemporaryDirectory(prefix="mtst-bench-train-")
         baton = Baton(args.sides)
-        counters, setup_s, held_s, errors, train_steps = {}, {}, {}, {}, {}
+        counters, setup_s, held_s, errors, train_steps, pre_train = {}, {}, {}, {}, {}, {}
 
         def label_kwargs(names):
             return {
@@ -241,9 +252,10 @@ def main(argv=None) -> dict:
                     train_dataset=data[task],
                     data_collator=counting,
                     processing_class=tokenizer,
-                    callbacks=[_callback(baton, name)],
+                    callbacks=[_callback(baton, name, pre_train)],
                 )
                 setup += time.perf_counter() - t0
+                pre_train[name] = time.perf_counter()
                 out = trainer.train()
                 train_steps[name] = train_steps.get(name, 0) + out.global_step
             setup_s[name] = setup
@@ -257,6 +269,7 @@ def main(argv=None) -> dict:
                 output_dir=os.path.join(tmp.name, name),
                 group_by_length=group,
                 sampling_strategy="proportional",
+                **({"embedding_preservation": 0.0} if name == NO_PRESERVATION else {}),  # else MTST's default
                 **common,
             )
             trainer = MultiTaskTrainer(
@@ -265,9 +278,10 @@ def main(argv=None) -> dict:
                 train_dataset=dict(data),
                 data_collator=counting,
                 processing_class=tokenizer,
-                callbacks=[_callback(baton, name)],
+                callbacks=[_callback(baton, name, pre_train)],
             )
             setup_s[name] = time.perf_counter() - t0
+            pre_train[name] = time.perf_counter()
             out = trainer.train()
             train_steps[name] = out.global_step
 
@@ -275,7 +289,7 @@ def main(argv=None) -> dict:
             baton.acquire(name)
             t0 = time.perf_counter()
             try:
-                group = name.endswith("group_by_length")
+                group = "group_by_length" in name
                 (run_mtst if name.startswith("mtst") else run_trainer)(name, group)
             except BaseException:  # report after the other sides finish
                 errors[name] = traceback.format_exc()
@@ -305,6 +319,7 @@ def main(argv=None) -> dict:
                 "optimizer_steps": train_steps[name],
                 "step_time_s": step_s,
                 "setup_s": setup_s[name],
+                "pre_train_s": pre_train[name],
                 "held_s": held_s[name],
                 "real_tokens": real,
                 "padded_tokens": padded,
@@ -342,6 +357,7 @@ def main(argv=None) -> dict:
             "ratio_vs_grouped_trainer": bc.median(per_repeat),
             "ratio_vs_grouped_trainer_per_repeat": per_repeat,
             "padding_efficiency_per_task": runs[0]["padding_efficiency_per_task"],
+            "pre_train_s_per_repeat": [r["pre_train_s"] for r in runs],
         }
         if "trainer" in args.sides:
             results[name]["ratio_vs_trainer"] = bc.median(
@@ -414,7 +430,19 @@ def main(argv=None) -> dict:
             f"\n`{headline_side}` / `{BASELINE}` = **{ratio:.3f}** real tokens/s (target >= 1.0: "
             f"{'met' if ratio >= 1.0 else 'missed'})."
         )
+    preservation = preservation_cost(repeats, args.sides)
+    if preservation:
+        line = (
+            f"Embedding preservation (weight 1.0, the default) vs `{NO_PRESERVATION}`: steps at "
+            f"{preservation['step_throughput_ratio']:.3f}x the real tokens/s; with the starting embeddings' pass "
+            f"({bc.median(preservation['pre_train_s_per_repeat']):.1f} s, against "
+            f"{bc.median(preservation['pre_train_s_without_per_repeat']):.1f} s without) the same training takes "
+            f"{preservation['time_ratio']:.3f}x the time (medians over {args.repeats} repeat(s))."
+        )
+        print("\n" + line)
+        markdown += "\n\n" + line + "\n"
     payload = {
+        "preservation_cost": preservation,
         "settings": {**vars(args), "steps": steps, "total_steps_per_side": total_steps, "real_tokens": real_tokens},
         "baseline": BASELINE,
         "results": results,
@@ -423,8 +451,30 @@ def main(argv=None) -> dict:
         "targets": targets,
         "headline": {"name": f"training tokens/s ({headline_side} / {BASELINE})", "ratio": ratio, "target": 1.0},
     }
-    bc.write_results("training", payload, markdown)
+    bc.write_results(args.name, payload, markdown)
     return payload
+
+
+def preservation_cost(repeats: list, sides) -> dict | None:
+    """What embedding preservation costs, per repeat and as medians: the step throughput of `mtst_group_by_length`
+    (preservation on) over `mtst_group_by_length_no_preservation`, and the time ratio of the whole training (steps
+    plus the time before the first step, where the starting embeddings are computed)."""
+    if "mtst_group_by_length" not in sides or NO_PRESERVATION not in sides:
+        return None
+    on = [rep["results"]["mtst_group_by_length"] for rep in repeats]
+    off = [rep["results"][NO_PRESERVATION] for rep in repeats]
+    throughput = [a["real_tokens_per_s"] / b["real_tokens_per_s"] for a, b in zip(on, off)]
+    time_ratio = [
+        (a["step_time_s"] + a["pre_train_s"]) / (b["step_time_s"] + b["pre_train_s"]) for a, b in zip(on, off)
+    ]
+    return {
+        "step_throughput_ratio": bc.median(throughput),
+        "step_throughput_ratio_per_repeat": throughput,
+        "time_ratio": bc.median(time_ratio),
+        "time_ratio_per_repeat": time_ratio,
+        "pre_train_s_per_repeat": [a["pre_train_s"] for a in on],
+        "pre_train_s_without_per_repeat": [b["pre_train_s"] for b in off],
+    }
 
 
 if __name__ == "__main__":
