@@ -190,3 +190,31 @@ def test_continued_task_without_labels_uses_the_saved_order(trained, tmp_path):
         ["topic", "polarity"],
     )
     assert saved_mtst_config(trained["backbone"]) is None
+
+
+def test_grow_adds_an_embedding_task_and_preserves_the_grown_models_embeddings(trained, tmp_path):
+    """A similarity task added to a trained model: it gets no head; the embeddings that preservation keeps are the
+    loaded model's (not the backbone's), computed for the head task's training texts."""
+    from transformers import AutoTokenizer
+
+    pairs = [("the match was won", "the team won the game", 4.5), ("shares fell", "a robot chip", 0.5)] * 6
+    rows = [{"a": a, "b": b, "score": s} for a, b, s in pairs]
+    write_jsonl(tmp_path / "sts.jsonl", rows)
+    sts = {"name": "sts", "type": "sentence_similarity", "text_column": "a", "text_pair_column": "b"}
+    sts.update(label_column="score", score_range=[0, 5], data_files={"train": str(tmp_path / "sts.jsonl")})
+    config = write_config(tmp_path / "new.json", [*task_entries(trained, "topic"), sts])
+    out = tmp_path / "grown"
+    args = cli_args(trained, out, "--model_name_or_path", str(trained["base"]), "--tasks_config", config)
+    assert run_multitask.main([*args, "--num_train_epochs", "1", "--save_strategy", "no"]) == 0
+    grown = json.loads((out / "config.json").read_text())
+    assert [(t["name"], t["type"]) for t in grown["tasks"]][-1] == ("sts", "sentence_similarity")
+    assert not any(k.startswith("heads.sts.") for k in load_file(out / "model.safetensors"))
+    assert "eval_sts_spearman" in json.loads((out / "all_results.json").read_text())
+    teacher = load_file(out / "teacher_embeddings.safetensors")
+    assert set(teacher) == {"topic"}  # the head task's texts only; the embedding task trains the embedding
+    with open(task_entries(trained, "topic")[0]["data_files"]["train"]) as f:
+        texts = [json.loads(line)["text"] for line in f]
+    base = MTSTModel.from_pretrained(trained["base"]).eval()
+    expected = base.encode(texts, tokenizer=AutoTokenizer.from_pretrained(trained["base"]))
+    torch.testing.assert_close(teacher["topic"], expected, atol=1e-5, rtol=0)  # padded rows too, in file order
+    assert "preserved" in (out / "README.md").read_text()

@@ -440,3 +440,19 @@ def test_mean_l2_embeddings_match_sentence_transformers():
     theirs = torch.from_numpy(st.encode(sentences, batch_size=64))
     cosine = F.cosine_similarity(ours, theirs, dim=-1)
     assert cosine.min().item() >= 0.9999, cosine.min().item()
+
+
+@pytest.mark.parametrize("kind", ["sequence_classification", "sentence_similarity"])
+def test_a_task_added_to_a_loaded_model_leaves_the_encoders_attention_masking_intact(tmp_path, kind):
+    """add_task built its config around the model's own encoder config, which reset the encoder's attention
+    implementation: afterwards padded rows attended to their padding (embeddings moved by ~1e-3 in a tiny model)."""
+    tester = ModelTester()
+    tester.model.save_pretrained(tmp_path)
+    model = MTSTModel.from_pretrained(tmp_path).eval()
+    model.add_task("extra", kind, ["a", "b"] if kind == "sequence_classification" else None)
+    batch = tester.batch()
+    with torch.no_grad():
+        padded = model(**batch).sentence_embedding
+        for row, length in ((1, 5), (2, 3)):
+            alone = model(input_ids=batch["input_ids"][row : row + 1, :length]).sentence_embedding[0]
+            torch.testing.assert_close(padded[row], alone, atol=1e-5, rtol=0)

@@ -263,7 +263,7 @@ class MTSTModel(MTSTPreTrainedModel):
         tasks[name] = {"type": type, **({"labels": list(labels)} if labels is not None else {}), **options}
         # MTSTConfig validates and completes every entry (head defaults from the config).
         checked = MTSTConfig(
-            encoder=self.config.encoder,
+            encoder=self.config.encoder.to_dict(),  # a copy: building a config resets the encoder's attention setting
             tasks=tasks,
             head_dropout=self.config.head_dropout,
             head_layer_norm=self.config.head_layer_norm,
@@ -271,7 +271,8 @@ class MTSTModel(MTSTPreTrainedModel):
             head_hidden_size=self.config.head_hidden_size,
         ).tasks
         if type in EMBEDDING_TASK_TYPES:
-            self.heads.pop(name, None)
+            if name in self.heads:  # nn.ModuleDict.pop has no default
+                del self.heads[name]
             self.config.tasks = {**(self.config.tasks or {}), name: checked[name]}
             return None
         head = self._new_head(checked[name])

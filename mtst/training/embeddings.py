@@ -95,7 +95,8 @@ def _embed_dataset(model, dataset, pad, batch_size: int, device) -> torch.Tensor
     chunks = []
     try:
         for batch in loader:
-            batch = {k: v.to(device) for k, v in batch.items() if k in columns}
+            # the padding collator adds the attention mask when the dataset has none (MTST's collator does the same)
+            batch = {k: v.to(device) for k, v in batch.items() if k in (*columns, "attention_mask")}
             chunks.append(model(**batch).sentence_embedding.float().cpu())
     finally:
         model.train(was_training)
