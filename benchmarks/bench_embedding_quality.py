@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark 9: embedding quality. How good are the sentence embeddings of a trained model, next to the backbone's?
+"""Benchmark 8: embedding quality. How good are the sentence embeddings of a trained model, next to the backbone's?
 
 STS Benchmark (English) **validation** split (1,500 pairs, `../shared/data/stsb_en/`): Spearman correlation x 100 of
 the cosine of the two sentences' embeddings with the gold score, the embeddings from
