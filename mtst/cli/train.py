@@ -167,6 +167,9 @@ def read_single_task_results(option: str | None, specs) -> dict[str, dict]:
 def attach_model_card(trainer, specs, model_args: ModelArguments):
     """Collect model-card data during training (`mtst.hub.callback.MTSTCardCallback`); returns the card data."""
     card_data = MTSTCardData(base_model=model_args.model_name_or_path)
+    card_language = getattr(trainer.args, "card_language", None)
+    card_data.language = card_language() if callable(card_language) else None
+    card_data.license = getattr(trainer.args, "license", None)
     card_data.set_task_specs(specs)
     plan = getattr(trainer, "growth_plan", None)
     if plan is not None:
