@@ -39,7 +39,14 @@ from mtst.remote.configuration_mtst import MTSTConfigError, check_model_folder, 
 from mtst.remote.modeling_mtst import MTSTModel
 from mtst.training import grow
 from mtst.training.arguments import MultiTaskTrainingError
-from mtst.training.checkpoints import checkpoint_files, checkpoint_problem, finished_training, last_complete_checkpoint
+from mtst.training.checkpoints import (
+    checkpoint_files,
+    checkpoint_problem,
+    disk_full_message,
+    finished_training,
+    is_disk_full,
+    last_complete_checkpoint,
+)
 from mtst.training.distill import parse_teacher_models
 from mtst.training.trainer import MultiTaskTrainer
 
@@ -544,10 +551,14 @@ def main(argv: list[str] | None = None) -> int:
             remove_partial_output(output_dir)
         print("run_multitask.py: interrupted.", file=sys.stderr, flush=True)
         return 130
-    except BaseException:
+    except BaseException as err:
         if output_dir is not None:
             remove_partial_output(output_dir)
-        raise
+        if not is_disk_full(err):
+            raise
+        # a save that ran out of space (the optimizer's torch.save says only "file write failed"): one paragraph
+        print(f"run_multitask.py: error: {disk_full_message(err, training_args.output_dir)}", file=sys.stderr)
+        return EXIT_USAGE
     return 0
 
 
