@@ -118,9 +118,10 @@ def test_card_metadata_model_index_and_body(tiny, tokenizer, tmp_path):
         "Shares fell.",
     ]
 
-    # model-index: one result per task, its own task type, the test split when there is one, real values
+    # model-index: one result per Hub task, its own task type, the test split when there is one, real values;
+    # `dataset.type` is the Hub dataset id, and the task on local files (sentiment) is left out: no dataset to link
     index = meta["model-index"]
-    assert len(index) == 1 and len(index[0]["results"]) == 3
+    assert len(index) == 1 and len(index[0]["results"]) == 2
     by_task = {r["task"]["name"]: r for r in index[0]["results"]}
     assert by_task["Text Classification (topic)"]["dataset"] == {
         "name": "fancyzhx/ag_news",
@@ -129,16 +130,13 @@ def test_card_metadata_model_index_and_body(tiny, tokenizer, tmp_path):
     }
     assert by_task["Token Classification (ner)"]["task"]["type"] == "token-classification"
     assert by_task["Token Classification (ner)"]["dataset"]["config"] == "conll2003"
-    assert by_task["Text Classification (sentiment)"]["dataset"]["type"] == "sentiment"
+    assert "Text Classification (sentiment)" not in by_task
+    assert by_task["Token Classification (ner)"]["dataset"]["type"] == "eriktks/conll2003"
     _, results = model_index_to_eval_results(index)
     values = defaultdict(dict)
     for result in results:
         values[(result.task_name, result.dataset_split)][result.metric_name] = result.metric_value
     assert values[("Text Classification (topic)", "test")] == {"topic Accuracy": 0.7, "topic Macro F1": 0.66}
-    assert values[("Text Classification (sentiment)", "validation")] == {
-        "sentiment Accuracy": 0.5,
-        "sentiment Macro F1": 0.45,
-    }
     assert values[("Token Classification (ner)", "validation")] == {
         "ner Entity F1 (seqeval, strict)": 0.4444,
         "ner Entity Precision (seqeval, strict)": 0.4,
@@ -251,14 +249,7 @@ FULL_CARD_HEADER = {
                         {"type": "f1", "value": 0.66, "name": "topic Macro F1"},
                     ],
                 },
-                {
-                    "task": {"type": "text-classification", "name": "Text Classification (sentiment)"},
-                    "dataset": {"name": "sentiment (local files)", "type": "sentiment", "split": "validation"},
-                    "metrics": [
-                        {"type": "accuracy", "value": 0.5, "name": "sentiment Accuracy"},
-                        {"type": "f1", "value": 0.45, "name": "sentiment Macro F1"},
-                    ],
-                },
+                # sentiment: local files, so not in the model-index (the results table has it)
                 {
                     "task": {"type": "token-classification", "name": "Token Classification (ner)"},
                     "dataset": {
@@ -452,7 +443,7 @@ def test_card_from_a_saved_folder_without_the_model(tiny, tmp_path):
     write_model_card(tmp_path, None, full_card_data())
     meta = metadata_load(tmp_path / "README.md")
     assert meta["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
-    assert len(meta["model-index"][0]["results"]) == 3
+    assert len(meta["model-index"][0]["results"]) == 2  # topic and ner from the Hub; sentiment's local files are not
 
 
 def test_finalize_copies_code_and_handler_and_cleans_config(tiny, tmp_path):

@@ -164,7 +164,7 @@ def test_pip_install_gives_the_same_card_as_the_editable_install(tmp_path):
         out = run_dir / "outputs" / "mtst-default"
         cards[kind] = _VOLATILE.sub("Training time: <t>", (out / "README.md").read_text(encoding="utf-8"))
         handlers[kind] = (out / "handler.py").read_bytes()
-    assert "### Training log" in cards["installed"] and "model-index" in cards["installed"]
+    assert "### Training log" in cards["installed"] and "\n## Results\n" in cards["installed"]
     assert f"- MTST: {__version__}" in cards["installed"]
     assert cards["installed"] == cards["editable"]
     assert handlers["installed"] == handlers["editable"] == (ROOT / "mtst" / "remote" / "handler.py").read_bytes()

@@ -158,6 +158,40 @@ class ScriptTrainingArguments(MultiTaskTrainingArguments):
             "from the last one. Set false to start afresh."
         },
     )
+    license: str | None = field(
+        default=None,
+        metadata={
+            "help": "The model's license in the model card's metadata, a Hub license id (apache-2.0, mit, ...)."
+        },
+    )
+    language: str | None = field(
+        default=None,
+        metadata={
+            "help": "The language code(s) of the training data in the model card's metadata, comma-separated (en, "
+            "or en,de)."
+        },
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        for option in ("license", "language"):
+            value = getattr(self, option)
+            if value is None:
+                continue
+            parts = [part.strip() for part in str(value).split(",")] if option == "language" else [str(value)]
+            if not all(parts) or any(len(part.split()) != 1 or len(part) > 64 for part in parts):
+                raise CommandLineError(
+                    f"--{option} {value!r} is not a Hub {option} id: give "
+                    + (
+                        "one or more codes separated by commas, such as en or en,de."
+                        if option == "language"
+                        else "one id without spaces, such as apache-2.0 or mit."
+                    )
+                )
+
+    def card_language(self) -> list[str] | None:
+        """`--language` as the card's list of codes."""
+        return [part.strip() for part in self.language.split(",")] if self.language else None
 
 
 PARSER_TYPES = (ModelArguments, DataArguments, ScriptTrainingArguments)

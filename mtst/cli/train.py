@@ -39,7 +39,14 @@ from mtst.remote.configuration_mtst import MTSTConfigError, check_model_folder, 
 from mtst.remote.modeling_mtst import MTSTModel
 from mtst.training import grow
 from mtst.training.arguments import MultiTaskTrainingError
-from mtst.training.checkpoints import checkpoint_files, checkpoint_problem, finished_training, last_complete_checkpoint
+from mtst.training.checkpoints import (
+    checkpoint_files,
+    checkpoint_problem,
+    disk_full_message,
+    finished_training,
+    is_disk_full,
+    last_complete_checkpoint,
+)
 from mtst.training.distill import parse_teacher_models
 from mtst.training.trainer import MultiTaskTrainer
 
@@ -167,6 +174,9 @@ def read_single_task_results(option: str | None, specs) -> dict[str, dict]:
 def attach_model_card(trainer, specs, model_args: ModelArguments):
     """Collect model-card data during training (`mtst.hub.callback.MTSTCardCallback`); returns the card data."""
     card_data = MTSTCardData(base_model=model_args.model_name_or_path)
+    card_language = getattr(trainer.args, "card_language", None)
+    card_data.language = card_language() if callable(card_language) else None
+    card_data.license = getattr(trainer.args, "license", None)
     card_data.set_task_specs(specs)
     plan = getattr(trainer, "growth_plan", None)
     if plan is not None:
@@ -541,10 +551,14 @@ def main(argv: list[str] | None = None) -> int:
             remove_partial_output(output_dir)
         print("run_multitask.py: interrupted.", file=sys.stderr, flush=True)
         return 130
-    except BaseException:
+    except BaseException as err:
         if output_dir is not None:
             remove_partial_output(output_dir)
-        raise
+        if not is_disk_full(err):
+            raise
+        # a save that ran out of space (the optimizer's torch.save says only "file write failed"): one paragraph
+        print(f"run_multitask.py: error: {disk_full_message(err, training_args.output_dir)}", file=sys.stderr)
+        return EXIT_USAGE
     return 0
 
 

@@ -308,31 +308,43 @@ class MTSTCardData(ModelCardData):
     def display_name(self) -> str:
         return self.model_name or (self.model_id.split("/")[-1] if self.model_id else MODEL_NAME_PLACEHOLDER)
 
-    @property
-    def eval_results(self) -> list[EvalResult]:
-        """One `EvalResult` per task and model-index metric (headline first), on the task's reported split."""
+    def _all_eval_results(self) -> list[tuple[bool, EvalResult]]:
+        """(the task's data came from the Hub, `EvalResult`) per task and model-index metric (headline first), on the
+        task's reported split."""
         results = []
         for task, spec in self._tasks().items():
             split, kind, info = self.reported_split(task), spec["type"], self.task_datasets.get(task, {})
             values = self.results.get(split, {}).get(task, {})
             hub_id = info.get("id")
             results += [
-                EvalResult(
-                    task_type=PIPELINE_TAGS.get(kind, kind),
-                    task_name=f"{TASK_TYPE_NAMES.get(kind, kind)} ({task})",
-                    dataset_type=hub_id or task,
-                    dataset_name=info.get("name") or hub_id or f"{task} (local files)",
-                    dataset_config=info.get("config") if hub_id else None,
-                    dataset_split=split,
-                    dataset_revision=info.get("revision") if hub_id else None,
-                    metric_type=metric_type,
-                    metric_value=values[key],
-                    metric_name=f"{task} {pretty}",
+                (
+                    bool(hub_id),
+                    EvalResult(
+                        task_type=PIPELINE_TAGS.get(kind, kind),
+                        task_name=f"{TASK_TYPE_NAMES.get(kind, kind)} ({task})",
+                        dataset_type=hub_id or task,
+                        dataset_name=info.get("name") or hub_id or f"{task} (local files)",
+                        dataset_config=info.get("config") if hub_id else None,
+                        dataset_split=split,
+                        dataset_revision=info.get("revision") if hub_id else None,
+                        metric_type=metric_type,
+                        metric_value=values[key],
+                        metric_name=f"{task} {pretty}",
+                    ),
                 )
                 for key, (metric_type, pretty) in MODEL_INDEX_METRICS.get(kind, {}).items()
                 if key in values
             ]
         return results
+
+    @property
+    def eval_results(self) -> list[EvalResult]:
+        """The model-index's results: one `EvalResult` per task and metric, for the tasks whose data came from the
+        Hub. `dataset.type` is a Hub dataset id, which the Hub links to; a task name there linked to a dataset that
+        does not exist, and a result without `type` makes the card unreadable to huggingface_hub (`ModelCard.load`
+        raises), so a task trained on local files (or on datasets given from Python) is reported in the card's results
+        table only."""
+        return [result for from_hub, result in self._all_eval_results() if from_hub]
 
     def header(self) -> ModelCardData:
         """The card's YAML header, a plain `ModelCardData` (keys without a value are left out); huggingface_hub makes
@@ -351,7 +363,7 @@ class MTSTCardData(ModelCardData):
             license=self.license,
             base_model=self.resolved_base_model(),
             datasets=list(dict.fromkeys(d for d in datasets if d)) or None,
-            metrics=list(dict.fromkeys(r.metric_type for r in eval_results)) or None,
+            metrics=list(dict.fromkeys(r.metric_type for _, r in self._all_eval_results())) or None,
             widget=[{"text": text} for text in self.widget_examples] or None,
             eval_results=eval_results or None,
             model_name=self.display_name() if eval_results else None,

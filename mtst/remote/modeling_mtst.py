@@ -63,12 +63,14 @@ class MTSTModelOutput(ModelOutput):
         logits (`torch.FloatTensor`, *optional*):
             Logits of the named task: `(batch_size, num_labels)` for sequence tasks,
             `(batch_size, sequence_length, num_labels)` for token tasks. `None` when no task is named.
+        sentence_embedding (`torch.FloatTensor` of shape `(batch_size, embedding_dim)`):
+            Pooled, projected (when `embedding_dim` is set) and normalized (per `normalize`) sentence vector. It
+            comes before the per-task dicts, so without a task `output[0]` is this tensor (what
+            `pipeline("feature-extraction")` returns).
         task_logits (`dict[str, torch.FloatTensor]`):
             Logits of every task when no task is named, else of the named task only.
         task_losses (`dict[str, torch.FloatTensor]`, *optional*):
             Unweighted loss of every task that received labels.
-        sentence_embedding (`torch.FloatTensor` of shape `(batch_size, embedding_dim)`):
-            Pooled, projected (when `embedding_dim` is set) and normalized (per `normalize`) sentence vector.
         last_hidden_state (`torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`):
             The encoder's token states.
         hidden_states (`tuple(torch.FloatTensor)`, *optional*):
@@ -79,9 +81,9 @@ class MTSTModelOutput(ModelOutput):
 
     loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
+    sentence_embedding: torch.FloatTensor | None = None
     task_logits: dict[str, torch.FloatTensor] | None = None
     task_losses: dict[str, torch.FloatTensor] | None = None
-    sentence_embedding: torch.FloatTensor | None = None
     last_hidden_state: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
@@ -557,6 +559,7 @@ class _MTSTTaskView(MTSTModel):
                 f"{', '.join(config.tasks_of_type(self.task_type)) or '(none)'}; got {task!r}."
             )
         labels = config.task_labels(task)
+        _check_num_labels(config, task, labels)
         config.id2label = dict(enumerate(labels))
         config.label2id = {label: i for i, label in enumerate(labels)}
         super().__init__(config)
@@ -588,6 +591,20 @@ class _MTSTTaskView(MTSTModel):
         )
         return self.output_class(
             loss=out.loss, logits=out.logits, hidden_states=out.hidden_states, attentions=out.attentions
+        )
+
+
+def _check_num_labels(config: MTSTConfig, task: str, labels: list[str]) -> None:
+    """A `num_labels` given to `from_pretrained` (or a pipeline's `model_kwargs`) becomes generic `LABEL_i` names in
+    the config; the head's size comes from the task's labels, so another count is an error, not silently ignored.
+    (A count of 2 cannot be told from the config default and passes.)"""
+    asked = dict(getattr(config, "id2label", None) or {})
+    generic = all(name == f"LABEL_{i}" for i, name in asked.items())
+    if generic and len(asked) not in (2, len(labels)):
+        raise MTSTConfigError(
+            f"num_labels={len(asked)} does not fit task {task!r}: it has {len(labels)} labels "
+            f"({mtst_config.short_repr(labels)}), fixed by the trained heads. Leave num_labels out; to train another "
+            "label set, add a task to the task config and train."
         )
 
 

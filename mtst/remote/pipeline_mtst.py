@@ -105,20 +105,39 @@ class MultiTaskPipeline(ChunkPipeline):
     """
     Every task's answer for each input text, from one forward pass per window:
 
-    - sentence tasks: `{"label": str, "score": float}` (plus `"scores": {label: score}` with `return_all_scores=True`);
+    - sentence tasks: `{"label": str, "score": float}` (plus `"scores": {label: score}` with `return_all_scores=True`;
+      with `top_k=k`, a list of the k best `{"label", "score"}`, highest first, as the text-classification pipeline);
     - token tasks: a list of entity groups `{"entity_group", "score", "word", "start", "end"}` with character offsets
       into the input text (BIO decoding of the first sub-token of every word);
     - `"embedding"`: the sentence embedding as a list of floats, with `return_embedding=True` or when `tasks` names an
       embedding task (sentence_similarity, retrieval: they have no head and answer through the embedding).
 
-    Parameters: `tasks` (names to answer, default all), `return_embedding`, `return_all_scores`, `max_length`
-    (window size, default the tokenizer's limit) and `stride` (overlap between windows, default a quarter window).
+    Parameters: `tasks` (names to answer, default all), `return_embedding`, `return_all_scores`, `top_k`,
+    `max_length` (window size, default the tokenizer's limit) and `stride` (overlap between windows, default a quarter
+    window). Any other parameter is a TypeError naming it (never silently ignored).
     """
 
     def _sanitize_parameters(
-        self, tasks=None, return_embedding=None, return_all_scores=None, max_length=None, stride=None, **kwargs
+        self,
+        tasks=None,
+        return_embedding=None,
+        return_all_scores=None,
+        max_length=None,
+        stride=None,
+        top_k=None,
+        **kwargs,
     ):
+        if kwargs:
+            raise TypeError(
+                f"The multitask pipeline got unexpected parameter(s) {', '.join(sorted(kwargs))}; it takes tasks, "
+                "return_embedding, return_all_scores, top_k, max_length and stride (the label count of a task is "
+                "fixed by the trained model's config)."
+            )
         preprocess, postprocess = {}, {}
+        if top_k is not None:
+            if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+                raise ValueError(f"top_k must be a whole number of at least 1; got {top_k!r}.")
+            postprocess["top_k"] = top_k
         if max_length is not None:
             preprocess["max_length"] = max_length
         if stride is not None:
@@ -180,7 +199,7 @@ class MultiTaskPipeline(ChunkPipeline):
             result[f"logits::{name}"] = logits
         return result
 
-    def postprocess(self, all_outputs, tasks=None, return_embedding=False, return_all_scores=False):
+    def postprocess(self, all_outputs, tasks=None, return_embedding=False, return_all_scores=False, top_k=None):
         config = self.model.config
         text = all_outputs[0]["text"]
         answer = {}
@@ -197,7 +216,10 @@ class MultiTaskPipeline(ChunkPipeline):
                 probs = (probs * weights[:, None]).sum(0) / weights.sum()
                 best = int(probs.argmax())
                 answer[name] = {"label": labels[best], "score": float(probs[best])}
-                if return_all_scores:
+                if top_k is not None:
+                    order = np.argsort(-probs, kind="stable")[:top_k]
+                    answer[name] = [{"label": labels[i], "score": float(probs[i])} for i in order]
+                elif return_all_scores:
                     answer[name]["scores"] = {label: float(p) for label, p in zip(labels, probs)}
             else:
                 answer[name] = group_entities(text, self._word_labels(all_outputs, name, labels))

@@ -13,11 +13,14 @@ Checkpoints and the saved model
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import re
+import shutil
 from collections.abc import Sequence
+from fnmatch import fnmatch
 from typing import Any
 
 from safetensors import safe_open
@@ -277,3 +280,79 @@ def kept_model(args, state, reason: str | None) -> dict[str, Any]:
             else f"the best checkpoint {os.path.basename(os.path.normpath(best))} is missing or incomplete"
         )
     return {"selection": "last", "step": state.global_step, "metric": metric, "reason": reason}
+
+
+# -- the final save: into a staging folder beside the output folder, then swapped in ----------------------------------
+
+# Files of an earlier model that a new save replaces or, when the new one has no such file, removes (old shards).
+_MODEL_FILE_PATTERNS = ("model*.safetensors", "model.safetensors.index.json", "pytorch_model*.bin")
+
+
+def staging_folder(folder: str) -> str:
+    """Where the final model is written before it replaces the one in `folder`: `.<name>.saving` beside it (the same
+    file system, so the swap is a rename), created empty."""
+    folder = os.path.abspath(folder)
+    stage = os.path.join(os.path.dirname(folder), f".{os.path.basename(folder)}.saving")
+    shutil.rmtree(stage, ignore_errors=True)
+    os.makedirs(stage)
+    return stage
+
+
+def swap_in_saved_model(stage: str, folder: str) -> None:
+    """Move every file the save wrote into `stage` over its namesake in `folder` (a rename each: a reader or a kill
+    sees the old file or the new one, never half of one), remove an earlier model's weight files the new save does not
+    have, then remove `stage`. What else `folder` holds (checkpoints, results, logs, the card) is left alone."""
+    os.makedirs(folder, exist_ok=True)
+    new = set(os.listdir(stage))
+    for name in os.listdir(folder):
+        if name not in new and any(fnmatch(name, p) for p in _MODEL_FILE_PATTERNS):
+            os.remove(os.path.join(folder, name))
+    # the weights last: a loader that finds the new weights finds the new config and tokenizer beside them
+    for name in sorted(new, key=lambda n: any(fnmatch(n, p) for p in _MODEL_FILE_PATTERNS)):
+        target = os.path.join(folder, name)
+        if os.path.isdir(target) and not os.path.islink(target):
+            shutil.rmtree(target)
+        os.replace(os.path.join(stage, name), target)
+    shutil.rmtree(stage, ignore_errors=True)
+
+
+# -- a full disk ------------------------------------------------------------------------------------------------------
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """`err`, or an error it was raised from, says the disk is full: an OSError with errno ENOSPC (or EDQUOT), or
+    torch.save's RuntimeError, which only says "file write failed"."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            return True
+        if isinstance(err, RuntimeError) and ("file write failed" in str(err) or "No space left" in str(err)):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def disk_full_message(err: BaseException, output_dir: str) -> str:
+    """One paragraph for a save that ran out of disk space: the folder written, the space left on its disk, and the
+    checkpoint a rerun resumes from."""
+    written = getattr(err, "filename", None)
+    folder = os.path.dirname(os.path.abspath(written)) if isinstance(written, str) else os.path.abspath(output_dir)
+    candidates = (folder, output_dir, os.path.dirname(os.path.abspath(output_dir)))
+    probe = next((p for p in candidates if os.path.isdir(p)), os.getcwd())
+    free = shutil.disk_usage(probe).free
+    kept = last_complete_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+    resume = (
+        f"The complete checkpoint {kept} is kept; free some space and run the same command again to resume from it."
+        if kept
+        else "No complete checkpoint was written yet; free some space and run the command again."
+    )
+    return (
+        f"The disk is full: saving into {folder} failed ({first_line(err)}); {free / 2**20:.1f} MiB ({free} bytes) "
+        f"are free there. {resume}"
+    )
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:200] if text else type(err).__name__

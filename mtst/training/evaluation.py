@@ -13,7 +13,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers.trainer_utils import EvalPrediction, PredictionOutput, speed_metrics
+from tqdm.auto import tqdm
+from transformers.trainer_callback import ProgressCallback
+from transformers.trainer_utils import EvalPrediction, PredictionOutput, has_length, speed_metrics
 
 from mtst.data.collator import MultiTaskDataset
 from mtst.metrics import HEADLINE_METRICS, task_metrics, write_predictions
@@ -89,30 +91,42 @@ class MultiTaskEvaluationMixin:
             labels = None
         return loss, logits, labels
 
-    def _run_task_loop(self, task: str, dataset, description: str, prefix: str, ignore_keys=None):
-        """The standard evaluation loop over one task's set (`dataset=None`: the task's own eval set)."""
+    def _task_dataloader(self, task: str, dataset):
+        """One task's evaluation dataloader (`dataset=None`: the task's own eval set)."""
+        if dataset is None:
+            return self.get_eval_dataloader(task)
+        return self.get_test_dataloader(dataset)  # not cached under the Trainer's shared "eval" key
+
+    def _run_task_loop(self, task: str, dataloader, description: str, prefix: str, ignore_keys=None):
+        """The standard evaluation loop over one task's dataloader."""
         self._eval_task = task
         try:
-            if dataset is None:
-                dataloader = self.get_eval_dataloader(task)
-            else:  # not cached under the Trainer's shared "eval" key
-                dataloader = self.get_test_dataloader(dataset)
             return self.evaluation_loop(
                 dataloader, description=description, ignore_keys=ignore_keys, metric_key_prefix=prefix
             )
         finally:
             self._eval_task = None
 
+    def _open_progress_bar(self, dataloaders: dict) -> None:
+        """The Trainer's progress bar opens at the first evaluation step with that task's batch count as its total,
+        and counts every task's steps until the evaluation ends: open it here with the batches of all tasks."""
+        if not self.state.is_world_process_zero or not all(has_length(d) for d in dataloaders.values()):
+            return
+        for callback in self.callback_handler.callbacks:
+            if isinstance(callback, ProgressCallback) and callback.prediction_bar is None:
+                total = sum(len(d) for d in dataloaders.values())
+                callback.prediction_bar = tqdm(total=total, leave=callback.training_bar is None, dynamic_ncols=True)
+
     def _evaluate_tasks(self, datasets, own: bool, description: str, metric_key_prefix: str, ignore_keys=None):
         """`_run_task_loop` over every task (`own`: the tasks' own eval sets): `{task: EvalLoopOutput}` and the tasks'
         metrics (no speed metrics) plus `<prefix>_average`, the mean of the tasks' headline metrics."""
         config = self.accelerator.unwrap_model(self.model).config
+        dataloaders = {task: self._task_dataloader(task, None if own else data) for task, data in datasets.items()}
+        self._open_progress_bar(dataloaders)
         outputs, metrics, headline = {}, {}, []
-        for task, dataset in datasets.items():
+        for task, dataloader in dataloaders.items():
             prefix = f"{metric_key_prefix}_{task}"
-            output = self._run_task_loop(
-                task, None if own else dataset, f"{description} ({task})", prefix, ignore_keys
-            )
+            output = self._run_task_loop(task, dataloader, f"{description} ({task})", prefix, ignore_keys)
             outputs[task] = output
             values = {k: v for k, v in output.metrics.items() if not k.endswith(("_runtime", "_per_second"))}
             metrics.update(values)

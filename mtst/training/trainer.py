@@ -26,6 +26,7 @@ import copy
 import logging
 import math
 import os
+import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from functools import partial
@@ -64,6 +65,8 @@ from mtst.training.checkpoints import (
     finished_training,
     kept_model,
     last_complete_checkpoint,
+    staging_folder,
+    swap_in_saved_model,
 )
 from mtst.training.distill import TaskTeachers, distilled_loss
 from mtst.training.embeddings import EmbeddingTaskLosses, preservation_loss, with_teacher_embeddings
@@ -527,12 +530,26 @@ class MultiTaskTrainer(MultiTaskOptimizerMixin, MultiTaskEvaluationMixin, Traine
         """The standard save. Into a checkpoint folder, MTST's own files (the uncertainty weights, then the card, the
         code files and the cleaned config.json of `write_checkpoint_files` callbacks) follow the weights at once, so
         they are all there before the Trainer writes trainer_state.json, last: a checkpoint that has that file is
-        complete."""
-        super().save_model(output_dir, _internal_call)
+        complete. Any other save (the final model) is written into a staging folder beside the target and swapped in
+        when complete (`swap_in_saved_model`), so a kill or a full disk mid-save leaves the earlier model whole."""
         folder = output_dir or self.args.output_dir
         name = os.path.basename(os.path.normpath(folder))
         if not (_internal_call and name == f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"):
+            if self.is_deepspeed_enabled or self.is_fsdp_enabled:  # sharded saves: written in place, as the Trainer
+                return super().save_model(output_dir, _internal_call)
+            stage = staging_folder(folder) if self.args.should_save else None
+            try:
+                super().save_model(stage or folder, _internal_call=True)  # the push (if any) follows the swap
+            except BaseException:
+                if stage is not None:
+                    shutil.rmtree(stage, ignore_errors=True)
+                raise
+            if stage is not None:
+                swap_in_saved_model(stage, folder)
+            if self.args.push_to_hub and not _internal_call:
+                self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
             return
+        super().save_model(output_dir, _internal_call)
         if self.args.should_save and self.loss_weighting_module is not None:
             weights = {k: v.detach().contiguous() for k, v in self.loss_weighting_module.state_dict().items()}
             path = os.path.join(folder, LOSS_WEIGHTING_FILE)
