@@ -577,7 +577,8 @@ def test_log_level_reaches_every_package_module(tmp_path):
 
 def test_the_library_and_the_cli_default_to_one_recipe():
     """`MultiTaskTrainingArguments` defaults are the recipe `mtst-train` uses; the command line changes only what a
-    command line needs (its output folder, resuming from the last checkpoint there)."""
+    command line needs (its output folder, resuming from the last checkpoint there, and the card's license and
+    language, which a library user passes to `create_model_card`)."""
     import dataclasses
 
     from mtst import MultiTaskTrainingArguments
@@ -591,5 +592,5 @@ def test_the_library_and_the_cli_default_to_one_recipe():
     }
     assert differ == set(), differ
     cli_only = {f.name for f in dataclasses.fields(type(cli))} - {f.name for f in dataclasses.fields(library)}
-    assert cli_only == {"resume_last_checkpoint"}
+    assert cli_only == {"resume_last_checkpoint", "license", "language"}
     assert (library.sampling_strategy, library.group_by_length, library.learning_rate) == ("balanced", True, 1e-4)
