@@ -255,19 +255,14 @@ def parse_args(argv: list[str] | None = None):
     return model_args, data_args, training_args
 
 
-# --report_to names -> (transformers.integrations function that says whether the tracker is installed, what to install)
+# --report_to names -> (the transformers.integrations function that says whether the tracker is installed, what to
+# install): `is_<name>_available` and the package of that name, but for the five after the first nine
 TRACKER_PACKAGES = {
-    "tensorboard": ("is_tensorboard_available", "tensorboard"),
-    "wandb": ("is_wandb_available", "wandb"),
-    "trackio": ("is_trackio_available", "trackio"),
-    "mlflow": ("is_mlflow_available", "mlflow"),
+    name: (f"is_{name}_available", name)
+    for name in ("tensorboard", "wandb", "trackio", "mlflow", "neptune", "clearml", "codecarbon", "dvclive", "swanlab")
+} | {
     "comet_ml": ("is_comet_available", "comet_ml"),
-    "neptune": ("is_neptune_available", "neptune"),
-    "clearml": ("is_clearml_available", "clearml"),
-    "codecarbon": ("is_codecarbon_available", "codecarbon"),
     "dagshub": ("is_dagshub_available", "dagshub mlflow"),
-    "dvclive": ("is_dvclive_available", "dvclive"),
-    "swanlab": ("is_swanlab_available", "swanlab"),
     "azure_ml": ("is_azureml_available", "azureml-core"),
     "flyte": ("is_flyte_deck_standard_available", "flytekit flytekitplugins-deck-standard"),
 }

@@ -103,6 +103,21 @@ def _log_counts(spec: TaskSpec, split: str, n_examples: int, n_truncated: int, n
         )
 
 
+def _map_splits(spec: TaskSpec, dataset_dict: datasets.DatasetDict, tokenize, max_length: int):
+    """Every split through `tokenize` (batched); its `__truncated__` flags (and `__lost__` word counts, when it
+    gives them) are counted, logged, kept in `spec.truncated` and dropped."""
+    result = datasets.DatasetDict()
+    spec.truncated = {}
+    for split, ds in dataset_dict.items():
+        out = ds.map(tokenize, batched=True, remove_columns=ds.column_names, desc=f"Tokenizing {spec.name}/{split}")
+        spec.truncated[split] = sum(out["__truncated__"])
+        helpers = [c for c in ("__truncated__", "__lost__") if c in out.column_names]
+        lost = sum(out["__lost__"]) if "__lost__" in helpers else 0
+        _log_counts(spec, split, len(out), spec.truncated[split], lost, max_length)
+        result[split] = out.remove_columns(helpers)
+    return result
+
+
 # The texts of an embedding task's rows and the prefix of their tokenized columns (`input_ids`, `pair_input_ids`, ...).
 PAIR_COLUMNS = {"text": "", "text_pair": "pair_", "negative": "negative_"}
 
@@ -126,14 +141,7 @@ def _tokenize_pairs(spec: TaskSpec, dataset_dict: datasets.DatasetDict, tokenize
             out["labels"] = [float(x) for x in batch["label"]]
         return out
 
-    result = datasets.DatasetDict()
-    spec.truncated = {}
-    for split, ds in dataset_dict.items():
-        out = ds.map(tokenize, batched=True, remove_columns=ds.column_names, desc=f"Tokenizing {spec.name}/{split}")
-        spec.truncated[split] = sum(out["__truncated__"])
-        _log_counts(spec, split, len(out), spec.truncated[split], 0, max_length)
-        result[split] = out.remove_columns(["__truncated__"])
-    return result
+    return _map_splits(spec, dataset_dict, tokenize, max_length)
 
 
 def tokenize_task(
@@ -173,11 +181,4 @@ def tokenize_task(
             out["labels"], out["__lost__"] = list(batch["label"]), [0] * len(texts)
         return out
 
-    result = datasets.DatasetDict()
-    spec.truncated = {}
-    for split, ds in dataset_dict.items():
-        out = ds.map(tokenize, batched=True, remove_columns=ds.column_names, desc=f"Tokenizing {spec.name}/{split}")
-        spec.truncated[split] = sum(out["__truncated__"])
-        _log_counts(spec, split, len(out), spec.truncated[split], sum(out["__lost__"]), max_seq_length)
-        result[split] = out.remove_columns(["__truncated__", "__lost__"])
-    return result
+    return _map_splits(spec, dataset_dict, tokenize, max_seq_length)

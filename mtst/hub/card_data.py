@@ -60,27 +60,13 @@ TASK_TYPE_NAMES = {
 
 # metric key (as the trainer logs it, after `<prefix>_<task>_`) -> (model-index metric type, pretty name), per kind
 MODEL_INDEX_METRICS = {
-    SEQUENCE: {
-        "accuracy": ("accuracy", "Accuracy"),
-        "macro_f1": ("f1", "Macro F1"),
-        "macro_precision": ("precision", "Macro Precision"),
-        "macro_recall": ("recall", "Macro Recall"),
-    },
-    TOKEN: {
-        "f1": ("f1", "Entity F1 (seqeval, strict)"),
-        "precision": ("precision", "Entity Precision (seqeval, strict)"),
-        "recall": ("recall", "Entity Recall (seqeval, strict)"),
-        "accuracy": ("accuracy", "Token Accuracy"),
-    },
-    SENTENCE_SIMILARITY: {
-        "spearman": ("spearman", "Spearman Correlation (cosine)"),
-        "pearson": ("pearson", "Pearson Correlation (cosine)"),
-    },
-    RETRIEVAL: {
-        "mrr_at_10": ("mrr@10", "MRR@10 (cosine)"),
-        "recall_at_1": ("recall@1", "Recall@1 (cosine)"),
-        "recall_at_10": ("recall@10", "Recall@10 (cosine)"),
-    },
+    SEQUENCE: {"accuracy": ("accuracy", "Accuracy")}
+    | {f"macro_{m}": (m, f"Macro {m.title()}") for m in ("f1", "precision", "recall")},
+    TOKEN: {m: (m, f"Entity {m.title()} (seqeval, strict)") for m in ("f1", "precision", "recall")}
+    | {"accuracy": ("accuracy", "Token Accuracy")},
+    SENTENCE_SIMILARITY: {m: (m, f"{m.title()} Correlation (cosine)") for m in ("spearman", "pearson")},
+    RETRIEVAL: {"mrr_at_10": ("mrr@10", "MRR@10 (cosine)")}
+    | {f"recall_at_{k}": (f"recall@{k}", f"Recall@{k} (cosine)") for k in (1, 10)},
 }
 
 
