@@ -136,7 +136,8 @@ class _OnnxGraph(nn.Module):
         token_states = model.encoder(**inputs, return_dict=True).last_hidden_state
         embedding = model.embed(token_states, attention_mask)
         logits = [model._run_head(name, embedding, token_states) for name in model.heads]
-        return (model.normalize_embedding(embedding), embedding, *logits)
+        # heads read `embedding`; the returned embedding is adapted (embedding_adapter), then normalized
+        return (model.normalize_embedding(embedding), model.adapt_embedding(embedding), *logits)
 
 
 def onnx_opsets() -> range:
@@ -306,8 +307,9 @@ def _session(path: str, threads: int | None = None):
 # --------------------------------------------------------------------------------------------------- ONNX inference
 @dataclass
 class OnnxMTSTOutput(MTSTModelOutput):
-    """[`MTSTModelOutput`] from ONNX Runtime: no token states; `pooled_embedding` is the sentence vector before
-    normalization (what the multitask pipeline averages over windows)."""
+    """[`MTSTModelOutput`] from ONNX Runtime: no token states; `pooled_embedding` is the sentence embedding before
+    normalization (adapted when the model has an embedding adapter: what the multitask pipeline averages over
+    windows)."""
 
     pooled_embedding: torch.FloatTensor | None = None
 
@@ -376,6 +378,10 @@ class OnnxMTSTModel(nn.Module):
         if isinstance(model_max, int) and 0 < model_max < 1_000_000:
             limits.append(model_max)
         return min(limits) if limits else None
+
+    def adapt_embedding(self, embedding: torch.Tensor) -> torch.Tensor:
+        """The identity: the graph's `pooled_embedding` is already adapted (`_OnnxGraph`)."""
+        return embedding
 
     def normalize_embedding(self, embedding: torch.Tensor) -> torch.Tensor:
         return MTSTModel.normalize_embedding(self, embedding)

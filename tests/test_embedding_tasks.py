@@ -148,6 +148,47 @@ def test_embedding_preservation_keeps_the_embeddings_near_the_starting_model(bac
     assert any("loss_embedding_preservation" in log for log in trainer.state.log_history)
 
 
+def test_the_embedding_adapter_starts_as_the_identity_and_preservation_trains_it(backbone, tmp_path):
+    """`add_embedding_adapter` changes no output; training with preservation (the default) gives the model an adapter
+    that training moves, and the heads keep reading the vector before it; without preservation, or with
+    `embedding_preservation_adapter=False`, the model gets none. Configs saved before the option load without one."""
+    tokenizer = AutoTokenizer.from_pretrained(backbone)
+    texts = ["the match was won", "shares fell today", "a new phone was released"]
+    model = tiny_tasks(backbone).eval()
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    before, embedded = model(**batch, task="topic"), model.encode(texts, tokenizer=tokenizer)
+    model.add_embedding_adapter()
+    after = model(**batch, task="topic")
+    assert model.config.embedding_adapter is True and model.config.to_dict()["embedding_adapter"] is True
+    torch.testing.assert_close(after.sentence_embedding, before.sentence_embedding, atol=0, rtol=0)
+    torch.testing.assert_close(model.encode(texts, tokenizer=tokenizer), embedded, atol=0, rtol=0)
+    with torch.no_grad():
+        model.embedding_adapter.weight.normal_(0, 0.5)
+    moved = model(**batch, task="topic")
+    torch.testing.assert_close(moved.logits, before.logits, atol=0, rtol=0)  # heads read the vector before it
+    assert not torch.allclose(moved.sentence_embedding, before.sentence_embedding)
+    old = {k: v for k, v in model.config.to_dict().items() if k != "embedding_adapter"}
+    assert MTSTModel(MTSTConfig(**old)).embedding_adapter is None
+
+    def trained(**options):
+        model = MTSTModel.from_backbone(
+            backbone, tasks={"topic": {"type": "sequence_classification", "labels": TOPICS}}
+        )
+        trainer = MultiTaskTrainer(
+            model=model,
+            args=args(tmp_path / str(len(options)), **options),
+            train_dataset={"topic": data()["topic"]},
+            processing_class=tokenizer,
+        )
+        trainer.train()
+        return model
+
+    adapted = trained()
+    assert adapted.config.embedding_adapter and adapted.embedding_adapter.weight.abs().max() > 0
+    assert trained(embedding_preservation_adapter=False).embedding_adapter is None
+    assert trained(embedding_preservation=0.0, embedding_preservation_adapter=True).embedding_adapter is None
+
+
 def test_the_pipeline_answers_an_embedding_task_with_the_embedding(backbone, tmp_path):
     """An embedding task named in `tasks` answers through the embedding; the heads answer as before."""
     from transformers import pipeline
@@ -169,6 +210,8 @@ def test_the_pipeline_answers_an_embedding_task_with_the_embedding(backbone, tmp
 
 def test_a_model_with_embedding_tasks_reloads_with_the_same_embeddings_in_a_fresh_process(backbone, tmp_path):
     model = tiny_tasks(backbone).eval()
+    with torch.no_grad():  # a trained embedding adapter travels with the weights
+        model.add_embedding_adapter().weight.normal_(0, 0.2)
     folder = tmp_path / "model"
     model.save_pretrained(folder)
     AutoTokenizer.from_pretrained(backbone).save_pretrained(folder)

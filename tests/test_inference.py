@@ -110,14 +110,18 @@ def test_export_writes_named_outputs_tokenizer_and_config(onnx_dir):
 
 
 @needs_onnx
-def test_a_model_with_an_embedding_task_exports_and_answers_through_its_embedding(tmp_path, tokenizer):
+@pytest.mark.parametrize("adapter", [False, True], ids=["plain", "embedding_adapter"])
+def test_a_model_with_an_embedding_task_exports_and_answers_through_its_embedding(tmp_path, tokenizer, adapter):
     """A sentence_similarity task has no head: the graph has no logits for it, and the ONNX model answers it (and the
-    multitask pipeline's similarity) with the same embeddings as PyTorch."""
+    multitask pipeline's similarity) with the same embeddings as PyTorch, through a trained embedding adapter too."""
     from conftest import TASKS, tiny_mtst_config
 
     torch.manual_seed(0)
     tasks = {"topic": TASKS["topic"], "sts": {"type": "sentence_similarity", "score_range": [0, 5]}}
     model = MTSTModel(tiny_mtst_config(tasks=tasks)).eval()
+    if adapter:
+        with torch.no_grad():
+            model.add_embedding_adapter().weight.normal_(0, 0.2)
     report = inference_mtst.export_onnx(model, str(tmp_path), tokenizer=tokenizer)
     assert report["outputs"] == ["sentence_embedding", "pooled_embedding", "logits_topic"]
     onnx_model = load_model(str(tmp_path), backend="onnx")

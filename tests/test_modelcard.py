@@ -306,6 +306,20 @@ def test_card_states_the_task_heads_learning_rate(tiny, tmp_path):
     assert "Task heads' peak learning rate" not in write_model_card(tmp_path / "c", tiny, data).content
 
 
+def test_card_says_whether_embeddings_were_preserved_and_through_an_adapter(tmp_path):
+    model = MTSTModel(tiny_mtst_config())
+    data = full_card_data()
+    data.multitask_options = {"embedding_preservation": 1.0, "embedding_preservation_loss": "cosine"}
+    text = write_model_card(tmp_path / "a", model, data).content
+    assert "**Sentence embeddings preserved:**" in text and "1 × the mean (1 − cosine)" in text
+    assert "embedding adapter" not in text
+    model.add_embedding_adapter()
+    text = write_model_card(tmp_path / "b", model, data).content
+    assert "passes through an embedding adapter (`embedding_adapter`" in text
+    data.multitask_options = {"embedding_preservation": 0.0}
+    assert "**Sentence embeddings not preserved:**" in write_model_card(tmp_path / "c", model, data).content
+
+
 def test_every_python_snippet_of_the_card_compiles(tiny, tmp_path):
     text = write_model_card(tmp_path, tiny, full_card_data()).content
     blocks = text.split("```python\n")[1:]

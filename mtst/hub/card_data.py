@@ -382,6 +382,7 @@ class MTSTCardData(ModelCardData):
             "embedding_rows": [row for row in rows if row["embedding"]],
             "preservation": self.multitask_options.get("embedding_preservation"),
             "preservation_loss": self.multitask_options.get("embedding_preservation_loss"),
+            "embedding_adapter": bool(getattr(config, "embedding_adapter", False)),
             "kept_tasks": [n for n in self.kept_tasks if n in tasks],
             **self._result_rows(tasks),
             "usage_texts": usage,

@@ -371,6 +371,10 @@ class MTSTConfig(PretrainedConfig):
             embedding *before* normalization, so this option never changes classification results.
         embedding_dim (`int`, *optional*):
             When set, a linear projection maps the pooled vector to this size. `None` keeps the encoder's hidden size.
+        embedding_adapter (`bool`, *optional*, defaults to `False`):
+            A residual linear map `x + W x` (W starts at zero) between the vector sequence heads read and the returned
+            sentence embedding. Embedding preservation trains it to map the changed encoder's vector back to the
+            starting model's embedding, so the encoder stays free for the heads.
         tasks (`dict`, *optional*):
             Ordered mapping `{task_name: {"type": ..., "labels": [...], **head_options}}`. `type` is
             `"sequence_classification"` or `"token_classification"`; `labels` lists the label names in id order.
@@ -420,6 +424,7 @@ class MTSTConfig(PretrainedConfig):
         pooling: str = "mean",
         normalize: str = "none",
         embedding_dim: int | None = None,
+        embedding_adapter: bool = False,
         tasks: Mapping | None = None,
         default_task: str | None = None,
         primary_task: str | None = None,
@@ -450,6 +455,9 @@ class MTSTConfig(PretrainedConfig):
                 f"`embedding_dim` must be a positive integer or None; got {short_repr(embedding_dim)}."
             )
         self.embedding_dim = embedding_dim
+        if not isinstance(embedding_adapter, bool):
+            raise MTSTConfigError(f"`embedding_adapter` must be true or false; got {short_repr(embedding_adapter)}.")
+        self.embedding_adapter = embedding_adapter
 
         self.head_dropout = head_dropout
         self.head_layer_norm = head_layer_norm

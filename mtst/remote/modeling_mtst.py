@@ -107,6 +107,18 @@ class Pooling(nn.Module):
         return summed / mask.sum(dim=1).clamp(min=1e-9)
 
 
+class EmbeddingAdapter(nn.Module):
+    """`x + x W^T + b`, with `W` and `b` starting at zero: the identity until embedding preservation trains it."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(size, size))
+        self.bias = nn.Parameter(torch.zeros(size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + F.linear(x, self.weight, self.bias)
+
+
 class TaskHead(nn.Module):
     """dropout -> [dense to hidden_size] -> LayerNorm -> activation -> linear projection to the task's labels."""
 
@@ -230,6 +242,8 @@ class MTSTModel(MTSTPreTrainedModel):
         self.pooling = Pooling(config.pooling)
         hidden = config.encoder.hidden_size
         self.projection = nn.Linear(hidden, config.embedding_dim) if config.embedding_dim else None
+        adapter = getattr(config, "embedding_adapter", False)  # configs saved before it existed have none
+        self.embedding_adapter = EmbeddingAdapter(config.sentence_embedding_dimension) if adapter else None
         self.heads = nn.ModuleDict()
         for name, spec in (config.tasks or {}).items():
             if spec["type"] in HEAD_TASK_TYPES:  # embedding tasks train the sentence embedding, with no head
@@ -354,7 +368,22 @@ class MTSTModel(MTSTPreTrainedModel):
         pooled = self.pooling(token_states, attention_mask)
         return self.projection(pooled) if self.projection is not None else pooled
 
+    def add_embedding_adapter(self) -> EmbeddingAdapter:
+        """Give the model an `EmbeddingAdapter` (the identity: no output changes) unless it has one; returns it."""
+        if self.embedding_adapter is None:
+            reference = next(self.parameters())
+            adapter = EmbeddingAdapter(self.config.sentence_embedding_dimension)
+            self.embedding_adapter = adapter.to(device=reference.device, dtype=reference.dtype)
+            self.config.embedding_adapter = True
+        return self.embedding_adapter
+
+    def adapt_embedding(self, embedding: torch.Tensor) -> torch.Tensor:
+        """The sentence embedding, before normalization, from the vector sequence heads read (`embed`)."""
+        return self.embedding_adapter(embedding) if self.embedding_adapter is not None else embedding
+
     def normalize_embedding(self, embedding: torch.Tensor) -> torch.Tensor:
+        """The returned sentence embedding from the vector sequence heads read: adapted, then normalized."""
+        embedding = self.adapt_embedding(embedding)
         if self.config.normalize == "l2":
             return F.normalize(embedding, p=2, dim=-1)
         if self.config.normalize == "l1":
@@ -504,8 +533,9 @@ class MTSTModel(MTSTPreTrainedModel):
             embedding = self._encode_batch({k: v.to(self.device) for k, v in batch.items()})
             if normalize is None:
                 embedding = self.normalize_embedding(embedding)
-            elif normalize:
-                embedding = F.normalize(embedding, p=2, dim=-1)
+            else:
+                embedding = self.adapt_embedding(embedding)
+                embedding = F.normalize(embedding, p=2, dim=-1) if normalize else embedding
             chunks.append(embedding.float())
         self.train(was_training)
         dim = self.config.sentence_embedding_dimension

@@ -244,6 +244,15 @@ class MultiTaskTrainingArguments(TrainingArguments):
             "choices": ["cosine", "mse"],
         },
     )
+    embedding_preservation_adapter: bool = field(
+        default=True,
+        metadata={
+            "help": "With embedding preservation, give the model an embedding adapter (config embedding_adapter): a "
+            "residual linear map, the identity at the start, between the vector the sentence heads read and the "
+            "returned embedding. Preservation trains it with the encoder, so the encoder may drift by a linear map "
+            "the adapter undoes: measured, closer embeddings and better heads than preservation without it."
+        },
+    )
     max_seq_length: int = field(
         default=128, metadata={"help": "Longer inputs are truncated (the tokenization of every task's data)."}
     )

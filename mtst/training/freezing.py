@@ -67,6 +67,9 @@ def parameter_blocks(model: nn.Module, layerwise_lr_decay: float = 1.0) -> list[
     if getattr(model, "projection", None) is not None:
         for p in model.projection.parameters():
             owner[id(p)] = "projection"
+    if getattr(model, "embedding_adapter", None) is not None:
+        for p in model.embedding_adapter.parameters():
+            owner[id(p)] = "embedding_adapter"
     encoder_ids = {id(p) for p in model.encoder.parameters()}
 
     num_layers = len(layers)
@@ -74,6 +77,7 @@ def parameter_blocks(model: nn.Module, layerwise_lr_decay: float = 1.0) -> list[
     for task in model.heads:
         blocks[f"head.{task}"] = ParameterBlock(f"head.{task}", [])
     blocks["projection"] = ParameterBlock("projection", [])
+    blocks["embedding_adapter"] = ParameterBlock("embedding_adapter", [])
     blocks["other"] = ParameterBlock("other", [])
     blocks["encoder.other"] = ParameterBlock("encoder.other", [], 1.0, 1)
     for k in range(num_layers):  # k = depth from the top
@@ -97,11 +101,13 @@ def parameter_groups(
     learning_rate: float,
     unfreeze_every_steps: int = 0,
     head_learning_rates: Mapping[str, float] | None = None,
+    adapter_learning_rate: float | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The optimizer's parameter groups of `blocks` (for each block, its trainable parameters in `decay_names` with
     `weight_decay`, the others without, at `learning_rate * lr_scale`, tagged `mtst_block` and `mtst_unfreeze_step`
     = `stage * unfreeze_every_steps`), and one summary row per block for `format_parameter_summary`.
-    `head_learning_rates` ({task: lr}) sets the learning rate of those tasks' heads instead."""
+    `head_learning_rates` ({task: lr}) sets the learning rate of those tasks' heads instead, and
+    `adapter_learning_rate` that of the embedding adapter."""
     head_learning_rates = head_learning_rates or {}
     groups, summary = [], []
     for block in blocks:
@@ -110,6 +116,8 @@ def parameter_groups(
         lr = learning_rate * block.lr_scale
         if block.name.startswith("head.") and block.name[len("head.") :] in head_learning_rates:
             lr = head_learning_rates[block.name[len("head.") :]]
+        if block.name == "embedding_adapter" and adapter_learning_rate is not None:
+            lr = adapter_learning_rate
         summary.append(
             {
                 "group": block.name,
@@ -141,7 +149,8 @@ def apply_static_freezing(
 ) -> list[str]:
     """Set `requires_grad=False` (call before the model is wrapped for DDP). Returns the frozen parameter names.
 
-    `freeze`: `none`, `all` (encoder and projection: only the heads train), `encoder` (the backbone),
+    `freeze`: `none`, `all` (encoder and projection: only the heads train), `encoder` (the backbone; with either,
+    the embedding adapter too),
     `embeddings`. `freeze_layers=N`: the embeddings and the lowest N encoder layers. `freeze_heads`: task heads.
     """
     if freeze not in FREEZE_OPTIONS:
@@ -159,6 +168,8 @@ def apply_static_freezing(
     modules: list[nn.Module] = []
     if freeze in ("all", "encoder"):
         modules.append(model.encoder)
+        if getattr(model, "embedding_adapter", None) is not None:  # it follows the encoder: nothing to follow
+            modules.append(model.embedding_adapter)
     if freeze == "all" and getattr(model, "projection", None) is not None:
         modules.append(model.projection)
     if freeze == "embeddings" or freeze_layers:

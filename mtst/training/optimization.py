@@ -73,8 +73,15 @@ class MultiTaskOptimizerMixin:
         self._unfreeze_every_steps = every_steps
         base_lr = self.args.learning_rate
         heads = {t: base_lr * option(self.args, "head_learning_rate_factor") for t in self.task_names}
+        head_factor = option(self.args, "head_learning_rate_factor")
         groups, summary = parameter_groups(
-            blocks, decay_names, self.args.weight_decay, base_lr, every_steps, heads | self.head_learning_rates
+            blocks,
+            decay_names,
+            self.args.weight_decay,
+            base_lr,
+            every_steps,
+            heads | self.head_learning_rates,
+            adapter_learning_rate=base_lr * head_factor,
         )
         if self.loss_weighting_module is not None:
             lr = option(self.args, "loss_weighting_lr") or base_lr

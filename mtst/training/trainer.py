@@ -181,6 +181,17 @@ class MultiTaskTrainer(MultiTaskOptimizerMixin, MultiTaskEvaluationMixin, Traine
         self.task_names = list(model.config.task_names)
         if not self.task_names:
             raise MultiTaskTrainingError("The model has no task heads to train.")
+        preserving = option(args, "embedding_preservation") > 0
+        encoder_trains = option(args, "freeze") not in ("all", "encoder")
+        if preserving and encoder_trains and option(args, "embedding_preservation_adapter"):
+            if model.config.head_task_names:  # the identity until trained: no output of the model changes
+                model.add_embedding_adapter()
+        if (
+            model.embedding_adapter is not None
+            and not preserving
+            and len(model.config.head_task_names) == len(self.task_names)
+        ):  # nothing would train it: kept as it is (DDP with one task expects every trainable weight to be used)
+            model.embedding_adapter.requires_grad_(False)
         # Static freezes: before the model is wrapped (DDP never sees these parameters as trainable).
         self.frozen_parameters = apply_static_freezing(
             model, option(args, "freeze"), option(args, "freeze_layers"), option(args, "freeze_heads")
