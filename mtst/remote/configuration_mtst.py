@@ -354,6 +354,20 @@ def _checked_loss_weight(where: str, weight: Any) -> float:
     return float(weight)
 
 
+def check_num_labels(config: PretrainedConfig, task: str, labels: list[str]) -> None:
+    """A `num_labels` given to `from_pretrained` (or a pipeline's `model_kwargs`) becomes generic `LABEL_i` names in
+    the config; the head's size comes from the task's labels, so another count is an error, not silently ignored.
+    (A count of 2 cannot be told from the config default and passes.)"""
+    asked = dict(getattr(config, "id2label", None) or {})
+    generic = all(name == f"LABEL_{i}" for i, name in asked.items())
+    if generic and len(asked) not in (2, len(labels)):
+        raise MTSTConfigError(
+            f"num_labels={len(asked)} does not fit task {task!r}: it has {len(labels)} labels "
+            f"({short_repr(labels)}), fixed by the trained heads. Leave num_labels out; to train another "
+            "label set, add a task to the task config and train."
+        )
+
+
 class MTSTConfig(PretrainedConfig):
     r"""
     Configuration of an [`MTSTModel`]: a shared transformer encoder, a pooled (optionally projected and normalized)
@@ -512,6 +526,14 @@ class MTSTConfig(PretrainedConfig):
     def task_labels(self, name: str) -> list[str]:
         """The label names of a task with a head; an embedding task has none (`[]`)."""
         return list(self._task(name).get("labels") or [])
+
+    def default_task_of(self, task_type: str) -> str | None:
+        """The task a per-task view of this type shows when none is named: `default_task` when it has the type,
+        else the first task of the type."""
+        if self.default_task and self.tasks[self.default_task]["type"] == task_type:
+            return self.default_task
+        candidates = self.tasks_of_type(task_type)
+        return candidates[0] if candidates else None
 
     def tasks_of_type(self, task_type: str) -> list[str]:
         return [name for name in self.task_names if self.tasks[name]["type"] == task_type]

@@ -20,9 +20,9 @@ from transformers.utils import ModelOutput
 try:  # a package module: trust_remote_code copies the files that these relative imports name side by side
     from . import configuration_mtst as mtst_config
     from .configuration_mtst import MTSTConfig
-    from .pipeline_mtst import CUSTOM_PIPELINES
+    from .pipeline_mtst import CUSTOM_PIPELINES, embed_sentences
 except ImportError:  # a saved copy imported as a top-level module (its folder on sys.path)
-    from pipeline_mtst import CUSTOM_PIPELINES
+    from pipeline_mtst import CUSTOM_PIPELINES, embed_sentences
 
     import configuration_mtst as mtst_config
     from configuration_mtst import MTSTConfig
@@ -513,36 +513,7 @@ class MTSTModel(MTSTPreTrainedModel):
         sentences = [sentences] if single else list(sentences)
         if tokenizer is None:
             tokenizer = AutoTokenizer.from_pretrained(self.name_or_path, trust_remote_code=trust_remote_code)
-        was_training = self.training
-        self.eval()
-        # Tokenize once, then batch by token count (not characters, which predict token count poorly): on 3,000
-        # CoNLL + AG News texts, batches of 32 then carry 23% fewer positions (real / padded tokens 0.75 -> 0.97).
-        keep = ("input_ids", "attention_mask", "token_type_ids")
-        max_length = max_length or self.max_sequence_length(tokenizer)
-        encoded = tokenizer(sentences, truncation=True, max_length=max_length) if sentences else {"input_ids": []}
-        features = [{k: encoded[k][i] for k in keep if k in encoded} for i in range(len(sentences))]
-        order = sorted(range(len(sentences)), key=lambda i: -len(features[i]["input_ids"]))
-        chunks = []
-        starts = range(0, len(order), batch_size)
-        if show_progress_bar:
-            from tqdm.auto import tqdm
-
-            starts = tqdm(starts, desc="Encoding", unit="batch")
-        for start in starts:
-            batch = tokenizer.pad([features[i] for i in order[start : start + batch_size]], return_tensors="pt")
-            embedding = self._encode_batch({k: v.to(self.device) for k, v in batch.items()})
-            if normalize is None:
-                embedding = self.normalize_embedding(embedding)
-            else:
-                embedding = self.adapt_embedding(embedding)
-                embedding = F.normalize(embedding, p=2, dim=-1) if normalize else embedding
-            chunks.append(embedding.float())
-        self.train(was_training)
-        dim = self.config.sentence_embedding_dimension
-        embeddings = torch.cat(chunks) if chunks else torch.empty(0, dim)
-        result = torch.empty_like(embeddings)
-        result[torch.tensor(order, dtype=torch.long)] = embeddings
-        result = result.cpu()
+        result = embed_sentences(self, sentences, tokenizer, batch_size, max_length, normalize, show_progress_bar)
         if convert_to_numpy:
             result = result.numpy()
         return result[0] if single else result
@@ -582,67 +553,27 @@ class _MTSTTaskView(MTSTModel):
     def __init__(self, config: MTSTConfig, task: str | None = None, default_task: str | None = None):
         # `default_task` is the spelling that works through `pipeline(..., model_kwargs={"default_task": ...})`,
         # where `task` is taken by the pipeline itself.
-        task = task or default_task or _default_task(config, self.task_type)
+        task = task or default_task or config.default_task_of(self.task_type)
         if task not in (config.tasks or {}) or config.tasks[task]["type"] != self.task_type:
             raise MTSTConfigError(
                 f"{type(self).__name__} needs a {self.task_type} task; available: "
                 f"{', '.join(config.tasks_of_type(self.task_type)) or '(none)'}; got {task!r}."
             )
         labels = config.task_labels(task)
-        _check_num_labels(config, task, labels)
+        mtst_config.check_num_labels(config, task, labels)
         config.id2label = dict(enumerate(labels))
         config.label2id = {label: i for i, label in enumerate(labels)}
         super().__init__(config)
         self.task = task
         self.num_labels = len(labels)
 
-    def forward(
-        self,
-        input_ids=None,
-        attention_mask=None,
-        token_type_ids=None,
-        labels=None,
-        inputs_embeds=None,
-        output_hidden_states=None,
-        output_attentions=None,
-        return_dict=None,
-        **kwargs,
-    ):
-        out = super().forward(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            task=self.task,
-            labels=labels,
-            inputs_embeds=inputs_embeds,
-            output_hidden_states=output_hidden_states,
-            output_attentions=output_attentions,
-            **kwargs,
-        )
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, **kwargs):
+        """`MTSTModel.forward` of the view's task (its other arguments pass through), as a standard output."""
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        out = super().forward(**inputs, task=self.task, labels=labels, **kwargs)
         return self.output_class(
             loss=out.loss, logits=out.logits, hidden_states=out.hidden_states, attentions=out.attentions
         )
-
-
-def _check_num_labels(config: MTSTConfig, task: str, labels: list[str]) -> None:
-    """A `num_labels` given to `from_pretrained` (or a pipeline's `model_kwargs`) becomes generic `LABEL_i` names in
-    the config; the head's size comes from the task's labels, so another count is an error, not silently ignored.
-    (A count of 2 cannot be told from the config default and passes.)"""
-    asked = dict(getattr(config, "id2label", None) or {})
-    generic = all(name == f"LABEL_{i}" for i, name in asked.items())
-    if generic and len(asked) not in (2, len(labels)):
-        raise MTSTConfigError(
-            f"num_labels={len(asked)} does not fit task {task!r}: it has {len(labels)} labels "
-            f"({mtst_config.short_repr(labels)}), fixed by the trained heads. Leave num_labels out; to train another "
-            "label set, add a task to the task config and train."
-        )
-
-
-def _default_task(config: MTSTConfig, task_type: str) -> str | None:
-    if config.default_task and config.tasks[config.default_task]["type"] == task_type:
-        return config.default_task
-    candidates = config.tasks_of_type(task_type)
-    return candidates[0] if candidates else None
 
 
 class MTSTForSequenceClassification(_MTSTTaskView):

@@ -5,11 +5,14 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 from transformers.utils import ExplicitEnum
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "FreezeOption",
@@ -368,3 +371,22 @@ def check_options(args) -> None:
     decay = option(args, "gradient_surgery_decay")
     if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay < 1:
         raise MultiTaskTrainingError(f"`gradient_surgery_decay` must be in [0, 1); got {decay!r}.")
+
+
+def settle_trainer_arguments(args, n_tasks: int) -> None:
+    """MultiTaskBatchSampler replaces the Trainer's sampler (`train_sampling_strategy` back to "random"; its length
+    grouping would also reorder evaluation sets and so misalign prediction files), and single-task batches leave the
+    other tasks' heads out of each step's graph, so DDP must expect unused parameters."""
+    if getattr(args, "train_sampling_strategy", "random") != "random":
+        if args.train_sampling_strategy == "group_by_length" and hasattr(args, "group_by_length"):
+            args.group_by_length = True
+        logger.warning(
+            "train_sampling_strategy=%r is ignored: MultiTaskTrainer samples with MultiTaskBatchSampler "
+            "(use sampling_strategy, and group_by_length for length grouping inside each task).",
+            args.train_sampling_strategy,
+        )
+        args.train_sampling_strategy = "random"
+    if n_tasks > 1 and args.ddp_find_unused_parameters is None:
+        # The same heads are unused on every rank, so DDP keeps their gradients None and the optimizer skips them,
+        # exactly as in one process.
+        args.ddp_find_unused_parameters = True

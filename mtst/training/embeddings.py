@@ -39,6 +39,7 @@ __all__ = [
     "TEACHER_FILE",
     "EmbeddingTaskLosses",
     "add_teacher_embeddings",
+    "attach_embedding_adapter",
     "preservation_loss",
     "with_teacher_embeddings",
 ]
@@ -74,6 +75,20 @@ class EmbeddingTaskLosses:
         """`embeddings` `[columns * B, D]`: the first texts of the batch, then the second ones (then negatives)."""
         parts = list(embeddings.float().chunk(columns))
         return self.losses[task].compute_loss_from_embeddings(parts, labels)
+
+
+def attach_embedding_adapter(model, args) -> None:
+    """With embedding preservation on, a trained encoder and `embedding_preservation_adapter`, give a model with
+    heads an embedding adapter (the identity until trained: no output changes); an adapter nothing would train (no
+    preservation, no embedding task) is frozen, since DDP with one task expects every trainable weight to be used."""
+    preserving = option(args, "embedding_preservation") > 0
+    encoder_trains = option(args, "freeze") not in ("all", "encoder")
+    if preserving and encoder_trains and option(args, "embedding_preservation_adapter"):
+        if model.config.head_task_names:
+            model.add_embedding_adapter()
+    only_heads = len(model.config.head_task_names) == len(model.config.task_names)
+    if model.embedding_adapter is not None and not preserving and only_heads:
+        model.embedding_adapter.requires_grad_(False)
 
 
 def preservation_loss(embedding: torch.Tensor, teacher: torch.Tensor, kind: str = "cosine") -> torch.Tensor:

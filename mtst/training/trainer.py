@@ -53,6 +53,7 @@ from mtst.training.arguments import (
     MultiTaskTrainingError,
     check_options,
     option,
+    settle_trainer_arguments,
 )
 from mtst.training.callbacks import MultiTaskCallback
 from mtst.training.checkpoints import (
@@ -69,7 +70,12 @@ from mtst.training.checkpoints import (
     swap_in_saved_model,
 )
 from mtst.training.distill import TaskTeachers, distilled_loss
-from mtst.training.embeddings import EmbeddingTaskLosses, preservation_loss, with_teacher_embeddings
+from mtst.training.embeddings import (
+    EmbeddingTaskLosses,
+    attach_embedding_adapter,
+    preservation_loss,
+    with_teacher_embeddings,
+)
 from mtst.training.evaluation import MultiTaskEvaluationMixin, per_task
 from mtst.training.freezing import (
     apply_static_freezing,
@@ -88,25 +94,6 @@ step_logger = logging.getLogger(__name__ + ".steps")
 # ---------------------------------------------------------------------------------------------------------------------
 # Trainer
 # ---------------------------------------------------------------------------------------------------------------------
-
-
-def _replace_trainer_sampling(args, n_tasks: int) -> None:
-    """MultiTaskBatchSampler replaces the Trainer's sampler (`train_sampling_strategy` back to "random"; its length
-    grouping would also reorder evaluation sets and so misalign prediction files), and single-task batches leave the
-    other tasks' heads out of each step's graph, so DDP must expect unused parameters."""
-    if getattr(args, "train_sampling_strategy", "random") != "random":
-        if args.train_sampling_strategy == "group_by_length" and hasattr(args, "group_by_length"):
-            args.group_by_length = True
-        logger.warning(
-            "train_sampling_strategy=%r is ignored: MultiTaskTrainer samples with MultiTaskBatchSampler "
-            "(use sampling_strategy, and group_by_length for length grouping inside each task).",
-            args.train_sampling_strategy,
-        )
-        args.train_sampling_strategy = "random"
-    if n_tasks > 1 and args.ddp_find_unused_parameters is None:
-        # The same heads are unused on every rank, so DDP keeps their gradients None and the optimizer skips them,
-        # exactly as in one process.
-        args.ddp_find_unused_parameters = True
 
 
 def _step_logging(args) -> bool:
@@ -181,23 +168,13 @@ class MultiTaskTrainer(MultiTaskOptimizerMixin, MultiTaskEvaluationMixin, Traine
         self.task_names = list(model.config.task_names)
         if not self.task_names:
             raise MultiTaskTrainingError("The model has no task heads to train.")
-        preserving = option(args, "embedding_preservation") > 0
-        encoder_trains = option(args, "freeze") not in ("all", "encoder")
-        if preserving and encoder_trains and option(args, "embedding_preservation_adapter"):
-            if model.config.head_task_names:  # the identity until trained: no output of the model changes
-                model.add_embedding_adapter()
-        if (
-            model.embedding_adapter is not None
-            and not preserving
-            and len(model.config.head_task_names) == len(self.task_names)
-        ):  # nothing would train it: kept as it is (DDP with one task expects every trainable weight to be used)
-            model.embedding_adapter.requires_grad_(False)
+        attach_embedding_adapter(model, args)
         # Static freezes: before the model is wrapped (DDP never sees these parameters as trainable).
         self.frozen_parameters = apply_static_freezing(
             model, option(args, "freeze"), option(args, "freeze_layers"), option(args, "freeze_heads")
         )
         self.head_learning_rates = head_learning_rates(args, self.task_names)
-        _replace_trainer_sampling(args, len(self.task_names))
+        settle_trainer_arguments(args, len(self.task_names))
         # The model kept at the end: the best checkpoint when evaluation and saving line up (None: decide here).
         self.best_model_reason = choose_kept_model(args, eval_dataset is not None)
         self.kept_model: dict[str, Any] | None = None  # set by train(): which model training ended with
