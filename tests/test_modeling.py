@@ -155,7 +155,7 @@ def test_remote_code_round_trip_in_a_fresh_process(tmp_path, tokenizer):
     tester = ModelTester(embedding_dim=16)
     tester.model.save_pretrained(tmp_path / "model")
     tokenizer.save_pretrained(tmp_path / "model")
-    for name in ("configuration_mtst.py", "modeling_mtst.py", "pipeline_mtst.py"):
+    for name in ("configuration_mtst.py", "heads_mtst.py", "modeling_mtst.py", "pipeline_mtst.py"):
         assert (tmp_path / "model" / name).exists(), name
     auto_map = json.loads((tmp_path / "model" / "config.json").read_text())["auto_map"]
     assert set(auto_map) == {

@@ -43,6 +43,7 @@ EXPECTED_FILES = {
     "modeling_mtst.py",
     "modules.json",
     "pipeline_mtst.py",
+    "heads_mtst.py",
     "sentence_bert_config.json",
     "tokenizer.json",
     "tokenizer_config.json",

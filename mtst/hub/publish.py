@@ -50,7 +50,7 @@ __all__ = [
 HERE = Path(__file__).resolve().parents[1] / "remote"
 HANDLER_PATH = HERE / "handler.py"
 # The files that make a checkpoint loadable with trust_remote_code, plus the Inference Endpoints handler.
-CODE_FILES = ("configuration_mtst.py", "modeling_mtst.py", "pipeline_mtst.py", "handler.py")
+CODE_FILES = ("configuration_mtst.py", "heads_mtst.py", "modeling_mtst.py", "pipeline_mtst.py", "handler.py")
 README_FILE = "README.md"
 LOSS_CURVE_FILE = "loss_curve.svg"
 # Used in the card's usage snippets until the repo id is known; stage_upload replaces it with the real id.

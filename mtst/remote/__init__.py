@@ -1,5 +1,5 @@
-"""The files that travel with the weights: `configuration_mtst.py`, `modeling_mtst.py`, `pipeline_mtst.py` and
-`handler.py`.
+"""The files that travel with the weights: `configuration_mtst.py`, `heads_mtst.py`, `modeling_mtst.py`,
+`pipeline_mtst.py` and `handler.py`.
 
 Every saved model holds copies of them under these names (its `config.json`'s `auto_map` and `custom_pipelines` name
 them), and `trust_remote_code=True` loads them on the user's transformers. So they import only torch, numpy,

@@ -129,21 +129,6 @@ def read_config_dict(config_file: str | os.PathLike) -> dict:
     return values
 
 
-# What `SentenceTransformer(path, trust_remote_code=True)` reads: one Transformer module whose output is the model's
-# own `sentence_embedding` (pooling, projection and normalization included), so both libraries give the same vectors.
-SENTENCE_TRANSFORMERS_FILES = {
-    "modules.json": [
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.base.modules.transformer.Transformer"}
-    ],
-    "sentence_bert_config.json": {
-        "transformer_task": "feature-extraction",
-        "modality_config": {"text": {"method": "forward", "method_output_name": "sentence_embedding"}},
-        "module_output_name": "sentence_embedding",
-    },
-    "config_sentence_transformers.json": {"model_type": "SentenceTransformer", "similarity_fn_name": "cosine"},
-}
-
-
 # Weights of a saved MTST model: safetensors only, one file or shards listed in an index.
 SAFE_WEIGHTS_NAME = "model.safetensors"
 SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
@@ -352,20 +337,6 @@ def _checked_loss_weight(where: str, weight: Any) -> float:
     if problem:
         raise MTSTConfigError(f"{where}: {problem}.")
     return float(weight)
-
-
-def check_num_labels(config: PretrainedConfig, task: str, labels: list[str]) -> None:
-    """A `num_labels` given to `from_pretrained` (or a pipeline's `model_kwargs`) becomes generic `LABEL_i` names in
-    the config; the head's size comes from the task's labels, so another count is an error, not silently ignored.
-    (A count of 2 cannot be told from the config default and passes.)"""
-    asked = dict(getattr(config, "id2label", None) or {})
-    generic = all(name == f"LABEL_{i}" for i, name in asked.items())
-    if generic and len(asked) not in (2, len(labels)):
-        raise MTSTConfigError(
-            f"num_labels={len(asked)} does not fit task {task!r}: it has {len(labels)} labels "
-            f"({short_repr(labels)}), fixed by the trained heads. Leave num_labels out; to train another "
-            "label set, add a task to the task config and train."
-        )
 
 
 class MTSTConfig(PretrainedConfig):

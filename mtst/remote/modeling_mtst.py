@@ -20,8 +20,10 @@ from transformers.utils import ModelOutput
 try:  # a package module: trust_remote_code copies the files that these relative imports name side by side
     from . import configuration_mtst as mtst_config
     from .configuration_mtst import MTSTConfig
+    from .heads_mtst import EmbeddingAdapter, Pooling, TaskHead, cross_entropy
     from .pipeline_mtst import CUSTOM_PIPELINES, embed_sentences
 except ImportError:  # a saved copy imported as a top-level module (its folder on sys.path)
+    from heads_mtst import EmbeddingAdapter, Pooling, TaskHead, cross_entropy
     from pipeline_mtst import CUSTOM_PIPELINES, embed_sentences
 
     import configuration_mtst as mtst_config
@@ -37,7 +39,21 @@ first_sentence, is_local_path = mtst_config.first_sentence, mtst_config.is_local
 check_model_folder, check_weights = mtst_config.check_model_folder, mtst_config.check_weights
 check_weights_file, SAFE_WEIGHTS_NAME = mtst_config.check_weights_file, mtst_config.SAFE_WEIGHTS_NAME
 HEAD_TASK_TYPES, EMBEDDING_TASK_TYPES = mtst_config.HEAD_TASK_TYPES, mtst_config.EMBEDDING_TASK_TYPES
-SENTENCE_TRANSFORMERS_FILES = mtst_config.SENTENCE_TRANSFORMERS_FILES
+
+
+# What `SentenceTransformer(path, trust_remote_code=True)` reads: one Transformer module whose output is the model's
+# own `sentence_embedding` (pooling, projection and normalization included), so both libraries give the same vectors.
+SENTENCE_TRANSFORMERS_FILES = {
+    "modules.json": [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.base.modules.transformer.Transformer"}
+    ],
+    "sentence_bert_config.json": {
+        "transformer_task": "feature-extraction",
+        "modality_config": {"text": {"method": "forward", "method_output_name": "sentence_embedding"}},
+        "module_output_name": "sentence_embedding",
+    },
+    "config_sentence_transformers.json": {"model_type": "SentenceTransformer", "similarity_fn_name": "cosine"},
+}
 
 
 # Every auto class an MTST checkpoint answers to; written into config.json so the code travels with the weights.
@@ -47,8 +63,6 @@ AUTO_MAP = {
     "AutoModelForSequenceClassification": "modeling_mtst.MTSTForSequenceClassification",
     "AutoModelForTokenClassification": "modeling_mtst.MTSTForTokenClassification",
 }
-
-_ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "tanh": nn.Tanh, "silu": nn.SiLU, "none": nn.Identity}
 
 
 @dataclass
@@ -87,75 +101,6 @@ class MTSTModelOutput(ModelOutput):
     last_hidden_state: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
-
-
-class Pooling(nn.Module):
-    """Turns token states `(B, T, H)` and an attention mask `(B, T)` into one vector per sentence `(B, H)`."""
-
-    def __init__(self, mode: str):
-        super().__init__()
-        self.mode = mode
-
-    def forward(self, token_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        if self.mode == "cls":
-            return token_states[:, 0]
-        mask = attention_mask.unsqueeze(-1).to(token_states.dtype)
-        if self.mode == "max":
-            masked = token_states.masked_fill(mask == 0, torch.finfo(token_states.dtype).min)
-            return masked.max(dim=1).values
-        summed = (token_states * mask).sum(dim=1)
-        return summed / mask.sum(dim=1).clamp(min=1e-9)
-
-
-class EmbeddingAdapter(nn.Module):
-    """`x + x W^T + b`, with `W` and `b` starting at zero: the identity until embedding preservation trains it."""
-
-    def __init__(self, size: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.zeros(size, size))
-        self.bias = nn.Parameter(torch.zeros(size))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + F.linear(x, self.weight, self.bias)
-
-
-class TaskHead(nn.Module):
-    """dropout -> [dense to hidden_size] -> LayerNorm -> activation -> linear projection to the task's labels."""
-
-    def __init__(
-        self,
-        input_size: int,
-        num_labels: int,
-        dropout=0.1,
-        layer_norm=True,
-        activation="gelu",
-        hidden_size=None,
-        layer_norm_eps: float = 1e-12,
-    ):
-        super().__init__()
-        self.dropout = nn.Dropout(dropout)
-        width = hidden_size or input_size
-        self.dense = nn.Linear(input_size, width) if hidden_size else None
-        self.layer_norm = nn.LayerNorm(width, eps=layer_norm_eps) if layer_norm else None
-        self.activation = _ACTIVATIONS[activation]()
-        self.classifier = nn.Linear(width, num_labels)
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        x = self.dropout(features)
-        if self.dense is not None:
-            x = self.dense(x)
-        if self.layer_norm is not None:
-            x = self.layer_norm(x)
-        return self.classifier(self.activation(x))
-
-
-def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over positions whose label is not -100 (0 when a batch has none, never NaN)."""
-    logits = logits.reshape(-1, logits.shape[-1])
-    labels = labels.reshape(-1).to(logits.device)
-    if not (labels != IGNORE_INDEX).any():
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX)
 
 
 class MTSTPreTrainedModel(PreTrainedModel):
@@ -423,7 +368,7 @@ class MTSTModel(MTSTPreTrainedModel):
             self._check_task(name)
             if name not in task_logits:
                 raise ValueError(f"Labels were given for task {name!r}, but only {task!r} was run.")
-        task_losses = {name: _cross_entropy(task_logits[name], value) for name, value in label_map.items()}
+        task_losses = {name: cross_entropy(task_logits[name], value) for name, value in label_map.items()}
         if isinstance(labels, dict) and task is None:
             weights = self.config.loss_weights
             return sum(weights[name] * value for name, value in task_losses.items()), task_losses
@@ -560,7 +505,7 @@ class _MTSTTaskView(MTSTModel):
                 f"{', '.join(config.tasks_of_type(self.task_type)) or '(none)'}; got {task!r}."
             )
         labels = config.task_labels(task)
-        mtst_config.check_num_labels(config, task, labels)
+        _check_num_labels(config, task, labels)
         config.id2label = dict(enumerate(labels))
         config.label2id = {label: i for i, label in enumerate(labels)}
         super().__init__(config)
@@ -573,6 +518,20 @@ class _MTSTTaskView(MTSTModel):
         out = super().forward(**inputs, task=self.task, labels=labels, **kwargs)
         return self.output_class(
             loss=out.loss, logits=out.logits, hidden_states=out.hidden_states, attentions=out.attentions
+        )
+
+
+def _check_num_labels(config: MTSTConfig, task: str, labels: list[str]) -> None:
+    """A `num_labels` given to `from_pretrained` (or a pipeline's `model_kwargs`) becomes generic `LABEL_i` names in
+    the config; the head's size comes from the task's labels, so another count is an error, not silently ignored.
+    (A count of 2 cannot be told from the config default and passes.)"""
+    asked = dict(getattr(config, "id2label", None) or {})
+    generic = all(name == f"LABEL_{i}" for i, name in asked.items())
+    if generic and len(asked) not in (2, len(labels)):
+        raise MTSTConfigError(
+            f"num_labels={len(asked)} does not fit task {task!r}: it has {len(labels)} labels "
+            f"({mtst_config.short_repr(labels)}), fixed by the trained heads. Leave num_labels out; to train another "
+            "label set, add a task to the task config and train."
         )
 
 
