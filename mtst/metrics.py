@@ -8,6 +8,12 @@ Metrics (`eval_<task>_<metric>`, plus `eval_average` and `eval_loss`)
       `accuracy` over labelled (sub-)tokens and `<TYPE>_f1` per entity type; headline metric: `f1`.
     - sentence_similarity tasks: `spearman` and `pearson` correlation of the cosine of the two texts' embeddings
       with the gold scores; headline metric: `spearman`.
+    - multi_label_classification tasks: a label is predicted where its sigmoid reaches the task's threshold for it:
+      `micro_f1`, `micro_precision`, `micro_recall`, `macro_f1` (over every label), `jaccard` (per row, |gold and
+      predicted| / |gold or predicted|, 1 when both are empty), `subset_accuracy` (every label right) and `<label>_f1`
+      per label; headline metric: `micro_f1`.
+    - regression tasks: `pearson` and `spearman` correlation of the predictions with the gold scores, `rmse` (on the
+      scores' own scale); headline metric: `spearman`.
     - retrieval tasks: each query ranks every positive (and hard negative) of the evaluation set by cosine:
       `mrr_at_10`, `recall_at_1`, `recall_at_10`; headline metric: `mrr_at_10`.
     - `eval_average`: the mean of the tasks' headline metrics, usable as `metric_for_best_model="average"`;
@@ -27,6 +33,8 @@ import numpy as np
 
 from mtst.remote.configuration_mtst import (
     IGNORE_INDEX,
+    MULTI_LABEL_CLASSIFICATION,
+    REGRESSION,
     RETRIEVAL,
     SENTENCE_SIMILARITY,
     SEQUENCE_CLASSIFICATION,
@@ -36,11 +44,14 @@ from mtst.remote.pipeline_mtst import softmax
 
 __all__ = [
     "HEADLINE_METRICS",
+    "multi_label_metrics",
+    "regression_metrics",
     "retrieval_metrics",
     "sequence_classification_metrics",
     "similarity_metrics",
     "task_metrics",
     "token_classification_metrics",
+    "tune_thresholds",
     "write_predictions",
 ]
 
@@ -51,6 +62,8 @@ HEADLINE_METRICS = {
     TOKEN_CLASSIFICATION: "f1",
     SENTENCE_SIMILARITY: "spearman",
     RETRIEVAL: "mrr_at_10",
+    MULTI_LABEL_CLASSIFICATION: "micro_f1",
+    REGRESSION: "spearman",
 }
 
 
@@ -136,6 +149,75 @@ def token_classification_metrics(predictions, label_ids, label_names: Sequence[s
     return metrics
 
 
+def sigmoid(logits) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+
+
+def _f1(tp, fp, fn) -> np.ndarray:
+    """F1 per column of counts (0 where undefined, scikit-learn's `zero_division=0`)."""
+    tp, fp, fn = (np.asarray(x, dtype=np.float64) for x in (tp, fp, fn))
+    denominator = 2 * tp + fp + fn
+    return np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
+
+
+def multi_label_metrics(logits, label_ids, label_names: Sequence[str], thresholds=None) -> dict:
+    """micro/macro F1 (and micro precision, recall), Jaccard per row, subset accuracy and `<label>_f1`, with a label
+    predicted where its sigmoid reaches its threshold (0.5 by default)."""
+    gold = np.asarray(label_ids, dtype=np.float64) > 0.5
+    if gold.size == 0:
+        return {}
+    predicted = sigmoid(logits).reshape(gold.shape) >= np.asarray(0.5 if thresholds is None else thresholds)
+    tp, fp, fn = (predicted & gold).sum(0), (predicted & ~gold).sum(0), (~predicted & gold).sum(0)
+    union = (predicted | gold).sum(1)
+    metrics = {
+        "micro_f1": float(_f1(tp.sum(), fp.sum(), fn.sum())),
+        "micro_precision": float(tp.sum() / max(1, tp.sum() + fp.sum())),
+        "micro_recall": float(tp.sum() / max(1, tp.sum() + fn.sum())),
+        "macro_f1": float(_f1(tp, fp, fn).mean()),
+        "jaccard": float(np.where(union > 0, (predicted & gold).sum(1) / np.maximum(union, 1), 1.0).mean()),
+        "subset_accuracy": float((predicted == gold).all(1).mean()),
+    }
+    for name, value in zip(label_names, _f1(tp, fp, fn)):
+        metrics[f"{_metric_name(name)}_f1"] = float(value)
+    return metrics
+
+
+def tune_thresholds(logits, label_ids, default: Sequence[float]) -> list[float]:
+    """Per label, the threshold in 0.05, 0.10, ..., 0.95 with the best F1 on these rows (ties: the one closest to the
+    default); a label these rows never have keeps its default."""
+    probs, gold = sigmoid(logits), np.asarray(label_ids, dtype=np.float64) > 0.5
+    grid = np.round(np.arange(0.05, 0.951, 0.05), 2)
+    tuned = []
+    for j, start in enumerate(default):
+        if not gold[:, j].any():
+            tuned.append(float(start))
+            continue
+        predicted = probs[:, j][:, None] >= grid[None, :]
+        actual = gold[:, j][:, None]
+        f1 = _f1((predicted & actual).sum(0), (predicted & ~actual).sum(0), (~predicted & actual).sum(0))
+        best = np.flatnonzero(f1 == f1.max())
+        tuned.append(float(grid[best[np.argmin(np.abs(grid[best] - start))]]))
+    return tuned
+
+
+def regression_metrics(predictions, scores) -> dict:
+    """Pearson and Spearman correlation of the predictions with the gold scores, and the root mean squared error."""
+    from scipy.stats import pearsonr, spearmanr
+
+    predicted = np.asarray(predictions, dtype=np.float64).reshape(-1)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if scores.size == 0:
+        return {}
+    rmse = float(np.sqrt(np.mean((predicted - scores) ** 2)))
+    if len(scores) < 2 or np.ptp(predicted) == 0 or np.ptp(scores) == 0:
+        return {"pearson": 0.0, "spearman": 0.0, "rmse": rmse}
+    return {
+        "pearson": float(pearsonr(predicted, scores)[0]),
+        "spearman": float(spearmanr(predicted, scores)[0]),
+        "rmse": rmse,
+    }
+
+
 def _unit(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
     return vectors / np.maximum(norms, 1e-12)
@@ -172,8 +254,13 @@ def retrieval_metrics(embeddings: np.ndarray) -> dict:
     }
 
 
-def task_metrics(task_type: str, predictions, label_ids, label_names: Sequence[str]) -> dict:
-    """Metrics of one task (see the module docstring for names and headline metrics)."""
+def task_metrics(task_type: str, predictions, label_ids, label_names: Sequence[str], thresholds=None) -> dict:
+    """Metrics of one task (see the module docstring for names and headline metrics); `thresholds`: a multi-label
+    task's decision threshold per label."""
+    if task_type == MULTI_LABEL_CLASSIFICATION:
+        return multi_label_metrics(predictions, label_ids, label_names, thresholds)
+    if task_type == REGRESSION:
+        return regression_metrics(predictions, label_ids)
     if task_type == SENTENCE_SIMILARITY:
         return similarity_metrics(predictions, label_ids)
     if task_type == RETRIEVAL:
@@ -201,6 +288,7 @@ def write_predictions(
     label_ids: np.ndarray | None = None,
     raw_dataset=None,
     word_ids: Sequence[Sequence[int | None]] | None = None,
+    thresholds: Sequence[float] | None = None,
 ) -> int:
     """Write one JSON line per example: the input (`text`/`text_pair` or `tokens` from `raw_dataset`), the gold label
     names (when known), the predicted label names and their probabilities. Returns the number of lines.
@@ -208,10 +296,14 @@ def write_predictions(
     Token tasks are written per word: a word's prediction is that of its first sub-token (`word_ids` from the
     tokenizer; without them, the labelled positions of `label_ids` are taken as the words' first sub-tokens). Words cut
     off by truncation get no prediction (`null`). Embedding tasks write their texts and the cosine of each pair
-    (similarity: with the gold score, scaled to [0, 1]; retrieval: with the rank of the positive)."""
+    (similarity: with the gold score, scaled to [0, 1]; retrieval: with the rank of the positive). Multi-label tasks
+    write the gold and predicted label lists (a label from its threshold on) and every label's probability;
+    regression tasks the gold and predicted scores."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     if task_type in (SENTENCE_SIMILARITY, RETRIEVAL):
         return _write_pair_predictions(path, task_type, logits, label_ids, raw_dataset)
+    if task_type in (MULTI_LABEL_CLASSIFICATION, REGRESSION):
+        return _write_target_predictions(path, label_names, logits, label_ids, raw_dataset, thresholds)
     names = list(label_names)
     n = len(logits)
     count = 0
@@ -267,6 +359,30 @@ def write_predictions(
             f.write(json.dumps({k: _jsonable(v) for k, v in record.items()}, ensure_ascii=False) + "\n")
             count += 1
     return count
+
+
+def _write_target_predictions(path: str, names, logits, label_ids, raw_dataset, thresholds) -> int:
+    """Multi-label (`names` given) or regression predictions, one JSON line per row."""
+    names = list(names)
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(len(logits)):
+            row = raw_dataset[i] if raw_dataset is not None else {}
+            record: dict[str, Any] = {key: row[key] for key in ("text", "text_pair") if row and key in row}
+            gold = row.get("label") if row else (label_ids[i] if label_ids is not None else None)
+            if not names:  # regression: one number
+                if gold is not None:
+                    record["label"] = float(np.asarray(gold).reshape(-1)[0])
+                record["prediction"] = round(float(np.asarray(logits[i]).reshape(-1)[0]), 6)
+            else:
+                probs = sigmoid(logits[i]).reshape(-1)
+                if gold is not None:  # label ids (a raw row) or a multi-hot row (label_ids)
+                    ids = gold if row else np.flatnonzero(np.asarray(gold) > 0.5)
+                    record["labels"] = [names[int(j)] for j in ids]
+                limits = thresholds if thresholds is not None else [0.5] * len(names)
+                record["predictions"] = [name for name, p, t in zip(names, probs, limits) if p >= t]
+                record["scores"] = {name: round(float(p), 6) for name, p in zip(names, probs)}
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return len(logits)
 
 
 def _write_pair_predictions(path: str, task_type: str, embeddings, scores, raw_dataset) -> int:

@@ -315,7 +315,10 @@ def test_task_views_pick_a_task_and_reject_the_wrong_kind(tmp_path):
     view = MTSTForSequenceClassification.from_pretrained(tmp_path, task="sentiment")
     assert view.task == "sentiment" and view.num_labels == 3
     assert MTSTForTokenClassification.from_pretrained(tmp_path).task == "ner"
-    with pytest.raises(MTSTConfigError, match="sequence_classification task; available: topic, sentiment"):
+    with pytest.raises(
+        MTSTConfigError,
+        match="type sequence_classification, multi_label_classification, regression; available: topic, sentiment",
+    ):
         MTSTForSequenceClassification.from_pretrained(tmp_path, task="ner")
 
 
@@ -377,9 +380,16 @@ def test_from_backbone_loads_the_pretrained_encoder_weights(tmp_path):
         ({"embedding_dim": 0}, "positive integer"),
         ({"tasks": {}}, "`tasks` is empty"),
         (
-            {"tasks": {"t": {"type": "regression", "labels": ["a", "b"]}}},
+            {"tasks": {"t": {"type": "ranking", "labels": ["a", "b"]}}},
             "allowed values: 'sequence_classification', 'token_classification'",
         ),
+        ({"tasks": {"t": {"type": "regression", "labels": ["a", "b"]}}}, "takes no 'labels'"),
+        ({"tasks": {"t": {"type": "regression", "score_std": 0}}}, "'score_std' a positive one"),
+        (
+            {"tasks": {"t": {"type": "multi_label_classification", "labels": ["a"], "thresholds": [1]}}},
+            "must hold numbers in",
+        ),
+        ({"tasks": {"t": {"type": "multi_label_classification", "labels": ["a"], "pos_weight": [1, 2]}}}, "list of 1"),
         ({"tasks": {"t": {"type": "sequence_classification", "labels": ["a", "a", "b"]}}}, "duplicate label"),
         ({"tasks": {"t": {"type": "sequence_classification", "labels": ["a"]}}}, "at least two labels"),
         ({"tasks": {"t": {"type": "sequence_classification"}}}, "'labels' must be a non-empty list"),

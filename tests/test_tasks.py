@@ -115,14 +115,19 @@ def test_shipped_configs_parse(name):
         if spec.is_embedding_task:  # no head, no labels: it trains the sentence embedding
             assert spec.labels is None and spec.text_pair_column and "labels" not in spec.to_model_task()
             continue
-        assert spec.labels is not None and len(spec.labels) >= 2
+        if spec.type == "regression":  # one number per text: no labels
+            assert spec.labels is None and "labels" not in spec.to_model_task()
+            continue
+        assert spec.labels is not None and len(spec.labels) >= (1 if spec.type == "multi_label_classification" else 2)
         assert spec.to_model_task()["labels"] == spec.labels
 
 
 def test_default_config_tasks():
     specs = load_task_specs(TASKS_DIR / "default.yaml")
-    assert [s.name for s in specs] == ["topic", "sentiment", "ner", "similarity"]
+    assert [s.name for s in specs] == ["topic", "sentiment", "ner", "similarity", "mentions", "rating"]
     assert specs[3].type == "sentence_similarity" and specs[3].score_range == [0.0, 5.0]
+    assert specs[4].type == "multi_label_classification" and specs[4].labels == ["PER", "ORG", "LOC", "MISC"]
+    assert specs[5].type == "regression" and specs[5].label_column == "score"
     assert specs[0].labels == ["World", "Sports", "Business", "Sci/Tech"]
     assert specs[2].labels == CONLL_LABELS
     hub = {s.name: s for s in load_task_specs(TASKS_DIR / "agnews_conll.yaml")}
@@ -175,7 +180,8 @@ def test_json_config_file(tmp_path):
     [
         (seq_task({"train": "a.jsonl"}, lables=["a", "b"]), ["'lables'", "did you mean 'labels'", "allowed keys"]),
         (seq_task({"train": "a.jsonl"}, tags_column="x"), ["'tags_column'", "sequence_classification"]),
-        ({"name": "x", "type": "regression", "data_files": {"train": "a.jsonl"}}, ["'regression'", "token_class"]),
+        ({"name": "x", "type": "ranking", "data_files": {"train": "a.jsonl"}}, ["'ranking'", "token_class"]),
+        ({"name": "x", "type": "regression", "data_files": {"train": "a.conll"}}, ["unknown extension"]),
         (seq_task({"train": "a.jsonl"}, labels=["only"]), ["at least two labels", "only"]),
         (seq_task({"train": "a.jsonl"}, labels=["a", "a", "b"]), ["duplicate label(s) ['a']"]),
         (seq_task({"validation": "a.jsonl"}), ["no 'train' split"]),
@@ -946,15 +952,19 @@ def test_tokenized_outputs_are_pinned_on_shipped_configs(tokenizer):
     digests = {}
     for name in ("default.yaml", "local_files.yaml"):
         specs = load_task_specs(TASKS_DIR / name)
-        heads = [spec for spec in specs if not spec.is_embedding_task]  # pinned before embedding tasks existed
-        data, batches = _tokenized_and_collated(heads, tokenizer, max_seq_length=24)
-        digests[name] = (_digest(data), _digest(batches))
-        if len(heads) < len(specs):
-            data, batches = _tokenized_and_collated([s for s in specs if s not in heads], tokenizer, max_seq_length=24)
-            digests[name + " (embedding tasks)"] = (_digest(data), _digest(batches))
+        # pinned in groups: the first two head types, then the embedding tasks, then multi-label and regression
+        groups = {"": ("sequence_classification", "token_classification")}
+        groups[" (embedding tasks)"] = ("sentence_similarity", "retrieval")
+        groups[" (multi-label and regression)"] = ("multi_label_classification", "regression")
+        for suffix, kinds in groups.items():
+            chosen = [spec for spec in specs if spec.type in kinds]
+            if chosen:
+                data, batches = _tokenized_and_collated(chosen, tokenizer, max_seq_length=24)
+                digests[name + suffix] = (_digest(data), _digest(batches))
     assert digests == {
         "default.yaml": ("22f8edb21556060e", "ec81f306a5eb323a"),
         "default.yaml (embedding tasks)": ("8b7a02dd4cad3462", "9a2b8b3eb7109f93"),
+        "default.yaml (multi-label and regression)": ("0447669130191ea0", "2ac33f8eb1ecd643"),
         "local_files.yaml": ("6cab838b440750ea", "b024df148b7bc498"),
     }
 

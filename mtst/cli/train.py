@@ -209,7 +209,7 @@ def push_model_to_hub(training_args, token: str | None = None) -> None:
 
 
 TABLE_COLUMNS = ("loss", "accuracy", "macro_f1", "macro_precision", "macro_recall", "precision", "recall", "f1")
-TABLE_COLUMNS += ("spearman", "pearson", "mrr_at_10", "recall_at_10")
+TABLE_COLUMNS += ("spearman", "pearson", "rmse", "micro_f1", "jaccard", "mrr_at_10", "recall_at_10")
 
 
 def format_metrics_table(metrics: dict, tasks: list[str]) -> str:
@@ -230,9 +230,9 @@ def format_metrics_table(metrics: dict, tasks: list[str]) -> str:
         lines.append(f"{split:<8} {task:<16} {cells}")
     for split in ("eval", "predict"):
         if f"{split}_average" in metrics:
+            named = ", ".join(f"{metric} for {kind}" for kind, metric in HEADLINE_METRICS.items())
             lines.append(
-                f"{split}_average = {metrics[split + '_average']:.4f} (mean of the headline metrics: accuracy for "
-                "sequence tasks, entity f1 for token tasks, spearman for similarity, mrr_at_10 for retrieval)"
+                f"{split}_average = {metrics[split + '_average']:.4f} (mean of the headline metrics: {named})"
             )
     return "\n".join(lines)
 
@@ -465,6 +465,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Scr
         eval_dataset={s.name: tokenized[s.name]["validation"] for s in specs} if training_args.do_eval else None,
         processing_class=tokenizer,
         task_batch_sizes={s.name: s.batch_size for s in specs if s.batch_size},
+        task_specs={s.name: s for s in specs},  # their options (tune_threshold) for the trainer
     )
     trainer.growth_plan = growth
     card_data = attach_model_card(trainer, specs, model_args)

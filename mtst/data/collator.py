@@ -104,7 +104,8 @@ class MultiTaskCollator:
     """Pads a single-task batch and adds its task name.
 
     Returns ``input_ids``, ``attention_mask`` (``token_type_ids`` when present), ``labels`` (a LongTensor ``[B]``
-    for sequence tasks, ``[B, T]`` padded with -100 for token tasks) and ``task`` (the batch's task name). A batch
+    for sequence tasks, ``[B, T]`` padded with -100 for token tasks; a FloatTensor ``[B, L]`` of multi-hot rows for
+    multi-label tasks, ``[B]`` for regression) and ``task`` (the batch's task name). A batch
     mixing tasks is a ``ValueError``. Joint examples, whose ``labels`` is a dict ``{task: label}``, give ``labels``
     as ``{task: tensor}`` (a missing label is -100) and ``task=None``. Feature keys other than the model inputs,
     ``labels`` and ``task`` are ignored.
@@ -192,15 +193,24 @@ class MultiTaskCollator:
                 t: self._joint_labels([_as_list(label.get(t)) for label in labels], length) for t in names
             }
             batch["task"] = None
-        elif all(has_labels) and isinstance(labels[0], (list, tuple)):
+        elif all(has_labels) and isinstance(labels[0], (list, tuple)) and not _floats(labels[0]):
             batch = dict(self.pad_token_task([{**x, "labels": label} for x, label in zip(inputs, labels)]))
             batch["task"] = tasks[0]
         else:
             batch = dict(self.pad_inputs(inputs))
-            if all(has_labels):
+            if all(has_labels) and _floats(labels[0]):  # multi-hot rows `[B, L]`, or regression scores `[B]`
+                batch["labels"] = torch.tensor(labels, dtype=torch.float32)
+            elif all(has_labels):
                 batch["labels"] = torch.tensor([int(label) for label in labels], dtype=torch.long)
             batch["task"] = tasks[0]
         return {**batch, **_teacher(features)}
+
+
+def _floats(label) -> bool:
+    """Whether a label is a float or a list of floats (multi-label and regression targets; class ids are ints)."""
+    return isinstance(label, float) or (
+        isinstance(label, (list, tuple)) and bool(label) and isinstance(label[0], float)
+    )
 
 
 def _teacher(features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:

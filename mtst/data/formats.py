@@ -10,7 +10,7 @@ import os
 from datasets.packaged_modules import _EXTENSION_TO_MODULE
 
 from mtst.data.errors import TaskConfigError
-from mtst.remote.configuration_mtst import SEQUENCE_CLASSIFICATION as SEQUENCE
+from mtst.remote.configuration_mtst import TOKEN_CLASSIFICATION as TOKEN
 
 __all__ = ["COMPRESSIONS", "EXTENSIONS", "FORMATS", "file_format", "strip_compression"]
 
@@ -50,10 +50,10 @@ def file_format(path: str, fmt: str | None, task_type: str | None) -> str:
     stem, _ = strip_compression(path)
     ext = os.path.splitext(stem)[1].lower()
     found = EXTENSIONS.get(ext)
-    if found == "conll" and task_type == SEQUENCE:
+    if found == "conll" and task_type not in (TOKEN, None):  # CoNLL files hold tokens and tags
         found = None
     if found is None:
-        known = sorted(e for e, f in EXTENSIONS.items() if task_type != SEQUENCE or f != "conll")
+        known = sorted(e for e, f in EXTENSIONS.items() if task_type in (TOKEN, None) or f != "conll")
         raise TaskConfigError(
             f"data file {path} has an unknown extension {ext or '(none)'!r}; known extensions: {', '.join(known)} "
             f"(optionally compressed: {', '.join(COMPRESSIONS)}), or set 'format' ({', '.join(FORMATS)})"

@@ -28,8 +28,14 @@ from mtst.data.errors import TaskDataError, paragraph, short
 from mtst.data.files import Locator, load_raw
 from mtst.data.pairs import infer_score_range, pair_columns, pair_converter
 from mtst.data.tags import is_int, repair_iob2, sort_labels, split_tag
+from mtst.data.targets import finish_targets, infer_multi_labels, target_converter
 from mtst.data.tasks import SPLITS, TaskSpec
-from mtst.remote.configuration_mtst import SENTENCE_SIMILARITY, SEQUENCE_CLASSIFICATION, TASK_TYPES
+from mtst.remote.configuration_mtst import (
+    MULTI_LABEL_CLASSIFICATION,
+    REGRESSION,
+    SENTENCE_SIMILARITY,
+    SEQUENCE_CLASSIFICATION,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -92,16 +98,14 @@ def _label_kind_problem(value: Any) -> str | None:
     if isinstance(value, (list, tuple)):
         return (
             f"label {short(value)} is a list: a sequence_classification row has one label, and a list of labels per "
-            f"row is data for multi-label classification (task type multi_label_classification, which this version "
-            f"does not have yet: its task types are {', '.join(TASK_TYPES)})"
+            f"row is data for task type multi_label_classification"
         )
     if isinstance(value, Mapping):
         return f"label {short(value)} is a mapping, not a label name or class id"
     if isinstance(value, float) and not value.is_integer():
         return (
             f"label {value!r} is a fractional number, not a label name or class id: numbers as targets are data for "
-            f"regression (task type regression, which this version does not have yet: its task types are "
-            f"{', '.join(TASK_TYPES)}; a score for a pair of texts is a sentence_similarity task)"
+            f"task type regression (or, for the similarity of two texts' embeddings, sentence_similarity)"
         )
     return None
 
@@ -303,6 +307,8 @@ def _convert_file(spec: TaskSpec, ds: datasets.Dataset, split: str) -> datasets.
     column = spec.tags_column if token else spec.label_column
     if spec.is_embedding_task:
         convert, features = pair_converter(spec)
+    elif spec.type in (MULTI_LABEL_CLASSIFICATION, REGRESSION):
+        convert, features = target_converter(spec, ds)
     else:
         mapper = _LabelMapper(spec, _label_feature(ds, column, token))
         convert, features = (_token_converter if token else _sequence_converter)(spec, mapper)
@@ -355,7 +361,7 @@ def _report_invalid_rows(spec: TaskSpec, problems: list[str], drop_invalid: bool
         spec.dropped = {}
         known = (
             ""
-            if spec.is_embedding_task
+            if spec.is_embedding_task or spec.type == REGRESSION
             else f"Label set of task '{spec.name}': {_LabelMapper(spec, None).label_set()}. "
         )
         raise TaskDataError(
@@ -439,10 +445,10 @@ def convert_splits(spec: TaskSpec, raw: Mapping[str, list], drop_invalid: bool =
                 f"Task '{spec.name}': no score_range is given and there is no train split to infer it."
             )
         infer_score_range(spec, raw.get("train", []))
-    elif spec.labels is None:
+    elif spec.labels is None and spec.type != REGRESSION:
         if "train" not in raw:
             raise TaskDataError(f"Task '{spec.name}': no labels are given and there is no train split to infer them.")
-        _infer_labels(spec, raw["train"])
+        (infer_multi_labels if spec.type == MULTI_LABEL_CLASSIFICATION else _infer_labels)(spec, raw["train"])
     problems: list[str] = []
     spec.dropped, spec.repaired = {}, {}
     converted = {split: _convert_split(spec, split, files, problems) for split, files in raw.items()}
@@ -481,6 +487,8 @@ def load_task_data(
         converted["train"], converted["validation"] = _carve_validation(
             spec, converted["train"], seed, validation_fraction
         )
+    if spec.type in (MULTI_LABEL_CLASSIFICATION, REGRESSION):  # what the train split decides (kept out: validation)
+        finish_targets(spec, converted["train"])
 
     result = datasets.DatasetDict()
     for split in SPLITS:

@@ -16,7 +16,7 @@ from mtst.remote.configuration_mtst import SENTENCE_SIMILARITY
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["infer_score_range", "pair_columns", "pair_converter"]
+__all__ = ["infer_score_range", "number", "pair_columns", "pair_converter"]
 
 
 def pair_columns(spec: TaskSpec) -> list[tuple[str, str]]:
@@ -29,7 +29,7 @@ def pair_columns(spec: TaskSpec) -> list[tuple[str, str]]:
     return needed
 
 
-def _number(value: Any) -> float | None:
+def number(value: Any) -> float | None:
     """A score as a finite float (numbers, or text holding one, as CSV files give them); None otherwise."""
     if isinstance(value, bool) or value is None:
         return None
@@ -44,7 +44,7 @@ def infer_score_range(spec: TaskSpec, train: list[tuple[datasets.Dataset, Any]])
     """Set a similarity task's `score_range` from its train split's scores when it declares none (logged)."""
     if spec.type != SENTENCE_SIMILARITY or spec.score_range is not None:
         return
-    scores = [s for ds, _ in train for s in map(_number, ds[spec.label_column]) if s is not None]
+    scores = [s for ds, _ in train for s in map(number, ds[spec.label_column]) if s is not None]
     if len(set(scores)) < 2:
         raise TaskDataError(
             f"Task '{spec.name}': the train split's '{spec.label_column}' column has fewer than two distinct numeric "
@@ -84,7 +84,7 @@ def pair_converter(spec: TaskSpec):
                 out[key].append(_text(batch[column][i], column, problems))
             if similarity:
                 raw = batch[spec.label_column][i]
-                score = _number(raw)
+                score = number(raw)
                 if score is None:
                     problems.append(f"score {short(raw)} in column '{spec.label_column}' is not a number")
                 elif not low <= score <= high:

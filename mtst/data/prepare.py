@@ -13,12 +13,14 @@ import datasets
 from mtst.data.errors import TaskConfigError
 from mtst.data.files import Locator
 from mtst.data.loading import convert_splits
+from mtst.data.targets import finish_targets
 from mtst.data.tasks import TaskSpec
 from mtst.data.tokenization import tokenize_task
+from mtst.remote.configuration_mtst import MULTI_LABEL_CLASSIFICATION, REGRESSION
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["is_raw", "prepare_task_datasets", "task_specs_for"]
+__all__ = ["is_raw", "keep_train_statistics", "prepare_task_datasets", "task_specs_for"]
 
 
 def is_raw(dataset: Any) -> bool:
@@ -55,9 +57,24 @@ def task_specs_for(config, task_specs: Mapping[str, TaskSpec] | Sequence[TaskSpe
             raise TaskConfigError(
                 f"Task '{task}': task_specs lists the labels {list(spec.labels)}, the model's head has {labels}."
             )
-        spec.labels = labels
+        spec.labels = labels or None  # a regression task has none
         specs[task] = spec
     return specs
+
+
+def keep_train_statistics(config, specs: Mapping[str, TaskSpec]) -> None:
+    """What a raw train split decided and the model's config left open stays with the model: a similarity task's
+    inferred score range, a regression task's mean and standard deviation (where the config has the defaults 0 and
+    1), a multi-label task's positive-row weights (`pos_weight`)."""
+    for task, spec in specs.items():
+        entry = config.tasks[task]
+        if spec.score_range is not None and entry.get("score_range", []) is None:
+            entry["score_range"] = list(spec.score_range)
+        if spec.score_std is not None and (entry.get("score_mean"), entry.get("score_std")) == (0.0, 1.0):
+            entry["score_mean"], entry["score_std"] = spec.score_mean, spec.score_std
+            logger.info("Task '%s': the model predicts scores standardised with the train split's.", task)
+        if spec.pos_weight_values is not None and entry.get("pos_weight", []) is None:
+            entry["pos_weight"] = list(spec.pos_weight_values)
 
 
 def prepare_task_datasets(
@@ -91,6 +108,8 @@ def prepare_task_datasets(
         spec = specs[task]
         origin = f"task '{task}', {split} split"
         converted = convert_splits(spec, {split: [(dataset, Locator(None, "memory", origin))]})
+        if split == "train" and spec.type in (MULTI_LABEL_CLASSIFICATION, REGRESSION):
+            finish_targets(spec, converted["train"])
         tokenized = tokenize_task(spec, datasets.DatasetDict(converted), tokenizer, max_seq_length, label_all_tokens)
         prepared[task] = tokenized[split]
     return prepared

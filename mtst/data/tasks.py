@@ -39,6 +39,8 @@ from mtst.remote.configuration_mtst import (
     EMBEDDING_LOSSES,
     EMBEDDING_TASK_TYPES,
     HEAD_DEFAULTS,
+    MULTI_LABEL_CLASSIFICATION,
+    REGRESSION,
     RETRIEVAL,
     SENTENCE_SIMILARITY,
     TASK_TYPES,
@@ -46,6 +48,7 @@ from mtst.remote.configuration_mtst import (
     check_head_options,
     labels_problem,
     loss_weight_problem,
+    min_labels,
     score_range_problem,
     task_name_problem,
 )
@@ -73,15 +76,22 @@ class TaskSpec:
 
     Args:
         name: Task name (letters, digits, ``_`` and ``-``; used as head name and metric prefix).
-        type: ``"sequence_classification"``, ``"token_classification"``, or an embedding task (no head, no labels):
+        type: ``"sequence_classification"``, ``"token_classification"``, ``"multi_label_classification"`` (zero or
+            more labels per text), ``"regression"`` (a number per text), or an embedding task (no head, no labels):
             ``"sentence_similarity"`` (a score per text pair) or ``"retrieval"`` (query and positive pairs).
         dataset: Hub dataset id (exclusive with ``data_files``).
         dataset_config: Hub dataset config name.
         revision: Hub revision: a branch, tag or commit sha, or ``refs/convert/parquet`` (the Hub's parquet
             export, where ``dataset_config`` names the export's folder of that config).
         data_files: ``{split: path or [paths]}`` with splits ``train`` (required), ``validation``, ``test``.
-        text_column, text_pair_column, label_column: sequence task columns; for embedding tasks the two texts of a
+        text_column, text_pair_column, label_column: sentence task columns (the label column of a multi-label task
+            holds a list of label names, of a regression task a number); for embedding tasks the two texts of a
             pair (both required) and, for sentence_similarity, the score.
+        label_separator: multi-label tasks: the separator of label names in a string (CSV/TSV), e.g. ``"|"``.
+        threshold: multi-label tasks: the probability from which a label is predicted (default 0.5).
+        tune_threshold: multi-label tasks: after training, each label's threshold is the one that maximises its F1
+            on the validation split (logged and saved in the model's config).
+        pos_weight: multi-label tasks: weigh each label's positive rows by its negatives / positives in train.
         negative_column: retrieval tasks: an optional column of hard negatives (one text per row).
         score_range: sentence_similarity tasks: ``[low, high]`` of the scores (``None``: the train split's, logged);
             scores are scaled to [0, 1] with it.
@@ -106,6 +116,8 @@ class TaskSpec:
         repaired: ``{split: I- tags repaired}`` filled by ``load_task_data`` for non-strict IOB2 data.
         truncated: ``{split: examples truncated}`` filled by ``tokenize_task``.
         labels_inferred: whether ``labels`` were inferred from the data.
+        score_mean, score_std: regression tasks: the train split's mean and standard deviation (``load_task_data``).
+        pos_weight_values: multi-label tasks with ``pos_weight``: the weight per label (``load_task_data``).
     """
 
     name: str
@@ -138,14 +150,22 @@ class TaskSpec:
     repaired: dict[str, int] = dataclasses.field(default_factory=dict)
     truncated: dict[str, int] = dataclasses.field(default_factory=dict)
     labels_inferred: bool = False
+    label_separator: str | None = None
+    threshold: float = 0.5
+    tune_threshold: bool = False
+    pos_weight: bool = False
+    score_mean: float | None = None
+    score_std: float | None = None
+    pos_weight_values: list[float] | None = None
 
     def __post_init__(self):
         """The rules a task config's entry is checked by (`load_task_specs`), for specs built in Python too."""
         problems = [problem] if (problem := task_name_problem(self.name)) else []
         if self.type not in TASK_TYPES:
             problems.append(f"unknown task type {short(self.type)}; allowed types: {', '.join(TASK_TYPES)}")
-        if self.labels is not None and (problem := labels_problem(self.labels)):
+        if self.labels is not None and (problem := _labels_problem(self.type, self.labels)):
             problems.append(problem)
+        problems += _target_problems(self)
         if problem := loss_weight_problem(self.loss_weight):
             problems.append(problem)
         if self.type in EMBEDDING_TASK_TYPES:
@@ -173,6 +193,8 @@ class TaskSpec:
 
     @property
     def num_labels(self) -> int:
+        if self.type == REGRESSION:
+            return 1
         if self.labels is None:
             raise TaskConfigError(f"Task '{self.name}': labels are not known yet; call load_task_data first.")
         return len(self.labels)
@@ -185,12 +207,18 @@ class TaskSpec:
             if self.type == SENTENCE_SIMILARITY:
                 task["score_range"] = list(self.score_range) if self.score_range is not None else None
             return task
+        if self.type == REGRESSION:
+            stats = {"score_mean": self.score_mean or 0.0, "score_std": self.score_std or 1.0}
+            return {"type": self.type, **dict(self.head), "loss_weight": self.loss_weight, **stats}
         if self.labels is None:
             raise TaskConfigError(
                 f"Task '{self.name}': labels are not known yet (none in the config); call load_task_data first, "
                 "which infers them from the train split."
             )
-        return {"type": self.type, "labels": list(self.labels), **dict(self.head), "loss_weight": self.loss_weight}
+        task = {"type": self.type, "labels": list(self.labels), **dict(self.head), "loss_weight": self.loss_weight}
+        if self.type == MULTI_LABEL_CLASSIFICATION:
+            task.update(thresholds=[self.threshold] * len(self.labels), pos_weight=self.pos_weight_values)
+        return task
 
     def to_dict(self) -> dict[str, Any]:
         """The task as a config entry (only the keys a config file may hold, defaults left out)."""
@@ -221,14 +249,37 @@ _COMMON_KEYS = (
     "head",
     "validation_fraction",
 )
+_SENTENCE_KEYS = ("text_column", "text_pair_column", "label_column")
 _TYPE_KEYS = {
-    SEQUENCE: ("text_column", "text_pair_column", "label_column"),
+    SEQUENCE: _SENTENCE_KEYS,
+    MULTI_LABEL_CLASSIFICATION: (*_SENTENCE_KEYS, "label_separator", "threshold", "tune_threshold", "pos_weight"),
+    REGRESSION: _SENTENCE_KEYS,
     TOKEN: ("tokens_column", "tags_column", "tag_scheme", "strict_iob", "conll_columns"),
-    SENTENCE_SIMILARITY: ("text_column", "text_pair_column", "label_column", "score_range", "loss"),
+    SENTENCE_SIMILARITY: (*_SENTENCE_KEYS, "score_range", "loss"),
     RETRIEVAL: ("text_column", "text_pair_column", "negative_column", "loss"),
 }
 # Keys of head tasks only: embedding tasks have no labels and no head.
 _HEAD_ONLY_KEYS = ("labels", "head")
+
+
+def _labels_problem(task_type: str, labels) -> str | None:
+    if task_type == REGRESSION:
+        return "a regression task predicts one number and takes no 'labels'" if labels else None
+    return labels_problem(labels, min_labels(task_type))
+
+
+def _target_problems(spec: TaskSpec) -> list[str]:
+    """What is wrong with a multi-label task's own options."""
+    problems = []
+    if spec.label_separator is not None and (not isinstance(spec.label_separator, str) or not spec.label_separator):
+        problems.append(f"'label_separator' must be a non-empty string; got {short(spec.label_separator)}")
+    threshold = spec.threshold
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
+        problems.append(f"'threshold' must be a number between 0 and 1; got {short(threshold)}")
+    for key in ("tune_threshold", "pos_weight"):
+        if not isinstance(getattr(spec, key), bool):
+            problems.append(f"{key!r} must be true or false; got {short(getattr(spec, key))}")
+    return problems
 
 
 def _embedding_problems(spec: TaskSpec) -> list[str]:
@@ -273,7 +324,7 @@ def _check_label_list(where: str, labels: Any, type_: str, tag_scheme: str, prob
     (`labels_problem`) and, for IOB tag schemes, as IOB tags."""
     if isinstance(labels, (list, tuple)) and all(is_int(label) for label in labels):
         labels = [str(label) for label in labels]
-    problem = labels_problem(labels)
+    problem = _labels_problem(type_, labels) if type_ in TASK_TYPES else labels_problem(labels)
     if problem:
         problems.append(f"{where}: {problem}")
         return None
@@ -299,6 +350,7 @@ _STRING_KEYS = (
     "tags_column",
     "negative_column",
     "loss",
+    "label_separator",
 )
 
 
@@ -330,7 +382,7 @@ def _parse_strings(entry: Mapping, where: str, type_: str | None, problems: list
     if fmt is not None:
         if fmt not in FORMATS:
             problems.append(f"{where}: unknown format {short(fmt)}; allowed formats: {', '.join(FORMATS)}")
-        elif fmt == "conll" and type_ == SEQUENCE:
+        elif fmt == "conll" and type_ not in (TOKEN, None):
             problems.append(f"{where}: format 'conll' is only for token_classification tasks")
         else:
             kwargs["format"] = fmt
@@ -376,7 +428,7 @@ def _parse_data_files(data_files: Any, where: str, fmt: str | None, type_: str |
 
 
 def _parse_numbers(entry: Mapping, where: str, problems: list[str]) -> dict[str, Any]:
-    """Sample limits, batch size, loss weight, validation fraction and strict_iob."""
+    """Sample limits, batch size, loss weight, validation fraction, the yes/no options and the threshold."""
     kwargs: dict[str, Any] = {}
     for key in ("max_train_samples", "max_eval_samples", "batch_size"):
         value = entry.get(key)
@@ -397,11 +449,18 @@ def _parse_numbers(entry: Mapping, where: str, problems: list[str]) -> dict[str,
             problems.append(f"{where}: 'validation_fraction' must be a number between 0 and 1, got {short(fraction)}")
         else:
             kwargs["validation_fraction"] = float(fraction)
-    if "strict_iob" in entry:
-        if not isinstance(entry["strict_iob"], bool):
-            problems.append(f"{where}: 'strict_iob' must be true or false, got {short(entry['strict_iob'])}")
+    for key in ("strict_iob", "tune_threshold", "pos_weight"):
+        if key in entry:
+            if not isinstance(entry[key], bool):
+                problems.append(f"{where}: {key!r} must be true or false, got {short(entry[key])}")
+            else:
+                kwargs[key] = entry[key]
+    if entry.get("threshold") is not None:
+        threshold = entry["threshold"]
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
+            problems.append(f"{where}: 'threshold' must be a number between 0 and 1, got {short(threshold)}")
         else:
-            kwargs["strict_iob"] = entry["strict_iob"]
+            kwargs["threshold"] = float(threshold)
     return kwargs
 
 
@@ -535,18 +594,3 @@ def load_task_specs(path_or_mapping: Any, base_dir: str | os.PathLike | None = N
     if problems:
         raise TaskConfigError(paragraph(f"Task config {source} is invalid:", problems))
     return [spec for spec in specs if spec is not None]
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# IOB helpers
-# ----------------------------------------------------------------------------------------------------------------
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Files
-# ----------------------------------------------------------------------------------------------------------------
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Tokenization
-# ----------------------------------------------------------------------------------------------------------------

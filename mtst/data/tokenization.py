@@ -9,7 +9,7 @@ import datasets
 from mtst.data.errors import TaskConfigError
 from mtst.data.tags import continuation_ids
 from mtst.data.tasks import TaskSpec
-from mtst.remote.configuration_mtst import IGNORE_INDEX
+from mtst.remote.configuration_mtst import IGNORE_INDEX, MULTI_LABEL_CLASSIFICATION, REGRESSION
 
 logger = logging.getLogger(__name__)
 
@@ -154,17 +154,19 @@ def tokenize_task(
     """Tokenize a task's splits and align labels.
 
     Output columns: ``input_ids``, ``attention_mask``, ``token_type_ids`` (only if the tokenizer returns them) and
-    ``labels``: an int for sequence tasks; for token tasks a list with the word's label on its first sub-token,
+    ``labels``: an int for sequence tasks, one float per label (1.0: the row has it) for multi-label tasks, the
+    score for regression tasks; for token tasks a list with the word's label on its first sub-token,
     ``-100`` on special tokens and on the other sub-tokens (or, with ``label_all_tokens=True``, the word's label with
     ``B-X`` turned into ``I-X``). Truncated examples are counted per split, logged and stored in ``spec.truncated``.
     """
     if spec.is_embedding_task:
         return _tokenize_pairs(spec, dataset_dict, tokenizer, _checked_max_length(spec, tokenizer, max_seq_length))
-    if spec.labels is None:
+    if spec.labels is None and spec.type != REGRESSION:
         raise TaskConfigError(f"Task '{spec.name}': labels are not known; call load_task_data before tokenize_task.")
     max_seq_length = _checked_max_length(spec, tokenizer, max_seq_length)
     token = spec.is_token_task
-    cont = continuation_ids(spec.labels)
+    multi_hot = spec.type == MULTI_LABEL_CLASSIFICATION
+    cont = continuation_ids(spec.labels) if token else []
     input_names = ("input_ids", "attention_mask", "token_type_ids")
 
     def tokenize(batch: dict[str, list]) -> dict[str, list]:
@@ -177,7 +179,10 @@ def tokenize_task(
         out["__truncated__"] = _truncated_flags(tokenizer, enc, texts, pairs, token, max_seq_length)
         if token:
             out["labels"], out["__lost__"] = _align_labels(enc, batch["tags"], cont, label_all_tokens)
-        else:
+        elif multi_hot:  # a multi-label row's label ids -> one float per label
+            out["labels"] = [[float(i in set(ids)) for i in range(len(spec.labels))] for ids in batch["label"]]
+            out["__lost__"] = [0] * len(texts)
+        else:  # a class id, or a regression score
             out["labels"], out["__lost__"] = list(batch["label"]), [0] * len(texts)
         return out
 

@@ -51,10 +51,15 @@ NORMALIZATIONS = ("none", "l2", "l1")
 # The task types: the one definition every module imports (tasks, data, metrics, card, pipeline, apps).
 SEQUENCE_CLASSIFICATION = "sequence_classification"
 TOKEN_CLASSIFICATION = "token_classification"
+# A text (or text pair) with zero or more labels (sigmoid per label, a decision threshold each), or with a number.
+MULTI_LABEL_CLASSIFICATION = "multi_label_classification"
+REGRESSION = "regression"
 # Tasks that train the sentence embedding itself (no head, no labels): a score per text pair, or query/positive pairs.
 SENTENCE_SIMILARITY = "sentence_similarity"
 RETRIEVAL = "retrieval"
-HEAD_TASK_TYPES = (SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION)
+# Heads that read the sentence vector (the others read the token states).
+SENTENCE_HEAD_TYPES = (SEQUENCE_CLASSIFICATION, MULTI_LABEL_CLASSIFICATION, REGRESSION)
+HEAD_TASK_TYPES = (SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION, MULTI_LABEL_CLASSIFICATION, REGRESSION)
 EMBEDDING_TASK_TYPES = (SENTENCE_SIMILARITY, RETRIEVAL)
 TASK_TYPES = (*HEAD_TASK_TYPES, *EMBEDDING_TASK_TYPES)
 # The losses of the embedding tasks (sentence-transformers' CoSENTLoss, CosineSimilarityLoss and
@@ -67,6 +72,10 @@ ACTIVATIONS = ("gelu", "relu", "tanh", "silu", "none")
 # Head options and their defaults; every task entry is completed with these.
 HEAD_DEFAULTS = {"dropout": 0.1, "layer_norm": True, "activation": "gelu", "hidden_size": None}
 TASK_KEYS = ("type", "labels", "loss_weight", *HEAD_DEFAULTS)
+# What a head task's entry holds besides TASK_KEYS: a multi-label task's decision threshold per label and its optional
+# positive-row weights per label; a regression task's standardisation (the train split's mean and standard
+# deviation: the head predicts standardised scores, the model answers on the data's scale).
+TYPE_KEYS = {MULTI_LABEL_CLASSIFICATION: ("thresholds", "pos_weight"), REGRESSION: ("score_mean", "score_std")}
 EMBEDDING_TASK_KEYS = ("type", "loss_weight", "loss", "score_range")
 
 
@@ -238,13 +247,14 @@ def task_name_problem(name: Any) -> str | None:
     )
 
 
-def labels_problem(labels: Any) -> str | None:
-    """A list of at least two distinct, non-empty label names."""
+def labels_problem(labels: Any, minimum: int = 2) -> str | None:
+    """A list of at least `minimum` distinct, non-empty label names (two; a multi-label task's one label is a yes/no
+    decision)."""
     if isinstance(labels, (str, bytes)) or not isinstance(labels, (list, tuple)) or not labels:
         return f"'labels' must be a non-empty list of label names; got {short_repr(labels)}"
     if not all(isinstance(label, str) and label for label in labels):
         return f"'labels' must be a list of non-empty strings; got {short_repr(list(labels))}"
-    if len(labels) < 2:
+    if len(labels) < minimum:
         return f"a task needs at least two labels; got {short_repr(list(labels))}"
     counts: dict[str, int] = {}
     for label in labels:
@@ -261,14 +271,55 @@ def loss_weight_problem(weight: Any) -> str | None:
     return None
 
 
+def _between(value: Any, low: float, high: float) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and low < value < high
+
+
 def score_range_problem(score_range: Any) -> str | None:
     """A similarity task's score range: two finite numbers, low < high."""
     numbers = isinstance(score_range, (list, tuple)) and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < float("inf") for v in score_range
+        _between(v, -float("inf"), float("inf")) for v in score_range
     )
     if not numbers or len(score_range) != 2 or not score_range[0] < score_range[1]:
         return f"'score_range' must be two numbers [low, high] with low < high; got {short_repr(score_range)}"
     return None
+
+
+def min_labels(task_type: str) -> int:
+    """How many labels a task of this type needs: none for regression, one for multi-label, else two."""
+    return {REGRESSION: 0, MULTI_LABEL_CLASSIFICATION: 1}.get(task_type, 2)
+
+
+def numbers_problem(name: str, values: Any, count: int, low: float, high: float) -> str | None:
+    """`count` numbers (one per label), each in the open interval (low, high)."""
+    if not isinstance(values, (list, tuple)) or len(values) != count:
+        return f"'{name}' must be a list of {count} numbers (one per label); got {short_repr(values)}"
+    if not all(_between(v, low, high) for v in values):
+        return f"'{name}' must hold numbers in ({low:g}, {high:g}); got {short_repr(list(values))}"
+    return None
+
+
+def _type_options(where: str, task_type: str, spec: Mapping, labels: list[str]) -> dict:
+    """A multi-label or regression task's own entries (TYPE_KEYS), checked and with their defaults."""
+    inf = float("inf")
+    if task_type == MULTI_LABEL_CLASSIFICATION:
+        thresholds, pos_weight = spec.get("thresholds") or [0.5] * len(labels), spec.get("pos_weight")
+        problem = numbers_problem("thresholds", thresholds, len(labels), 0.0, 1.0)
+        if pos_weight is not None:
+            problem = problem or numbers_problem("pos_weight", pos_weight, len(labels), 0.0, inf)
+        if problem:
+            raise MTSTConfigError(f"{where}: {problem}.")
+        return {
+            "thresholds": [float(v) for v in thresholds],
+            "pos_weight": pos_weight and list(map(float, pos_weight)),
+        }
+    mean, std = spec.get("score_mean", 0.0), spec.get("score_std", 1.0)
+    if not (_between(mean, -inf, inf) and _between(std, 0.0, inf)):
+        raise MTSTConfigError(
+            f"{where}: 'score_mean' must be a finite number and 'score_std' a positive one; got "
+            f"{short_repr(mean)}, {short_repr(std)}."
+        )
+    return {"score_mean": float(mean), "score_std": float(std)}
 
 
 def _normalize_embedding_task(where: str, task_type: str, spec: Mapping) -> dict:
@@ -313,22 +364,27 @@ def _normalize_task(name: str, spec, head_defaults: dict) -> dict:
     if task_type in EMBEDDING_TASK_TYPES:
         task = _normalize_embedding_task(where, task_type, spec)
         return {**task, "loss_weight": _checked_loss_weight(where, spec.get("loss_weight", 1.0))}
-    unknown = sorted(set(spec) - set(TASK_KEYS))
+    allowed = TASK_KEYS + TYPE_KEYS.get(task_type, ())
+    unknown = sorted(set(spec) - set(allowed))
     if unknown:
         raise MTSTConfigError(
-            f"{where}: unknown option(s) {short_repr(unknown, 200)}; allowed options: {', '.join(TASK_KEYS)}."
+            f"{where}: unknown option(s) {short_repr(unknown, 200)}; allowed options: {', '.join(allowed)}."
         )
     labels = spec.get("labels")
-    problem = labels_problem(labels)
+    if task_type == REGRESSION and labels not in (None, []):
+        raise MTSTConfigError(f"{where}: a regression task predicts one number and takes no 'labels'.")
+    problem = labels_problem(labels, min_labels(task_type)) if task_type != REGRESSION else None
     if problem:
         raise MTSTConfigError(f"{where}: {problem}.")
-    labels = list(labels)
+    labels = list(labels or [])
 
     task = {"type": task_type, "labels": labels}
     for key, default in head_defaults.items():
         task[key] = spec.get(key, default)
     check_head_options(task, where)
     task["loss_weight"] = _checked_loss_weight(where, spec.get("loss_weight", 1.0))
+    if task_type in TYPE_KEYS:
+        task.update(_type_options(where, task_type, spec, labels))
     return task
 
 
@@ -362,10 +418,13 @@ class MTSTConfig(PretrainedConfig):
             starting model's embedding, so the encoder stays free for the heads.
         tasks (`dict`, *optional*):
             Ordered mapping `{task_name: {"type": ..., "labels": [...], **head_options}}`. `type` is
-            `"sequence_classification"` or `"token_classification"`; `labels` lists the label names in id order.
-            Head options (defaults in brackets): `dropout` [0.1], `layer_norm` [True], `activation` ["gelu"; also
-            "relu", "tanh", "silu", "none"], `hidden_size` [None: no extra dense layer], `loss_weight` [1.0].
-            `None` builds an embedding-only model.
+            `"sequence_classification"`, `"token_classification"`, `"multi_label_classification"` (zero or more
+            labels per text; `thresholds` per label [0.5 each], optional `pos_weight` per label), `"regression"`
+            (one number per text, no labels; `score_mean` [0.0] and `score_std` [1.0] standardise it for the loss),
+            or an embedding task (`"sentence_similarity"`, `"retrieval"`: no head); `labels` lists the label names
+            in id order. Head options (defaults in brackets): `dropout` [0.1], `layer_norm` [True], `activation`
+            ["gelu"; also "relu", "tanh", "silu", "none"], `hidden_size` [None: no extra dense layer], `loss_weight`
+            [1.0]. `None` builds an embedding-only model.
         default_task (`str`, *optional*):
             Task picked by the per-task views ([`MTSTForSequenceClassification`], [`MTSTForTokenClassification`])
             when none is named. Defaults to the first task of the matching type.
@@ -444,16 +503,9 @@ class MTSTConfig(PretrainedConfig):
             raise MTSTConfigError(f"`embedding_adapter` must be true or false; got {short_repr(embedding_adapter)}.")
         self.embedding_adapter = embedding_adapter
 
-        self.head_dropout = head_dropout
-        self.head_layer_norm = head_layer_norm
-        self.head_activation = head_activation
-        self.head_hidden_size = head_hidden_size
-        head_defaults = {
-            "dropout": head_dropout,
-            "layer_norm": head_layer_norm,
-            "activation": head_activation,
-            "hidden_size": head_hidden_size,
-        }
+        head_defaults = dict(zip(HEAD_DEFAULTS, (head_dropout, head_layer_norm, head_activation, head_hidden_size)))
+        for key, value in head_defaults.items():  # head_dropout, head_layer_norm, head_activation, head_hidden_size
+            setattr(self, f"head_{key}", value)
         if tasks is not None:
             if isinstance(tasks, (list, tuple)):
                 # Accept the task-file shape [{"name": ..., "type": ...}, ...] as well as a mapping.
@@ -498,16 +550,16 @@ class MTSTConfig(PretrainedConfig):
         """The label names of a task with a head; an embedding task has none (`[]`)."""
         return list(self._task(name).get("labels") or [])
 
-    def default_task_of(self, task_type: str) -> str | None:
-        """The task a per-task view of this type shows when none is named: `default_task` when it has the type,
-        else the first task of the type."""
-        if self.default_task and self.tasks[self.default_task]["type"] == task_type:
+    def default_task_of(self, *task_types: str) -> str | None:
+        """The task a per-task view of these types shows when none is named: `default_task` when it has one of
+        them, else the first task of one of them."""
+        if self.default_task and self.tasks[self.default_task]["type"] in task_types:
             return self.default_task
-        candidates = self.tasks_of_type(task_type)
+        candidates = self.tasks_of_type(*task_types)
         return candidates[0] if candidates else None
 
-    def tasks_of_type(self, task_type: str) -> list[str]:
-        return [name for name in self.task_names if self.tasks[name]["type"] == task_type]
+    def tasks_of_type(self, *task_types: str) -> list[str]:
+        return [name for name in self.task_names if self.tasks[name]["type"] in task_types]
 
     @property
     def head_task_names(self) -> list[str]:

@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 
 try:  # a package module: trust_remote_code copies the files that these relative imports name side by side
-    from .configuration_mtst import IGNORE_INDEX
+    from .configuration_mtst import IGNORE_INDEX, MULTI_LABEL_CLASSIFICATION, REGRESSION
 except ImportError:  # a saved copy imported as a top-level module (its folder on sys.path)
-    from configuration_mtst import IGNORE_INDEX
+    from configuration_mtst import IGNORE_INDEX, MULTI_LABEL_CLASSIFICATION, REGRESSION
 
 _ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "tanh": nn.Tanh, "silu": nn.SiLU, "none": nn.Identity}
 
@@ -84,3 +84,24 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     if not (labels != IGNORE_INDEX).any():
         return logits.sum() * 0.0
     return F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX)
+
+
+def head_output(spec: dict, logits: torch.Tensor) -> torch.Tensor:
+    """A head's answer: a regression head predicts standardised scores, answered on the data's own scale."""
+    if spec["type"] == REGRESSION:
+        return logits * spec["score_std"] + spec["score_mean"]
+    return logits
+
+
+def task_loss(spec: dict, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The unweighted loss of one task's batch: cross-entropy (sequence and token tasks); binary cross-entropy per
+    label of the multi-hot `labels` `[B, L]` (with the task's `pos_weight`) for multi-label tasks; the mean squared
+    error of standardised scores for regression (`logits` `[B, 1]` on the data's scale, `labels` `[B]`)."""
+    if spec["type"] == MULTI_LABEL_CLASSIFICATION:
+        weight = spec.get("pos_weight")
+        weight = torch.tensor(weight, device=logits.device) if weight else None
+        return F.binary_cross_entropy_with_logits(logits.float(), labels.to(logits.device).float(), pos_weight=weight)
+    if spec["type"] == REGRESSION:
+        error = (logits.float().reshape(-1) - labels.to(logits.device).float().reshape(-1)) / spec["score_std"]
+        return error.pow(2).mean()
+    return cross_entropy(logits, labels)

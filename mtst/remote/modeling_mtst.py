@@ -20,10 +20,10 @@ from transformers.utils import ModelOutput
 try:  # a package module: trust_remote_code copies the files that these relative imports name side by side
     from . import configuration_mtst as mtst_config
     from .configuration_mtst import MTSTConfig
-    from .heads_mtst import EmbeddingAdapter, Pooling, TaskHead, cross_entropy
+    from .heads_mtst import EmbeddingAdapter, Pooling, TaskHead, head_output, task_loss
     from .pipeline_mtst import CUSTOM_PIPELINES, embed_sentences
 except ImportError:  # a saved copy imported as a top-level module (its folder on sys.path)
-    from heads_mtst import EmbeddingAdapter, Pooling, TaskHead, cross_entropy
+    from heads_mtst import EmbeddingAdapter, Pooling, TaskHead, head_output, task_loss
     from pipeline_mtst import CUSTOM_PIPELINES, embed_sentences
 
     import configuration_mtst as mtst_config
@@ -39,6 +39,14 @@ first_sentence, is_local_path = mtst_config.first_sentence, mtst_config.is_local
 check_model_folder, check_weights = mtst_config.check_model_folder, mtst_config.check_weights
 check_weights_file, SAFE_WEIGHTS_NAME = mtst_config.check_weights_file, mtst_config.SAFE_WEIGHTS_NAME
 HEAD_TASK_TYPES, EMBEDDING_TASK_TYPES = mtst_config.HEAD_TASK_TYPES, mtst_config.EMBEDDING_TASK_TYPES
+SENTENCE_HEAD_TYPES = mtst_config.SENTENCE_HEAD_TYPES
+# transformers' `problem_type` of each sentence head, which the text-classification pipeline reads (softmax, sigmoid,
+# or the raw value)
+PROBLEM_TYPES = {
+    SEQUENCE_CLASSIFICATION: "single_label_classification",
+    mtst_config.MULTI_LABEL_CLASSIFICATION: "multi_label_classification",
+    mtst_config.REGRESSION: "regression",
+}
 
 
 # What `SentenceTransformer(path, trust_remote_code=True)` reads: one Transformer module whose output is the model's
@@ -196,13 +204,13 @@ class MTSTModel(MTSTPreTrainedModel):
         self.post_init()
 
     def _new_head(self, spec: dict) -> TaskHead:
-        """A task head for one (normalized) task entry: sequence heads read the sentence vector, token heads the
-        encoder's token states."""
+        """A task head for one (normalized) task entry: sentence heads read the sentence vector, token heads the
+        encoder's token states; a regression head has one output."""
         config = self.config
-        sequence = spec["type"] == SEQUENCE_CLASSIFICATION
+        sentence = spec["type"] in SENTENCE_HEAD_TYPES
         return TaskHead(
-            config.sentence_embedding_dimension if sequence else config.encoder.hidden_size,
-            len(spec["labels"]),
+            config.sentence_embedding_dimension if sentence else config.encoder.hidden_size,
+            len(spec["labels"]) or 1,
             dropout=spec["dropout"],
             layer_norm=spec["layer_norm"],
             activation=spec["activation"],
@@ -336,9 +344,8 @@ class MTSTModel(MTSTPreTrainedModel):
         return embedding
 
     def _run_head(self, task: str, embedding: torch.Tensor, token_states: torch.Tensor) -> torch.Tensor:
-        if self.config.tasks[task]["type"] == SEQUENCE_CLASSIFICATION:
-            return self.heads[task](embedding)
-        return self.heads[task](token_states)
+        spec = self.config.tasks[task]
+        return head_output(spec, self.heads[task](embedding if spec["type"] in SENTENCE_HEAD_TYPES else token_states))
 
     def _encoder_inputs(self, input_ids, attention_mask, token_type_ids, inputs_embeds) -> dict:
         """The encoder's inputs (an all-ones attention mask when none is given); inputs longer than the encoder's
@@ -368,7 +375,9 @@ class MTSTModel(MTSTPreTrainedModel):
             self._check_task(name)
             if name not in task_logits:
                 raise ValueError(f"Labels were given for task {name!r}, but only {task!r} was run.")
-        task_losses = {name: cross_entropy(task_logits[name], value) for name, value in label_map.items()}
+        task_losses = {
+            name: task_loss(self.config.tasks[name], task_logits[name], value) for name, value in label_map.items()
+        }
         if isinstance(labels, dict) and task is None:
             weights = self.config.loss_weights
             return sum(weights[name] * value for name, value in task_losses.items()), task_losses
@@ -493,21 +502,22 @@ def _load_pretrained_encoder(name_or_path: str, **kwargs) -> PreTrainedModel:
 class _MTSTTaskView(MTSTModel):
     """One task of an MTST checkpoint, seen as a standard single-task model (same weights, same names)."""
 
-    task_type: str = ""
+    task_types: tuple[str, ...] = ()
 
     def __init__(self, config: MTSTConfig, task: str | None = None, default_task: str | None = None):
         # `default_task` is the spelling that works through `pipeline(..., model_kwargs={"default_task": ...})`,
         # where `task` is taken by the pipeline itself.
-        task = task or default_task or config.default_task_of(self.task_type)
-        if task not in (config.tasks or {}) or config.tasks[task]["type"] != self.task_type:
+        task = task or default_task or config.default_task_of(*self.task_types)
+        if task not in (config.tasks or {}) or config.tasks[task]["type"] not in self.task_types:
             raise MTSTConfigError(
-                f"{type(self).__name__} needs a {self.task_type} task; available: "
-                f"{', '.join(config.tasks_of_type(self.task_type)) or '(none)'}; got {task!r}."
+                f"{type(self).__name__} needs a task of type {', '.join(self.task_types)}; available: "
+                f"{', '.join(config.tasks_of_type(*self.task_types)) or '(none)'}; got {task!r}."
             )
-        labels = config.task_labels(task)
+        labels = config.task_labels(task) or [task]  # a regression task's one output: its value
         _check_num_labels(config, task, labels)
         config.id2label = dict(enumerate(labels))
         config.label2id = {label: i for i, label in enumerate(labels)}
+        config.problem_type = PROBLEM_TYPES.get(config.tasks[task]["type"])
         super().__init__(config)
         self.task = task
         self.num_labels = len(labels)
@@ -540,7 +550,7 @@ class MTSTForSequenceClassification(_MTSTTaskView):
     Pick the task with `from_pretrained(path, task="name")` (in a pipeline: `model_kwargs={"default_task": "name"}`);
     the default is `config.default_task` or the first sentence task."""
 
-    task_type = SEQUENCE_CLASSIFICATION
+    task_types = SENTENCE_HEAD_TYPES
     output_class = SequenceClassifierOutput
 
 
@@ -549,7 +559,7 @@ class MTSTForTokenClassification(_MTSTTaskView):
     Pick the task with `from_pretrained(path, task="name")` (in a pipeline: `model_kwargs={"default_task": "name"}`);
     the default is `config.default_task` or the first token task."""
 
-    task_type = TOKEN_CLASSIFICATION
+    task_types = (TOKEN_CLASSIFICATION,)
     output_class = TokenClassifierOutput
 
 

@@ -18,8 +18,8 @@ from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_utils import EvalPrediction, PredictionOutput, has_length, speed_metrics
 
 from mtst.data.collator import MultiTaskDataset
-from mtst.metrics import HEADLINE_METRICS, task_metrics, write_predictions
-from mtst.remote.configuration_mtst import TOKEN_CLASSIFICATION
+from mtst.metrics import HEADLINE_METRICS, task_metrics, tune_thresholds, write_predictions
+from mtst.remote.configuration_mtst import MULTI_LABEL_CLASSIFICATION, TOKEN_CLASSIFICATION
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,11 @@ class MultiTaskEvaluationMixin:
             return {}
         config = self.accelerator.unwrap_model(self.model).config
         metrics = task_metrics(
-            config.task_type(task), eval_pred.predictions, eval_pred.label_ids, config.task_labels(task)
+            config.task_type(task),
+            eval_pred.predictions,
+            eval_pred.label_ids,
+            config.task_labels(task),
+            config.tasks[task].get("thresholds"),
         )
         if self._user_compute_metrics is not None:
             metrics.update(self._user_compute_metrics(eval_pred) or {})
@@ -137,6 +141,29 @@ class MultiTaskEvaluationMixin:
             metrics[f"{metric_key_prefix}_average"] = float(np.mean(headline))
         return outputs, metrics
 
+    def tune_thresholds(self, tasks: list[str] | None = None) -> dict[str, list[float]]:
+        """Per multi-label task (`tasks`; default: those whose task spec sets `tune_threshold`), each label's decision
+        threshold with the best F1 on the task's validation set, kept in the model's config (so saved with it) and
+        logged. Returns `{task: thresholds}`."""
+        config = self.accelerator.unwrap_model(self.model).config
+        if tasks is None:
+            tasks = [t for t, spec in self.task_specs.items() if getattr(spec, "tune_threshold", False)]
+        tuned = {}
+        for task in tasks:
+            if (
+                config.task_type(task) != MULTI_LABEL_CLASSIFICATION
+                or not self.eval_dataset
+                or task not in self.eval_dataset
+            ):
+                raise ValueError(
+                    f"Thresholds are tuned for multi-label tasks with validation data; {task!r} is not one."
+                )
+            output = self._run_task_loop(task, self.get_eval_dataloader(task), f"Thresholds ({task})", f"tune_{task}")
+            tuned[task] = tune_thresholds(output.predictions, output.label_ids, config.tasks[task]["thresholds"])
+            config.tasks[task]["thresholds"] = tuned[task]
+            logger.info("Task '%s': decision thresholds tuned on its validation split: %s", task, tuned[task])
+        return tuned
+
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         """Run the standard loop per task; adds `<prefix>_average` and `<prefix>_loss`; logs all tasks at once."""
         datasets = self._eval_datasets(eval_dataset)
@@ -188,8 +215,10 @@ class MultiTaskEvaluationMixin:
                     self._word_ids(raw, max_seq_length) if kind == TOKEN_CLASSIFICATION and raw is not None else None
                 )
                 path = os.path.join(output_dir, f"predictions_{task}.jsonl")
-                labels = config.task_labels(task)
-                write_predictions(path, kind, labels, output.predictions, output.label_ids, raw, word_ids)
+                labels, thresholds = config.task_labels(task), config.tasks[task].get("thresholds")
+                write_predictions(
+                    path, kind, labels, output.predictions, output.label_ids, raw, word_ids, thresholds=thresholds
+                )
                 logger.info("Wrote %s", path)
         self.control = self.callback_handler.on_predict(self.args, self.state, self.control, metrics)
         predictions = {task: output.predictions for task, output in outputs.items()}

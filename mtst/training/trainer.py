@@ -46,7 +46,7 @@ from transformers.trainer_utils import (
 )
 
 from mtst.data.collator import MultiTaskCollator, MultiTaskDataset
-from mtst.data.prepare import prepare_task_datasets, task_specs_for
+from mtst.data.prepare import keep_train_statistics, prepare_task_datasets, task_specs_for
 from mtst.data.tasks import TaskSpec
 from mtst.training.arguments import (
     MultiTaskTrainingArguments,
@@ -181,9 +181,7 @@ class MultiTaskTrainer(MultiTaskOptimizerMixin, MultiTaskEvaluationMixin, Traine
         # Raw datasets per task are checked, converted and tokenized as a task config's files are.
         self.task_specs = task_specs_for(model.config, task_specs)
         train_dataset = self._prepare(train_dataset, "train", processing_class, args)
-        for task, spec in self.task_specs.items():  # a score range inferred from the train split stays with the model
-            if spec.score_range is not None and model.config.tasks[task].get("score_range", []) is None:
-                model.config.tasks[task]["score_range"] = list(spec.score_range)
+        keep_train_statistics(model.config, self.task_specs)
         eval_dataset = self._prepare(eval_dataset, "validation", processing_class, args)
         if isinstance(train_dataset, Mapping):
             train_dataset = MultiTaskDataset(train_dataset)
@@ -460,6 +458,7 @@ class MultiTaskTrainer(MultiTaskOptimizerMixin, MultiTaskEvaluationMixin, Traine
                 **kwargs,
             )
         self.kept_model = kept_model(self.args, self.state, self.best_model_reason)
+        self.tune_thresholds()  # the multi-label tasks whose spec asks for it
         if self.args.should_log:
             kept = self.kept_model
             if kept["selection"] == "best":
