@@ -94,7 +94,8 @@ def concurrency_limit_from_env(environ=None) -> int:
     return int(raw)
 
 
-HEAD_TASK_TYPES = ("sequence_classification", "token_classification")  # spelled out: the app runs without mtst
+# spelled out: the app runs without mtst
+HEAD_TASK_TYPES = ("sequence_classification", "token_classification", "multi_label_classification", "regression")
 
 
 def head_tasks(config) -> list[str]:
@@ -115,7 +116,8 @@ def similarity(pipe, text: str, other: str, limits=None) -> float | None:
 
 
 def predict(pipe, text: str, limits=None) -> list:
-    """One value per task with a head, in the model's task order: a `gr.HighlightedText` dict or a `gr.Label` dict.
+    """One value per task with a head, in the model's task order: a `gr.HighlightedText` dict, a `gr.Label` dict (a
+    sentence or multi-label task's probabilities) or a number (a regression task's score).
 
     With `limits` (a `ServingLimits`), a text over them raises its `LimitError` (a `ValueError`) before any work,
     and the windows of a long text run in batches of `limits.batch_size`."""
@@ -133,9 +135,22 @@ def predict(pipe, text: str, limits=None) -> list:
         if config.task_type(name) == "token_classification":
             entities = [{"entity": e["entity_group"], "start": e["start"], "end": e["end"]} for e in answer[name]]
             values.append({"text": text, "entities": entities})
+        elif config.task_type(name) == "regression":
+            values.append(answer[name]["score"])
         else:
             values.append(answer[name]["scores"])
     return values
+
+
+def task_output(gr, config, task: str):
+    """The Gradio component that shows one head task's answer."""
+    kind = config.task_type(task)
+    if kind == "token_classification":
+        return gr.HighlightedText(label=f"{task} (entities)", show_legend=False, elem_id=f"task-{task}")
+    if kind == "regression":
+        return gr.Number(label=f"{task} (score)", elem_id=f"task-{task}")
+    title = f"{task} (each label's probability)" if kind == "multi_label_classification" else task
+    return gr.Label(label=title, num_top_classes=len(config.task_labels(task)), elem_id=f"task-{task}")
 
 
 def build_demo(
@@ -187,15 +202,7 @@ def build_demo(
                     submit = gr.Button("Analyze", variant="primary", elem_id="mtst-submit")
                 gr.Examples(examples=EXAMPLES, inputs=text)
             with gr.Column(scale=1):
-                outputs = []
-                for task in head_tasks(config):
-                    if config.task_type(task) == "token_classification":
-                        outputs.append(
-                            gr.HighlightedText(label=f"{task} (entities)", show_legend=False, elem_id=f"task-{task}")
-                        )
-                    else:
-                        labels = config.task_labels(task)
-                        outputs.append(gr.Label(label=task, num_top_classes=len(labels), elem_id=f"task-{task}"))
+                outputs = [task_output(gr, config, task) for task in head_tasks(config)]
         clear.add([text, *outputs])
 
         def answer(value):

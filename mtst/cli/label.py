@@ -5,23 +5,24 @@
     mtst-label --model outputs/mtst-default --task topic --input texts.txt --output silver_topic.jsonl
 
 The model is an MTST model (a local folder or a Hub id; `--task` picks the head) or any transformers
-token-classification / text-classification model; both run through the standard transformers pipelines (an MTST
-task through its per-task view, with the installed MTST classes, so no code from the model repository runs).
+token-classification / text-classification model; both run through the standard transformers pipelines (an MTST task
+through its per-task view, with the installed MTST classes, so no code from the model repository runs).
 
-Every kept text becomes one JSON line. A token task writes `tokens` (the text's words: runs of letters and digits,
-with inner `.,'’-` kept, e.g. `12,000` or `O'Neill`; every other non-space character is a word of its own), `ner_tags`
-(one IOB2 tag per word: the label of the word's first sub-token, converted to IOB2 when the model uses IOB1, IOBES or
-plain tags) and `ner_score`; a sentence task writes `label` and `score`. `text` holds the text, and the other fields
-of a .csv/.jsonl input row are kept, so the same file can feed several tasks (e.g. the input's topic `label` and the
-silver `tokens`/`ner_tags`) — see data/tasks/silver_topic_ner.yaml.
+Every kept text becomes one JSON line. A token task writes `tokens` (the text's words: runs of letters and digits, with
+inner `.,'’-` kept, e.g. `12,000` or `O'Neill`; every other non-space character is a word of its own), `ner_tags` (one
+IOB2 tag per word: the label of the word's first sub-token, converted to IOB2 when the model uses IOB1, IOBES or plain
+tags) and `ner_score`; a sentence task writes `label` and `score`; an MTST multi-label task writes `label`, the list of
+labels from their thresholds on, and `score`; an MTST regression task writes `label`, the predicted number. `text`
+holds the text, and the other fields of a .csv/.jsonl input row are kept, so the same file can feed several tasks (e.g.
+the input's topic `label` and the silver `tokens`/`ner_tags`) — see data/tasks/silver_topic_ner.yaml.
 
-Confidence: for a sentence task, the probability of the chosen label; for a token task, the smallest probability
-among the text's words of the tag chosen for that word (`O` words included): a text is only as sure as its least sure
-word. Texts under `--min_score` are dropped and counted, as are texts longer than the model takes (their last words
-would get no tag) and texts with no word. An existing --output is replaced only with --overwrite, and never when it
-is the --input file. Input is read like `mtst-predict --input` (.txt, .jsonl, .csv/.tsv);
-problems with the input or the model are one paragraph on stderr and exit code 2.
-"""
+Confidence: for a sentence task, the probability of the chosen label; for a multi-label task, the least sure of its
+yes/no decisions (each label's probability, or one minus it); for a token task, the smallest probability among the
+text's words of the tag chosen for that word (`O` words included): a text is only as sure as its least sure word (a
+regression task has no confidence: `--min_score` is refused). Texts under `--min_score` are dropped and counted, as are
+texts longer than the model takes (their last words would get no tag) and texts with no word. An existing --output is
+replaced only with --overwrite, and never when it is the --input file. Input is read like `mtst-predict --input` (.txt,
+.jsonl, .csv/.tsv); problems with the input or the model are one paragraph on stderr and exit code 2."""
 
 from __future__ import annotations
 
@@ -31,13 +32,14 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field
+from functools import partial
 
 from mtst.cli.predict import PredictError, check_not_missing_path, cli_parser, read_file, run_command
 
 PROG = "mtst-label"
 WORD = re.compile(r"\w+(?:[.,'’-]\w+)*|[^\w\s]")
-TOKEN_KIND, SEQUENCE_KIND = "token", "sequence"
-PIPELINE_TASKS = {TOKEN_KIND: "token-classification", SEQUENCE_KIND: "text-classification"}
+TOKEN_KIND, SEQUENCE_KIND, MULTI_LABEL_KIND, REGRESSION_KIND = "token", "sequence", "multi_label", "regression"
+PIPELINE_TASKS = {TOKEN_KIND: "token-classification"}  # every other kind: text-classification
 CHUNK = 256  # texts per pipeline call (the progress bar moves per chunk)
 
 
@@ -104,7 +106,13 @@ def load_labeler(model: str, task: str | None = None, revision: str | None = Non
     import torch
     from transformers import AutoConfig, AutoTokenizer, pipeline
 
-    from mtst.remote.configuration_mtst import TOKEN_CLASSIFICATION, MTSTConfig, first_sentence
+    from mtst.remote.configuration_mtst import (
+        MULTI_LABEL_CLASSIFICATION,
+        REGRESSION,
+        TOKEN_CLASSIFICATION,
+        MTSTConfig,
+        first_sentence,
+    )
     from mtst.training.grow import saved_mtst_config
 
     if device is None:
@@ -125,7 +133,12 @@ def load_labeler(model: str, task: str | None = None, revision: str | None = Non
                 if task or len(mtst.task_names) != 1
                 else f"The MTST model '{model}' needs --task {mtst.task_names[0]}."
             )
-        kind = TOKEN_KIND if mtst.task_type(task) == TOKEN_CLASSIFICATION else SEQUENCE_KIND
+        kinds = {
+            TOKEN_CLASSIFICATION: TOKEN_KIND,
+            MULTI_LABEL_CLASSIFICATION: MULTI_LABEL_KIND,
+            REGRESSION: REGRESSION_KIND,
+        }
+        kind = kinds.get(mtst.task_type(task), SEQUENCE_KIND)
         view = MTSTForTokenClassification if kind == TOKEN_KIND else MTSTForSequenceClassification
         AutoConfig.register("mtst", MTSTConfig, exist_ok=True)
         try:
@@ -153,9 +166,10 @@ def load_labeler(model: str, task: str | None = None, revision: str | None = Non
         loaded, tokenizer = model, None
         task = task or kind
     try:
-        pipe = pipeline(PIPELINE_TASKS[kind], model=loaded, tokenizer=tokenizer, device=device, **kwargs)
+        name = PIPELINE_TASKS.get(kind, "text-classification")
+        pipe = pipeline(name, model=loaded, tokenizer=tokenizer, device=device, **kwargs)
     except (OSError, ValueError, TypeError, KeyError) as err:
-        raise PredictError(f"Could not build a {PIPELINE_TASKS[kind]} pipeline for '{model}': {first_sentence(err)}")
+        raise PredictError(f"Could not build a {name} pipeline for '{model}': {first_sentence(err)}") from None
     if kind == TOKEN_KIND and not getattr(pipe.tokenizer, "is_fast", False):
         raise PredictError(f"'{model}' has a slow tokenizer: word-level tags need a fast tokenizer (tokenizer.json).")
     return pipe, kind, task
@@ -201,15 +215,27 @@ def _token_rows(pipe, texts: list[str], batch_size: int) -> list[dict | str]:
     return results
 
 
-def _sequence_rows(pipe, texts: list[str], batch_size: int) -> list[dict | str]:
+def _sequence_rows(pipe, texts: list[str], batch_size: int, kind: str = SEQUENCE_KIND) -> list[dict | str]:
+    """Per text: `{"label", "score"}` (a multi-label task: the labels from their thresholds on, and the least sure
+    decision; a regression task: the number, no score), or `"empty"`."""
     results: list[dict | str] = ["empty"] * len(texts)
     todo = [i for i, text in enumerate(texts) if text.strip()]
     if not todo:
         return results
-    answers = pipe([texts[i] for i in todo], batch_size=batch_size, truncation=True)
+    options = {"top_k": None} if kind == MULTI_LABEL_KIND else {}
+    answers = pipe([texts[i] for i in todo], batch_size=batch_size, truncation=True, **options)
     for i, answer in zip(todo, answers):
+        if kind == MULTI_LABEL_KIND:
+            task = pipe.model.config.tasks[pipe.model.task]
+            labels, thresholds = task["labels"], task["thresholds"]
+            probs = {a["label"]: float(a["score"]) for a in answer}
+            chosen = [name for name, t in zip(labels, thresholds) if probs[name] >= t]
+            sure = min(max(p, 1 - p) for p in probs.values())
+            results[i] = {"label": chosen, "score": round(sure, 6)}
+            continue
         answer = answer[0] if isinstance(answer, list) else answer
-        results[i] = {"label": answer["label"], "score": round(float(answer["score"]), 6)}
+        score = round(float(answer["score"]), 6)
+        results[i] = {"label": score} if kind == REGRESSION_KIND else {"label": answer["label"], "score": score}
     return results
 
 
@@ -217,14 +243,14 @@ def label_texts(pipe, kind: str, texts, records=None, min_score: float = 0.0, ba
     """Yield `(output row or None, reason)` per text, in input order: the row to write (the input record's other
     fields, `text`, and the silver fields), or None with the reason it is dropped (`low_score`, `too_long`,
     `empty`)."""
-    run = _token_rows if kind == TOKEN_KIND else _sequence_rows
+    run = _token_rows if kind == TOKEN_KIND else partial(_sequence_rows, kind=kind)
     score_key = "ner_score" if kind == TOKEN_KIND else "score"
     for start in range(0, len(texts), CHUNK):
         chunk = texts[start : start + CHUNK]
         for offset, result in enumerate(run(pipe, chunk, batch_size)):
             if isinstance(result, str):
                 yield None, result
-            elif result[score_key] < min_score:
+            elif result.get(score_key, 1.0) < min_score:  # regression rows have no score
                 yield None, "low_score"
             else:
                 record = records[start + offset] if records is not None else {}
@@ -302,7 +328,9 @@ def run(args: argparse.Namespace) -> Counts:
         # CRITICAL: the pipelines also log "The model 'MTSTFor...' is not supported" for the per-task views
         hf_logging.set_verbosity(hf_logging.CRITICAL)
         hf_logging.disable_progress_bar()
-    pipe, kind, _ = load_labeler(args.model, args.task, args.revision, args.device, args.kind)
+    pipe, kind, task = load_labeler(args.model, args.task, args.revision, args.device, args.kind)
+    if kind == REGRESSION_KIND and args.min_score > 0:
+        raise PredictError(f"--min_score applies to classification tasks; the regression task '{task}' has no score.")
 
     from tqdm.auto import tqdm
 
@@ -319,7 +347,7 @@ def run(args: argparse.Namespace) -> Counts:
                     continue
                 out.write(json.dumps(row, ensure_ascii=False) + "\n")
                 counts.written += 1
-                for label in row["ner_tags"] if kind == TOKEN_KIND else [row["label"]]:
+                for label in row["ner_tags"] if kind == TOKEN_KIND else _counted_labels(row["label"]):
                     if label != "O":
                         key = label[2:] if kind == TOKEN_KIND else label
                         if kind == TOKEN_KIND and not label.startswith("B-"):
@@ -336,6 +364,11 @@ def run(args: argparse.Namespace) -> Counts:
         if os.path.exists(partial):
             os.remove(partial)
     return counts
+
+
+def _counted_labels(label) -> list[str]:
+    """The labels a written row counts for the summary: one, a multi-label row's list, none for a number."""
+    return label if isinstance(label, list) else [] if isinstance(label, float) else [label]
 
 
 def main(argv: list[str] | None = None) -> int:

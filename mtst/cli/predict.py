@@ -321,7 +321,8 @@ def mark_entities(text: str, entities: list[dict], color: bool = False) -> str:
 
 
 def format_table(index: int, text: str, answer: dict, color: bool = False) -> str:
-    """A readable block for one text: entities marked in the text, labels with scores, the embedding's head."""
+    """A readable block for one text: entities marked in the text, labels with scores (a multi-label task's labels,
+    a regression task's score), the embedding's head."""
     names = [name for name in answer if name not in ("embedding", "similarity")]
     width = max([len(n) for n in names] + [len("similarity") if "similarity" in answer else 0])
     width = max(width, len("embedding") if "embedding" in answer else 0)
@@ -333,7 +334,13 @@ def format_table(index: int, text: str, answer: dict, color: bool = False) -> st
             marked = mark_entities(text, value, color) if value else _color("2", "(no entities)", color)
             lines.append(f"  {label}  {marked}")
             continue
-        lines.append(f"  {label}  {_color('1', value['label'], color)}  {value['score']:.3f}")
+        if "labels" in value:  # a multi-label task: the labels from their thresholds on
+            chosen = [f"{_color('1', x['label'], color)} {x['score']:.3f}" for x in value["labels"]]
+            lines.append(f"  {label}  {', '.join(chosen) or _color('2', '(no label)', color)}")
+        elif "label" not in value:  # a regression task: its score
+            lines.append(f"  {label}  {_color('1', format(value['score'], '.4g'), color)}")
+        else:
+            lines.append(f"  {label}  {_color('1', value['label'], color)}  {value['score']:.3f}")
         scores = value.get("scores")
         if scores:
             pad = max(len(k) for k in scores)

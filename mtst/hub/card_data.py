@@ -30,7 +30,14 @@ from mtst.hub.publish import (
     resolve_base_model,
 )
 from mtst.metrics import HEADLINE_METRICS
-from mtst.remote.configuration_mtst import RETRIEVAL, SENTENCE_SIMILARITY, MTSTConfig
+from mtst.remote.configuration_mtst import (
+    HEAD_TASK_TYPES,
+    MULTI_LABEL_CLASSIFICATION,
+    REGRESSION,
+    RETRIEVAL,
+    SENTENCE_SIMILARITY,
+    MTSTConfig,
+)
 from mtst.remote.configuration_mtst import SEQUENCE_CLASSIFICATION as SEQUENCE
 from mtst.remote.configuration_mtst import TOKEN_CLASSIFICATION as TOKEN
 
@@ -44,6 +51,8 @@ __all__ = ["MTSTCardData", "TASK_TYPE_NAMES", "as_number", "format_number", "fra
 
 PIPELINE_TAGS = {
     SEQUENCE: "text-classification",
+    MULTI_LABEL_CLASSIFICATION: "text-classification",
+    REGRESSION: "text-classification",
     TOKEN: "token-classification",
     SENTENCE_SIMILARITY: "sentence-similarity",
     RETRIEVAL: "sentence-similarity",
@@ -52,6 +61,8 @@ PIPELINE_TAGS = {
 
 TASK_TYPE_NAMES = {
     SEQUENCE: "Text Classification",
+    MULTI_LABEL_CLASSIFICATION: "Multi-label Text Classification",
+    REGRESSION: "Text Regression",
     TOKEN: "Token Classification",
     SENTENCE_SIMILARITY: "Semantic Similarity",
     RETRIEVAL: "Retrieval",
@@ -65,6 +76,9 @@ MODEL_INDEX_METRICS = {
     TOKEN: {m: (m, f"Entity {m.title()} (seqeval, strict)") for m in ("f1", "precision", "recall")}
     | {"accuracy": ("accuracy", "Token Accuracy")},
     SENTENCE_SIMILARITY: {m: (m, f"{m.title()} Correlation (cosine)") for m in ("spearman", "pearson")},
+    MULTI_LABEL_CLASSIFICATION: {"micro_f1": ("f1", "Micro F1"), "macro_f1": ("f1", "Macro F1")}
+    | {"jaccard": ("jaccard", "Jaccard (per text)"), "subset_accuracy": ("accuracy", "Subset Accuracy")},
+    REGRESSION: {m: (m, f"{m.title()} Correlation") for m in ("spearman", "pearson")} | {"rmse": ("rmse", "RMSE")},
     RETRIEVAL: {"mrr_at_10": ("mrr@10", "MRR@10 (cosine)")}
     | {f"recall_at_{k}": (f"recall@{k}", f"Recall@{k} (cosine)") for k in (1, 10)},
 }
@@ -279,7 +293,7 @@ class MTSTCardData(ModelCardData):
         tasks, primary = self._tasks(), getattr(self._config, "primary_task", None)
         if primary in tasks:
             return primary
-        heads = [name for name, spec in tasks.items() if spec["type"] in (SEQUENCE, TOKEN)]
+        heads = [name for name, spec in tasks.items() if spec["type"] in HEAD_TASK_TYPES]
         return next(iter(heads or tasks), None)
 
     def resolved_base_model(self) -> str | None:
@@ -417,6 +431,7 @@ class MTSTCardData(ModelCardData):
             "embedding": spec["type"] in (SENTENCE_SIMILARITY, RETRIEVAL),  # no head: it trains the embedding
             "loss": spec.get("loss"),
             "score_range": spec.get("score_range"),
+            "thresholds": spec.get("thresholds"),
             "labels": labels,
             "entity_types": sorted(
                 {label.split("-", 1)[1] for label in labels if "-" in label and spec["type"] == TOKEN}
@@ -456,7 +471,7 @@ class MTSTCardData(ModelCardData):
                             "headline": metric == HEADLINE_METRICS.get(spec["type"]),
                         }
                     )
-                if spec["type"] == TOKEN:
+                if spec["type"] in (TOKEN, MULTI_LABEL_CLASSIFICATION):  # F1 per entity type, or per label
                     for metric in sorted(m for m in values if m not in known and m.endswith("_f1")):
                         f1 = format_number(values[metric])
                         entity_rows.append({"task": name, "split": split, "entity": metric[: -len("_f1")], "f1": f1})

@@ -11,10 +11,11 @@ Request::
                     "max_length": 128, "stride": 32, "batch_size": 8}}
 
 Answer: for one text, `{task: answer, ...}` (plus `"embedding"` when asked); for a list, a list of those. Sentence
-tasks answer `{"label", "score"}` (and `"scores"` with `return_all_scores`), token tasks a list of entity spans
-`{"entity_group", "score", "word", "start", "end"}` with character offsets. A bad request raises `ValueError` with a
-message saying what is wrong and what is allowed; Inference Endpoints return it as `{"error": message}` with status
-400.
+tasks answer `{"label", "score"}` (and `"scores"` with `return_all_scores`), multi-label tasks `{"labels": [{"label",
+"score"}, ...]}` (the labels from their thresholds on), regression tasks `{"score"}`, token tasks a list of entity
+spans `{"entity_group", "score", "word", "start", "end"}` with character offsets. A bad request raises `ValueError`
+with a message saying what is wrong and what is allowed; Inference Endpoints return it as `{"error": message}` with
+status 400.
 
 Limits. Every request is checked against the server's limits before anything is computed; a request over one is
 answered with a `ValueError` naming the limit, its environment variable and the value (status 400). The limits are

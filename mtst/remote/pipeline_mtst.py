@@ -17,9 +17,21 @@ from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.base import ChunkPipeline
 
 try:  # loaded as a package module (trust_remote_code copies these files side by side)
-    from .configuration_mtst import SEQUENCE_CLASSIFICATION, MTSTConfigError
+    from .configuration_mtst import (
+        MULTI_LABEL_CLASSIFICATION,
+        REGRESSION,
+        SEQUENCE_CLASSIFICATION,
+        TOKEN_CLASSIFICATION,
+        MTSTConfigError,
+    )
 except ImportError:  # a saved copy imported as a top-level module (its folder on sys.path)
-    from configuration_mtst import SEQUENCE_CLASSIFICATION, MTSTConfigError
+    from configuration_mtst import (
+        MULTI_LABEL_CLASSIFICATION,
+        REGRESSION,
+        SEQUENCE_CLASSIFICATION,
+        TOKEN_CLASSIFICATION,
+        MTSTConfigError,
+    )
 
 PIPELINE_TASK = "multitask"
 CUSTOM_PIPELINES = {
@@ -108,6 +120,10 @@ class MultiTaskPipeline(ChunkPipeline):
 
     - sentence tasks: `{"label": str, "score": float}` (plus `"scores": {label: score}` with `return_all_scores=True`;
       with `top_k=k`, a list of the k best `{"label", "score"}`, highest first, as the text-classification pipeline);
+    - multi-label tasks: `{"labels": [{"label", "score"}, ...]}`, the labels whose probability reaches the task's
+      threshold for them, highest first (plus `"scores"` with `return_all_scores=True`; with `top_k=k`, the k most
+      probable labels, whatever their thresholds);
+    - regression tasks: `{"score": float}`, on the scale of the training data;
     - token tasks: a list of entity groups `{"entity_group", "score", "word", "start", "end"}` with character offsets
       into the input text (BIO decoding of the first sub-token of every word);
     - `"embedding"`: the sentence embedding as a list of floats, with `return_embedding=True` or when `tasks` names an
@@ -208,13 +224,16 @@ class MultiTaskPipeline(ChunkPipeline):
         # `return_embedding=True`
         if tasks and any(config.is_embedding_task(t) for t in tasks):
             return_embedding = True
+        # windows are averaged, weighted by how many tokens each one saw
+        weights = np.array([float(o["n_tokens"][0]) for o in all_outputs])
         for name in [t for t in (config.task_names if tasks is None else tasks) if t in config.head_task_names]:
-            labels = config.task_labels(name)
-            if config.task_type(name) == SEQUENCE_CLASSIFICATION:
-                # average the windows' probabilities, weighted by how many tokens each window saw
-                weights = np.array([float(o["n_tokens"][0]) for o in all_outputs])
-                probs = np.stack([softmax(o[f"logits::{name}"][0].float().numpy()) for o in all_outputs])
-                probs = (probs * weights[:, None]).sum(0) / weights.sum()
+            labels, kind = config.task_labels(name), config.task_type(name)
+            if kind != TOKEN_CLASSIFICATION:  # one output row per window
+                values = np.stack([o[f"logits::{name}"][0].float().numpy().reshape(-1) for o in all_outputs])
+            if kind in (MULTI_LABEL_CLASSIFICATION, REGRESSION):
+                answer[name] = _target_answer(config.tasks[name], labels, values, weights, return_all_scores, top_k)
+            elif kind == SEQUENCE_CLASSIFICATION:
+                probs = (softmax(values) * weights[:, None]).sum(0) / weights.sum()
                 best = int(probs.argmax())
                 answer[name] = {"label": labels[best], "score": float(probs[best])}
                 if top_k is not None:
@@ -255,6 +274,22 @@ class MultiTaskPipeline(ChunkPipeline):
             best = int(probs.argmax())
             words.append((spans[word][0], spans[word][1], labels[best], float(probs[best])))
         return words
+
+
+def _target_answer(spec: dict, labels: list[str], values: np.ndarray, weights: np.ndarray, all_scores, top_k):
+    """A multi-label task's labels from their thresholds on (or its `top_k`), or a regression task's score, from the
+    windows' outputs `values` `[windows, outputs]` averaged with `weights`."""
+    if not labels:  # regression: the model's output is already on the data's scale
+        return {"score": float((values[:, 0] * weights).sum() / weights.sum())}
+    probs = ((1.0 / (1.0 + np.exp(-values))) * weights[:, None]).sum(0) / weights.sum()
+    order = np.argsort(-probs, kind="stable")
+    if top_k is not None:
+        return [{"label": labels[i], "score": float(probs[i])} for i in order[:top_k]]
+    chosen = [i for i in order if probs[i] >= spec["thresholds"][i]]
+    answer = {"labels": [{"label": labels[i], "score": float(probs[i])} for i in chosen]}
+    if all_scores:
+        answer["scores"] = {label: float(p) for label, p in zip(labels, probs)}
+    return answer
 
 
 if PIPELINE_TASK not in PIPELINE_REGISTRY.get_supported_tasks():

@@ -2,8 +2,8 @@
 
 Run by `.ci/compat.sh` (so by `.ci/run`), or by hand: `python tests/compat/check_remote_code.py [--versions ...]`.
 
-1. Saves a small 2-task model (tiny random BERT backbone, one sentence task and one token task, the MiniLM tokenizer)
-   with the installed stack, and its reference logits.
+1. Saves a small model (tiny random BERT backbone; a sentence, a token, a multi-label and a regression task; a
+   trained embedding adapter; the MiniLM tokenizer) with the installed stack, and its reference logits.
 2. For each transformers version: a throwaway virtual environment that holds only what `pip install
    transformers==X "huggingface-hub<2"` (`<1` for 4.x) gives beside the installed torch release
    (`torch==<installed>`, the CPU wheel on this disk), loads the model through
@@ -59,6 +59,9 @@ SENTENCES = [
     "Shares of Siemens fell sharply on Monday after the results.",
 ]
 TOPIC_LABELS = ["World", "Sports", "Business", "Sci/Tech"]
+EMOTIONS = ["anger", "joy", "fear"]
+# the per-task view each task is loaded through (the standard text- and token-classification pipelines' classes)
+VIEWS = {"topic": "sequence", "ner": "token", "emotions": "sequence", "rating": "sequence"}
 NER_LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
 
 
@@ -149,8 +152,9 @@ def child_load(model_dir: str, out_path: str) -> None:
     # the per-task views that the standard text- and token-classification pipelines load
     from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
-    for name, auto_class in (("topic", AutoModelForSequenceClassification), ("ner", AutoModelForTokenClassification)):
-        view = auto_class.from_pretrained(model_dir, trust_remote_code=True).eval()
+    for name, auto_class in VIEWS.items():
+        auto_class = AutoModelForTokenClassification if auto_class == "token" else AutoModelForSequenceClassification
+        view = auto_class.from_pretrained(model_dir, trust_remote_code=True, task=name).eval()
         with torch.no_grad():
             result["automodel"][f"view:{name}"] = view(**batch).logits.tolist()
 
@@ -212,7 +216,8 @@ def child_train(tiny_dir: str, out_dir: str) -> None:
 # ---------------------------------------------------------------------------------------------------------------------
 # In the parent, with the installed stack.
 def save_model(work: str) -> str:
-    """The 2-task model and its reference logits, saved with the installed stack."""
+    """The model (a sentence, a token, a multi-label and a regression task; a trained embedding adapter) and its
+    reference logits, saved with the installed stack."""
     sys.path.insert(0, ROOT)
     os.environ["HF_HOME"] = os.path.join(work, "hf-home")
     import torch
@@ -230,8 +235,12 @@ def save_model(work: str) -> str:
     tasks = {
         "topic": {"type": "sequence_classification", "labels": TOPIC_LABELS},
         "ner": {"type": "token_classification", "labels": NER_LABELS},
+        "emotions": {"type": "multi_label_classification", "labels": EMOTIONS, "thresholds": [0.3, 0.6, 0.5]},
+        "rating": {"type": "regression", "score_mean": 3.0, "score_std": 1.5},
     }
     model = MTSTModel(MTSTConfig(encoder=encoder, tasks=tasks, embedding_dim=16)).eval()
+    with torch.no_grad():
+        model.add_embedding_adapter().weight.normal_(0, 0.2)
     model_dir = os.path.join(work, "model")
     model.save_pretrained(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(backbone_path())
@@ -270,7 +279,7 @@ def max_diff(a, b) -> float:
 def compare(result: dict, reference: dict, baseline_answers: list | None) -> tuple[float, float, list[str]]:
     """(AutoModel max diff, pipeline max diff, problems) of one environment's result against the reference."""
     problems = []
-    expected = {**reference["automodel"], **{f"view:{k}": reference["automodel"][k] for k in ("topic", "ner")}}
+    expected = {**reference["automodel"], **{f"view:{k}": reference["automodel"][k] for k in VIEWS}}
     auto = max(max_diff(result["automodel"].get(k), v) for k, v in expected.items())
     ref_windows, windows = reference["windows"], result["windows"]
     if set(windows) != set(ref_windows):
@@ -290,6 +299,12 @@ def compare(result: dict, reference: dict, baseline_answers: list | None) -> tup
         if baseline_answers is not None:
             base = baseline_answers[i]
             pipe = max(pipe, max_diff(answer["embedding"], base["embedding"]))
+            pipe = max(pipe, abs(answer["rating"]["score"] - base["rating"]["score"]))
+            if [e["label"] for e in answer["emotions"]["labels"]] != [e["label"] for e in base["emotions"]["labels"]]:
+                problems.append(f"other labels for sentence {i}: {answer['emotions']} vs {base['emotions']}")
+            pipe = max(
+                pipe, max_diff(list(answer["emotions"]["scores"].values()), list(base["emotions"]["scores"].values()))
+            )
             strip = [{k: v for k, v in e.items() if k != "score"} for e in answer["ner"]]
             if strip != [{k: v for k, v in e.items() if k != "score"} for e in base["ner"]]:
                 problems.append(f"other entities for sentence {i}: {answer['ner']} vs {base['ner']}")
