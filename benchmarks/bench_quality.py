@@ -21,6 +21,9 @@ Protocols (one code):
 
 - `main` (default): full CoNLL-2003 train + the AG News 80% split, run_multitask.py's default recipe except 1 epoch
   and `group_by_length` on (CPU-sized); `--device cuda --epochs 3` is the GPU protocol.
+- `heads`: the multi-label and regression heads: SemEval-2018 E-c (multi-label) and STS-B as a pair regression, each
+  alone (MTST), with the plain transformers recipe, and jointly with CoNLL-2003 (against CoNLL-2003 alone), at the
+  `main` recipe; scored on the staged validation splits (micro-F1, Spearman).
 - `imbalanced`: CoNLL-2003 train cut to a fixed random sample of 3,000 sentences (the same sample for every seed)
   with the AG News 80% split, at run_multitask.py's default recipe as it is (its defaults are read from the script:
   epochs, batch size, learning rate, warm-up, sampling, group_by_length), evaluated on the full CoNLL-2003 test set;
@@ -33,6 +36,7 @@ The plain recipe always groups by length (as a user would switch it on); `--grou
     python benchmarks/bench_quality.py --seeds 42 43 44 45 46   # 5 seeds
     python benchmarks/bench_quality.py --device cuda --epochs 3 # GPU protocol
     python benchmarks/bench_quality.py --protocol imbalanced
+    python benchmarks/bench_quality.py --protocol heads --output_root runs/q --reuse   # ner_only taken over
     python benchmarks/bench_quality.py --joint-args "--sampling_strategy temperature --temperature 2" --name q_temp
     python benchmarks/bench_quality.py --reanalyze benchmarks/results/quality.json   # statistics again, no training
     python benchmarks/bench_quality.py --output_root runs/q --reuse ...   # take over runs finished in runs/q
@@ -70,11 +74,19 @@ RUNS = {
     # the three-task protocol: CoNLL-2003 + AG News + STS-B jointly, and STS-B alone
     "joint3": ("mtst", "joint3"),
     "sts_only": ("mtst", "sts"),
+    # the heads protocol: SemEval-2018 E-c (multi-label) and STS-B as a pair regression, alone, plain, with CoNLL
+    "emotion_only": ("mtst", "emotion"),
+    "emotion_plain": ("plain", "emotion"),
+    "ner_emotion": ("mtst", "joint_emotion"),
+    "stsreg_only": ("mtst", "stsreg"),
+    "stsreg_plain": ("plain", "stsreg"),
+    "ner_stsreg": ("mtst", "joint_stsreg"),
 }
 PROTOCOL_RUNS = {
     "main": ["joint", "ner_only", "topic_only", "ner_plain", "topic_plain"],
     "imbalanced": ["joint", "ner_only", "topic_only", "ner_plain", "topic_plain"],
     "three_task": ["joint", "joint3", "sts_only"],
+    "heads": ["ner_only", "emotion_only", "emotion_plain", "ner_emotion", "stsreg_only", "stsreg_plain", "ner_stsreg"],
 }
 # task -> what is scored: the split, the prediction file's suffix, the metric, the run's own metric key, the runs
 TASKS = {
@@ -83,6 +95,8 @@ TASKS = {
         "split": "test",
         "suffix": "",
         "metric": "f1",
+        "reader": "entities",
+        "column": "CoNLL test F1",
         "reported": "predict_ner_f1",
         "systems": {"joint": "joint", "alone": "ner_only", "plain": "ner_plain"},
     },
@@ -91,6 +105,8 @@ TASKS = {
         "split": "validation",
         "suffix": "_validation",
         "metric": "accuracy",
+        "reader": "correctness",
+        "column": "AG held-out acc",
         "reported": "eval_topic_accuracy",
         "systems": {"joint": "joint", "alone": "topic_only", "plain": "topic_plain"},
     },
@@ -100,11 +116,43 @@ SYSTEM_NAMES = {
     "alone": "MTST alone",
     "joint": "MTST joint",
     "joint3": "MTST joint (3 tasks)",
+    "joint_emotion": "MTST joint with SemEval E-c",
+    "joint_stsreg": "MTST joint with STS-B regression",
 }
 COMPARISONS = (("joint", "alone"), ("joint", "plain"), ("alone", "plain"))
 # The three-task protocol compares the CoNLL-2003 and AG News scores of the 3-task joint model with the 2-task one's.
 THREE_TASK = {task: {**info, "systems": {"joint3": "joint3", "joint": "joint"}} for task, info in TASKS.items()}
 THREE_TASK_COMPARISONS = (("joint3", "joint"),)
+# The heads protocol: each new head type alone, with the plain recipe, and jointly with CoNLL-2003 (whose F1 in each
+# joint model is compared with CoNLL-2003 alone). The staged validation splits are the scored `test` splits of its
+# configs (SemEval-2018 E-c and STS-B have no staged test split; 10% of train is carved for validation).
+HEADS_TASKS = {
+    "emotion": {
+        "label": "SemEval-2018 E-c validation micro-F1",
+        "split": "test",
+        "suffix": "",
+        "metric": "f1",
+        "reader": "multi_label",
+        "column": "SemEval E-c micro-F1",
+        "reported": "predict_emotion_micro_f1",
+        "systems": {"joint": "ner_emotion", "alone": "emotion_only", "plain": "emotion_plain"},
+    },
+    "stsreg": {
+        "label": "STS-B validation Spearman (pair regression)",
+        "split": "test",
+        "suffix": "",
+        "metric": "spearman",
+        "reader": "regression",
+        "column": "STS-B reg Spearman",
+        "reported": "predict_stsreg_spearman",
+        "systems": {"joint": "ner_stsreg", "alone": "stsreg_only", "plain": "stsreg_plain"},
+    },
+    "ner": {
+        **TASKS["ner"],
+        "systems": {"joint_emotion": "ner_emotion", "joint_stsreg": "ner_stsreg", "alone": "ner_only"},
+    },
+}
+HEADS_COMPARISONS = (*COMPARISONS, ("joint_emotion", "alone"), ("joint_stsreg", "alone"))
 # Embedding quality (STS-B validation): every run against the backbone, and these pairs of runs against each other.
 EMBEDDING_PAIRS = {"three_task": (("joint3", "sts_only"), ("joint3", "joint")), "main": (), "imbalanced": ()}
 RUN_NAMES = {
@@ -115,6 +163,12 @@ RUN_NAMES = {
     "topic_plain": "plain transformers AG News",
     "joint3": "MTST joint (CoNLL + AG News + STS-B)",
     "sts_only": "MTST STS-B alone",
+    "emotion_only": "MTST SemEval E-c alone",
+    "emotion_plain": "plain transformers SemEval E-c",
+    "ner_emotion": "MTST joint (CoNLL + SemEval E-c)",
+    "stsreg_only": "MTST STS-B regression alone",
+    "stsreg_plain": "plain transformers STS-B regression",
+    "ner_stsreg": "MTST joint (CoNLL + STS-B regression)",
 }
 
 
@@ -122,6 +176,8 @@ def protocol_tasks(args) -> tuple[dict, tuple]:
     """(tasks scored, comparisons) of the protocol."""
     if args.protocol == "three_task":
         return THREE_TASK, THREE_TASK_COMPARISONS
+    if args.protocol == "heads":
+        return HEADS_TASKS, HEADS_COMPARISONS
     return TASKS, COMPARISONS
 
 
@@ -161,7 +217,7 @@ def resolve_recipe(args) -> dict:
     values override either."""
     recipe = run_multitask_defaults()
     recipe["run_multitask_defaults"] = dict(recipe)
-    if args.protocol == "main":
+    if args.protocol in ("main", "heads"):
         recipe.update(epochs=1.0, group_by_length=True)
     for key in ("epochs", "batch_size", "learning_rate", "max_seq_length"):
         if getattr(args, key) is not None:
@@ -209,9 +265,9 @@ def task_configs(args, root: str) -> tuple[dict, dict | None]:
     if args.protocol == "imbalanced":
         return imbalanced_data(os.path.join(root, "data"))
     configs = {}
-    for name in (
-        ("joint", "ner", "topic", "joint3", "sts") if args.protocol == "three_task" else ("joint", "ner", "topic")
-    ):
+    names = {"three_task": ("joint", "ner", "topic", "joint3", "sts")}
+    names["heads"] = ("ner", "emotion", "joint_emotion", "stsreg", "joint_stsreg")
+    for name in names.get(args.protocol, ("joint", "ner", "topic")):
         bc.task_config(name)  # checks that every data file exists (clear message otherwise)
         if bc.DATA_DIR == bc.DEFAULT_DATA_DIR:
             configs[name] = os.path.relpath(os.path.join(bc.CONFIG_DIR, f"{name}.yaml"), bc.REPO_ROOT)
@@ -342,12 +398,19 @@ def _read_lines(path: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def read_examples(run_dir: str, task: str) -> dict:
+def read_examples(run_dir: str, task: str, info: dict | None = None) -> dict:
     """A run's per-example results for `task`: ids and rows (`bench_stats`: (tp, fp, fn) per CoNLL sentence, words
     without a prediction, i.e. cut by truncation, left out as the run's own metric leaves them out; (correct, 1) per AG
-    News example, named by its row in the staged file, so a seed's runs and different seeds line up)."""
-    info = TASKS[task]
+    News example, named by its row in the staged file, so a seed's runs and different seeds line up; (tp, fp, fn) of
+    the labels of a multi-label row; (prediction, gold) of a regression row)."""
+    info = info or TASKS[task]
     records = _read_lines(os.path.join(run_dir, f"predictions_{task}{info['suffix']}.jsonl"))
+    if info["reader"] == "multi_label":
+        rows = [(len(set(r["labels"]) & set(r["predictions"])), len(set(r["predictions"]) - set(r["labels"])),
+                 len(set(r["labels"]) - set(r["predictions"]))) for r in records]  # fmt: skip
+        return {"ids": list(range(len(records))), "rows": rows}
+    if info["reader"] == "regression":
+        return {"ids": list(range(len(records))), "rows": [(r["prediction"], r["label"]) for r in records]}
     if info["metric"] == "f1":
         gold, pred = [], []
         for r in records:
@@ -487,7 +550,7 @@ def run_one(args, recipe: dict, configs: dict, job: dict, env: dict) -> tuple[di
     with open(os.path.join(out, "all_results.json"), encoding="utf-8") as f:
         metrics = json.load(f)
     tasks, _ = protocol_tasks(args)
-    examples = {t: read_examples(out, t) for t in tasks if name in tasks[t]["systems"].values()}
+    examples = {t: read_examples(out, t, tasks[t]) for t in tasks if name in tasks[t]["systems"].values()}
     stsb = beq.cosines(out)  # the run's sentence embeddings on STS-B validation
     record = {
         "seed": seed,
@@ -585,8 +648,9 @@ def analyze(args, runs: dict, examples: dict) -> dict:
         if not systems:
             continue
         per_system = {s: {seed: e[task] for seed, e in examples[r].items()} for s, r in systems.items()}
+        score = bs.score_spearman_systems if info["metric"] == "spearman" else bs.score_systems
         try:
-            result = bs.score_systems(per_system, info["metric"], comparisons, args.n_resamples, args.bootstrap_seed)
+            result = score(per_system, info["metric"], comparisons, args.n_resamples, args.bootstrap_seed)
         except ValueError as err:
             sys.exit(f"{info['label']}: {err}")
         checks = []
@@ -672,25 +736,35 @@ def markdown(args, recipe: dict, runs: dict, analysis: dict, sample: dict | None
         ["metric", "comparison", "difference (points)", "95% CI", "verdict", "per seed (difference [95% CI])"],
         comp_rows,
     )
+    tasks, _ = protocol_tasks(args)
+    columns = [(info["column"], info["reported"]) for info in tasks.values()]
+    if "ner" in tasks:  # CoNLL-2003 validation F1 beside its test F1
+        columns.insert(list(tasks).index("ner") + 1, ("CoNLL val F1", "eval_ner_f1"))
     per_seed_rows = []
     for name, records in runs.items():
         for r in records:
             m = r["metrics"]
+            cells = [f"{100 * m[key]:.2f}" if key in m else "-" for _, key in columns]
             per_seed_rows.append(
                 (
                     name,
                     r["seed"],
-                    f"{100 * m['predict_ner_f1']:.2f}" if "predict_ner_f1" in m else "-",
-                    f"{100 * m['eval_ner_f1']:.2f}" if "eval_ner_f1" in m else "-",
-                    f"{100 * m['eval_topic_accuracy']:.2f}" if "eval_topic_accuracy" in m else "-",
+                    *cells,
                     r["wall_s"] / 60,
                     m.get("train_runtime", 0) / 60,
                     m.get("train_steps_per_second"),
                 )
             )
-    headers = ["run", "seed", "CoNLL test F1", "CoNLL val F1", "AG held-out acc", "wall (min)", "train (min)"]
+    headers = ["run", "seed", *(column for column, _ in columns), "wall (min)", "train (min)"]
     per_seed = bc.markdown_table([*headers, "train steps/s"], per_seed_rows)
-    if args.protocol == "imbalanced":
+    if args.protocol == "heads":
+        data = (
+            "SemEval-2018 Task 1 E-c (multi-label, 11 emotions; train 6,838 tweets, of which a fixed 10% is carved "
+            "as validation; scored on the staged validation split, 886 tweets) and STS-B as a pair regression (train "
+            "5,749 pairs, 10% carved as validation; scored on the staged validation split, 1,500 pairs), each alone, "
+            "with the plain transformers recipe, and jointly with CoNLL-2003 (train 14,041 sentences; test 3,453)."
+        )
+    elif args.protocol == "imbalanced":
         data = (
             f"CoNLL-2003 train cut to a fixed sample of {sample['conll_train_sentences']:,} of "
             f"{sample['of']:,} sentences (`{sample['sample']}`, the same for every seed), the AG News 80% split "
@@ -710,7 +784,13 @@ def markdown(args, recipe: dict, runs: dict, analysis: dict, sample: dict | None
     text = (
         f"# Benchmark 4: quality, protocol `{args.protocol}`{' (quick)' if args.quick else ''}, "
         f"device {args.device}\n\n"
-        f"{data} The AG News split is made with the run's seed, so the five runs of a seed share it.\n\n"
+        f"{data}"
+        + (
+            " The AG News split is made with the run's seed, so the five runs of a seed share it."
+            if "topic" in tasks
+            else ""
+        )
+        + "\n\n"
         f"Recipe (every run): backbone all-MiniLM-L6-v2, {recipe['epochs']:g} epoch(s), batch {recipe['batch_size']}, "
         f"lr {recipe['learning_rate']:g}, {recipe['lr_scheduler_type']} schedule with warm-up "
         f"{recipe['warmup_steps']:g} of the steps, weight decay {recipe['weight_decay']:g}, max_seq_length "
@@ -945,8 +1025,10 @@ def main(argv=None) -> dict:
         if not torch.cuda.is_available():
             sys.exit("--device cuda: no CUDA device is available on this machine.")
     bc.require_data("conll_train", "conll_validation", "conll_test", "ag_news", "stsb_validation")
-    if args.protocol == "three_task":
+    if args.protocol in ("three_task", "heads"):
         bc.require_data("stsb_train")
+    if args.protocol == "heads":
+        bc.require_data("semeval_train", "semeval_validation")
     recipe = resolve_recipe(args)
     root = args.output_root or tempfile.mkdtemp(prefix="mtst-bench-quality-")
     os.makedirs(root, exist_ok=True)

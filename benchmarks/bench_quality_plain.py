@@ -77,13 +77,18 @@ def tokenize_token_task(tokenizer, max_seq_length: int):
     return tokenize_and_align_labels
 
 
-def tokenize_sequence_task(tokenizer, max_seq_length: int):
-    """run_glue.py's `preprocess_function` (no padding: the collator pads each batch)."""
+def tokenize_sequence_task(tokenizer, max_seq_length: int, num_labels: int | None = None):
+    """run_glue.py's `preprocess_function` (no padding: the collator pads each batch); with `num_labels`, a
+    multi-label row's label ids become the float multi-hot row that `problem_type="multi_label_classification"`
+    trains on (a regression row keeps its float score, as run_glue.py's STS-B)."""
 
     def preprocess_function(examples):
         pairs = examples.get("text_pair")
         result = tokenizer(examples["text"], pairs, truncation=True, max_length=max_seq_length)
-        result["label"] = examples["label"]
+        labels = examples["label"]
+        if num_labels is not None:
+            labels = [[float(i in set(ids)) for i in range(num_labels)] for ids in labels]
+        result["label"] = labels
         return result
 
     return preprocess_function
@@ -129,20 +134,26 @@ def main(argv=None) -> dict:
     if args.max_eval_samples is not None:
         spec.max_eval_samples = args.max_eval_samples
     raw = load_task_data(spec, seed=args.seed, validation_fraction=args.validation_fraction)
-    labels = list(spec.labels)
-    token = spec.is_token_task
+    labels = list(spec.labels or [])  # a regression task has none: one output
+    token, multi = spec.is_token_task, spec.type == "multi_label_classification"
     path = args.model_name_or_path or bc.backbone_path()
     tokenizer = AutoTokenizer.from_pretrained(path)
-    preprocess = (tokenize_token_task if token else tokenize_sequence_task)(tokenizer, args.max_seq_length)
+    if token:
+        preprocess = tokenize_token_task(tokenizer, args.max_seq_length)
+    else:
+        preprocess = tokenize_sequence_task(tokenizer, args.max_seq_length, len(labels) if multi else None)
     tokenized = {
         split: ds.map(preprocess, batched=True, remove_columns=ds.column_names, desc=f"Tokenizing {split}")
         for split, ds in raw.items()
     }
     label_kwargs = {
-        "num_labels": len(labels),
-        "id2label": dict(enumerate(labels)),
-        "label2id": {n: i for i, n in enumerate(labels)},
+        "num_labels": len(labels) or 1,
+        "id2label": dict(enumerate(labels or [spec.name])),
+        "label2id": {n: i for i, n in enumerate(labels or [spec.name])},
     }
+    problem_types = {"multi_label_classification": "multi_label_classification", "regression": "regression"}
+    if spec.type in problem_types:  # transformers' sigmoid + BCE, or MSE on the raw scores (run_glue.py's STS-B)
+        label_kwargs["problem_type"] = problem_types[spec.type]
     auto = AutoModelForTokenClassification if token else AutoModelForSequenceClassification
     model = auto.from_pretrained(path, **label_kwargs)
     collator = DataCollatorForTokenClassification(tokenizer) if token else DataCollatorWithPadding(tokenizer)
@@ -179,7 +190,7 @@ def main(argv=None) -> dict:
     trainer._get_eval_sampler = lambda dataset: SequentialSampler(dataset)
     metrics = dict(train_result.metrics)
     metrics["train_samples"] = len(tokenized["train"])
-    task_type = "token_classification" if token else "sequence_classification"
+    task_type = spec.type
     for split, prefix, suffix in (("validation", "eval", "_validation"), ("test", "predict", "")):
         if split not in tokenized:
             continue

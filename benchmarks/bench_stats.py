@@ -259,3 +259,51 @@ def spearman_bootstrap(
         "rng_seed": rng_seed,
         "pairs": len(gold),
     }
+
+
+def score_spearman_systems(
+    systems: dict[str, dict],
+    metric: str = "spearman",
+    comparisons: Sequence[tuple[str, str]] = (),
+    n_resamples: int = 2000,
+    rng_seed: int = 0,
+) -> dict:
+    """`score_systems` for Spearman's rho, which is no sum over examples: rows are `(prediction, gold)` per example,
+    every seed scores the same examples (same ids, same gold), and each comparison is `spearman_bootstrap`'s paired
+    bootstrap over them (as fractions, like the other metrics: 0.01 is one point)."""
+    if metric != "spearman":
+        raise ValueError(f"score_spearman_systems scores spearman, not {metric!r}.")
+    scores = {}
+    for system, by_seed in systems.items():
+        per_seed = {}
+        for seed, e in by_seed.items():
+            rows = np.asarray(e["rows"], dtype=np.float64)
+            per_seed[int(seed)] = _spearman(rows[:, 0], rows[:, 1])
+        mean, std = mean_std(list(per_seed.values()))
+        scores[system] = {"per_seed": per_seed, "mean": mean, "std": std}
+    results = {}
+    for a, b in comparisons:
+        if a not in systems or b not in systems:
+            continue
+        seeds = sorted(set(systems[a]) & set(systems[b]), key=int)
+        if not seeds:
+            continue
+        rows = {(s, seed): np.asarray(systems[s][seed]["rows"], dtype=np.float64) for s in (a, b) for seed in seeds}
+        gold = rows[(a, seeds[0])][:, 1]
+        for (system, seed), r in rows.items():
+            if list(systems[system][seed]["ids"]) != list(systems[a][seeds[0]]["ids"]) or not np.array_equal(
+                r[:, 1], gold
+            ):
+                raise ValueError(f"seed {seed}: {system} was scored on other examples, or other gold scores.")
+        found = spearman_bootstrap(
+            gold,
+            [rows[(a, seed)][:, 0] for seed in seeds],
+            [rows[(b, seed)][:, 0] for seed in seeds],
+            n_resamples,
+            rng_seed,
+        )
+        for part in (found, *found["per_seed"]):
+            part["diff"] /= 100
+            part["ci"] = [x / 100 for x in part["ci"]]
+        results[f"{a}-{b}"] = {"seeds": [int(s) for s in seeds], **found}
+    return {"scores": scores, "comparisons": results}

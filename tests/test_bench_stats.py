@@ -1,6 +1,7 @@
 """The quality benchmark's statistics (benchmarks/bench_stats.py): F1 from pooled per-sentence counts equals
 seqeval's, and the paired bootstrap interval behaves on cases whose answer is known. Fast and deterministic."""
 
+import json
 import os
 import random
 import sys
@@ -318,3 +319,37 @@ def test_spearman_bootstrap_of_embedding_scores():
     assert abs(bs._spearman(gold, gold) - 1) < 1e-12
     with pytest.raises(ValueError, match="one score per gold pair"):
         bs.spearman_bootstrap(gold, good, [noisy[:10]] * 3)
+
+
+def test_spearman_systems_score_each_seed_and_compare_on_the_same_pairs():
+    gold = np.arange(20, dtype=float)
+    rng = np.random.default_rng(0)
+    noisy = {seed: gold + rng.normal(0, 6, 20) for seed in (1, 2)}
+    systems = {
+        "alone": {seed: {"ids": list(range(20)), "rows": np.stack([gold, gold], 1)} for seed in (1, 2)},
+        "plain": {seed: {"ids": list(range(20)), "rows": np.stack([noisy[seed], gold], 1)} for seed in (1, 2)},
+    }
+    result = bs.score_spearman_systems(systems, "spearman", [("alone", "plain")], n_resamples=300)
+    assert result["scores"]["alone"]["mean"] == pytest.approx(1.0)
+    plain = np.mean([bs._spearman(noisy[s], gold) for s in (1, 2)])
+    assert result["scores"]["plain"]["mean"] == pytest.approx(plain)
+    comparison = result["comparisons"]["alone-plain"]
+    assert comparison["diff"] == pytest.approx(1.0 - plain) and comparison["ci"][0] <= comparison["diff"]
+    systems["plain"][2]["rows"] = np.stack([noisy[2], gold[::-1]], 1)
+    with pytest.raises(ValueError, match="other gold scores"):
+        bs.score_spearman_systems(systems, "spearman", [("alone", "plain")], n_resamples=10)
+
+
+def test_heads_benchmark_reads_multi_label_and_regression_predictions(tmp_path):
+    import bench_quality as bq
+
+    rows = [
+        {"text": "a", "labels": ["joy", "anger"], "predictions": ["joy"], "scores": {}},
+        {"text": "b", "labels": [], "predictions": ["fear"], "scores": {}},
+    ]
+    (tmp_path / "predictions_emotion.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    read = bq.read_examples(str(tmp_path), "emotion", bq.HEADS_TASKS["emotion"])
+    assert read["rows"] == [(1, 0, 1), (0, 1, 0)] and bs.metric_value("f1", read["rows"]) == pytest.approx(0.5)
+    rows = [{"text": "a", "label": 1.0, "prediction": 1.5}, {"text": "b", "label": 4.0, "prediction": 3.0}]
+    (tmp_path / "predictions_stsreg.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert bq.read_examples(str(tmp_path), "stsreg", bq.HEADS_TASKS["stsreg"])["rows"] == [(1.5, 1.0), (3.0, 4.0)]
