@@ -86,9 +86,10 @@ def tokenize_sequence_task(tokenizer, max_seq_length: int, num_labels: int | Non
         pairs = examples.get("text_pair")
         result = tokenizer(examples["text"], pairs, truncation=True, max_length=max_seq_length)
         labels = examples["label"]
-        if num_labels is not None:
-            labels = [[float(i in set(ids)) for i in range(num_labels)] for ids in labels]
-        result["label"] = labels
+        if num_labels is not None:  # a new column: `label` would keep the input's integer feature type
+            result["labels"] = [[float(i in set(ids)) for i in range(num_labels)] for ids in labels]
+        else:
+            result["label"] = labels
         return result
 
     return preprocess_function
