@@ -31,15 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from mtst.remote.configuration_mtst import (
-    IGNORE_INDEX,
-    MULTI_LABEL_CLASSIFICATION,
-    REGRESSION,
-    RETRIEVAL,
-    SENTENCE_SIMILARITY,
-    SEQUENCE_CLASSIFICATION,
-    TOKEN_CLASSIFICATION,
-)
+from mtst.remote.configuration_mtst import IGNORE_INDEX, MULTI_LABEL_CLASSIFICATION, REGRESSION, RETRIEVAL
+from mtst.remote.configuration_mtst import SENTENCE_SIMILARITY as SIMILARITY
+from mtst.remote.configuration_mtst import SEQUENCE_CLASSIFICATION as SEQUENCE
+from mtst.remote.configuration_mtst import TOKEN_CLASSIFICATION as TOKEN
 from mtst.remote.pipeline_mtst import softmax
 
 __all__ = [
@@ -58,9 +53,9 @@ __all__ = [
 # The metric that stands for a task: in `eval_average`, in the card's headline columns, in mtst.training.grow's
 # comparison.
 HEADLINE_METRICS = {
-    SEQUENCE_CLASSIFICATION: "accuracy",
-    TOKEN_CLASSIFICATION: "f1",
-    SENTENCE_SIMILARITY: "spearman",
+    SEQUENCE: "accuracy",
+    TOKEN: "f1",
+    SIMILARITY: "spearman",
     RETRIEVAL: "mrr_at_10",
     MULTI_LABEL_CLASSIFICATION: "micro_f1",
     REGRESSION: "spearman",
@@ -261,11 +256,11 @@ def task_metrics(task_type: str, predictions, label_ids, label_names: Sequence[s
         return multi_label_metrics(predictions, label_ids, label_names, thresholds)
     if task_type == REGRESSION:
         return regression_metrics(predictions, label_ids)
-    if task_type == SENTENCE_SIMILARITY:
+    if task_type == SIMILARITY:
         return similarity_metrics(predictions, label_ids)
     if task_type == RETRIEVAL:
         return retrieval_metrics(predictions)
-    if task_type == TOKEN_CLASSIFICATION:
+    if task_type == TOKEN:
         return token_classification_metrics(predictions, label_ids, label_names)
     return sequence_classification_metrics(predictions, label_ids, label_names)
 
@@ -300,7 +295,7 @@ def write_predictions(
     write the gold and predicted label lists (a label from its threshold on) and every label's probability;
     regression tasks the gold and predicted scores."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    if task_type in (SENTENCE_SIMILARITY, RETRIEVAL):
+    if task_type in (SIMILARITY, RETRIEVAL):
         return _write_pair_predictions(path, task_type, logits, label_ids, raw_dataset)
     if task_type in (MULTI_LABEL_CLASSIFICATION, REGRESSION):
         return _write_target_predictions(path, label_names, logits, label_ids, raw_dataset, thresholds)
@@ -311,7 +306,7 @@ def write_predictions(
         for i in range(n):
             row = raw_dataset[i] if raw_dataset is not None else {}
             record: dict[str, Any] = {}
-            if task_type == TOKEN_CLASSIFICATION:
+            if task_type == TOKEN:
                 tokens = list(row.get("tokens", [])) if row else None
                 probs = softmax(np.asarray(logits[i], dtype=np.float64))
                 if word_ids is not None:
@@ -395,7 +390,7 @@ def _write_pair_predictions(path: str, task_type: str, embeddings, scores, raw_d
         for i in range(len(unit)):
             row = raw_dataset[i] if raw_dataset is not None else {}
             record = {key: row[key] for key in ("text", "text_pair", "negative") if key in row}
-            if task_type == SENTENCE_SIMILARITY and scores is not None:
+            if task_type == SIMILARITY and scores is not None:
                 record["score"] = round(float(scores[i]), 6)
             record["cosine"] = round(float(cosine[i]), 6)
             if task_type == RETRIEVAL:

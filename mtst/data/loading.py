@@ -30,12 +30,8 @@ from mtst.data.pairs import infer_score_range, pair_columns, pair_converter
 from mtst.data.tags import is_int, repair_iob2, sort_labels, split_tag
 from mtst.data.targets import finish_targets, infer_multi_labels, target_converter
 from mtst.data.tasks import SPLITS, TaskSpec
-from mtst.remote.configuration_mtst import (
-    MULTI_LABEL_CLASSIFICATION,
-    REGRESSION,
-    SENTENCE_SIMILARITY,
-    SEQUENCE_CLASSIFICATION,
-)
+from mtst.remote.configuration_mtst import MULTI_LABEL_CLASSIFICATION, REGRESSION, SENTENCE_SIMILARITY
+from mtst.remote.configuration_mtst import SEQUENCE_CLASSIFICATION as SEQUENCE
 
 logger = logging.getLogger(__name__)
 
@@ -390,7 +386,7 @@ def _carve_validation(spec: TaskSpec, train: datasets.Dataset, seed: int, valida
         )
     try:
         parts = train.train_test_split(
-            test_size=fraction, seed=seed, stratify_by_column="label" if spec.type == SEQUENCE_CLASSIFICATION else None
+            test_size=fraction, seed=seed, stratify_by_column="label" if spec.type == SEQUENCE else None
         )
     except ValueError:  # a class too small to stratify
         parts = train.train_test_split(test_size=fraction, seed=seed)

@@ -268,14 +268,20 @@ def _labels_problem(task_type: str, labels) -> str | None:
     return labels_problem(labels, min_labels(task_type))
 
 
+def _fraction_problem(key: str, value: Any) -> str | None:
+    """A number strictly between 0 and 1 (`validation_fraction`, `threshold`)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        return f"{key!r} must be a number between 0 and 1, got {short(value)}"
+    return None
+
+
 def _target_problems(spec: TaskSpec) -> list[str]:
     """What is wrong with a multi-label task's own options."""
     problems = []
     if spec.label_separator is not None and (not isinstance(spec.label_separator, str) or not spec.label_separator):
         problems.append(f"'label_separator' must be a non-empty string; got {short(spec.label_separator)}")
-    threshold = spec.threshold
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
-        problems.append(f"'threshold' must be a number between 0 and 1; got {short(threshold)}")
+    if problem := _fraction_problem("threshold", spec.threshold):
+        problems.append(problem)
     for key in ("tune_threshold", "pos_weight"):
         if not isinstance(getattr(spec, key), bool):
             problems.append(f"{key!r} must be true or false; got {short(getattr(spec, key))}")
@@ -443,24 +449,18 @@ def _parse_numbers(entry: Mapping, where: str, problems: list[str]) -> dict[str,
             problems.append(f"{where}: {problem}")
         else:
             kwargs["loss_weight"] = float(entry["loss_weight"])
-    if entry.get("validation_fraction") is not None:
-        fraction = entry["validation_fraction"]
-        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
-            problems.append(f"{where}: 'validation_fraction' must be a number between 0 and 1, got {short(fraction)}")
-        else:
-            kwargs["validation_fraction"] = float(fraction)
+    for key in ("validation_fraction", "threshold"):
+        if entry.get(key) is not None:
+            if problem := _fraction_problem(key, entry[key]):
+                problems.append(f"{where}: {problem}")
+            else:
+                kwargs[key] = float(entry[key])
     for key in ("strict_iob", "tune_threshold", "pos_weight"):
         if key in entry:
             if not isinstance(entry[key], bool):
                 problems.append(f"{where}: {key!r} must be true or false, got {short(entry[key])}")
             else:
                 kwargs[key] = entry[key]
-    if entry.get("threshold") is not None:
-        threshold = entry["threshold"]
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
-            problems.append(f"{where}: 'threshold' must be a number between 0 and 1, got {short(threshold)}")
-        else:
-            kwargs["threshold"] = float(threshold)
     return kwargs
 
 
