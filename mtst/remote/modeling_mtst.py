@@ -80,15 +80,18 @@ class MTSTModelOutput(ModelOutput):
 
     Args:
         loss (`torch.FloatTensor` of shape `()`, *optional*):
-            Cross-entropy of the named task (ignore index -100), unweighted. When `labels` is a dict
-            `{task: labels}` and no task is named: the sum of each labelled task's loss times its `loss_weight`.
+            The named task's unweighted loss (`heads_mtst.task_loss`: cross-entropy with ignore index -100; binary
+            cross-entropy for multi-label tasks; squared error of standardised scores for regression). When
+            `labels` is a dict `{task: labels}` and no task is named: the sum of each labelled task's loss times its
+            `loss_weight`.
         logits (`torch.FloatTensor`, *optional*):
-            Logits of the named task: `(batch_size, num_labels)` for sequence tasks,
-            `(batch_size, sequence_length, num_labels)` for token tasks. `None` when no task is named.
+            Logits of the named task: `(batch_size, num_labels)` for sequence and multi-label tasks, `(batch_size, 1)`
+            for regression tasks (the predicted score, on the data's scale), `(batch_size, sequence_length,
+            num_labels)` for token tasks. `None` when no task is named.
         sentence_embedding (`torch.FloatTensor` of shape `(batch_size, embedding_dim)`):
-            Pooled, projected (when `embedding_dim` is set) and normalized (per `normalize`) sentence vector. It
-            comes before the per-task dicts, so without a task `output[0]` is this tensor (what
-            `pipeline("feature-extraction")` returns).
+            Pooled, projected (when `embedding_dim` is set), adapted (when the model has an `embedding_adapter`) and
+            normalized (per `normalize`) sentence vector. It comes before the per-task dicts, so without a task
+            `output[0]` is this tensor (what `pipeline("feature-extraction")` returns).
         task_logits (`dict[str, torch.FloatTensor]`):
             Logits of every task when no task is named, else of the named task only.
         task_losses (`dict[str, torch.FloatTensor]`, *optional*):
@@ -402,9 +405,10 @@ class MTSTModel(MTSTPreTrainedModel):
             attention_mask (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*): 1 for tokens.
             token_type_ids (`torch.LongTensor`, *optional*): passed on to encoders that take them, dropped otherwise.
             task (`str`, *optional*): the task whose logits and loss to compute; `None` runs every head.
-            labels (`torch.LongTensor` or `dict`, *optional*): `(batch_size,)` class ids for a sequence task,
-                `(batch_size, sequence_length)` for a token task (-100 = ignored); with `task=None`, a dict
-                `{task: labels}` gives the weighted sum of those tasks' losses.
+            labels (`torch.Tensor` or `dict`, *optional*): `(batch_size,)` class ids for a sequence task,
+                `(batch_size, sequence_length)` for a token task (-100 = ignored), `(batch_size, num_labels)` 0/1
+                floats for a multi-label task, `(batch_size,)` scores for a regression task; with `task=None`, a
+                dict `{task: labels}` gives the weighted sum of those tasks' losses.
         """
         if kwargs:  # a misspelled or unsupported argument is an error, never silently ignored
             raise TypeError(f"MTSTModel.forward got unexpected keyword argument(s): {', '.join(sorted(kwargs))}.")
