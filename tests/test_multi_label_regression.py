@@ -105,10 +105,11 @@ def test_multi_label_data_from_lists_delimited_strings_and_class_labels(tmp_path
     assert spec.pos_weight_values == pytest.approx([(len(train) - c) / c if c else 1.0 for c in counts])
     assert spec.to_model_task()["pos_weight"] == spec.pos_weight_values
 
-    csv = "text,tags\n" + "".join(f'"{t}","{"|".join(labels)}"\n' for t, labels in ROWS * 2)
+    csv = "text,tags\n" + "".join(f'"{t}",{"|".join(labels)}\n' for t, labels in ROWS * 2)  # an empty cell: no label
     spec = spec_for(tmp_path, csv, name="c", fmt="csv", label_column="tags", label_separator="|", labels=EMOTIONS)
     data = load_task_data(spec)
     assert sum(len(ids) for split in ("train", "validation") for ids in data[split]["label"]) == 8
+    assert sum(not ids for split in ("train", "validation") for ids in data[split]["label"]) == 2
 
     feature = datasets.Features(
         {"text": datasets.Value("string"), "labels": datasets.List(datasets.ClassLabel(names=EMOTIONS))}
@@ -406,3 +407,25 @@ def test_python_api_trains_raw_datasets_and_keeps_the_train_statistics(tmp_path)
     assert model.config.tasks["emotions"]["thresholds"] == tuned["emotions"]
     metrics = trainer.evaluate()
     assert {"eval_emotions_micro_f1", "eval_rating_spearman", "eval_average"} <= set(metrics)
+
+
+def test_tune_threshold_without_validation_data_stops_before_training(tmp_path):
+    from conftest import save_tiny_backbone
+
+    from mtst.data.errors import TaskConfigError
+
+    backbone = save_tiny_backbone(tmp_path / "bb", max_position_embeddings=64)
+    model = MTSTModel.from_backbone(
+        backbone, tasks={"emotions": {"type": "multi_label_classification", "labels": EMOTIONS}}
+    )
+    emo = datasets.Dataset.from_list(ml_rows(2)).rename_column("labels", "label")
+    args = MultiTaskTrainingArguments(output_dir=str(tmp_path / "out"), use_cpu=True, report_to="none")
+    spec = TaskSpec(name="emotions", type="multi_label_classification", tune_threshold=True)
+    with pytest.raises(TaskConfigError, match=r"\['emotions'\] ask for tune_threshold.*pass their evaluation data"):
+        MultiTaskTrainer(
+            model=model,
+            args=args,
+            train_dataset={"emotions": emo},
+            processing_class=AutoTokenizer.from_pretrained(backbone),
+            task_specs=[spec],
+        )

@@ -20,7 +20,7 @@ from mtst.remote.configuration_mtst import MULTI_LABEL_CLASSIFICATION, REGRESSIO
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["is_raw", "keep_train_statistics", "prepare_task_datasets", "task_specs_for"]
+__all__ = ["check_threshold_tuning", "is_raw", "keep_train_statistics", "prepare_task_datasets", "task_specs_for"]
 
 
 def is_raw(dataset: Any) -> bool:
@@ -75,6 +75,18 @@ def keep_train_statistics(config, specs: Mapping[str, TaskSpec]) -> None:
             logger.info("Task '%s': the model predicts scores standardised with the train split's.", task)
         if spec.pos_weight_values is not None and entry.get("pos_weight", []) is None:
             entry["pos_weight"] = list(spec.pos_weight_values)
+
+
+def check_threshold_tuning(specs: Mapping[str, TaskSpec], eval_dataset) -> None:
+    """Before training: a task whose spec asks for `tune_threshold` needs validation data to tune on (else the run
+    would end without the thresholds it asked for)."""
+    given = eval_dataset.task_names if hasattr(eval_dataset, "task_names") else list(eval_dataset or ())
+    missing = [t for t, spec in specs.items() if spec.tune_threshold and t not in given]
+    if missing:
+        raise TaskConfigError(
+            f"Task(s) {missing} ask for tune_threshold, which tunes on the validation split: pass their evaluation "
+            "data (eval_dataset; with run_multitask.py, --do_eval), or leave tune_threshold out."
+        )
 
 
 def prepare_task_datasets(

@@ -38,6 +38,8 @@ def _class_names(ds: datasets.Dataset, column: str) -> list[str] | None:
 
 def _names(spec: TaskSpec, value: Any, class_names: list[str] | None) -> tuple[list | None, str | None]:
     """(the label names of one multi-label cell, None) or (None, what is wrong with it)."""
+    if value is None and spec.label_separator is not None:  # an empty CSV/TSV cell: a row with no label
+        return [], None
     if value is None:
         return None, f"missing labels in column '{spec.label_column}' (an empty list [] is a row with no label)"
     if isinstance(value, str):

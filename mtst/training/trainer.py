@@ -46,7 +46,7 @@ from transformers.trainer_utils import (
 )
 
 from mtst.data.collator import MultiTaskCollator, MultiTaskDataset
-from mtst.data.prepare import keep_train_statistics, prepare_task_datasets, task_specs_for
+from mtst.data.prepare import check_threshold_tuning, keep_train_statistics, prepare_task_datasets, task_specs_for
 from mtst.data.tasks import TaskSpec
 from mtst.training.arguments import (
     MultiTaskTrainingArguments,
@@ -182,6 +182,7 @@ class MultiTaskTrainer(MultiTaskOptimizerMixin, MultiTaskEvaluationMixin, Traine
         self.task_specs = task_specs_for(model.config, task_specs)
         train_dataset = self._prepare(train_dataset, "train", processing_class, args)
         keep_train_statistics(model.config, self.task_specs)
+        check_threshold_tuning(self.task_specs, eval_dataset)
         eval_dataset = self._prepare(eval_dataset, "validation", processing_class, args)
         if isinstance(train_dataset, Mapping):
             train_dataset = MultiTaskDataset(train_dataset)
