@@ -429,3 +429,15 @@ def test_tune_threshold_without_validation_data_stops_before_training(tmp_path):
             processing_class=AutoTokenizer.from_pretrained(backbone),
             task_specs=[spec],
         )
+
+
+def test_distillation_soft_losses_of_the_new_types():
+    from mtst.training.distill import soft_loss
+
+    teacher = torch.tensor([[2.0, -1.0, 0.0]])
+    student = torch.tensor([[0.5, 0.5, 0.5]])
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(student, torch.sigmoid(teacher))
+    assert soft_loss({"type": "multi_label_classification"}, student, teacher, None) == pytest.approx(float(expected))
+    assert soft_loss({"type": "multi_label_classification"}, teacher, teacher, None) < float(expected)
+    spec = {"type": "regression", "score_std": 2.0}
+    assert soft_loss(spec, torch.tensor([[3.0], [1.0]]), torch.tensor([[1.0], [1.0]]), None) == pytest.approx(0.5)

@@ -6,11 +6,12 @@ step of that task the joint model's loss is
 
     lambda * CE(gold labels) + (1 - lambda) * CE(teacher's predicted distribution),
 
-over the same examples (the tokens with a label, for token tasks), where lambda goes linearly from 0 at the first
-step to 1 at the last (teacher annealing): the joint model starts by imitating the single-task models and ends on
-the gold labels alone. The teachers run in inference mode on the student's own batch (one extra forward pass per
-step), so they must tokenize exactly as the student does and predict the same labels in the same order; both are
-checked when the teachers are loaded. Tasks without a teacher train on the gold labels only.
+over the same examples (the tokens with a label, for token tasks; for multi-label tasks the binary cross-entropy
+against the teacher's probabilities, for regression tasks the squared error to its prediction), where lambda goes
+linearly from 0 at the first step to 1 at the last (teacher annealing): the joint model starts by imitating the
+single-task models and ends on the gold labels alone. The teachers run in inference mode on the student's own batch
+(one extra forward pass per step), so they must tokenize exactly as the student does and predict the same labels in
+the same order; both are checked when the teachers are loaded. Tasks without a teacher train on the gold labels only.
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
+from mtst.remote.configuration_mtst import IGNORE_INDEX, MULTI_LABEL_CLASSIFICATION, REGRESSION
 from mtst.training.arguments import MultiTaskTrainingError
 from mtst.training.sampler import task_mapping
 
-IGNORE_INDEX = -100
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
-__all__ = ["TaskTeachers", "distilled_loss", "parse_teacher_models", "soft_cross_entropy"]
+__all__ = ["TaskTeachers", "distilled_loss", "parse_teacher_models", "soft_cross_entropy", "soft_loss"]
 
 
 def parse_teacher_models(value: str | Mapping[str, str] | None, tasks: Sequence[str]) -> dict[str, str]:
@@ -64,6 +65,17 @@ def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tenso
     return -(teacher * student).sum(-1).mean()
 
 
+def soft_loss(spec: Mapping, student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor):
+    """The student's loss against its teacher's predictions, by task type: cross-entropy against the teacher's
+    distribution (sequence and token tasks), binary cross-entropy against its probabilities (multi-label), squared
+    error to its prediction on the standardised scale (regression)."""
+    if spec["type"] == MULTI_LABEL_CLASSIFICATION:
+        return F.binary_cross_entropy_with_logits(student_logits.float(), torch.sigmoid(teacher_logits.float()))
+    if spec["type"] == REGRESSION:
+        return ((student_logits.float() - teacher_logits.float()) / spec["score_std"]).pow(2).mean()
+    return soft_cross_entropy(student_logits, teacher_logits, labels)
+
+
 class TaskTeachers:
     """The loaded teachers of `--teacher_models`, frozen, in inference mode; `loss(...)` mixes a task's gold loss
     with the soft loss against its teacher. `progress` in [0, 1] is the share of training done (lambda)."""
@@ -74,6 +86,7 @@ class TaskTeachers:
         tasks = model.config.task_names
         self.paths = parse_teacher_models(value, tasks)
         self.models: dict[str, torch.nn.Module] = {}
+        self.specs = {task: model.config.tasks[task] for task in self.paths}
         for task, path in self.paths.items():
             try:
                 teacher = MTSTModel.from_pretrained(path)
@@ -135,7 +148,7 @@ class TaskTeachers:
         lam = min(max(float(progress), 0.0), 1.0)
         if lam >= 1.0:
             return gold_loss
-        soft = soft_cross_entropy(student_logits, self.logits(task, inputs), labels)
+        soft = soft_loss(self.specs[task], student_logits, self.logits(task, inputs), labels)
         return lam * gold_loss + (1.0 - lam) * soft
 
 
