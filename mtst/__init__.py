@@ -48,6 +48,7 @@ _EXPORTS = {
     "load_task_data": "mtst.data.loading",
     "MultiTaskDataset": "mtst.data.collator",
     "MultiTaskCollator": "mtst.data.collator",
+    "StreamingTrainSplit": "mtst.data.streaming",
     # training
     "MultiTaskTrainingArguments": "mtst.training.arguments",
     "MultiTaskTrainingError": "mtst.training.arguments",
@@ -86,6 +87,7 @@ __all__ = [
     "load_task_data",
     "MultiTaskDataset",
     "MultiTaskCollator",
+    "StreamingTrainSplit",
     "MultiTaskTrainingArguments",
     "MultiTaskTrainingError",
     "MultiTaskBatchSampler",
@@ -100,6 +102,7 @@ if TYPE_CHECKING:  # what static tools see; at run time `__getattr__` imports on
     from mtst.data.collator import MultiTaskCollator, MultiTaskDataset
     from mtst.data.errors import TaskConfigError, TaskDataError
     from mtst.data.loading import load_task_data
+    from mtst.data.streaming import StreamingTrainSplit
     from mtst.data.tasks import TaskSpec, load_task_specs
     from mtst.data.tokenization import tokenize_task
     from mtst.hub.callback import MTSTCardCallback

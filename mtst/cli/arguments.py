@@ -117,6 +117,13 @@ class DataArguments:
     validation_fraction: float = field(
         default=0.1, metadata={"help": "Share of train carved out as validation for tasks without a validation split."}
     )
+    preprocessing_num_workers: int | None = field(
+        default=None,
+        metadata={
+            "help": "Processes that tokenize a split (datasets' num_proc). Default: one per core (at most 8) for a "
+            "split of 20,000 rows or more, else 1; the tokenized data is the same whatever the number."
+        },
+    )
     max_train_samples: int | None = field(
         default=None, metadata={"help": "Keep at most this many train examples per task (overrides the config)."}
     )
@@ -134,7 +141,7 @@ class DataArguments:
     )
 
     def __post_init__(self):
-        for name in ("max_train_samples", "max_eval_samples"):
+        for name in ("max_train_samples", "max_eval_samples", "preprocessing_num_workers"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise CommandLineError(

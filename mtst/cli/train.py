@@ -28,6 +28,7 @@ from mtst.cli.arguments import CommandLineError, DataArguments, ModelArguments, 
 from mtst.data.collator import MultiTaskCollator
 from mtst.data.errors import TaskConfigError, TaskDataError
 from mtst.data.loading import load_task_data
+from mtst.data.streaming import open_train_stream
 from mtst.data.tasks import load_task_specs
 from mtst.data.tokenization import tokenize_task
 from mtst.hub import card
@@ -374,7 +375,22 @@ def tokenize_data(specs, raw: dict, tokenizer, model, model_args, data_args, tra
     with training_args.main_process_first(desc="tokenizing the task data"):
         for spec in specs:
             tokenized[spec.name] = tokenize_task(
-                spec, raw[spec.name], tokenizer, training_args.max_seq_length, training_args.label_all_tokens
+                spec,
+                raw[spec.name],
+                tokenizer,
+                training_args.max_seq_length,
+                training_args.label_all_tokens,
+                num_proc=data_args.preprocessing_num_workers,
+            )
+    for spec in specs:  # a streaming task's train split: read while training, by each process from its shard
+        if spec.streaming and training_args.do_train:
+            tokenized[spec.name]["train"] = open_train_stream(
+                spec,
+                tokenizer,
+                training_args,
+                training_args.max_seq_length,
+                drop_invalid=data_args.drop_invalid,
+                cache_dir=model_args.cache_dir,
             )
     if training_args.do_predict:
         missing = [s.name for s in specs if "test" not in tokenized[s.name]]

@@ -25,6 +25,8 @@ class MultiTaskDataset(torch.utils.data.Dataset):
 
     ``task_sizes`` is ``{task: len}``, ``offsets`` is ``{task: index of the task's first item}`` (both in task
     order), so the items of task ``t`` are ``range(offsets[t], offsets[t] + task_sizes[t])`` (``indices(t)``).
+    A streaming task's split (``mtst.data.streaming.StreamingTrainSplit``, which has ``next_rows(n)``) answers any
+    ``n`` of its indices with its next ``n`` rows.
     """
 
     def __init__(self, datasets_by_task: Mapping[str, Any]):
@@ -63,7 +65,8 @@ class MultiTaskDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         task, local = self.locate(int(index))
-        item = dict(self.datasets[task][local])
+        ds = self.datasets[task]
+        item = dict(ds.next_rows(1)[0] if hasattr(ds, "next_rows") else ds[local])
         item["task"] = task
         return item
 
@@ -76,7 +79,9 @@ class MultiTaskDataset(torch.utils.data.Dataset):
         rows: dict[str, list[dict[str, Any]]] = {}
         for task, locals_ in by_task.items():
             ds = self.datasets[task]
-            if isinstance(ds, datasets.Dataset):
+            if hasattr(ds, "next_rows"):  # a streaming task: its next rows, whatever the indices
+                rows[task] = ds.next_rows(len(locals_))
+            elif isinstance(ds, datasets.Dataset):
                 columns = ds[locals_]
                 keys = list(columns)
                 rows[task] = [{k: columns[k][j] for k in keys} for j in range(len(locals_))]

@@ -32,7 +32,7 @@ from mtst.data.tasks import PARQUET_EXPORT_REVISION, SPLITS, TaskSpec
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Locator", "load_raw"]
+__all__ = ["Locator", "load_raw", "open_stream"]
 
 _CHECK_LIMIT = 64 * 1024 * 1024  # bytes of (decompressed) text checked for NUL bytes and UTF-8 before loading
 
@@ -220,8 +220,8 @@ class _DropBuilderErrors(logging.Filter):
 _BUILDER_LOGGERS = ("datasets.packaged_modules.json.json", "datasets.packaged_modules.csv.csv")
 
 
-def _load_file(spec: TaskSpec, path: Path, fmt: str, cache_dir: str | None) -> tuple[datasets.Dataset, Locator]:
-    _check_file(spec, path, fmt)
+def _builder(spec: TaskSpec, path: Path, fmt: str) -> tuple[str, dict[str, Any]]:
+    """The `datasets` builder reading a file of this format, and its arguments."""
     kwargs: dict[str, Any] = {}
     builder = fmt
     if fmt in ("csv", "tsv"):
@@ -244,6 +244,12 @@ def _load_file(spec: TaskSpec, path: Path, fmt: str, cache_dir: str | None) -> t
             middle = ["pos_tags", "chunk_tags"] if n == 4 else [f"column_{i}" for i in range(1, n - 1)]
             columns = [spec.tokens_column, *middle, spec.tags_column]
         kwargs["column_names"] = list(columns)
+    return builder, kwargs
+
+
+def _load_file(spec: TaskSpec, path: Path, fmt: str, cache_dir: str | None) -> tuple[datasets.Dataset, Locator]:
+    _check_file(spec, path, fmt)
+    builder, kwargs = _builder(spec, path, fmt)
     quiet = _DropBuilderErrors()
     for name in _BUILDER_LOGGERS:
         logging.getLogger(name).addFilter(quiet)
@@ -302,16 +308,8 @@ def _hub_load_problem(spec: TaskSpec, name: str, at: str, err: BaseException) ->
     return f"{head}{at} could not be loaded: {type(cause).__name__}: {one_line(cause)}"
 
 
-def load_raw(spec: TaskSpec, cache_dir: str | None) -> dict[str, list[tuple[datasets.Dataset, Locator]]]:
-    """{split: [(raw dataset, locator) per file]} for the task's files or Hub dataset."""
-    raw: dict[str, list[tuple[datasets.Dataset, Locator]]] = {}
-    if spec.data_files is not None:
-        for split in SPLITS:
-            for path in spec.data_files.get(split, []):
-                fmt = file_format(path, spec.format, spec.type)
-                resolved = _resolve_path(spec, path)
-                raw.setdefault(split, []).append(_load_file(spec, resolved, fmt, cache_dir))
-        return raw
+def _hub_names(spec: TaskSpec) -> tuple[str, str, str | None, dict[str, Any]]:
+    """(the dataset's name for messages, ' at revision ...', the config to load, extra load_dataset arguments)."""
     name = spec.dataset + (f" ({spec.dataset_config})" if spec.dataset_config else "")
     at = f" at revision {spec.revision}" if spec.revision else ""
     config, kwargs = spec.dataset_config, {}
@@ -319,6 +317,68 @@ def load_raw(spec: TaskSpec, cache_dir: str | None) -> dict[str, list[tuple[data
         # The Hub's parquet export keeps each config in a folder of its own ({config}/{split}/NNNN.parquet) and no
         # card naming the configs, so datasets sees one 'default' config there: read the config's folder instead.
         config, kwargs = None, {"data_dir": spec.dataset_config}
+    return name, at, config, kwargs
+
+
+def open_stream(spec: TaskSpec, split: str, cache_dir: str | None) -> datasets.IterableDataset | None:
+    """A split of the task's files or Hub dataset as a `datasets` stream (nothing downloaded or held beyond what is
+    read); None when the task has no such split."""
+    try:
+        if spec.data_files is not None:
+            paths = [_resolve_path(spec, path) for path in spec.data_files.get(split, [])]
+            if not paths:
+                return None
+            fmts = {file_format(str(path), spec.format, spec.type) for path in paths}
+            if len(fmts) > 1 or "conll" in fmts:
+                raise TaskConfigError(
+                    f"Task '{spec.name}': a streamed split needs files of one format among json, csv, tsv and "
+                    f"parquet; its {split} files are {', '.join(sorted(fmts))} (convert CoNLL files to jsonl)."
+                )
+            for path in paths:
+                _check_file(spec, path, next(iter(fmts)))
+            builder, kwargs = _builder(spec, paths[0], next(iter(fmts)))
+            files = {split: [str(path) for path in paths]}
+            return datasets.load_dataset(builder, data_files=files, split=split, streaming=True, **kwargs)
+        name, at, config, kwargs = _hub_names(spec)
+        splits = datasets.get_dataset_split_names(spec.dataset, config, revision=spec.revision, **kwargs)
+        if split not in splits:
+            return None
+        return datasets.load_dataset(
+            spec.dataset, config, split=split, revision=spec.revision, streaming=True, cache_dir=cache_dir, **kwargs
+        )
+    except Exception as err:
+        if not is_data_error(err) or spec.data_files is not None:
+            raise
+        raise TaskDataError(_hub_load_problem(spec, name, at, err)) from err
+
+
+def _streamed_eval_splits(spec: TaskSpec, splits, cache_dir: str | None) -> dict[str, list]:
+    """A streaming Hub task's evaluation splits, read through its stream into memory (they are the small ones)."""
+    raw = {}
+    for split in splits:
+        stream = open_stream(spec, split, cache_dir)
+        if stream is not None:
+            ds = datasets.Dataset.from_list(list(stream), features=stream.features)
+            name, _, _, _ = _hub_names(spec)
+            raw[split] = [(ds, Locator(None, "hub", f"dataset {name}, split '{split}'"))]
+    return raw
+
+
+def load_raw(
+    spec: TaskSpec, cache_dir: str | None, splits=SPLITS
+) -> dict[str, list[tuple[datasets.Dataset, Locator]]]:
+    """{split: [(raw dataset, locator) per file]} for the task's files or Hub dataset (of `splits` only)."""
+    raw: dict[str, list[tuple[datasets.Dataset, Locator]]] = {}
+    if spec.data_files is not None:
+        for split in splits:
+            for path in spec.data_files.get(split, []):
+                fmt = file_format(path, spec.format, spec.type)
+                resolved = _resolve_path(spec, path)
+                raw.setdefault(split, []).append(_load_file(spec, resolved, fmt, cache_dir))
+        return raw
+    if "train" not in splits:
+        return _streamed_eval_splits(spec, splits, cache_dir)
+    name, at, config, kwargs = _hub_names(spec)
     try:
         dsd = datasets.load_dataset(spec.dataset, config, revision=spec.revision, cache_dir=cache_dir, **kwargs)
     except Exception as err:

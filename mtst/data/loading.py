@@ -35,7 +35,7 @@ from mtst.remote.configuration_mtst import SEQUENCE_CLASSIFICATION as SEQUENCE
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["convert_splits", "in_memory_splits", "load_task_data"]
+__all__ = ["convert_splits", "in_memory_splits", "load_task_data", "row_converter"]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -50,7 +50,7 @@ __all__ = ["convert_splits", "in_memory_splits", "load_task_data"]
 
 def _label_feature(ds: datasets.Dataset, column: str, token: bool) -> list[str] | None:
     """Names of a ClassLabel column (or of the ClassLabel inside a list column), else None."""
-    feature = ds.features.get(column)
+    feature = (ds.features or {}).get(column)
     if token:
         feature = getattr(feature, "feature", None)
     return list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
@@ -298,16 +298,22 @@ def _token_converter(spec: TaskSpec, mapper: _LabelMapper):
     return convert, features
 
 
-def _convert_file(spec: TaskSpec, ds: datasets.Dataset, split: str) -> datasets.Dataset:
+def row_converter(spec: TaskSpec, ds):
+    """(convert, features): the batched function that checks raw rows of `ds` (a `Dataset` or `IterableDataset`,
+    whose features name its `ClassLabel`s) and turns them into the canonical columns, a row's problems in
+    `__error__` (empty when valid); and the features of its valid output (without the helper columns)."""
     token = spec.is_token_task
     column = spec.tags_column if token else spec.label_column
     if spec.is_embedding_task:
-        convert, features = pair_converter(spec)
-    elif spec.type in (MULTI_LABEL_CLASSIFICATION, REGRESSION):
-        convert, features = target_converter(spec, ds)
-    else:
-        mapper = _LabelMapper(spec, _label_feature(ds, column, token))
-        convert, features = (_token_converter if token else _sequence_converter)(spec, mapper)
+        return pair_converter(spec)
+    if spec.type in (MULTI_LABEL_CLASSIFICATION, REGRESSION):
+        return target_converter(spec, ds)
+    mapper = _LabelMapper(spec, _label_feature(ds, column, token))
+    return (_token_converter if token else _sequence_converter)(spec, mapper)
+
+
+def _convert_file(spec: TaskSpec, ds: datasets.Dataset, split: str) -> datasets.Dataset:
+    convert, features = row_converter(spec, ds)
     features = datasets.Features(
         {**features, "__error__": datasets.Value("string"), "__repaired__": datasets.Value("int32")}
     )
@@ -477,13 +483,24 @@ def load_task_data(
     split), a ``DatasetDict`` or ``{split: Dataset}``, with labels as names or ``ClassLabel`` ids, in the columns the
     spec names; they are checked and converted exactly as files are.
     """
-    raw = load_raw(spec, cache_dir) if data is None else in_memory_splits(spec, data)
+    if spec.streaming and data is not None:
+        raise TaskDataError(
+            f"Task '{spec.name}' streams its train split from its files or Hub dataset; data given in memory is not "
+            "streamed (leave out `streaming: true`, or pass the train split as a StreamingTrainSplit)."
+        )
+    splits = ("validation", "test") if spec.streaming else SPLITS  # the train split streams while training
+    raw = load_raw(spec, cache_dir, splits) if data is None else in_memory_splits(spec, data)
+    if spec.streaming and "validation" not in raw:
+        raise TaskDataError(
+            f"Task '{spec.name}' streams its train split, so no validation split can be carved from it: give one "
+            "(data_files: validation, or a Hub dataset with a validation split)."
+        )
     converted = convert_splits(spec, raw, drop_invalid)
     if "validation" not in converted:
         converted["train"], converted["validation"] = _carve_validation(
             spec, converted["train"], seed, validation_fraction
         )
-    if spec.type in (MULTI_LABEL_CLASSIFICATION, REGRESSION):  # what the train split decides (kept out: validation)
+    if spec.type in (MULTI_LABEL_CLASSIFICATION, REGRESSION) and not spec.streaming:  # what train decides
         finish_targets(spec, converted["train"])
 
     result = datasets.DatasetDict()

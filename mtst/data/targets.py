@@ -32,7 +32,7 @@ __all__ = ["finish_targets", "infer_multi_labels", "target_converter"]
 
 def _class_names(ds: datasets.Dataset, column: str) -> list[str] | None:
     """The names of a list-of-ClassLabel column, else None."""
-    feature = getattr(ds.features.get(column), "feature", None)
+    feature = getattr((ds.features or {}).get(column), "feature", None)
     return list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
 
 

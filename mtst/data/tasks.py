@@ -118,6 +118,9 @@ class TaskSpec:
         labels_inferred: whether ``labels`` were inferred from the data.
         score_mean, score_std: regression tasks: the train split's mean and standard deviation (``load_task_data``).
         pos_weight_values: multi-label tasks with ``pos_weight``: the weight per label (``load_task_data``).
+        streaming: read the train split as a stream while training (``mtst.data.streaming``), never whole.
+        num_examples: a streaming task's train rows per epoch (default: the Hub dataset's metadata).
+        buffer_size: a streaming task's rows read, shuffled and length-grouped at a time (default 4096).
     """
 
     name: str
@@ -157,6 +160,9 @@ class TaskSpec:
     score_mean: float | None = None
     score_std: float | None = None
     pos_weight_values: list[float] | None = None
+    streaming: bool = False
+    num_examples: int | None = None
+    buffer_size: int = 4096
 
     def __post_init__(self):
         """The rules a task config's entry is checked by (`load_task_specs`), for specs built in Python too."""
@@ -175,6 +181,7 @@ class TaskSpec:
             [f"unknown head option(s) {short(unknown, 200)}; allowed: {', '.join(HEAD_OPTIONS)}"] if unknown else []
         )
         problems += _head_problems({k: v for k, v in self.head.items() if k in HEAD_OPTIONS}, "head option")
+        problems += _streaming_problems(self)
         if problems:
             raise TaskConfigError(f"Task {short(self.name)}: " + "; ".join(problems) + ".")
 
@@ -248,6 +255,9 @@ _COMMON_KEYS = (
     "batch_size",
     "head",
     "validation_fraction",
+    "streaming",
+    "num_examples",
+    "buffer_size",
 )
 _SENTENCE_KEYS = ("text_column", "text_pair_column", "label_column")
 _TYPE_KEYS = {
@@ -300,6 +310,32 @@ def _embedding_problems(spec: TaskSpec) -> list[str]:
         problems.append(f"unknown loss {spec.loss!r}; allowed for {spec.type}: {', '.join(losses)}")
     if spec.score_range is not None and (problem := score_range_problem(spec.score_range)):
         problems.append(problem)
+    return problems
+
+
+def _streaming_problems(spec: TaskSpec) -> list[str]:
+    """What a streaming task cannot have: whatever needs its whole train split before training."""
+    if not spec.streaming:
+        return (
+            ["'num_examples' and 'buffer_size' are for streaming tasks (streaming: true)"]
+            if (spec.num_examples is not None or spec.buffer_size != 4096)
+            else []
+        )
+    needs = {
+        "labels": spec.labels is None and spec.type in (SEQUENCE, TOKEN, MULTI_LABEL_CLASSIFICATION),
+        "score_range": spec.score_range is None and spec.type == SENTENCE_SIMILARITY,
+    }
+    problems = [
+        f"a streaming task needs '{key}' in its config (a stream is not read before training)"
+        for key, needed in needs.items()
+        if needed
+    ]
+    refused = {
+        "type regression": spec.type == REGRESSION,  # its scores are standardised with the train split's statistics
+        "pos_weight": spec.pos_weight,
+        "max_train_samples (use num_examples)": spec.max_train_samples is not None,
+    }
+    problems += [f"a streaming task cannot have {key}" for key, found in refused.items() if found]
     return problems
 
 
@@ -436,7 +472,7 @@ def _parse_data_files(data_files: Any, where: str, fmt: str | None, type_: str |
 def _parse_numbers(entry: Mapping, where: str, problems: list[str]) -> dict[str, Any]:
     """Sample limits, batch size, loss weight, validation fraction, the yes/no options and the threshold."""
     kwargs: dict[str, Any] = {}
-    for key in ("max_train_samples", "max_eval_samples", "batch_size"):
+    for key in ("max_train_samples", "max_eval_samples", "batch_size", "num_examples", "buffer_size"):
         value = entry.get(key)
         if value is not None:
             if not is_int(value) or value <= 0:
@@ -455,7 +491,7 @@ def _parse_numbers(entry: Mapping, where: str, problems: list[str]) -> dict[str,
                 problems.append(f"{where}: {problem}")
             else:
                 kwargs[key] = float(entry[key])
-    for key in ("strict_iob", "tune_threshold", "pos_weight"):
+    for key in ("strict_iob", "tune_threshold", "pos_weight", "streaming"):
         if key in entry:
             if not isinstance(entry[key], bool):
                 problems.append(f"{where}: {key!r} must be true or false, got {short(entry[key])}")

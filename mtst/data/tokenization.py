@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import datasets
 
@@ -13,7 +14,7 @@ from mtst.remote.configuration_mtst import IGNORE_INDEX, MULTI_LABEL_CLASSIFICAT
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["tokenize_task"]
+__all__ = ["batch_tokenizer", "tokenize_task"]
 
 
 def _truncated_flags(tokenizer, enc, texts, pairs, is_split: bool, max_length: int) -> list[bool]:
@@ -103,13 +104,30 @@ def _log_counts(spec: TaskSpec, split: str, n_examples: int, n_truncated: int, n
         )
 
 
-def _map_splits(spec: TaskSpec, dataset_dict: datasets.DatasetDict, tokenize, max_length: int):
-    """Every split through `tokenize` (batched); its `__truncated__` flags (and `__lost__` word counts, when it
-    gives them) are counted, logged, kept in `spec.truncated` and dropped."""
+PARALLEL_ROWS = 20_000  # from this many rows, a split is tokenized by several processes (default `num_proc`)
+
+
+def default_num_proc(rows: int) -> int:
+    """Processes for tokenizing `rows` rows: one per core (at most 8) from `PARALLEL_ROWS` rows, else 1 (starting
+    processes costs more than it saves on a small split)."""
+    return min(os.cpu_count() or 1, 8) if rows >= PARALLEL_ROWS else 1
+
+
+def _map_splits(spec: TaskSpec, dataset_dict: datasets.DatasetDict, tokenize, max_length: int, num_proc=None):
+    """Every split through `tokenize` (batched, by `num_proc` processes; None: `default_num_proc`); its
+    `__truncated__` flags (and `__lost__` word counts, when it gives them) are counted, logged, kept in
+    `spec.truncated` and dropped."""
     result = datasets.DatasetDict()
     spec.truncated = {}
     for split, ds in dataset_dict.items():
-        out = ds.map(tokenize, batched=True, remove_columns=ds.column_names, desc=f"Tokenizing {spec.name}/{split}")
+        procs = min(num_proc if num_proc is not None else default_num_proc(len(ds)), len(ds))
+        out = ds.map(
+            tokenize,
+            batched=True,
+            remove_columns=ds.column_names,
+            num_proc=procs if procs > 1 else None,
+            desc=f"Tokenizing {spec.name}/{split}",
+        )
         spec.truncated[split] = sum(out["__truncated__"])
         helpers = [c for c in ("__truncated__", "__lost__") if c in out.column_names]
         lost = sum(out["__lost__"]) if "__lost__" in helpers else 0
@@ -122,7 +140,7 @@ def _map_splits(spec: TaskSpec, dataset_dict: datasets.DatasetDict, tokenize, ma
 PAIR_COLUMNS = {"text": "", "text_pair": "pair_", "negative": "negative_"}
 
 
-def _tokenize_pairs(spec: TaskSpec, dataset_dict: datasets.DatasetDict, tokenizer, max_length: int):
+def _pair_tokenizer(tokenizer, max_length: int):
     """An embedding task's texts, each tokenized on its own (a bi-encoder: never as a text pair): `input_ids` ...
     of the first text, `pair_input_ids` ... of the second, `negative_...` of a hard negative, and `labels` (the
     scaled score) for similarity tasks."""
@@ -141,29 +159,18 @@ def _tokenize_pairs(spec: TaskSpec, dataset_dict: datasets.DatasetDict, tokenize
             out["labels"] = [float(x) for x in batch["label"]]
         return out
 
-    return _map_splits(spec, dataset_dict, tokenize, max_length)
+    return tokenize
 
 
-def tokenize_task(
-    spec: TaskSpec,
-    dataset_dict: datasets.DatasetDict,
-    tokenizer,
-    max_seq_length: int = 128,
-    label_all_tokens: bool = False,
-) -> datasets.DatasetDict:
-    """Tokenize a task's splits and align labels.
-
-    Output columns: ``input_ids``, ``attention_mask``, ``token_type_ids`` (only if the tokenizer returns them) and
-    ``labels``: an int for sequence tasks, one float per label (1.0: the row has it) for multi-label tasks, the
-    score for regression tasks; for token tasks a list with the word's label on its first sub-token,
-    ``-100`` on special tokens and on the other sub-tokens (or, with ``label_all_tokens=True``, the word's label with
-    ``B-X`` turned into ``I-X``). Truncated examples are counted per split, logged and stored in ``spec.truncated``.
-    """
+def batch_tokenizer(spec: TaskSpec, tokenizer, max_seq_length: int = 128, label_all_tokens: bool = False):
+    """(tokenize, max_length): the batched function `tokenize_task` maps over a split of converted rows (columns
+    as `load_task_data` returns them), and the length it truncates to. Its output has the model's columns plus
+    `__truncated__` flags (and `__lost__` word counts for token tasks); streaming tasks apply it chunk by chunk."""
+    max_seq_length = _checked_max_length(spec, tokenizer, max_seq_length)
     if spec.is_embedding_task:
-        return _tokenize_pairs(spec, dataset_dict, tokenizer, _checked_max_length(spec, tokenizer, max_seq_length))
+        return _pair_tokenizer(tokenizer, max_seq_length), max_seq_length
     if spec.labels is None and spec.type != REGRESSION:
         raise TaskConfigError(f"Task '{spec.name}': labels are not known; call load_task_data before tokenize_task.")
-    max_seq_length = _checked_max_length(spec, tokenizer, max_seq_length)
     token = spec.is_token_task
     multi_hot = spec.type == MULTI_LABEL_CLASSIFICATION
     cont = continuation_ids(spec.labels) if token else []
@@ -186,4 +193,24 @@ def tokenize_task(
             out["labels"], out["__lost__"] = list(batch["label"]), [0] * len(texts)
         return out
 
-    return _map_splits(spec, dataset_dict, tokenize, max_seq_length)
+    return tokenize, max_seq_length
+
+
+def tokenize_task(
+    spec: TaskSpec,
+    dataset_dict: datasets.DatasetDict,
+    tokenizer,
+    max_seq_length: int = 128,
+    label_all_tokens: bool = False,
+    num_proc: int | None = None,
+) -> datasets.DatasetDict:
+    """Tokenize a task's splits and align labels (by `num_proc` processes; default: `default_num_proc`).
+
+    Output columns: ``input_ids``, ``attention_mask``, ``token_type_ids`` (only if the tokenizer returns them) and
+    ``labels``: an int for sequence tasks, one float per label (1.0: the row has it) for multi-label tasks, the
+    score for regression tasks; for token tasks a list with the word's label on its first sub-token,
+    ``-100`` on special tokens and on the other sub-tokens (or, with ``label_all_tokens=True``, the word's label with
+    ``B-X`` turned into ``I-X``). Truncated examples are counted per split, logged and stored in ``spec.truncated``.
+    """
+    tokenize, max_length = batch_tokenizer(spec, tokenizer, max_seq_length, label_all_tokens)
+    return _map_splits(spec, dataset_dict, tokenize, max_length, num_proc)

@@ -146,7 +146,15 @@ def with_teacher_embeddings(model, dataset: MultiTaskDataset, tokenizer, args) -
     in the output folder); unchanged when the model has no head task."""
     if not model.config.head_task_names:
         return dataset
-    if tokenizer is None or not all(isinstance(d, datasets.Dataset) for d in dataset.datasets.values()):
+    streams = [t for t, d in dataset.datasets.items() if hasattr(d, "next_rows")]
+    if streams and args.should_log:
+        logger.warning(
+            "Embedding preservation leaves out the streaming task(s) %s: their rows are read while training, so no "
+            "starting embedding is computed for them.",
+            ", ".join(streams),
+        )
+    in_memory = {t: d for t, d in dataset.datasets.items() if t not in streams}
+    if tokenizer is None or not all(isinstance(d, datasets.Dataset) for d in in_memory.values()):
         raise MultiTaskTrainingError(
             "embedding_preservation needs the tokenizer (processing_class) and datasets.Dataset training sets; "
             "set embedding_preservation=0 to train without it."
@@ -154,7 +162,7 @@ def with_teacher_embeddings(model, dataset: MultiTaskDataset, tokenizer, args) -
     start = time.time()
     folder = args.output_dir if args.should_save else None
     pad = DataCollatorWithPadding(tokenizer)
-    tasks = add_teacher_embeddings(model, dataset.datasets, pad, args.per_device_eval_batch_size, args.device, folder)
+    tasks = add_teacher_embeddings(model, in_memory, pad, args.per_device_eval_batch_size, args.device, folder)
     if args.should_log:
         logger.info(
             "Embedding preservation: weight %g (%s) against the starting model's embeddings (%.1f s).",
@@ -162,4 +170,4 @@ def with_teacher_embeddings(model, dataset: MultiTaskDataset, tokenizer, args) -
             option(args, "embedding_preservation_loss"),
             time.time() - start,
         )
-    return MultiTaskDataset(tasks)
+    return MultiTaskDataset({t: tasks.get(t, d) for t, d in dataset.datasets.items()})

@@ -47,6 +47,28 @@ if TYPE_CHECKING:  # the sampler needs only the dataset's task_sizes and offsets
 __all__ = ["SAMPLING_STRATEGIES", "MultiTaskBatchSampler"]
 
 
+class _StreamPass:
+    """A streaming task's pass as `_task_pass` gives it, computed per step: its rows come in the order its reader
+    serves them, so a batch's indices only say how many rows it takes (no index list the size of the corpus)."""
+
+    def __init__(self, n: int, batch_size: int, batches_per_step: int, drop_last: bool, offset: int):
+        self.batch_size, self.G, self.offset = batch_size, batches_per_step, offset
+        self.full, self.rest = divmod(n, batch_size * batches_per_step)
+        self.tail = not drop_last and self.rest >= batches_per_step
+
+    def __len__(self) -> int:
+        return self.full + int(self.tail)
+
+    def __getitem__(self, step: int) -> list[list[int]]:
+        start = self.offset + step * self.batch_size * self.G
+        if step < self.full:
+            sizes = [self.batch_size] * self.G
+        else:
+            sizes = [len(part) for part in np.array_split(np.arange(self.rest), self.G)]
+        bounds = np.cumsum([0, *sizes]).tolist()
+        return [list(range(start + bounds[i], start + bounds[i + 1])) for i in range(self.G)]
+
+
 def task_mapping(name: str, value, tasks: Sequence[str], kind=float) -> dict:
     """Parse `{task: value}` given as a mapping, a list aligned with `tasks`, JSON, or "a=1,b=2"."""
     if value is None:
@@ -106,6 +128,8 @@ class MultiTaskBatchSampler(Sampler[list[int]]):
             first) before cutting them into batches, so a batch holds examples of similar length; step order inside
             the task is then shuffled.
         megabatch_mult (`int`): steps per mega-batch for `group_by_length`.
+        streaming_tasks (`Sequence[str]`): tasks whose examples come from a stream in the reader's order (its
+            batches are planned as any task's, their indices say only how many examples each takes).
     """
 
     def __init__(
@@ -126,6 +150,7 @@ class MultiTaskBatchSampler(Sampler[list[int]]):
         lengths: Sequence[int] | Mapping[str, Sequence[int]] | None = None,
         group_by_length: bool = False,
         megabatch_mult: int = 50,
+        streaming_tasks: Sequence[str] = (),
     ):
         if strategy not in SAMPLING_STRATEGIES:
             raise MultiTaskTrainingError(
@@ -162,6 +187,7 @@ class MultiTaskBatchSampler(Sampler[list[int]]):
         self.drop_last = drop_last
         self.group_by_length = group_by_length
         self.megabatch_mult = megabatch_mult
+        self.streaming_tasks = frozenset(streaming_tasks)
         self.epoch = 0
         self.lengths = self._task_lengths(lengths)
         if group_by_length and self.lengths is None:
@@ -174,12 +200,12 @@ class MultiTaskBatchSampler(Sampler[list[int]]):
         """`{task: example lengths}` from per-task lengths or lengths in the global order."""
         if lengths is None:
             return None
-        if isinstance(lengths, Mapping):
-            found = {t: np.asarray(lengths[t], dtype=np.int64) for t in self.tasks}
+        if isinstance(lengths, Mapping):  # a task left out (a streaming one) is grouped by its own reader
+            found = {t: np.asarray(lengths[t], dtype=np.int64) for t in self.tasks if t in lengths}
         else:
             lengths = np.asarray(lengths, dtype=np.int64)
             found = {t: lengths[self.offsets[t] : self.offsets[t] + self.task_sizes[t]] for t in self.tasks}
-        for t in self.tasks:
+        for t in found:
             if len(found[t]) != self.task_sizes[t]:
                 raise MultiTaskTrainingError(
                     f"`lengths` of task {t!r} has {len(found[t])} entries for {self.task_sizes[t]} examples."
@@ -248,7 +274,8 @@ class MultiTaskBatchSampler(Sampler[list[int]]):
     @classmethod
     def from_dataset(cls, dataset: MultiTaskDataset, batch_size: int = 32, **kwargs) -> MultiTaskBatchSampler:
         """A sampler over a `MultiTaskDataset` (its `task_sizes` and `offsets`)."""
-        return cls(dataset.task_sizes, batch_size, offsets=dataset.offsets, **kwargs)
+        streaming = [task for task, ds in getattr(dataset, "datasets", {}).items() if hasattr(ds, "next_rows")]
+        return cls(dataset.task_sizes, batch_size, offsets=dataset.offsets, streaming_tasks=streaming, **kwargs)
 
     @property
     def batches_per_step(self) -> int:
@@ -269,6 +296,8 @@ class MultiTaskBatchSampler(Sampler[list[int]]):
         """One shuffled pass over a task: a list of steps, each a list of G batches of global indices."""
         task = self.tasks[task_index]
         n, b, G = self.task_sizes[task], self.batch_sizes[task], self.batches_per_step
+        if task in self.streaming_tasks:
+            return _StreamPass(n, b, G, self.drop_last, self.offsets[task])
         rng = self._rng(0, task_index, pass_index)
         order = rng.permutation(n)
         per_step = b * G

@@ -47,6 +47,7 @@ from transformers.trainer_utils import (
 
 from mtst.data.collator import MultiTaskCollator, MultiTaskDataset
 from mtst.data.prepare import check_threshold_tuning, keep_train_statistics, prepare_task_datasets, task_specs_for
+from mtst.data.streaming import load_stream_states, save_stream_states, streaming_splits
 from mtst.data.tasks import TaskSpec
 from mtst.training.arguments import (
     MultiTaskTrainingArguments,
@@ -218,6 +219,7 @@ class MultiTaskTrainer(MultiTaskOptimizerMixin, MultiTaskEvaluationMixin, Traine
         self._micro_step = (-1, 0)
         self._init_loss_combination(model, processing_class)
         self._step_task: str | None = None
+        self._streams_trained: dict[str, int] = {}  # batches trained per streaming task (this process)
         self.add_callback(MultiTaskCallback(self))
 
     def _prepare(self, data, split: str, tokenizer=None, args=None):
@@ -260,6 +262,8 @@ class MultiTaskTrainer(MultiTaskOptimizerMixin, MultiTaskEvaluationMixin, Traine
     def _train_lengths(self, dataset: MultiTaskDataset) -> dict[str, list[int]]:
         lengths = {}
         for task, ds in dataset.datasets.items():
+            if task in streaming_splits(dataset):
+                continue  # its reader groups its own buffer by length
             column = ds["input_ids"] if hasattr(ds, "column_names") else [row["input_ids"] for row in ds]
             lengths[task] = [len(ids) for ids in column]
         return lengths
@@ -293,6 +297,12 @@ class MultiTaskTrainer(MultiTaskOptimizerMixin, MultiTaskEvaluationMixin, Traine
         if isinstance(dataset, Mapping):
             dataset = self.train_dataset = MultiTaskDataset(dataset)
         sampler = self._train_batch_sampler = self.get_train_sampler(dataset)
+        self._streams_trained = {task: 0 for task in streaming_splits(dataset)}
+        if self._streams_trained and self.args.dataloader_num_workers > 0:
+            raise MultiTaskTrainingError(
+                f"Streaming task(s) {', '.join(self._streams_trained)} read their stream in the training process: "
+                "set dataloader_num_workers to 0 (each worker would read the stream again)."
+            )
         params = {
             "batch_sampler": sampler,
             "collate_fn": self.data_collator,
@@ -326,6 +336,8 @@ class MultiTaskTrainer(MultiTaskOptimizerMixin, MultiTaskEvaluationMixin, Traine
         """Run the batch's task and weight its unweighted loss (static loss_weight or learned uncertainty); an
         embedding task's loss comes from its texts' embeddings; embedding preservation adds its penalty."""
         task = inputs.get("task")
+        if model.training and task in self._streams_trained:  # where a checkpoint's stream position is
+            self._streams_trained[task] += 1
         columns, teacher = inputs.pop("columns", None), inputs.pop("teacher_embedding", None)
         if columns is not None:  # an embedding task: no head, its loss is computed from the embeddings
             labels = inputs.pop("labels", None)
@@ -500,11 +512,14 @@ class MultiTaskTrainer(MultiTaskOptimizerMixin, MultiTaskEvaluationMixin, Traine
         """The standard save, plus every task's optimizer states with `--optimizer_state per_task` (the optimizer's own
         file holds only the last step's task)."""
         super()._save_optimizer_and_scheduler(output_dir)
+        save_stream_states(self.train_dataset, self._streams_trained, output_dir, self.args.process_index)
         if self.task_optimizer_states is not None and self.args.should_save:
             self.task_optimizer_states.save(os.path.join(output_dir, TASK_OPTIMIZER_FILE), self.optimizer)
 
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
         super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint:
+            self._streams_trained.update(load_stream_states(self.train_dataset, checkpoint, self.args.process_index))
         path = os.path.join(checkpoint or "", TASK_OPTIMIZER_FILE)
         if checkpoint and self.task_optimizer_states is not None and os.path.isfile(path):
             self.task_optimizer_states.load(path, self.optimizer)
