@@ -49,6 +49,7 @@ __all__ = [
     "load_stream_states",
     "open_train_stream",
     "save_stream_states",
+    "stream_counters",
     "streaming_splits",
 ]
 
@@ -312,6 +313,18 @@ def open_train_stream(
 def streaming_splits(dataset) -> dict[str, StreamingTrainSplit]:
     """`{task: split}` of the streaming tasks of a `MultiTaskDataset` (empty for anything else)."""
     return {t: ds for t, ds in getattr(dataset, "datasets", {}).items() if isinstance(ds, StreamingTrainSplit)}
+
+
+def stream_counters(dataset, num_workers: int) -> dict[str, int]:
+    """`{task: 0}`: the batches each streaming task of `dataset` has trained, to count from; an error when DataLoader
+    workers would read the streams (each worker a copy of the reader, reading the same rows again)."""
+    counters = {task: 0 for task in streaming_splits(dataset)}
+    if counters and num_workers > 0:
+        raise TaskConfigError(
+            f"Streaming task(s) {', '.join(counters)} read their stream in the training process: set "
+            "dataloader_num_workers to 0 (each worker would read the stream again)."
+        )
+    return counters
 
 
 def save_stream_states(dataset, trained: dict[str, int], folder: str, rank: int) -> None:

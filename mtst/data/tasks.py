@@ -35,6 +35,14 @@ from mtst.data.config_files import ConfigFileError, read_config_file
 from mtst.data.errors import TaskConfigError, paragraph, short
 from mtst.data.formats import FORMATS, file_format
 from mtst.data.tags import TAG_SCHEMES, is_int, split_tag
+from mtst.data.task_rules import (
+    DEFAULT_BUFFER_SIZE,
+    embedding_problems,
+    fraction_problem,
+    labels_problem_of,
+    streaming_problems,
+    target_problems,
+)
 from mtst.remote.configuration_mtst import (
     EMBEDDING_LOSSES,
     EMBEDDING_TASK_TYPES,
@@ -48,7 +56,6 @@ from mtst.remote.configuration_mtst import (
     check_head_options,
     labels_problem,
     loss_weight_problem,
-    min_labels,
     score_range_problem,
     task_name_problem,
 )
@@ -162,26 +169,26 @@ class TaskSpec:
     pos_weight_values: list[float] | None = None
     streaming: bool = False
     num_examples: int | None = None
-    buffer_size: int = 4096
+    buffer_size: int = DEFAULT_BUFFER_SIZE
 
     def __post_init__(self):
         """The rules a task config's entry is checked by (`load_task_specs`), for specs built in Python too."""
         problems = [problem] if (problem := task_name_problem(self.name)) else []
         if self.type not in TASK_TYPES:
             problems.append(f"unknown task type {short(self.type)}; allowed types: {', '.join(TASK_TYPES)}")
-        if self.labels is not None and (problem := _labels_problem(self.type, self.labels)):
+        if self.labels is not None and (problem := labels_problem_of(self.type, self.labels)):
             problems.append(problem)
-        problems += _target_problems(self)
+        problems += target_problems(self)
         if problem := loss_weight_problem(self.loss_weight):
             problems.append(problem)
         if self.type in EMBEDDING_TASK_TYPES:
-            problems += _embedding_problems(self)
+            problems += embedding_problems(self)
         unknown = sorted(set(self.head) - set(HEAD_OPTIONS))
         problems += (
             [f"unknown head option(s) {short(unknown, 200)}; allowed: {', '.join(HEAD_OPTIONS)}"] if unknown else []
         )
         problems += _head_problems({k: v for k, v in self.head.items() if k in HEAD_OPTIONS}, "head option")
-        problems += _streaming_problems(self)
+        problems += streaming_problems(self)
         if problems:
             raise TaskConfigError(f"Task {short(self.name)}: " + "; ".join(problems) + ".")
 
@@ -272,73 +279,6 @@ _TYPE_KEYS = {
 _HEAD_ONLY_KEYS = ("labels", "head")
 
 
-def _labels_problem(task_type: str, labels) -> str | None:
-    if task_type == REGRESSION:
-        return "a regression task predicts one number and takes no 'labels'" if labels else None
-    return labels_problem(labels, min_labels(task_type))
-
-
-def _fraction_problem(key: str, value: Any) -> str | None:
-    """A number strictly between 0 and 1 (`validation_fraction`, `threshold`)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-        return f"{key!r} must be a number between 0 and 1, got {short(value)}"
-    return None
-
-
-def _target_problems(spec: TaskSpec) -> list[str]:
-    """What is wrong with a multi-label task's own options."""
-    problems = []
-    if spec.label_separator is not None and (not isinstance(spec.label_separator, str) or not spec.label_separator):
-        problems.append(f"'label_separator' must be a non-empty string; got {short(spec.label_separator)}")
-    if problem := _fraction_problem("threshold", spec.threshold):
-        problems.append(problem)
-    for key in ("tune_threshold", "pos_weight"):
-        if not isinstance(getattr(spec, key), bool):
-            problems.append(f"{key!r} must be true or false; got {short(getattr(spec, key))}")
-    return problems
-
-
-def _embedding_problems(spec: TaskSpec) -> list[str]:
-    """What is wrong with an embedding task's own options (the model config's rules)."""
-    problems = []
-    if spec.labels is not None or spec.head:
-        problems.append(f"a {spec.type} task trains the sentence embedding and takes no 'labels' or 'head'")
-    if not spec.text_pair_column:
-        problems.append(f"a {spec.type} task needs 'text_pair_column' (the second text of each pair)")
-    losses = EMBEDDING_LOSSES[spec.type]
-    if spec.loss is not None and spec.loss not in losses:
-        problems.append(f"unknown loss {spec.loss!r}; allowed for {spec.type}: {', '.join(losses)}")
-    if spec.score_range is not None and (problem := score_range_problem(spec.score_range)):
-        problems.append(problem)
-    return problems
-
-
-def _streaming_problems(spec: TaskSpec) -> list[str]:
-    """What a streaming task cannot have: whatever needs its whole train split before training."""
-    if not spec.streaming:
-        return (
-            ["'num_examples' and 'buffer_size' are for streaming tasks (streaming: true)"]
-            if (spec.num_examples is not None or spec.buffer_size != 4096)
-            else []
-        )
-    needs = {
-        "labels": spec.labels is None and spec.type in (SEQUENCE, TOKEN, MULTI_LABEL_CLASSIFICATION),
-        "score_range": spec.score_range is None and spec.type == SENTENCE_SIMILARITY,
-    }
-    problems = [
-        f"a streaming task needs '{key}' in its config (a stream is not read before training)"
-        for key, needed in needs.items()
-        if needed
-    ]
-    refused = {
-        "type regression": spec.type == REGRESSION,  # its scores are standardised with the train split's statistics
-        "pos_weight": spec.pos_weight,
-        "max_train_samples (use num_examples)": spec.max_train_samples is not None,
-    }
-    problems += [f"a streaming task cannot have {key}" for key, found in refused.items() if found]
-    return problems
-
-
 def _allowed_keys(task_type: str | None) -> tuple[str, ...]:
     if task_type in EMBEDDING_TASK_TYPES:
         return tuple(k for k in _COMMON_KEYS if k not in _HEAD_ONLY_KEYS) + _TYPE_KEYS[task_type]
@@ -366,7 +306,7 @@ def _check_label_list(where: str, labels: Any, type_: str, tag_scheme: str, prob
     (`labels_problem`) and, for IOB tag schemes, as IOB tags."""
     if isinstance(labels, (list, tuple)) and all(is_int(label) for label in labels):
         labels = [str(label) for label in labels]
-    problem = _labels_problem(type_, labels) if type_ in TASK_TYPES else labels_problem(labels)
+    problem = labels_problem_of(type_, labels) if type_ in TASK_TYPES else labels_problem(labels)
     if problem:
         problems.append(f"{where}: {problem}")
         return None
@@ -487,7 +427,7 @@ def _parse_numbers(entry: Mapping, where: str, problems: list[str]) -> dict[str,
             kwargs["loss_weight"] = float(entry["loss_weight"])
     for key in ("validation_fraction", "threshold"):
         if entry.get(key) is not None:
-            if problem := _fraction_problem(key, entry[key]):
+            if problem := fraction_problem(key, entry[key]):
                 problems.append(f"{where}: {problem}")
             else:
                 kwargs[key] = float(entry[key])

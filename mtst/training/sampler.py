@@ -44,7 +44,19 @@ from mtst.training.arguments import SAMPLING_STRATEGIES, MultiTaskTrainingError,
 if TYPE_CHECKING:  # the sampler needs only the dataset's task_sizes and offsets
     from mtst.data.collator import MultiTaskDataset
 
-__all__ = ["SAMPLING_STRATEGIES", "MultiTaskBatchSampler"]
+__all__ = ["SAMPLING_STRATEGIES", "MultiTaskBatchSampler", "example_lengths"]
+
+
+def example_lengths(dataset: MultiTaskDataset) -> dict[str, list[int]]:
+    """`{task: [length of each example]}` of a `MultiTaskDataset`'s in-memory tasks (for `group_by_length`; a
+    streaming task's reader groups its own buffer by length)."""
+    lengths = {}
+    for task, ds in dataset.datasets.items():
+        if hasattr(ds, "next_rows"):
+            continue
+        column = ds["input_ids"] if hasattr(ds, "column_names") else [row["input_ids"] for row in ds]
+        lengths[task] = [len(ids) for ids in column]
+    return lengths
 
 
 class _StreamPass:

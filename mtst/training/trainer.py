@@ -47,7 +47,7 @@ from transformers.trainer_utils import (
 
 from mtst.data.collator import MultiTaskCollator, MultiTaskDataset
 from mtst.data.prepare import check_threshold_tuning, keep_train_statistics, prepare_task_datasets, task_specs_for
-from mtst.data.streaming import load_stream_states, save_stream_states, streaming_splits
+from mtst.data.streaming import load_stream_states, save_stream_states, stream_counters
 from mtst.data.tasks import TaskSpec
 from mtst.training.arguments import (
     MultiTaskTrainingArguments,
@@ -82,7 +82,7 @@ from mtst.training.freezing import (
     apply_static_freezing,
 )
 from mtst.training.optimization import MultiTaskOptimizerMixin, head_learning_rates
-from mtst.training.sampler import MultiTaskBatchSampler
+from mtst.training.sampler import MultiTaskBatchSampler, example_lengths
 from mtst.training.weighting import GradientProjection, TaskOptimizerStates, UncertaintyLossWeighting
 
 __all__ = ["MultiTaskTrainer"]
@@ -259,15 +259,6 @@ class MultiTaskTrainer(MultiTaskOptimizerMixin, MultiTaskEvaluationMixin, Traine
 
     # -- data ---------------------------------------------------------------------------------------------------------
 
-    def _train_lengths(self, dataset: MultiTaskDataset) -> dict[str, list[int]]:
-        lengths = {}
-        for task, ds in dataset.datasets.items():
-            if task in streaming_splits(dataset):
-                continue  # its reader groups its own buffer by length
-            column = ds["input_ids"] if hasattr(ds, "column_names") else [row["input_ids"] for row in ds]
-            lengths[task] = [len(ids) for ids in column]
-        return lengths
-
     def get_train_sampler(self, dataset: MultiTaskDataset | None = None) -> MultiTaskBatchSampler:
         """The task-aware batch sampler for the training set (yields the batches of all ranks)."""
         dataset = dataset if dataset is not None else self.train_dataset
@@ -285,7 +276,7 @@ class MultiTaskTrainer(MultiTaskOptimizerMixin, MultiTaskEvaluationMixin, Traine
             world_size=max(1, self.args.world_size),
             gradient_accumulation_steps=self.args.gradient_accumulation_steps,
             drop_last=self.args.dataloader_drop_last,
-            lengths=self._train_lengths(dataset) if group else None,
+            lengths=example_lengths(dataset) if group else None,
             group_by_length=group,
         )
 
@@ -297,12 +288,7 @@ class MultiTaskTrainer(MultiTaskOptimizerMixin, MultiTaskEvaluationMixin, Traine
         if isinstance(dataset, Mapping):
             dataset = self.train_dataset = MultiTaskDataset(dataset)
         sampler = self._train_batch_sampler = self.get_train_sampler(dataset)
-        self._streams_trained = {task: 0 for task in streaming_splits(dataset)}
-        if self._streams_trained and self.args.dataloader_num_workers > 0:
-            raise MultiTaskTrainingError(
-                f"Streaming task(s) {', '.join(self._streams_trained)} read their stream in the training process: "
-                "set dataloader_num_workers to 0 (each worker would read the stream again)."
-            )
+        self._streams_trained = stream_counters(dataset, self.args.dataloader_num_workers)
         params = {
             "batch_sampler": sampler,
             "collate_fn": self.data_collator,
