@@ -308,3 +308,50 @@ def test_missing_revision_from_the_command_line_process(hub_server, tmp_path):
     message = _error_paragraph(proc.stderr)
     assert "Task 'topic'" in message and "user/topics" in message and "'v2.0'" in message
     assert "tags: v1.0" in message
+
+
+# ---------------------------------------------------------------------------------------------------- streaming
+STREAM_TASK = r"""
+import json, sys
+from transformers import AutoTokenizer
+from mtst.data.errors import TaskConfigError
+from mtst.data.files import open_stream
+from mtst.data.loading import load_task_data
+from mtst.data.streaming import StreamingTrainSplit
+from mtst.data.tasks import load_task_specs
+
+spec, = load_task_specs(sys.argv[1])
+tokenizer = AutoTokenizer.from_pretrained(sys.argv[2])
+validation = load_task_data(spec)["validation"]
+stream = open_stream(spec, "train", None)
+try:
+    StreamingTrainSplit(spec, stream, tokenizer)
+    unsized = None
+except TaskConfigError as err:
+    unsized = str(err)
+split = StreamingTrainSplit(spec, stream, tokenizer, num_examples=5, batch_size=5)
+rows = split.next_rows(5)
+texts = sorted(tokenizer.decode(r["input_ids"], skip_special_tokens=True) for r in rows)
+print(json.dumps({"validation": list(validation["text"]), "train": texts, "labels": [r["labels"] for r in rows],
+                  "unsized": unsized}))
+"""
+
+
+def test_a_streaming_task_reads_its_hub_dataset_as_a_stream(hub_server, tmp_path):
+    from trainer_helpers import backbone_path
+
+    host_datasets(hub_server)
+    config = tmp_path / "tasks.yaml"
+    task = {"name": "latest", "type": "sequence_classification", "dataset": "user/topics", "streaming": True}
+    task["buffer_size"] = len(TOPIC_V2["train"])  # one chunk: one pass over the stream
+    task["labels"] = TOPIC_V2["names"]
+    config.write_text(yaml.safe_dump({"tasks": [task]}, sort_keys=False))
+    env = _client_env(tmp_path, "client")
+    proc = hub_server.run_client(STREAM_TASK, tmp_path, args=[config, backbone_path()], env=env, cwd=tmp_path)
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["validation"] == [text for text, _ in TOPIC_V2["validation"]]  # read through the stream, kept
+    assert got["train"] == sorted(text.lower() for text, _ in TOPIC_V2["train"])
+    labels = TOPIC_V2["names"]
+    assert sorted(labels[i] for i in got["labels"]) == sorted(label for _, label in TOPIC_V2["train"])
+    assert "set `num_examples:`" in got["unsized"]  # its card gives no row count
+    assert not os.path.isdir(os.path.join(env["HF_DATASETS_CACHE"], "user___topics"))  # nothing prepared
