@@ -263,11 +263,14 @@ def test_a_killed_streaming_run_resumes_to_the_same_weights(tiny, tmp_path):
 
 
 def test_streaming_tasks_train_under_ddp_on_own_shards_with_one_task_per_step(tiny, tmp_path):
+    """Two processes (gloo): one task per step on both ranks, each rank its own rows; a run cut at a checkpoint and
+    resumed ends with the uninterrupted run's weights."""
     record = tmp_path / "record"
     record.mkdir()
     script = tmp_path / "recording.py"
     script.write_text(RECORDING)
-    args = cli_args(tiny, tmp_path / "ddp", *COMMON)
+    common = [*COMMON, "--lr_scheduler_type", "constant", "--warmup_steps", "0"]  # the same schedule when cut
+    args = cli_args(tiny, tmp_path / "ddp", *common)
     result = accelerate_launch(args, script=script, env={"RECORD_DIR": str(record)})
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-3000:]
@@ -279,5 +282,15 @@ def test_streaming_tasks_train_under_ddp_on_own_shards_with_one_task_per_step(ti
     shards = [{i for b in batches for i in b["rows"]} for batches in ranks]
     assert shards[0] and shards[1] and not shards[0] & shards[1]  # each rank its own shard
     assert shards[0] <= set(range(0, 120, 2)) and shards[1] <= set(range(1, 120, 2))
+
+    cut_args = cli_args(tiny, tmp_path / "cut", *common, "--save_strategy", "steps", "--save_steps", "17")
+    cut = accelerate_launch([*cut_args, "--max_steps", "17"])
+    assert cut.returncode == 0, (cut.stdout + cut.stderr)[-3000:]
+    states = [json.load(open(tmp_path / "cut" / "checkpoint-17" / STATE_FILE.format(rank=r))) for r in (0, 1)]
+    assert states[0]["big"]["taken"] == states[1]["big"]["taken"] > 0  # the same steps of it on both ranks
+    resumed = accelerate_launch(cut_args)  # finds checkpoint-17 by itself
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
+    assert "checkpoint-17" in resumed.stdout + resumed.stderr
+    same_weights(tmp_path / "ddp", tmp_path / "cut")
     bad = run_subprocess(cli_args(tiny, tmp_path / "workers", *COMMON, "--dataloader_num_workers", "1"))
     assert "set dataloader_num_workers to 0" in error_paragraph(bad.stderr)
