@@ -227,6 +227,7 @@ def same_weights(a, b) -> None:
         assert torch.equal(first[name], second[name]), name
 
 
+@pytest.mark.slow  # three runs (about a minute); .ci/run runs it by name
 def test_a_killed_streaming_run_resumes_to_the_same_weights(tiny, tmp_path):
     reference = run_subprocess(cli_args(tiny, tmp_path / "reference", *COMMON))
     assert reference.returncode == 0, (reference.stdout + reference.stderr)[-3000:]
@@ -262,6 +263,7 @@ def test_a_killed_streaming_run_resumes_to_the_same_weights(tiny, tmp_path):
     same_weights(tmp_path / "reference", out)
 
 
+@pytest.mark.slow  # four two-process launches (about a minute); .ci/run runs it by name
 def test_streaming_tasks_train_under_ddp_on_own_shards_with_one_task_per_step(tiny, tmp_path):
     """Two processes (gloo): one task per step on both ranks, each rank its own rows; a run cut at a checkpoint and
     resumed ends with the uninterrupted run's weights."""
