@@ -10,13 +10,15 @@ a fixed seed) written to a local JSONL file. `big` runs two ways:
 - `in_memory`: the same task without `streaming` at the first size (default 0.2 M rows, a size that fits):
   loaded, checked and tokenized in full before the first step, as every task was before streaming existed.
 
-Every run is its own process with the same options (batch 32, `--max_seq_length 64`, `--group_by_length true`, the
-default sampling strategy, `--max_steps`, no evaluation or checkpoint, `--embedding_preservation 0` on both sides:
-preservation embeds an in-memory train split before training and leaves a streaming one out, so with it on the two
-sides would not run the same job). Measured in the process: the time from its start (before imports) to the end of
-the first optimizer step, the steps per second from step `--measure_from` to the last, and the peak resident
-memory (`VmHWM`). Reported: each run's figures, the ratio of the streaming job's steps/s to the in-memory job's at
-the same size, and the ratio of the streaming peak memory at the largest size to the smallest.
+The in-memory and streaming jobs at the smallest size alternate for `--repeats` rounds (medians reported), then the
+streaming job runs once at each larger size. Every run is its own process with the same options (batch 32,
+`--max_seq_length 64`, `--group_by_length true`, the default sampling strategy, `--max_steps`, no evaluation or
+checkpoint, `--embedding_preservation 0` on both sides: preservation embeds an in-memory train split before training
+and leaves a streaming one out, so with it on the two sides would not run the same job). Measured in the process:
+the time from its start (before imports; an empty `datasets` cache, as a new job has) to the end of the first
+optimizer step, the steps per second from step `--measure_from` to the last, and the peak resident memory (`VmHWM`).
+Reported: each run's figures, the ratio of the streaming job's steps/s to the in-memory job's at the same size, and
+the ratio of the streaming peak memory at the largest size to the smallest.
 
     python benchmarks/bench_scale.py
 """
@@ -129,6 +131,7 @@ def run_job(config: str, output_dir: str, args) -> dict:
     command += ["--eval_strategy", "no", "--save_strategy", "no", "--embedding_preservation", "0", "--seed", "42"]
     command += ["--disable_tqdm", "true", "--report_to", "none", "--resume_last_checkpoint", "false", "--use_cpu"]
     env = {**os.environ, "PYTHONPATH": bc.REPO_ROOT, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env["HF_DATASETS_CACHE"] = os.path.join(output_dir, "datasets-cache")  # every run starts cold, as a new job does
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=bc.REPO_ROOT)
     lines = [line for line in result.stdout.splitlines() if line.startswith(MARK)]
     if result.returncode != 0 or not lines:
@@ -143,6 +146,9 @@ def main(argv=None) -> int:
     parser.add_argument("--measure_from", type=int, default=20)
     parser.add_argument("--cache_dir", default=os.path.join(tempfile.gettempdir(), "mtst-bench-scale"))
     parser.add_argument("--name", default="scale")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="rounds of (in memory, streaming) at the smallest size, interleaved"
+    )
     args = parser.parse_args(argv)
     os.makedirs(args.cache_dir, exist_ok=True)
     rng = random.Random(1)
@@ -162,20 +168,26 @@ def main(argv=None) -> int:
         )
     runs = []
     smallest = min(args.sizes)
-    plan = [("in_memory", smallest)] + [("streaming", rows) for rows in sorted(args.sizes)]
+    plan = [pair for _ in range(args.repeats) for pair in (("in_memory", smallest), ("streaming", smallest))]
+    plan += [("streaming", rows) for rows in sorted(args.sizes) if rows != smallest]
     with tempfile.TemporaryDirectory() as out:
         for side, rows in plan:
             config = task_config(args.cache_dir, corpora[rows], rows, side == "streaming")
-            result = {"side": side, "rows": rows, **run_job(config, os.path.join(out, f"{side}_{rows}"), args)}
+            folder = os.path.join(out, f"{side}_{rows}_{len(runs)}")
+            result = {"side": side, "rows": rows, **run_job(config, folder, args)}
             print(json.dumps(result), flush=True)
             runs.append(result)
-    memory = next(r for r in runs if r["side"] == "in_memory")
-    streams = [r for r in runs if r["side"] == "streaming"]
-    same_size = next(r for r in streams if r["rows"] == smallest)
+
+    def med(side: str, rows: int, key: str) -> float:
+        return bc.median([r[key] for r in runs if r["side"] == side and r["rows"] == rows])
+
+    largest = max(args.sizes)
     ratios = {
-        "steps_per_s_streaming_over_in_memory": same_size["steps_per_s"] / memory["steps_per_s"],
-        "peak_rss_largest_over_smallest_streaming": streams[-1]["peak_rss_mb"] / streams[0]["peak_rss_mb"],
-        "first_step_s_largest_streaming": streams[-1]["first_step_s"],
+        "steps_per_s_streaming_over_in_memory": med("streaming", smallest, "steps_per_s")
+        / med("in_memory", smallest, "steps_per_s"),
+        "peak_rss_largest_over_smallest_streaming": med("streaming", largest, "peak_rss_mb")
+        / med("streaming", smallest, "peak_rss_mb"),
+        "first_step_s_largest_streaming": med("streaming", largest, "first_step_s"),
     }
     rows = [
         [
@@ -191,16 +203,18 @@ def main(argv=None) -> int:
     markdown = (
         f"# Streaming a large task (bench_scale.py)\n\nall-MiniLM-L6-v2, tasks `big` (synthetic sentences, 4 labels) "
         f"+ sample NER (1,000 sentences), batch 32, max_seq_length 64, group_by_length, {args.max_steps} steps "
-        f"(steps/s from step {args.measure_from}), one process per run.\n\n{table}\n\n"
-        f"- streaming / in memory, steps/s at {smallest:,} rows: "
+        f"(steps/s from step {args.measure_from}), one process per run; {args.repeats} interleaved rounds of (in "
+        f"memory, streaming) at {smallest:,} rows, medians below.\n\n{table}\n\n"
+        f"- streaming / in memory, median steps/s at {smallest:,} rows: "
         f"{math.floor(ratios['steps_per_s_streaming_over_in_memory'] * 100) / 100:.2f} (rounded down)\n"
-        f"- streaming peak RSS, {max(args.sizes):,} rows / {smallest:,} rows: "
+        f"- streaming peak RSS, {largest:,} rows / {smallest:,} rows (median at the smallest size): "
         f"{math.ceil(ratios['peak_rss_largest_over_smallest_streaming'] * 1000) / 1000:.3f} (rounded up)\n"
-        f"- streaming time to the first optimizer step at {max(args.sizes):,} rows: "
+        f"- streaming time to the first optimizer step at {largest:,} rows: "
         f"{ratios['first_step_s_largest_streaming']:.1f} s\n"
     )
     print("\n" + markdown)
-    bc.write_results(args.name, {"runs": runs, "ratios": ratios, "max_steps": args.max_steps}, markdown)
+    settings = {"max_steps": args.max_steps, "measure_from": args.measure_from, "repeats": args.repeats}
+    bc.write_results(args.name, {"runs": runs, "ratios": ratios, **settings}, markdown)
     return 0
 
 
