@@ -84,3 +84,14 @@ def results_without_timings(path) -> dict:
     with open(path, encoding="utf-8") as f:
         results = json.load(f)
     return {k: v for k, v in results.items() if not k.endswith(TIMING_KEYS)}
+
+
+def same_weights(a, b) -> None:
+    """The model.safetensors of output folders `a` and `b` hold the same tensors, bit for bit."""
+    import torch
+    from safetensors.torch import load_file
+
+    first, second = load_file(os.path.join(a, "model.safetensors")), load_file(os.path.join(b, "model.safetensors"))
+    assert first.keys() == second.keys()
+    for name in first:
+        assert torch.equal(first[name], second[name]), name

@@ -38,6 +38,7 @@ from reliability_helpers import (
     make_tiny,
     results_without_timings,
     run_subprocess,
+    same_weights,
 )
 from safetensors.torch import load_file
 from trainer_helpers import WORSE_EPOCHS_RUN
@@ -86,13 +87,6 @@ def reference(tiny, tmp_path_factory):
     result = run_subprocess(cli_args(tiny, out, *COMMON))
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     return out
-
-
-def same_weights(a, b) -> None:
-    first, second = load_file(os.path.join(a, "model.safetensors")), load_file(os.path.join(b, "model.safetensors"))
-    assert first.keys() == second.keys()
-    for name in first:
-        assert torch.equal(first[name], second[name]), name
 
 
 def step_of(checkpoint: str) -> int:

@@ -12,9 +12,16 @@ import time
 
 import datasets
 import pytest
-import torch
-from reliability_helpers import ENV, ROOT, cli_args, error_paragraph, make_tiny, run_subprocess, write_config
-from safetensors.torch import load_file
+from reliability_helpers import (
+    ENV,
+    ROOT,
+    cli_args,
+    error_paragraph,
+    make_tiny,
+    run_subprocess,
+    same_weights,
+    write_config,
+)
 from test_run_multitask import accelerate_launch, check_ddp_devices
 from trainer_helpers import TOPIC_LABELS, TOPIC_WORDS, write_jsonl
 
@@ -218,13 +225,6 @@ def tiny(tmp_path_factory):
     entries.append({**spec.to_dict(), "data_files": {s: f"big/{s}.jsonl" for s in ("train", "validation")}})
     tiny["tasks"] = write_config(os.path.join(tiny["data"], "streaming.json"), entries)
     return tiny
-
-
-def same_weights(a, b) -> None:
-    first, second = load_file(os.path.join(a, "model.safetensors")), load_file(os.path.join(b, "model.safetensors"))
-    assert first.keys() == second.keys()
-    for name in first:
-        assert torch.equal(first[name], second[name]), name
 
 
 @pytest.mark.slow  # three runs (about a minute); .ci/run runs it by name
