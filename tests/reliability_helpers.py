@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 from trainer_helpers import write_task_files
 
@@ -95,3 +97,41 @@ def same_weights(a, b) -> None:
     assert first.keys() == second.keys()
     for name in first:
         assert torch.equal(first[name], second[name]), name
+
+
+# run_multitask.py sleeping 0.1 s before every training step (numerics untouched), so that a kill lands mid-run.
+THROTTLED = """
+import sys, time
+import run_multitask
+from mtst.training import trainer as trainer_mtst
+step = trainer_mtst.MultiTaskTrainer.training_step
+def slow_step(self, *args, **kwargs):
+    time.sleep(0.1)
+    return step(self, *args, **kwargs)
+trainer_mtst.MultiTaskTrainer.training_step = slow_step
+sys.exit(run_multitask.main(sys.argv[1:]))
+"""
+
+
+def kill_at_checkpoint(args: list[str], out, log_path, ready, timeout: float = 240) -> tuple[int | None, str | None]:
+    """Run the throttled run_multitask.py with `args` and SIGKILL it as soon as `out` holds a complete checkpoint
+    whose step satisfies `ready(step)`. Returns (the exit code, the checkpoint it was killed after, or None)."""
+    from mtst.training.checkpoints import last_complete_checkpoint
+
+    with open(log_path, "w") as log:
+        process = subprocess.Popen([sys.executable, "-c", THROTTLED, *args], env=ENV, cwd=ROOT, stdout=log, stderr=log)
+        killed_after = None
+        try:
+            deadline = time.monotonic() + timeout
+            while process.poll() is None and time.monotonic() < deadline:
+                done = last_complete_checkpoint(str(out)) if os.path.isdir(out) else None
+                if done is not None and ready(int(done.rsplit("-", 1)[1])):
+                    killed_after = done
+                    process.send_signal(signal.SIGKILL)
+                    break
+                time.sleep(0.05)
+            process.wait(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    return process.returncode, killed_after

@@ -26,7 +26,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -35,6 +34,7 @@ from reliability_helpers import (
     ROOT,
     cli_args,
     error_paragraph,
+    kill_at_checkpoint,
     make_tiny,
     results_without_timings,
     run_subprocess,
@@ -51,18 +51,6 @@ STEPS_PER_EPOCH = 20
 CHECKPOINT_RE = re.compile(r"checkpoint-(\d+)$")
 COMMON = ["--num_train_epochs", "2", "--save_strategy", "steps", "--save_steps", "5", "--seed", "7"]
 COMMON += ["--do_train", "--do_eval"]
-# The killed run sleeps 0.1 s before every training step (numerics untouched), so that the kill lands mid-run.
-THROTTLED = """
-import sys, time
-import run_multitask
-from mtst.training import trainer as trainer_mtst
-step = trainer_mtst.MultiTaskTrainer.training_step
-def slow_step(self, *args, **kwargs):
-    time.sleep(0.1)
-    return step(self, *args, **kwargs)
-trainer_mtst.MultiTaskTrainer.training_step = slow_step
-sys.exit(run_multitask.main(sys.argv[1:]))
-"""
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -95,28 +83,15 @@ def step_of(checkpoint: str) -> int:
 
 def test_killed_run_resumes_to_the_same_weights_and_metrics(tiny, reference, tmp_path):
     out = tmp_path / "killed"
-    log = open(tmp_path / "killed.log", "w")
-    process = subprocess.Popen(
-        [sys.executable, "-c", THROTTLED, *cli_args(tiny, out, *COMMON)], env=ENV, cwd=ROOT, stdout=log, stderr=log
+    # kill at a checkpoint inside the second epoch, so the resume crosses an epoch boundary and an eval
+    code, killed_after = kill_at_checkpoint(
+        cli_args(tiny, out, *COMMON),
+        out,
+        tmp_path / "killed.log",
+        lambda step: step > STEPS_PER_EPOCH and step % STEPS_PER_EPOCH,
     )
-    try:
-        deadline = time.monotonic() + 240
-        killed_after = None
-        while process.poll() is None and time.monotonic() < deadline:
-            done = last_complete_checkpoint(str(out)) if out.is_dir() else None
-            # wait for a checkpoint inside the second epoch, so the resume crosses an epoch boundary and an eval
-            if done is not None and step_of(done) > STEPS_PER_EPOCH and step_of(done) % STEPS_PER_EPOCH:
-                killed_after = done
-                process.send_signal(signal.SIGKILL)
-                break
-            time.sleep(0.05)
-        process.wait(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-        log.close()
     assert killed_after is not None, (tmp_path / "killed.log").read_text()[-3000:]
-    assert process.returncode == -signal.SIGKILL
+    assert code == -signal.SIGKILL
     assert not (out / "all_results.json").exists()  # killed before the end
 
     checkpoint = last_complete_checkpoint(str(out))  # the kill may have landed in a later save

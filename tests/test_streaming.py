@@ -6,17 +6,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 
 import datasets
 import pytest
 from reliability_helpers import (
-    ENV,
-    ROOT,
     cli_args,
     error_paragraph,
+    kill_at_checkpoint,
     make_tiny,
     run_subprocess,
     same_weights,
@@ -233,28 +229,8 @@ def test_a_killed_streaming_run_resumes_to_the_same_weights(tiny, tmp_path):
     assert reference.returncode == 0, (reference.stdout + reference.stderr)[-3000:]
     out = tmp_path / "killed"
     args = cli_args(tiny, out, *COMMON, "--save_strategy", "steps", "--save_steps", "7")
-    slow = "import time\nfrom mtst.training import trainer as t\ns = t.MultiTaskTrainer.training_step\n"
-    slow += "t.MultiTaskTrainer.training_step = lambda self, *a, **k: (time.sleep(0.1), s(self, *a, **k))[1]\n"
-    process = subprocess.Popen(
-        [sys.executable, "-c", slow + "import sys, run_multitask\nsys.exit(run_multitask.main(sys.argv[1:]))", *args],
-        env=ENV,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=open(tmp_path / "killed.log", "w"),
-    )
-    try:
-        deadline = time.monotonic() + 240
-        while process.poll() is None and time.monotonic() < deadline:
-            done = last_complete_checkpoint(str(out)) if out.is_dir() else None
-            if done is not None and int(done.rsplit("-", 1)[1]) >= 21:  # past a chunk of the streaming task
-                process.send_signal(signal.SIGKILL)
-                break
-            time.sleep(0.05)
-        process.wait(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-3000:]
+    code, _ = kill_at_checkpoint(args, out, tmp_path / "killed.log", lambda step: step >= 21)  # past a chunk
+    assert code == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-3000:]
     checkpoint = last_complete_checkpoint(str(out))
     state = json.load(open(os.path.join(checkpoint, STATE_FILE.format(rank=0)), encoding="utf-8"))
     assert state["big"]["taken"] > 0
