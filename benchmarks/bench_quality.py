@@ -28,6 +28,9 @@ Protocols (one code):
   with the AG News 80% split, at run_multitask.py's default recipe as it is (its defaults are read from the script:
   epochs, batch size, learning rate, warm-up, sampling, group_by_length), evaluated on the full CoNLL-2003 test set;
   it mimics the case where a small token task loses most from joint training.
+- `three_task`: CoNLL-2003 + AG News + STS-B train as a `sentence_similarity` task (`joint3`), against STS-B trained
+  alone (`sts_only`) and the two-task `joint` model, at the `main` recipe (so `--reuse` takes over `main`'s joint
+  runs); scored on CoNLL-2003 test, AG News held-out and STS-B validation (the embedding's Spearman).
 
 The plain recipe always groups by length (as a user would switch it on); `--group_by_length` sets the MTST runs'.
 
@@ -213,11 +216,11 @@ def run_multitask_defaults() -> dict:
 
 
 def resolve_recipe(args) -> dict:
-    """The protocol's recipe: run_multitask.py's defaults; `main` trains 1 epoch with group_by_length on; command-line
-    values override either."""
+    """The protocol's recipe: run_multitask.py's defaults; `main` (and `heads` and `three_task`, which compare with
+    its runs) trains 1 epoch with group_by_length on; command-line values override either."""
     recipe = run_multitask_defaults()
     recipe["run_multitask_defaults"] = dict(recipe)
-    if args.protocol in ("main", "heads"):
+    if args.protocol in ("main", "heads", "three_task"):
         recipe.update(epochs=1.0, group_by_length=True)
     for key in ("epochs", "batch_size", "learning_rate", "max_seq_length"):
         if getattr(args, key) is not None:
