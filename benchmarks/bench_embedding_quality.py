@@ -13,6 +13,11 @@ seeds: `bench_stats.spearman_bootstrap`).
 scores model folders:
 
     python benchmarks/bench_embedding_quality.py outputs/mtst-default other/model   # each against the backbone
+    python benchmarks/bench_embedding_quality.py --before_adapter outputs/mtst-default  # the vector the heads read
+
+`--before_adapter` scores an MTST model's embedding *before* its embedding adapter (`embedding_adapter`, which
+embedding preservation trains): the pooled vector its sentence heads read. It tells how much of a model's embedding
+quality the adapter adds or takes away.
 """
 
 from __future__ import annotations
@@ -37,11 +42,34 @@ def stsb_pairs(split: str = "validation") -> tuple[list[str], list[str], np.ndar
     return [r["sentence1"] for r in rows], [r["sentence2"] for r in rows], np.array([r["score"] for r in rows])
 
 
-def cosines(model_dir: str, batch_size: int = 64, cache: str | None = "") -> np.ndarray:
+def _before_adapter_encoder(model_dir: str):
+    """`encode(texts, batch_size)` of an MTST model with its embedding adapter taken out (an error if it has none)."""
+    import torch
+
+    import mtst
+
+    model = mtst.MTSTModel.from_pretrained(model_dir).eval()
+    if model.embedding_adapter is None:
+        sys.exit(f"{model_dir}: --before_adapter needs an MTST model with an embedding adapter; this one has none.")
+    model.embedding_adapter = None
+
+    def encode(texts, batch_size):
+        with torch.no_grad():
+            out = model.encode(texts, batch_size=batch_size, normalize=True)
+        return np.asarray(out, dtype=np.float64)
+
+    return encode
+
+
+def cosines(model_dir: str, batch_size: int = 64, cache: str | None = "", before_adapter: bool = False) -> np.ndarray:
     """The cosine of each STS-B validation pair's embeddings, kept in `cache` (default: `model_dir/COSINES_FILE`;
-    None: not kept) and read back from there."""
-    cached = os.path.join(model_dir, COSINES_FILE) if cache == "" else cache
+    None: not kept) and read back from there. `before_adapter`: an MTST model's embedding before its embedding
+    adapter (never kept)."""
     first, second, gold = stsb_pairs()
+    if before_adapter:
+        encode = _before_adapter_encoder(model_dir)
+        return (encode(first, batch_size) * encode(second, batch_size)).sum(1)
+    cached = os.path.join(model_dir, COSINES_FILE) if cache == "" else cache
     if cached and os.path.isfile(cached):
         with open(cached, encoding="utf-8") as f:
             kept = json.load(f)
@@ -113,12 +141,17 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("models", nargs="+", help="model folders (MTST or any sentence-transformers-loadable model)")
     parser.add_argument("--name", default="embedding_quality", help="results file name (benchmarks/results/<name>)")
+    parser.add_argument(
+        "--before_adapter", action="store_true", help="score MTST models' embeddings before their embedding adapter"
+    )
     args = parser.parse_args(argv)
     bc.require_data("stsb_validation")
     bc.quiet_transformers()
     backbone = cosines(bc.backbone_path(), cache=None)  # never written into the installed package
-    analysis = compare({m: {0: cosines(m)} for m in args.models}, backbone)
+    analysis = compare({m: {0: cosines(m, before_adapter=args.before_adapter)} for m in args.models}, backbone)
     text = markdown(analysis)
+    if args.before_adapter:
+        text += "\n\nEvery model scored *before* its embedding adapter (`--before_adapter`): what its heads read."
     print(text)
     bc.write_results(args.name, {"analysis": analysis}, "# Embedding quality\n\n" + text)
     return analysis
