@@ -161,6 +161,39 @@ def summary_rows(quality_name: str, quality_dir: str | None = None) -> list[tupl
         t = inf["targets"]["best_mtst_vs_st_float32"]
         label = f"7 CPU inference: best MTST row within quality limits ({t['side']}) / ST float32"
         rows.append((label, t["value"], ">= 1.6", t["met"]))
+    return rows + embedding_rows()
+
+
+def embedding_rows() -> list[tuple]:
+    """Benchmark 8 from the committed quality results: STS-B validation Spearman of the main protocol's joint model
+    against the backbone, and of the three-task joint model against STS-B trained alone."""
+    rows = []
+    emb = (_load("quality") or {}).get("embedding") or {}
+    if "joint" in emb.get("systems", {}):
+        s = emb["systems"]["joint"]
+        v = s["vs_backbone"]
+        rows.append(
+            (
+                f"8 embeddings: STS-B val. Spearman, main joint - backbone (points; backbone {emb['backbone']:.2f}, "
+                f"joint {s['mean']:.2f}; 95% CI [{v['ci'][0]:+.2f}, {v['ci'][1]:+.2f}], {v['verdict']})",
+                v["diff"],
+                "CI upper end >= -1.0",
+                s["within_1_point"],
+            )
+        )
+    emb3 = (_load("quality_three_task") or {}).get("embedding") or {}
+    c = emb3.get("comparisons", {}).get("joint3-sts_only")
+    if c:
+        joint3, alone = emb3["systems"]["joint3"]["mean"], emb3["systems"]["sts_only"]["mean"]
+        rows.append(
+            (
+                f"8 embeddings: STS-B val. Spearman, three-task joint - STS-B alone (points; alone {alone:.2f}, "
+                f"joint {joint3:.2f}; 95% CI [{c['ci'][0]:+.2f}, {c['ci'][1]:+.2f}], {c['verdict']})",
+                c["diff"],
+                "CI upper end >= 0",
+                c["ci"][1] >= 0,
+            )
+        )
     return rows
 
 
