@@ -189,6 +189,26 @@ def test_the_embedding_adapter_starts_as_the_identity_and_preservation_trains_it
     assert trained(embedding_preservation=0.0, embedding_preservation_adapter=True).embedding_adapter is None
 
 
+def test_an_embedding_task_next_to_heads_with_the_adapter_is_warned_about(backbone, tmp_path, caplog):
+    """The measured case where the adapter makes a jointly trained embedding task worse than alone is logged, naming
+    the embedding tasks; a run of head tasks only, or without the adapter, is not warned about."""
+    from mtst.training.embeddings import attach_embedding_adapter
+
+    def warnings(model, **options):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="mtst.training.embeddings"):
+            attach_embedding_adapter(model, args(tmp_path, **options))
+        return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+
+    joint = warnings(tiny_tasks(backbone))
+    assert len(joint) == 1 and "sts, qa" in joint[0] and "three-task" in joint[0]
+    heads_only = MTSTModel.from_backbone(
+        backbone, tasks={"topic": {"type": "sequence_classification", "labels": TOPICS}}
+    )
+    assert warnings(heads_only) == []
+    assert warnings(tiny_tasks(backbone), embedding_preservation_adapter=False) == []
+
+
 def test_the_pipeline_answers_an_embedding_task_with_the_embedding(backbone, tmp_path):
     """An embedding task named in `tasks` answers through the embedding; the heads answer as before."""
     from transformers import pipeline
