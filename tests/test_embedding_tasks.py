@@ -189,9 +189,9 @@ def test_the_embedding_adapter_starts_as_the_identity_and_preservation_trains_it
     assert trained(embedding_preservation=0.0, embedding_preservation_adapter=True).embedding_adapter is None
 
 
-def test_an_embedding_task_next_to_heads_with_the_adapter_is_warned_about(backbone, tmp_path, caplog):
-    """The measured case where the adapter makes a jointly trained embedding task worse than alone is logged, naming
-    the embedding tasks; a run of head tasks only, or without the adapter, is not warned about."""
+def test_an_embedding_task_next_to_heads_with_preservation_is_warned_about(backbone, tmp_path, caplog):
+    """The measured case where preservation makes a jointly trained embedding task worse than alone is logged, naming
+    the embedding tasks, with or without the adapter; a run of head tasks only, or without preservation, is not."""
     from mtst.training.embeddings import attach_embedding_adapter
 
     def warnings(model, **options):
@@ -206,7 +206,8 @@ def test_an_embedding_task_next_to_heads_with_the_adapter_is_warned_about(backbo
         backbone, tasks={"topic": {"type": "sequence_classification", "labels": TOPICS}}
     )
     assert warnings(heads_only) == []
-    assert warnings(tiny_tasks(backbone), embedding_preservation_adapter=False) == []
+    assert len(warnings(tiny_tasks(backbone), embedding_preservation_adapter=False)) == 1
+    assert warnings(tiny_tasks(backbone), embedding_preservation=0.0) == []
 
 
 def test_the_pipeline_answers_an_embedding_task_with_the_embedding(backbone, tmp_path):

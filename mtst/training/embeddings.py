@@ -86,15 +86,15 @@ def attach_embedding_adapter(model, args) -> None:
     if preserving and encoder_trains and option(args, "embedding_preservation_adapter"):
         if model.config.head_task_names:
             model.add_embedding_adapter()
-            embedding_tasks = [t for t in model.config.task_names if model.config.is_embedding_task(t)]
-            if embedding_tasks and args.should_log:
-                logger.warning(
-                    "Embedding task(s) %s train next to head tasks with embedding preservation and its adapter: on "
-                    "MTST's three-task benchmark (STS-B next to CoNLL-2003 and AG News) this returned a worse "
-                    "embedding than the embedding task trained alone (README, 'Sentence embeddings after training'). "
-                    "For the best embedding, train the embedding task(s) in a run of their own.",
-                    ", ".join(embedding_tasks),
-                )
+    embedding_tasks = [t for t in model.config.task_names if model.config.is_embedding_task(t)]
+    if preserving and encoder_trains and embedding_tasks and model.config.head_task_names and args.should_log:
+        logger.warning(
+            "Embedding task(s) %s train next to head tasks with embedding preservation: on MTST's three-task "
+            "benchmark (STS-B next to CoNLL-2003 and AG News) this returned a worse embedding than the embedding "
+            "task trained alone, with or without the adapter (README, 'Sentence embeddings after training'). For "
+            "the best embedding, train the embedding task(s) in a run of their own.",
+            ", ".join(embedding_tasks),
+        )
     only_heads = len(model.config.head_task_names) == len(model.config.task_names)
     if model.embedding_adapter is not None and not preserving and only_heads:
         model.embedding_adapter.requires_grad_(False)
