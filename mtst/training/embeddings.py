@@ -86,7 +86,7 @@ def attach_embedding_adapter(model, args) -> None:
     if preserving and encoder_trains and option(args, "embedding_preservation_adapter"):
         if model.config.head_task_names:
             model.add_embedding_adapter()
-    embedding_tasks = [t for t in model.config.task_names if model.config.is_embedding_task(t)]
+    embedding_tasks = model.config.tasks_of_type(SENTENCE_SIMILARITY, RETRIEVAL)
     if preserving and encoder_trains and embedding_tasks and model.config.head_task_names and args.should_log:
         logger.warning(
             "Embedding task(s) %s train next to head tasks with embedding preservation: on MTST's three-task "
