@@ -30,7 +30,9 @@ Protocols (one code):
   it mimics the case where a small token task loses most from joint training.
 - `three_task`: CoNLL-2003 + AG News + STS-B train as a `sentence_similarity` task (`joint3`), against STS-B trained
   alone (`sts_only`) and the two-task `joint` model, at the `main` recipe (so `--reuse` takes over `main`'s joint
-  runs); scored on CoNLL-2003 test, AG News held-out and STS-B validation (the embedding's Spearman).
+  runs); `staged3` grows CoNLL-2003 + AG News from each seed's `sts_only` model (`--model_name_or_path`, so embedding
+  preservation keeps that model's embedding); scored on CoNLL-2003 test, AG News held-out and STS-B validation (the
+  embedding's Spearman).
 
 The plain recipe always groups by length (as a user would switch it on); `--group_by_length` sets the MTST runs'.
 
@@ -77,6 +79,8 @@ RUNS = {
     # the three-task protocol: CoNLL-2003 + AG News + STS-B jointly, and STS-B alone
     "joint3": ("mtst", "joint3"),
     "sts_only": ("mtst", "sts"),
+    # ... and staged: CoNLL-2003 + AG News grown (`--model_name_or_path`) from that seed's sts_only model
+    "staged3": ("mtst", "joint"),
     # the heads protocol: SemEval-2018 E-c (multi-label) and STS-B as a pair regression, alone, plain, with CoNLL
     "emotion_only": ("mtst", "emotion"),
     "emotion_plain": ("plain", "emotion"),
@@ -88,7 +92,7 @@ RUNS = {
 PROTOCOL_RUNS = {
     "main": ["joint", "ner_only", "topic_only", "ner_plain", "topic_plain"],
     "imbalanced": ["joint", "ner_only", "topic_only", "ner_plain", "topic_plain"],
-    "three_task": ["joint", "joint3", "sts_only"],
+    "three_task": ["joint", "joint3", "sts_only", "staged3"],
     "heads": ["ner_only", "emotion_only", "emotion_plain", "ner_emotion", "stsreg_only", "stsreg_plain", "ner_stsreg"],
 }
 # task -> what is scored: the split, the prediction file's suffix, the metric, the run's own metric key, the runs
@@ -119,13 +123,16 @@ SYSTEM_NAMES = {
     "alone": "MTST alone",
     "joint": "MTST joint",
     "joint3": "MTST joint (3 tasks)",
+    "staged3": "MTST staged (3 tasks)",
     "joint_emotion": "MTST joint with SemEval E-c",
     "joint_stsreg": "MTST joint with STS-B regression",
 }
 COMPARISONS = (("joint", "alone"), ("joint", "plain"), ("alone", "plain"))
 # The three-task protocol compares the CoNLL-2003 and AG News scores of the 3-task joint model with the 2-task one's.
-THREE_TASK = {task: {**info, "systems": {"joint3": "joint3", "joint": "joint"}} for task, info in TASKS.items()}
-THREE_TASK_COMPARISONS = (("joint3", "joint"),)
+THREE_TASK = {
+    task: {**info, "systems": {"joint3": "joint3", "staged3": "staged3", "joint": "joint"}} for task, info in TASKS.items()
+}
+THREE_TASK_COMPARISONS = (("joint3", "joint"), ("staged3", "joint"))
 # The heads protocol: each new head type alone, with the plain recipe, and jointly with CoNLL-2003 (whose F1 in each
 # joint model is compared with CoNLL-2003 alone). The staged validation splits are the scored `test` splits of its
 # configs (SemEval-2018 E-c and STS-B have no staged test split; 10% of train is carved for validation).
@@ -157,7 +164,11 @@ HEADS_TASKS = {
 }
 HEADS_COMPARISONS = (*COMPARISONS, ("joint_emotion", "alone"), ("joint_stsreg", "alone"))
 # Embedding quality (STS-B validation): every run against the backbone, and these pairs of runs against each other.
-EMBEDDING_PAIRS = {"three_task": (("joint3", "sts_only"), ("joint3", "joint")), "main": (), "imbalanced": ()}
+EMBEDDING_PAIRS = {
+    "three_task": (("joint3", "sts_only"), ("joint3", "joint"), ("staged3", "sts_only"), ("staged3", "joint")),
+    "main": (),
+    "imbalanced": (),
+}
 RUN_NAMES = {
     "joint": "MTST joint (CoNLL + AG News)",
     "ner_only": "MTST CoNLL alone",
@@ -166,6 +177,7 @@ RUN_NAMES = {
     "topic_plain": "plain transformers AG News",
     "joint3": "MTST joint (CoNLL + AG News + STS-B)",
     "sts_only": "MTST STS-B alone",
+    "staged3": "MTST staged (STS-B alone, then CoNLL + AG News grown from it)",
     "emotion_only": "MTST SemEval E-c alone",
     "emotion_plain": "plain transformers SemEval E-c",
     "ner_emotion": "MTST joint (CoNLL + SemEval E-c)",
@@ -494,7 +506,7 @@ def plan_runs(args, recipe: dict, root: str, configs: dict) -> list[dict]:
     shows the single-task score and the difference next to the joint one."""
     plan = []
     for seed in args.seeds:
-        names = [n for n in args.runs if n != "joint"] + [n for n in args.runs if n == "joint"]
+        names = sorted(args.runs, key=lambda n: (n == "joint", n == "staged3"))  # after the runs they need
         outs = {}
         for name in names:
             kind, config_name = RUNS[name]
@@ -506,6 +518,11 @@ def plan_runs(args, recipe: dict, root: str, configs: dict) -> list[dict]:
             after = []
             if kind == "mtst":
                 cmd = mtst_command(configs[config_name], out, recipe, args, seed, joint=name == "joint")
+                if name == "staged3":  # grown from this seed's STS-B model: preservation's teacher is that model
+                    if "sts_only" not in outs:
+                        raise SystemExit("The staged3 run grows from the sts_only run: add sts_only to --runs.")
+                    after = ["sts_only"]
+                    cmd += ["--model_name_or_path", outs["sts_only"]]
                 if name == "joint":
                     singles = {t: TASKS[t]["systems"]["alone"] for t in TASKS}
                     after = [run for run in singles.values() if run in outs]
@@ -596,7 +613,9 @@ def train_all(args, recipe: dict, root: str, configs: dict) -> tuple[dict, dict]
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
         while pending or running:
             ready = [j for j in pending if all((r, j["seed"]) in results for r in j["after"])]
-            ready.sort(key=lambda j: j["name"] != "joint")  # the longest runs first: no core idles at the end
+            # first the runs that others wait for, then the longest (joint): no core idles at the end
+            needed = {(r, j["seed"]) for j in pending for r in j["after"]}
+            ready.sort(key=lambda j: ((j["name"], j["seed"]) not in needed, j["name"] != "joint"))
             if not ready and not running:
                 raise RuntimeError(f"runs waiting on runs that are not planned: {pending}")
             for job in ready[: args.jobs - len(running)]:
@@ -842,11 +861,38 @@ def _run_time_note(runs: dict) -> str:
     """The runs' summed wall time, and which runs were taken over with --reuse (timed when they were made)."""
     records = [r for rs in runs.values() for r in rs]
     total = sum(r["wall_s"] for r in records if r.get("wall_s") == r.get("wall_s"))  # NaN: not timed
-    reused = [f"{name} seed {r['seed']}" for name, rs in runs.items() for r in rs if r.get("reused")]
+    reused = [
+        f"{name} seed {r['seed']}" + (f" (from {r['taken_over_from']})" if r.get("taken_over_from") else "")
+        for name, rs in runs.items()
+        for r in rs
+        if r.get("reused")
+    ]
     text = f"Sum of the runs' wall times: {total / 60:.1f} min."
     if reused:
-        text += f" Taken over from earlier invocations with --reuse (timed when they ran): {', '.join(reused)}."
+        text += f" Taken over from earlier invocations (timed when they ran): {', '.join(reused)}."
     return text
+
+
+def take_over(args, recipe: dict, runs: dict, examples: dict) -> None:
+    """Add to `runs` and `examples` the runs of `args.take_over` (a results JSON) that were not trained now, for the
+    seeds of this invocation; the protocol and the recipe must be the same."""
+    with open(args.take_over, encoding="utf-8") as f:
+        old = json.load(f)
+    old_settings = old.get("settings", {})
+    if old_settings.get("protocol") != args.protocol or old.get("recipe") != recipe:
+        sys.exit(f"--take_over {args.take_over}: made with another protocol or recipe; its runs are not comparable.")
+    with gzip.open(os.path.splitext(args.take_over)[0] + "_examples.json.gz", "rt", encoding="utf-8") as f:
+        old_examples = json.load(f)
+    source = os.path.basename(args.take_over)
+    for name, records in old["runs"].items():
+        if name in runs:
+            continue
+        kept = [r for r in records if int(r["seed"]) in args.seeds]
+        missing = sorted(set(args.seeds) - {int(r["seed"]) for r in kept})
+        if missing:
+            sys.exit(f"--take_over {args.take_over}: run {name} has no seed(s) {missing}.")
+        runs[name] = [{**r, "reused": True, "taken_over_from": source} for r in kept]
+        examples[name] = {int(r["seed"]): old_examples[name][str(r["seed"])] for r in kept}
 
 
 def result_name(args) -> str:
@@ -926,6 +972,12 @@ def parse_args(argv=None):
         "or compare a new joint run with kept single-task runs)",
     )
     parser.add_argument("--reanalyze", default=None, help="a results JSON: recompute the statistics, train nothing")
+    parser.add_argument(
+        "--take_over",
+        default=None,
+        help="a results JSON of the same protocol and recipe: its runs that this invocation does not train (not in "
+        "--runs) join the analysis, with their per-example results (e.g. compare new runs with committed ones)",
+    )
     args = parser.parse_args(argv)
     for option, value in (("--joint-args", args.joint_args), ("--mtst-args", args.mtst_args)):
         try:
@@ -1047,6 +1099,8 @@ def main(argv=None) -> dict:
     finally:
         if not args.output_root:
             shutil.rmtree(root, ignore_errors=True)
+    if args.take_over:
+        take_over(args, recipe, runs, examples)
     return report(args, recipe, runs, examples, sample, time.perf_counter() - t0)
 
 

@@ -302,6 +302,45 @@ def test_joint_runs_come_after_and_name_their_single_task_runs(tmp_path):
     assert [r["seed"] for r in runs["joint"]] == [42, 43]  # reported in seed order, whatever finished first
 
 
+def test_staged_runs_grow_from_their_seeds_sts_run_and_take_over_adds_committed_runs(tmp_path):
+    import gzip
+    import json
+
+    import bench_quality as bq
+
+    recipe = {"epochs": 1.0, "batch_size": 32, "eval_batch_size": 64, "learning_rate": 1e-4}
+    recipe.update(head_learning_rate_factor=10.0, embedding_preservation=1.0, max_seq_length=128)
+    recipe.update(group_by_length=True, sampling_strategy="balanced")
+    configs = {"joint": "j.yaml", "sts": "s.yaml"}
+    args = _plan_args(runs=["staged3", "sts_only"], protocol="three_task")
+    plan = bq.plan_runs(args, recipe, str(tmp_path), configs)
+    staged = next(job for job in plan if job["name"] == "staged3" and job["seed"] == 43)
+    assert staged["after"] == ["sts_only"]
+    assert staged["cmd"][staged["cmd"].index("--model_name_or_path") + 1] == f"{tmp_path}/sts_only_seed43"
+    assert staged["cmd"][staged["cmd"].index("--tasks_config") + 1] == "j.yaml"
+    with pytest.raises(SystemExit, match="sts_only"):
+        bq.plan_runs(_plan_args(runs=["staged3"]), recipe, str(tmp_path), configs)
+
+    # --take_over: the committed file's runs that were not trained join, for this invocation's seeds only
+    old_runs = {name: [{"seed": s, "wall_s": 60.0} for s in (42, 43, 44)] for name in ("joint", "sts_only")}
+    old = {"settings": {"protocol": "three_task"}, "recipe": recipe, "runs": old_runs}
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old))
+    with gzip.open(tmp_path / "old_examples.json.gz", "wt") as f:
+        json.dump({name: {str(s): {"ner": [s]} for s in (42, 43, 44)} for name in old_runs}, f)
+    runs = {name: [{"seed": 42, "wall_s": 1.0}, {"seed": 43, "wall_s": 1.0}] for name in ("sts_only", "staged3")}
+    examples = {"sts_only": {42: {}, 43: {}}, "staged3": {42: {}, 43: {}}}
+    bq.take_over(_plan_args(take_over=str(path), protocol="three_task"), recipe, runs, examples)
+    assert [r["seed"] for r in runs["joint"]] == [42, 43] and "reused" not in runs["sts_only"][0]
+    assert all(r["reused"] and r["taken_over_from"] == "old.json" for r in runs["joint"])
+    assert examples["joint"] == {42: {"ner": [42]}, 43: {"ner": [43]}}
+    assert "joint seed 42 (from old.json)" in bq._run_time_note(runs)
+    with pytest.raises(SystemExit, match="another protocol or recipe"):
+        bq.take_over(_plan_args(take_over=str(path), protocol="main"), recipe, runs, examples)
+    with pytest.raises(SystemExit, match="no seed"):
+        bq.take_over(_plan_args(take_over=str(path), protocol="three_task", seeds=[45]), recipe, {}, {})
+
+
 def test_spearman_bootstrap_of_embedding_scores():
     """The STS-B comparison: the same draw of pairs for both systems and every seed; a system that ranks the pairs
     like the gold scores beats a noisy one, and a system equals itself exactly."""
