@@ -129,9 +129,8 @@ SYSTEM_NAMES = {
 }
 COMPARISONS = (("joint", "alone"), ("joint", "plain"), ("alone", "plain"))
 # The three-task protocol compares the CoNLL-2003 and AG News scores of the 3-task joint model with the 2-task one's.
-THREE_TASK = {
-    task: {**info, "systems": {"joint3": "joint3", "staged3": "staged3", "joint": "joint"}} for task, info in TASKS.items()
-}
+THREE_TASK_SYSTEMS = {"joint3": "joint3", "staged3": "staged3", "joint": "joint"}
+THREE_TASK = {task: {**info, "systems": THREE_TASK_SYSTEMS} for task, info in TASKS.items()}
 THREE_TASK_COMPARISONS = (("joint3", "joint"), ("staged3", "joint"))
 # The heads protocol: each new head type alone, with the plain recipe, and jointly with CoNLL-2003 (whose F1 in each
 # joint model is compared with CoNLL-2003 alone). The staged validation splits are the scored `test` splits of its
