@@ -208,6 +208,11 @@ def test_an_embedding_task_next_to_heads_with_preservation_is_warned_about(backb
     assert warnings(heads_only) == []
     assert len(warnings(tiny_tasks(backbone), embedding_preservation_adapter=False)) == 1
     assert warnings(tiny_tasks(backbone), embedding_preservation=0.0) == []
+    # a grown model that keeps its embedding tasks without training them (the staged recipe) is not warned about
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mtst.training.embeddings"):
+        attach_embedding_adapter(tiny_tasks(backbone), args(tmp_path), trained=["topic"])
+    assert [r for r in caplog.records if r.levelname == "WARNING"] == []
 
 
 def test_the_pipeline_answers_an_embedding_task_with_the_embedding(backbone, tmp_path):
@@ -314,3 +319,34 @@ def test_retrieval_negatives_are_gathered_across_two_processes(backbone, tmp_pat
     shapes = set(re.findall(r"\[mtst-mnrl\] rank=(\d) scores=(\d+)x(\d+)", result.stdout + result.stderr))
     assert {rank for rank, _, _ in shapes} == {"0", "1"}, shapes
     assert all((int(q), int(c)) == (4, 8) for _, q, c in shapes), shapes  # 4 queries x (2 processes x 4 positives)
+
+
+def test_embedding_tasks_first_trains_both_stages_under_two_processes(backbone, tmp_path):
+    """--embedding_tasks_first under DDP (2 processes, gloo): the second stage wraps the model the first stage trained
+    and both finish; the result holds the preservation targets and the adapter."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    pairs = [{"s1": a, "s2": b, "score": s} for a, b, s in PAIRS * 6]
+    topic = [{"text": "the match was won", "label": "Sports"}, {"text": "shares fell", "label": "Business"}]
+    (folder / "sts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pairs))
+    (folder / "topic.jsonl").write_text("".join(json.dumps(r) + "\n" for r in topic * 12))
+    tasks = [
+        {"name": "topic", "type": "sequence_classification", "data_files": {"train": "topic.jsonl"}, "labels": TOPICS},
+        {"name": "sts", "type": "sentence_similarity", "data_files": {"train": "sts.jsonl"}, **STS_COLUMNS},
+    ]
+    (folder / "tasks.json").write_text(json.dumps({"tasks": tasks}))
+    out = tmp_path / "out"
+    argv = ["run_multitask.py", "--model_name_or_path", backbone, "--tasks_config", str(folder / "tasks.json")]
+    argv += ["--output_dir", str(out), "--max_steps", "3", "--per_device_train_batch_size", "4", "--max_seq_length"]
+    argv += ["32", "--save_strategy", "no", "--eval_strategy", "no", "--do_train", "--report_to", "none"]
+    argv += ["--embedding_tasks_first", "true", "--use_cpu"]
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    command += ["--num_machines", "1", "--main_process_port", str(29700 + os.getpid() % 1000), *argv]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-3000:]
+    assert "Embedding stage: sts alone" in log
+    assert json.loads((out / "all_results.json").read_text())["embedding_stage_train_steps_per_second"] > 0
+    assert json.loads((out / "config.json").read_text())["embedding_adapter"] is True
+    assert (out / TEACHER_FILE).is_file()

@@ -218,3 +218,48 @@ def test_grow_adds_an_embedding_task_and_preserves_the_grown_models_embeddings(t
     expected = base.encode(texts, tokenizer=AutoTokenizer.from_pretrained(trained["base"]))
     torch.testing.assert_close(teacher["topic"], expected, atol=1e-5, rtol=0)  # padded rows too, in file order
     assert "preserved" in (out / "README.md").read_text()
+
+
+def test_embedding_tasks_first_trains_the_embedding_task_then_keeps_its_embedding(trained, tmp_path, monkeypatch):
+    """--embedding_tasks_first: the similarity task trains alone first; the head task then trains with preservation
+    toward the model that stage left (its targets are that model's embeddings, not the backbone's), with the
+    adapter; the results and the card say so, and the stage leaves no folder behind. Without it, one stage."""
+    pairs = [("the match was won", "the team won the game", 4.5), ("shares fell", "a robot chip", 0.5)] * 6
+    write_jsonl(tmp_path / "sts.jsonl", [{"a": a, "b": b, "score": s} for a, b, s in pairs])
+    sts = {"name": "sts", "type": "sentence_similarity", "text_column": "a", "text_pair_column": "b"}
+    sts.update(label_column="score", score_range=[0, 5], data_files={"train": str(tmp_path / "sts.jsonl")})
+    topic = task_entries(trained, "topic")
+    config = write_config(tmp_path / "both.json", [*topic, sts])
+    with open(topic[0]["data_files"]["train"]) as f:
+        texts = [json.loads(line)["text"] for line in f]
+    after_stage = {}
+    original = run_multitask.train_embedding_stage
+
+    def stage(model, tokenizer, *args):
+        metrics = original(model, tokenizer, *args)
+        assert model.embedding_adapter is None  # the stage trains the encoder, no adapter
+        after_stage["embeddings"] = model.encode(texts, tokenizer=tokenizer)
+        return metrics
+
+    monkeypatch.setattr(run_multitask, "train_embedding_stage", stage)
+
+    def run(name, *extra):
+        out = tmp_path / name
+        args = cli_args(trained, out, "--tasks_config", config, "--num_train_epochs", "2", "--save_strategy", "no")
+        assert run_multitask.main([*args, *extra]) == 0
+        return out, load_file(out / "teacher_embeddings.safetensors")["topic"]
+
+    staged, targets = run("staged", "--embedding_tasks_first", "true")
+    torch.testing.assert_close(targets, after_stage["embeddings"], atol=1e-5, rtol=0)
+    results = json.loads((staged / "all_results.json").read_text())
+    assert results["embedding_stage_train_runtime"] > 0 and "eval_sts_spearman" in results
+    assert not (staged / "embedding_stage").exists()
+    assert json.loads((staged / "config.json").read_text())["embedding_adapter"] is True
+    assert "`sts` trained first, alone (`embedding_tasks_first`)" in (staged / "README.md").read_text()
+
+    after_stage.clear()
+    one, one_targets = run("one")
+    assert after_stage == {}  # no stage without the option
+    assert MTSTModel.from_pretrained(one).config.task_names == MTSTModel.from_pretrained(staged).config.task_names
+    assert (targets - one_targets).abs().max() > 1e-3  # staged targets are the trained embedding's, not the backbone's
+    assert "trained first" not in (one / "README.md").read_text()

@@ -165,6 +165,15 @@ class ScriptTrainingArguments(MultiTaskTrainingArguments):
             "from the last one. Set false to start afresh."
         },
     )
+    embedding_tasks_first: bool = field(
+        default=False,
+        metadata={
+            "help": "When the run trains embedding tasks (sentence_similarity, retrieval) next to head tasks with "
+            "embedding_preservation: train the embedding tasks alone first (for num_train_epochs or max_steps), "
+            "then the head tasks, preserving the embedding that first stage left (the two-run recipe of README "
+            "'Sentence embeddings after training', in one run)."
+        },
+    )
     license: str | None = field(
         default=None,
         metadata={

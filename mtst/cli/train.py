@@ -14,6 +14,8 @@ the run with one paragraph on stderr and exit code 2.
 
 from __future__ import annotations
 
+import copy
+import gc
 import logging
 import os
 import shutil
@@ -23,6 +25,7 @@ import tempfile
 import datasets
 import transformers
 from transformers import AutoTokenizer, set_seed
+from transformers.trainer_utils import IntervalStrategy, SaveStrategy
 
 from mtst.cli.arguments import CommandLineError, DataArguments, ModelArguments, ScriptTrainingArguments, parse_args
 from mtst.data.collator import MultiTaskCollator
@@ -414,6 +417,49 @@ def train_model(trainer, checkpoint: str | None, tokenized: dict, train_tasks: l
     return metrics
 
 
+def embedding_stage_tasks(model, train_tasks: list[str], training_args) -> list[str]:
+    """The embedding tasks `--embedding_tasks_first` trains before the head tasks: none unless the run trains both
+    kinds with embedding preservation and a training encoder (then the option has nothing to do: one stage)."""
+    if not (training_args.do_train and training_args.embedding_tasks_first):
+        return []
+    embedding = [t for t in train_tasks if model.config.is_embedding_task(t)]
+    preserving = training_args.embedding_preservation > 0 and training_args.freeze not in ("all", "encoder")
+    if embedding and len(embedding) < len(train_tasks) and preserving:
+        return embedding
+    logger.info(
+        "--embedding_tasks_first: one stage (it stages runs that train embedding tasks and head tasks with "
+        "embedding preservation and a training encoder)."
+    )
+    return []
+
+
+def train_embedding_stage(model, tokenizer, tokenized: dict, tasks: list[str], specs, training_args, data_args):
+    """`--embedding_tasks_first`'s first stage: the embedding tasks alone for num_train_epochs, in a trainer of their
+    own that saves no checkpoint (a run stopped during it starts it again); the head-task stage then computes its
+    preservation targets with the model this stage left. Returns the stage's train metrics, prefixed."""
+    logger.info("*** Embedding stage: %s alone, before the head tasks (--embedding_tasks_first) ***", ", ".join(tasks))
+    args = copy.deepcopy(training_args)
+    args.output_dir = os.path.join(training_args.output_dir, "embedding_stage")
+    args.save_strategy, args.eval_strategy = SaveStrategy.NO, IntervalStrategy.NO
+    args.load_best_model_at_end = False
+    trainer = MultiTaskTrainer(
+        model=model,
+        args=args,
+        data_collator=MultiTaskCollator(tokenizer, pad_to_multiple_of=data_args.pad_to_multiple_of),
+        train_dataset={t: tokenized[t]["train"] for t in tasks},
+        processing_class=tokenizer,
+        task_batch_sizes={s.name: s.batch_size for s in specs if s.batch_size and s.name in tasks},
+        task_specs={s.name: s for s in specs if s.name in tasks},
+    )
+    metrics = {f"embedding_stage_{k}": v for k, v in trainer.train().metrics.items()}
+    trainer.accelerator.free_memory()  # the next trainer wraps the same model afresh (DDP included)
+    del trainer
+    gc.collect()
+    if training_args.should_save:
+        shutil.rmtree(args.output_dir, ignore_errors=True)
+    return metrics
+
+
 def evaluate_model(trainer, specs, tokenized: dict, before: dict) -> dict:
     """Evaluate every task on its validation split (and save the scores before training of a grown model)."""
     logger.info("*** Evaluate ***")
@@ -473,6 +519,12 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Scr
     # The Trainer pickles its arguments into training_args.bin in every checkpoint and in the output folder: the
     # token must not be among them. It is handed to the push directly.
     hub_token, training_args.hub_token = training_args.hub_token, None
+    staged, stage_metrics = embedding_stage_tasks(model, train_tasks, training_args), {}
+    if staged and checkpoint is None:
+        stage_metrics = train_embedding_stage(model, tokenizer, tokenized, staged, specs, training_args, data_args)
+    elif staged:  # the head-task stage's checkpoint: the embedding stage had finished before it was saved
+        logger.info("Resuming the head-task stage from %s (the embedding stage finished before it).", checkpoint)
+    train_tasks = [t for t in train_tasks if t not in staged]
     trainer = MultiTaskTrainer(
         model=model,
         args=training_args,
@@ -487,8 +539,12 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Scr
     card_data = attach_model_card(trainer, specs, model_args)
     if single_task:
         card_data.set_single_task_results(single_task)
+    card_data.embedding_stage_tasks = list(staged)
 
-    all_metrics: dict = {}
+    all_metrics: dict = dict(stage_metrics)
+    if stage_metrics:
+        trainer.log_metrics("embedding_stage", stage_metrics)
+        trainer.save_metrics("embedding_stage", stage_metrics)
     before = {}
     if growth is not None and training_args.do_train and training_args.do_eval:
         before = evaluate_before_training(trainer, tokenized, growth)

@@ -161,6 +161,8 @@ class MTSTCardData(ModelCardData):
             "checkpoint", "step", "metric", "value", "last_step"}` or `{"selection": "last", "step", "metric",
             "reason"}`.
         notes (`list[str]`): extra sentences for the Limitations section.
+        embedding_stage_tasks (`list[str]`): embedding tasks trained alone before the head tasks
+            (`embedding_tasks_first`), whose embedding the head tasks' preservation then kept.
         kept_tasks (`list[str]`): tasks of the starting MTST model that this run kept without training them
             (a grown model, see `mtst.training.grow`); marked "kept, not trained" in the task table.
     """
@@ -184,6 +186,7 @@ class MTSTCardData(ModelCardData):
     kept_model: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     kept_tasks: list[str] = field(default_factory=list)
+    embedding_stage_tasks: list[str] = field(default_factory=list)
     generated_from_trainer: bool = False
 
     # set by register() and write_model_card(); not part of the card's own state
@@ -398,6 +401,7 @@ class MTSTCardData(ModelCardData):
             "preservation_loss": self.multitask_options.get("embedding_preservation_loss"),
             "embedding_adapter": bool(getattr(config, "embedding_adapter", False)),
             "kept_tasks": [n for n in self.kept_tasks if n in tasks],
+            "embedding_stage_tasks": [n for n in self.embedding_stage_tasks if n in tasks],
             **self._result_rows(tasks),
             "usage_texts": usage,
             "usage_text_py": json.dumps(usage[0], ensure_ascii=False),

@@ -77,17 +77,20 @@ class EmbeddingTaskLosses:
         return self.losses[task].compute_loss_from_embeddings(parts, labels)
 
 
-def attach_embedding_adapter(model, args) -> None:
-    """With embedding preservation on, a trained encoder and `embedding_preservation_adapter`, give a model with
-    heads an embedding adapter (the identity until trained: no output changes); an adapter nothing would train (no
-    preservation, no embedding task) is frozen, since DDP with one task expects every trainable weight to be used."""
+def attach_embedding_adapter(model, args, trained=None) -> None:
+    """With embedding preservation on, a trained encoder and `embedding_preservation_adapter`, give a model whose
+    run trains head tasks an embedding adapter (the identity until trained: no output changes); an adapter nothing
+    would train (no
+    preservation, no embedding task) is frozen, since DDP with one task expects every trainable weight to be used.
+    `trained`: the tasks this run trains (default: all the model's; a grown model may keep tasks it does not train)."""
     preserving = option(args, "embedding_preservation") > 0
     encoder_trains = option(args, "freeze") not in ("all", "encoder")
-    if preserving and encoder_trains and option(args, "embedding_preservation_adapter"):
-        if model.config.head_task_names:
-            model.add_embedding_adapter()
-    embedding_tasks = model.config.tasks_of_type(SENTENCE_SIMILARITY, RETRIEVAL)
-    if preserving and encoder_trains and embedding_tasks and model.config.head_task_names and args.should_log:
+    trained = set(model.config.task_names if trained is None else trained)
+    embedding_tasks = [t for t in model.config.tasks_of_type(SENTENCE_SIMILARITY, RETRIEVAL) if t in trained]
+    head_tasks = [t for t in model.config.head_task_names if t in trained]
+    if preserving and encoder_trains and option(args, "embedding_preservation_adapter") and head_tasks:
+        model.add_embedding_adapter()
+    if preserving and encoder_trains and embedding_tasks and head_tasks and args.should_log:
         logger.warning(
             "Embedding task(s) %s train next to head tasks with embedding preservation: on MTST's three-task "
             "benchmark (STS-B next to CoNLL-2003 and AG News) this returned a worse embedding than the embedding "
@@ -152,8 +155,8 @@ def add_teacher_embeddings(model, datasets: dict, pad, batch_size: int, device, 
 
 def with_teacher_embeddings(model, dataset: MultiTaskDataset, tokenizer, args) -> MultiTaskDataset:
     """The training set with the starting model's embedding of each head-task row (`add_teacher_embeddings`, kept
-    in the output folder); unchanged when the model has no head task."""
-    if not model.config.head_task_names:
+    in the output folder); unchanged when it has no head task."""
+    if not any(not model.config.is_embedding_task(t) for t in dataset.datasets):
         return dataset
     streams = [t for t, d in dataset.datasets.items() if hasattr(d, "next_rows")]
     if streams and args.should_log:

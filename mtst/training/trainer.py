@@ -169,7 +169,9 @@ class MultiTaskTrainer(MultiTaskOptimizerMixin, MultiTaskEvaluationMixin, Traine
         self.task_names = list(model.config.task_names)
         if not self.task_names:
             raise MultiTaskTrainingError("The model has no task heads to train.")
-        attach_embedding_adapter(model, args)
+        trained = train_dataset.datasets if isinstance(train_dataset, MultiTaskDataset) else train_dataset
+        trained = trained if isinstance(trained, Mapping) else None  # the tasks this run trains ({task: dataset})
+        attach_embedding_adapter(model, args, trained)
         # Static freezes: before the model is wrapped (DDP never sees these parameters as trainable).
         self.frozen_parameters = apply_static_freezing(
             model, option(args, "freeze"), option(args, "freeze_layers"), option(args, "freeze_heads")
