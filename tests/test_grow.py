@@ -219,6 +219,15 @@ def test_grow_adds_an_embedding_task_and_preserves_the_grown_models_embeddings(t
     torch.testing.assert_close(teacher["topic"], expected, atol=1e-5, rtol=0)  # padded rows too, in file order
     assert "preserved" in (out / "README.md").read_text()
 
+    # grown again with the head task only: the embedding task is kept (it has no head to freeze), and its
+    # embedding is the one preservation starts from
+    config = write_config(tmp_path / "topic.json", task_entries(trained, "topic"))
+    again = tmp_path / "again"
+    args = cli_args(trained, again, "--model_name_or_path", str(out), "--tasks_config", config)
+    assert run_multitask.main([*args, "--num_train_epochs", "1", "--save_strategy", "no"]) == 0
+    assert [t["name"] for t in json.loads((again / "config.json").read_text())["tasks"]] == ["topic", "ner", "sts"]
+    assert "`sts`" in (again / "README.md").read_text().split("Kept, not trained:")[1].splitlines()[0]
+
 
 def test_embedding_tasks_first_trains_the_embedding_task_then_keeps_its_embedding(trained, tmp_path, monkeypatch):
     """--embedding_tasks_first: the similarity task trains alone first; the head task then trains with preservation

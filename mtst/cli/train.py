@@ -115,10 +115,11 @@ def build_or_grow_model(model_args: ModelArguments, specs, training_args, saved_
         kwargs["revision"] = model_args.model_revision
     model = MTSTModel.from_pretrained(path, **kwargs)
     grow.grow_model(model, specs, plan)
-    grow.freeze_for_growth(training_args, plan)
+    grow.freeze_for_growth(training_args, plan, model.config)
     logger.info(plan.summary())
     for name in plan.kept:
-        logger.info("Task '%s': %s (not in the task config; its head stays as saved).", name, grow.KEPT_NOTE)
+        what = "its head stays as saved" if name in model.config.head_task_names else "an embedding task: no head"
+        logger.info("Task '%s': %s (not in the task config; %s).", name, grow.KEPT_NOTE, what)
     return model, plan
 
 

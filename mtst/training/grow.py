@@ -173,12 +173,15 @@ def grow_model(model, specs, plan: GrowthPlan):
     return model
 
 
-def freeze_for_growth(training_args, plan: GrowthPlan) -> None:
+def freeze_for_growth(training_args, plan: GrowthPlan, config=None) -> None:
     """Reuse the trainer's static freezing: kept heads are always frozen (they get no data); with `--freeze
     encoder`/`all` the projection (which makes the old sentence vector) and the continued heads too (`freeze=all`
-    freezes the encoder and the projection), so the old tasks' outputs cannot change."""
+    freezes the encoder and the projection), so the old tasks' outputs cannot change. `config`: the grown model's;
+    its embedding tasks have no head to freeze."""
     heads = list(training_args.freeze_heads or [])
     frozen = plan.kept + (plan.continued if plan.frozen else [])
+    if config is not None:
+        frozen = [name for name in frozen if name in config.head_task_names]
     if plan.frozen and training_args.freeze == "encoder":
         training_args.freeze = "all"
     training_args.freeze_heads = heads + [name for name in frozen if name not in heads] or None
