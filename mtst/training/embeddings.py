@@ -80,9 +80,9 @@ class EmbeddingTaskLosses:
 def attach_embedding_adapter(model, args, trained=None) -> None:
     """With embedding preservation on, a trained encoder and `embedding_preservation_adapter`, give a model whose
     run trains head tasks an embedding adapter (the identity until trained: no output changes); an adapter nothing
-    would train (no
-    preservation, no embedding task) is frozen, since DDP with one task expects every trainable weight to be used.
-    `trained`: the tasks this run trains (default: all the model's; a grown model may keep tasks it does not train)."""
+    would train (no preservation, no embedding task) is frozen, since DDP with one task expects every trainable
+    weight to be used. `trained`: the tasks this run trains (default: all the model's; a grown model may keep tasks
+    it does not train, and `--embedding_tasks_first` trains the embedding tasks in a run of their own)."""
     preserving = option(args, "embedding_preservation") > 0
     encoder_trains = option(args, "freeze") not in ("all", "encoder")
     trained = set(model.config.task_names if trained is None else trained)
@@ -156,7 +156,7 @@ def add_teacher_embeddings(model, datasets: dict, pad, batch_size: int, device, 
 def with_teacher_embeddings(model, dataset: MultiTaskDataset, tokenizer, args) -> MultiTaskDataset:
     """The training set with the starting model's embedding of each head-task row (`add_teacher_embeddings`, kept
     in the output folder); unchanged when it has no head task."""
-    if not any(not model.config.is_embedding_task(t) for t in dataset.datasets):
+    if all(model.config.is_embedding_task(t) for t in dataset.datasets):
         return dataset
     streams = [t for t, d in dataset.datasets.items() if hasattr(d, "next_rows")]
     if streams and args.should_log:
