@@ -213,6 +213,13 @@ def test_an_embedding_task_next_to_heads_with_preservation_is_warned_about(backb
     with caplog.at_level("WARNING", logger="mtst.training.embeddings"):
         attach_embedding_adapter(tiny_tasks(backbone), args(tmp_path), trained=["topic"])
     assert [r for r in caplog.records if r.levelname == "WARNING"] == []
+    # nor is a trainer made to evaluate or predict (no training data): it trains nothing, so it adds no adapter
+    model = tiny_tasks(backbone)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mtst.training.embeddings"):
+        MultiTaskTrainer(model=model, args=args(tmp_path), processing_class=AutoTokenizer.from_pretrained(backbone))
+    embedding_warnings = [r for r in caplog.records if r.name == "mtst.training.embeddings" and r.levelno >= 30]
+    assert embedding_warnings == [] and model.embedding_adapter is None
 
 
 def test_the_pipeline_answers_an_embedding_task_with_the_embedding(backbone, tmp_path):

@@ -169,8 +169,9 @@ class MultiTaskTrainer(MultiTaskOptimizerMixin, MultiTaskEvaluationMixin, Traine
         self.task_names = list(model.config.task_names)
         if not self.task_names:
             raise MultiTaskTrainingError("The model has no task heads to train.")
+        # the tasks this run trains: none without training data (a trainer made to evaluate or predict)
         trained = train_dataset.datasets if isinstance(train_dataset, MultiTaskDataset) else train_dataset
-        trained = trained if isinstance(trained, Mapping) else None  # the tasks this run trains ({task: dataset})
+        trained = trained if isinstance(trained, Mapping) else [] if train_dataset is None else None
         attach_embedding_adapter(model, args, trained)
         # Static freezes: before the model is wrapped (DDP never sees these parameters as trainable).
         self.frozen_parameters = apply_static_freezing(
