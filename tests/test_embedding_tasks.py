@@ -329,8 +329,8 @@ def test_retrieval_negatives_are_gathered_across_two_processes(backbone, tmp_pat
 
 
 def test_embedding_tasks_first_trains_both_stages_under_two_processes(backbone, tmp_path):
-    """--embedding_tasks_first under DDP (2 processes, gloo): the second stage wraps the model the first stage trained
-    and both finish; the result holds the preservation targets and the adapter."""
+    """--embedding_tasks_first (the default) under DDP (2 processes, gloo): the second stage wraps the model the
+    first stage trained and both finish; the result holds the preservation targets and the adapter."""
     folder = tmp_path / "data"
     folder.mkdir()
     pairs = [{"s1": a, "s2": b, "score": s} for a, b, s in PAIRS * 6]
@@ -346,7 +346,7 @@ def test_embedding_tasks_first_trains_both_stages_under_two_processes(backbone, 
     argv = ["run_multitask.py", "--model_name_or_path", backbone, "--tasks_config", str(folder / "tasks.json")]
     argv += ["--output_dir", str(out), "--max_steps", "3", "--per_device_train_batch_size", "4", "--max_seq_length"]
     argv += ["32", "--save_strategy", "no", "--eval_strategy", "no", "--do_train", "--report_to", "none"]
-    argv += ["--embedding_tasks_first", "true", "--use_cpu"]
+    argv += ["--use_cpu"]  # --embedding_tasks_first is the default
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     command += ["--num_machines", "1", "--main_process_port", str(29700 + os.getpid() % 1000), *argv]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}

@@ -205,7 +205,8 @@ def test_grow_adds_an_embedding_task_and_preserves_the_grown_models_embeddings(t
     config = write_config(tmp_path / "new.json", [*task_entries(trained, "topic"), sts])
     out = tmp_path / "grown"
     args = cli_args(trained, out, "--model_name_or_path", str(trained["base"]), "--tasks_config", config)
-    assert run_multitask.main([*args, "--num_train_epochs", "1", "--save_strategy", "no"]) == 0
+    one_stage = ["--embedding_tasks_first", "false"]  # the loaded model's embeddings are the targets
+    assert run_multitask.main([*args, "--num_train_epochs", "1", "--save_strategy", "no", *one_stage]) == 0
     grown = json.loads((out / "config.json").read_text())
     assert [(t["name"], t["type"]) for t in grown["tasks"]][-1] == ("sts", "sentence_similarity")
     assert not any(k.startswith("heads.sts.") for k in load_file(out / "model.safetensors"))
@@ -230,9 +231,9 @@ def test_grow_adds_an_embedding_task_and_preserves_the_grown_models_embeddings(t
 
 
 def test_embedding_tasks_first_trains_the_embedding_task_then_keeps_its_embedding(trained, tmp_path, monkeypatch):
-    """--embedding_tasks_first: the similarity task trains alone first; the head task then trains with preservation
-    toward the model that stage left (its targets are that model's embeddings, not the backbone's), with the
-    adapter; the results and the card say so, and the stage leaves no folder behind. Without it, one stage."""
+    """--embedding_tasks_first (the default): the similarity task trains alone first; the head task then trains with
+    preservation toward the model that stage left (its targets are that model's embeddings, not the backbone's), with
+    the adapter; the results and the card say so, and the stage leaves no folder behind. Set false: one stage."""
     pairs = [("the match was won", "the team won the game", 4.5), ("shares fell", "a robot chip", 0.5)] * 6
     write_jsonl(tmp_path / "sts.jsonl", [{"a": a, "b": b, "score": s} for a, b, s in pairs])
     sts = {"name": "sts", "type": "sentence_similarity", "text_column": "a", "text_pair_column": "b"}
@@ -258,7 +259,7 @@ def test_embedding_tasks_first_trains_the_embedding_task_then_keeps_its_embeddin
         assert run_multitask.main([*args, *extra]) == 0
         return out, load_file(out / "teacher_embeddings.safetensors")["topic"]
 
-    staged, targets = run("staged", "--embedding_tasks_first", "true")
+    staged, targets = run("staged")  # the default
     torch.testing.assert_close(targets, after_stage["embeddings"], atol=1e-5, rtol=0)
     results = json.loads((staged / "all_results.json").read_text())
     assert results["embedding_stage_train_runtime"] > 0 and "eval_sts_spearman" in results
@@ -267,8 +268,8 @@ def test_embedding_tasks_first_trains_the_embedding_task_then_keeps_its_embeddin
     assert "`sts` trained first, alone (`embedding_tasks_first`)" in (staged / "README.md").read_text()
 
     after_stage.clear()
-    one, one_targets = run("one")
-    assert after_stage == {}  # no stage without the option
+    one, one_targets = run("one", "--embedding_tasks_first", "false")
+    assert after_stage == {}  # one stage
     assert MTSTModel.from_pretrained(one).config.task_names == MTSTModel.from_pretrained(staged).config.task_names
     assert (targets - one_targets).abs().max() > 1e-3  # staged targets are the trained embedding's, not the backbone's
     assert "trained first" not in (one / "README.md").read_text()

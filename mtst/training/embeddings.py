@@ -92,10 +92,11 @@ def attach_embedding_adapter(model, args, trained=None) -> None:
         model.add_embedding_adapter()
     if preserving and encoder_trains and embedding_tasks and head_tasks and args.should_log:
         logger.warning(
-            "Embedding task(s) %s train next to head tasks with embedding preservation: on MTST's three-task "
-            "benchmark (STS-B next to CoNLL-2003 and AG News) this returned a worse embedding than the embedding "
-            "task trained alone, with or without the adapter (README, 'Sentence embeddings after training'). For "
-            "the best embedding, train the embedding task(s) in a run of their own.",
+            "Embedding task(s) %s train next to head tasks with embedding preservation, in one stage: on MTST's "
+            "three-task benchmark (STS-B next to CoNLL-2003 and AG News) this returned a worse embedding than "
+            "training the embedding task(s) first and the head tasks after, with preservation toward the model they "
+            "left (README, 'Sentence embeddings after training'): run_multitask.py --embedding_tasks_first true "
+            "(its default), or two runs, the second growing the first's model.",
             ", ".join(embedding_tasks),
         )
     only_heads = len(model.config.head_task_names) == len(model.config.task_names)
