@@ -81,6 +81,8 @@ RUNS = {
     "sts_only": ("mtst", "sts"),
     # ... and staged: CoNLL-2003 + AG News grown (`--model_name_or_path`) from that seed's sts_only model
     "staged3": ("mtst", "joint"),
+    # ... and with STS-B rehearsed in the second stage (all three tasks, grown from the sts_only model)
+    "staged3r": ("mtst", "joint3"),
     # the heads protocol: SemEval-2018 E-c (multi-label) and STS-B as a pair regression, alone, plain, with CoNLL
     "emotion_only": ("mtst", "emotion"),
     "emotion_plain": ("plain", "emotion"),
@@ -124,14 +126,15 @@ SYSTEM_NAMES = {
     "joint": "MTST joint",
     "joint3": "MTST joint (3 tasks)",
     "staged3": "MTST staged (3 tasks)",
+    "staged3r": "MTST staged, rehearsed (3 tasks)",
     "joint_emotion": "MTST joint with SemEval E-c",
     "joint_stsreg": "MTST joint with STS-B regression",
 }
 COMPARISONS = (("joint", "alone"), ("joint", "plain"), ("alone", "plain"))
 # The three-task protocol compares the CoNLL-2003 and AG News scores of the 3-task joint model with the 2-task one's.
-THREE_TASK_SYSTEMS = {"joint3": "joint3", "staged3": "staged3", "joint": "joint"}
+THREE_TASK_SYSTEMS = {"joint3": "joint3", "staged3": "staged3", "staged3r": "staged3r", "joint": "joint"}
 THREE_TASK = {task: {**info, "systems": THREE_TASK_SYSTEMS} for task, info in TASKS.items()}
-THREE_TASK_COMPARISONS = (("joint3", "joint"), ("staged3", "joint"))
+THREE_TASK_COMPARISONS = (("joint3", "joint"), ("staged3", "joint"), ("staged3r", "joint"))
 # The heads protocol: each new head type alone, with the plain recipe, and jointly with CoNLL-2003 (whose F1 in each
 # joint model is compared with CoNLL-2003 alone). The staged validation splits are the scored `test` splits of its
 # configs (SemEval-2018 E-c and STS-B have no staged test split; 10% of train is carved for validation).
@@ -164,7 +167,7 @@ HEADS_TASKS = {
 HEADS_COMPARISONS = (*COMPARISONS, ("joint_emotion", "alone"), ("joint_stsreg", "alone"))
 # Embedding quality (STS-B validation): every run against the backbone, and these pairs of runs against each other.
 EMBEDDING_PAIRS = {
-    "three_task": (("joint3", "sts_only"), ("joint3", "joint"), ("staged3", "sts_only"), ("staged3", "joint")),
+    "three_task": tuple((run, other) for run in ("joint3", "staged3", "staged3r") for other in ("sts_only", "joint")),
     "main": (),
     "imbalanced": (),
 }
@@ -177,6 +180,7 @@ RUN_NAMES = {
     "joint3": "MTST joint (CoNLL + AG News + STS-B)",
     "sts_only": "MTST STS-B alone",
     "staged3": "MTST staged (STS-B alone, then CoNLL + AG News grown from it)",
+    "staged3r": "MTST staged, STS-B rehearsed (STS-B alone, then all three grown from it)",
     "emotion_only": "MTST SemEval E-c alone",
     "emotion_plain": "plain transformers SemEval E-c",
     "ner_emotion": "MTST joint (CoNLL + SemEval E-c)",
@@ -505,7 +509,7 @@ def plan_runs(args, recipe: dict, root: str, configs: dict) -> list[dict]:
     shows the single-task score and the difference next to the joint one."""
     plan = []
     for seed in args.seeds:
-        names = sorted(args.runs, key=lambda n: (n == "joint", n == "staged3"))  # after the runs they need
+        names = sorted(args.runs, key=lambda n: (n == "joint", n.startswith("staged")))  # after the runs they need
         outs = {}
         for name in names:
             kind, config_name = RUNS[name]
@@ -517,11 +521,13 @@ def plan_runs(args, recipe: dict, root: str, configs: dict) -> list[dict]:
             after = []
             if kind == "mtst":
                 cmd = mtst_command(configs[config_name], out, recipe, args, seed, joint=name == "joint")
-                if name == "staged3":  # grown from this seed's STS-B model: preservation's teacher is that model
+                if name in ("staged3", "staged3r"):  # grown from the seed's STS-B model, preservation's teacher
                     if "sts_only" not in outs:
-                        raise SystemExit("The staged3 run grows from the sts_only run: add sts_only to --runs.")
+                        raise SystemExit(f"The {name} run grows from the sts_only run: add sts_only to --runs.")
                     after = ["sts_only"]
                     cmd += ["--model_name_or_path", outs["sts_only"]]
+                    if name == "staged3r":  # its second stage trains STS-B with the heads, in one stage
+                        cmd += ["--embedding_tasks_first", "false"]
                 if name == "joint":
                     singles = {t: TASKS[t]["systems"]["alone"] for t in TASKS}
                     after = [run for run in singles.values() if run in outs]
