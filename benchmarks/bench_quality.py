@@ -31,8 +31,9 @@ Protocols (one code):
 - `three_task`: CoNLL-2003 + AG News + STS-B train as a `sentence_similarity` task (`joint3`), against STS-B trained
   alone (`sts_only`) and the two-task `joint` model, at the `main` recipe (so `--reuse` takes over `main`'s joint
   runs); `staged3` grows CoNLL-2003 + AG News from each seed's `sts_only` model (`--model_name_or_path`, so embedding
-  preservation keeps that model's embedding); scored on CoNLL-2003 test, AG News held-out and STS-B validation (the
-  embedding's Spearman).
+  preservation keeps that model's embedding; `staged3r`, not run by default, grows all three tasks from it in one
+  stage, so STS-B rehearses); scored on CoNLL-2003 test, AG News held-out and STS-B validation (the embedding's
+  Spearman).
 
 The plain recipe always groups by length (as a user would switch it on); `--group_by_length` sets the MTST runs'.
 
@@ -167,7 +168,11 @@ HEADS_TASKS = {
 HEADS_COMPARISONS = (*COMPARISONS, ("joint_emotion", "alone"), ("joint_stsreg", "alone"))
 # Embedding quality (STS-B validation): every run against the backbone, and these pairs of runs against each other.
 EMBEDDING_PAIRS = {
-    "three_task": tuple((run, other) for run in ("joint3", "staged3", "staged3r") for other in ("sts_only", "joint")),
+    "three_task": (
+        *((run, other) for run in ("joint3", "staged3", "staged3r") for other in ("sts_only", "joint")),
+        ("staged3", "joint3"),
+        ("staged3r", "joint3"),
+    ),
     "main": (),
     "imbalanced": (),
 }
@@ -858,7 +863,7 @@ def markdown(args, recipe: dict, runs: dict, analysis: dict, sample: dict | None
 
 def runs_threads(runs: dict) -> str:
     """The OMP_NUM_THREADS the runs trained with, as recorded ("default" where none was set)."""
-    found = sorted({str(r.get("threads") or "default") for rs in runs.values() for r in rs if not r.get("reused")})
+    found = sorted({str(r.get("threads") or "default") for rs in runs.values() for r in rs})
     return "/".join(found) or "default"
 
 
