@@ -166,7 +166,7 @@ def summary_rows(quality_name: str, quality_dir: str | None = None) -> list[tupl
 
 def embedding_rows() -> list[tuple]:
     """Benchmark 8 from the committed quality results: STS-B validation Spearman of the main protocol's joint model
-    against the backbone, and of the three-task joint model against STS-B trained alone."""
+    against the backbone, and of the three-task models (one stage; staged) against STS-B trained alone."""
     rows = []
     emb = (_load("quality") or {}).get("embedding") or {}
     if "joint" in emb.get("systems", {}):
@@ -181,19 +181,23 @@ def embedding_rows() -> list[tuple]:
                 s["within_1_point"],
             )
         )
-    emb3 = (_load("quality_three_task") or {}).get("embedding") or {}
-    c = emb3.get("comparisons", {}).get("joint3-sts_only")
-    if c:
-        joint3, alone = emb3["systems"]["joint3"]["mean"], emb3["systems"]["sts_only"]["mean"]
-        rows.append(
-            (
-                f"8 embeddings: STS-B val. Spearman, three-task joint - STS-B alone (points; alone {alone:.2f}, "
-                f"joint {joint3:.2f}; 95% CI [{c['ci'][0]:+.2f}, {c['ci'][1]:+.2f}], {c['verdict']})",
-                c["diff"],
-                "CI upper end >= 0",
-                c["ci"][1] >= 0,
+    for name, run, label in (
+        ("quality_three_task", "joint3", "three-task joint (one stage)"),
+        ("quality_three_task_staged", "staged3", "three-task staged (STS-B first, then the heads)"),
+    ):
+        emb3 = (_load(name) or {}).get("embedding") or {}
+        c = emb3.get("comparisons", {}).get(f"{run}-sts_only")
+        if c:
+            model, alone = emb3["systems"][run]["mean"], emb3["systems"]["sts_only"]["mean"]
+            rows.append(
+                (
+                    f"8 embeddings: STS-B val. Spearman, {label} - STS-B alone (points; alone {alone:.2f}, "
+                    f"model {model:.2f}; 95% CI [{c['ci'][0]:+.2f}, {c['ci'][1]:+.2f}], {c['verdict']})",
+                    c["diff"],
+                    "CI upper end >= 0",
+                    c["ci"][1] >= 0,
+                )
             )
-        )
     return rows
 
 
