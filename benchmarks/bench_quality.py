@@ -309,6 +309,19 @@ def _limits(args) -> list[str]:
     return out
 
 
+def staging_options(config: str) -> list[str]:
+    """run_multitask.py's staging defaults, written out for a task config with embedding and head tasks (where they
+    act), so that `--reuse` does not take a run kept from before them for one made with them."""
+    import yaml
+
+    with open(os.path.join(bc.REPO_ROOT, config), encoding="utf-8") as f:
+        types = {task.get("type") for task in yaml.safe_load(f)["tasks"]}
+    embedding = types & {"sentence_similarity", "retrieval"}
+    if embedding and types - embedding:
+        return ["--embedding_tasks_first", "true", "--rehearse_embedding_tasks", "true"]
+    return []
+
+
 def mtst_command(config: str, output_dir: str, recipe: dict, args, seed: int, joint: bool) -> list[str]:
     cmd = [
         "run_multitask.py",
@@ -333,7 +346,7 @@ def mtst_command(config: str, output_dir: str, recipe: dict, args, seed: int, jo
     ]  # fmt: skip
     if args.device == "cpu":
         cmd.append("--use_cpu")
-    cmd += _limits(args) + shlex.split(args.mtst_args)
+    cmd += staging_options(config) + _limits(args) + shlex.split(args.mtst_args)
     if joint:
         cmd += shlex.split(args.joint_args)
     return cmd
@@ -470,6 +483,11 @@ OPTIONS_ADDED_LATER = {
     "--optimizer_state": "shared",
     "--head_learning_rate_factor": "1",
     "--embedding_preservation": "0",  # runs made before embedding preservation existed did not preserve
+    # Written into the commands of configs with embedding and head tasks (`staging_options`) since they rehearse;
+    # an older command of such a config trained them in one stage (a folder kept between the staging default and
+    # rehearsal, which staged without rehearsing, would be taken for one stage: retrain those).
+    "--embedding_tasks_first": "false",
+    "--rehearse_embedding_tasks": "false",
 }
 # Options that change only what a run writes about itself (its model card), not the model: ignored by --reuse.
 CARD_ONLY_OPTIONS = ("--single_task_results",)

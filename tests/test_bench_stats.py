@@ -230,6 +230,15 @@ def _plan_args(**kwargs):
     return argparse.Namespace(**values)
 
 
+def _write_configs(folder, kinds: dict) -> dict:
+    """{name: path} of task configs in `folder` with tasks of the given types (what the benchmark reads of them)."""
+    configs = {}
+    for name, types in kinds.items():
+        configs[name] = str(folder / f"{name}.yaml")
+        (folder / f"{name}.yaml").write_text("tasks:\n" + "".join(f"  - type: {t}\n" for t in types))
+    return configs
+
+
 def test_joint_runs_come_after_and_name_their_single_task_runs(tmp_path):
     import bench_quality as bq
 
@@ -248,7 +257,8 @@ def test_joint_runs_come_after_and_name_their_single_task_runs(tmp_path):
         "weight_decay": 0.0,
         "validation_fraction": 0.1,
     }
-    configs = {"joint": "j.yaml", "ner": "n.yaml", "topic": "t.yaml"}
+    heads = ["token_classification", "sequence_classification"]
+    configs = _write_configs(tmp_path, {"joint": heads, "ner": heads[:1], "topic": heads[1:]})
     plan = bq.plan_runs(_plan_args(), recipe, str(tmp_path), configs)
     order = [(job["name"], job["seed"]) for job in plan]
     assert order.index(("joint", 42)) > order.index(("ner_only", 42))
@@ -311,13 +321,13 @@ def test_staged_runs_grow_from_their_seeds_sts_run_and_take_over_adds_committed_
     recipe = {"epochs": 1.0, "batch_size": 32, "eval_batch_size": 64, "learning_rate": 1e-4}
     recipe.update(head_learning_rate_factor=10.0, embedding_preservation=1.0, max_seq_length=128)
     recipe.update(group_by_length=True, sampling_strategy="balanced")
-    configs = {"joint": "j.yaml", "sts": "s.yaml"}
+    configs = _write_configs(tmp_path, {"joint": ["token_classification"], "sts": ["sentence_similarity"]})
     args = _plan_args(runs=["staged3", "sts_only"], protocol="three_task")
     plan = bq.plan_runs(args, recipe, str(tmp_path), configs)
     staged = next(job for job in plan if job["name"] == "staged3" and job["seed"] == 43)
     assert staged["after"] == ["sts_only"]
     assert staged["cmd"][staged["cmd"].index("--model_name_or_path") + 1] == f"{tmp_path}/sts_only_seed43"
-    assert staged["cmd"][staged["cmd"].index("--tasks_config") + 1] == "j.yaml"
+    assert staged["cmd"][staged["cmd"].index("--tasks_config") + 1] == configs["joint"]
     with pytest.raises(SystemExit, match="sts_only"):
         bq.plan_runs(_plan_args(runs=["staged3"]), recipe, str(tmp_path), configs)
 
@@ -392,3 +402,32 @@ def test_heads_benchmark_reads_multi_label_and_regression_predictions(tmp_path):
     rows = [{"text": "a", "label": 1.0, "prediction": 1.5}, {"text": "b", "label": 4.0, "prediction": 3.0}]
     (tmp_path / "predictions_stsreg.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert bq.read_examples(str(tmp_path), "stsreg", bq.HEADS_TASKS["stsreg"])["rows"] == [(1.5, 1.0), (3.0, 4.0)]
+
+
+def test_runs_of_embedding_and_head_tasks_name_the_staging_options_so_older_runs_are_not_reused(tmp_path):
+    """run_multitask.py stages (and rehearses) a config with embedding and head tasks by default; the benchmark writes
+    those options into such a run's command, so --reuse tells a run kept from before them (one stage) apart. Configs
+    of one kind, where the options do nothing, keep their commands (their kept runs are still reused)."""
+    import shlex
+
+    import bench_quality as bq
+
+    recipe = {"epochs": 1.0, "batch_size": 32, "eval_batch_size": 64, "learning_rate": 1e-4}
+    recipe.update(head_learning_rate_factor=10.0, embedding_preservation=1.0, max_seq_length=128)
+    recipe.update(group_by_length=True, sampling_strategy="balanced")
+    kinds = {"joint3": ["token_classification", "sentence_similarity"], "sts": ["sentence_similarity"]}
+    kinds["joint"] = ["token_classification", "sequence_classification"]
+    configs = _write_configs(tmp_path, kinds)
+    args = _plan_args(runs=["joint3", "sts_only", "staged3r"], protocol="three_task", seeds=[42])
+    shown = {job["name"]: shlex.join(["python", *job["cmd"]]) for job in bq.plan_runs(args, recipe, "r", configs)}
+    joint3 = bq.effective_arguments(shown["joint3"])[1]
+    assert (joint3["--embedding_tasks_first"], joint3["--rehearse_embedding_tasks"]) == ("true", "true")
+    assert "--embedding_tasks_first" not in shown["sts_only"]
+    staged3r = bq.effective_arguments(shown["staged3r"])[1]  # grown from sts_only: one stage of all three
+    assert staged3r["--embedding_tasks_first"] == "false"
+    kept = shown["joint3"].replace(" --embedding_tasks_first true --rehearse_embedding_tasks true", "")
+    assert kept != shown["joint3"]
+    assert bq.effective_arguments(kept) != bq.effective_arguments(shown["joint3"])  # an older one-stage run
+    assert bq.effective_arguments(kept) == bq.effective_arguments(kept + " --embedding_tasks_first false")
+    joint = bq.mtst_command(configs["joint"], "out", recipe, args, 42, joint=True)
+    assert "--embedding_tasks_first" not in joint and "--rehearse_embedding_tasks" not in joint

@@ -230,10 +230,13 @@ def test_grow_adds_an_embedding_task_and_preserves_the_grown_models_embeddings(t
     assert "`sts`" in (again / "README.md").read_text().split("Kept, not trained:")[1].splitlines()[0]
 
 
-def test_embedding_tasks_first_trains_the_embedding_task_then_keeps_its_embedding(trained, tmp_path, monkeypatch):
+def test_embedding_tasks_first_trains_the_embedding_task_then_keeps_its_embedding(
+    trained, tmp_path, monkeypatch, caplog
+):
     """--embedding_tasks_first (the default): the similarity task trains alone first; the head task then trains with
     preservation toward the model that stage left (its targets are that model's embeddings, not the backbone's), with
-    the adapter; the results and the card say so, and the stage leaves no folder behind. Set false: one stage."""
+    the adapter, and the similarity task trains again next to it (--rehearse_embedding_tasks, the default; false: the
+    head task alone); the results and the card say so, and the stage leaves no folder behind. Set false: one stage."""
     pairs = [("the match was won", "the team won the game", 4.5), ("shares fell", "a robot chip", 0.5)] * 6
     write_jsonl(tmp_path / "sts.jsonl", [{"a": a, "b": b, "score": s} for a, b, s in pairs])
     sts = {"name": "sts", "type": "sentence_similarity", "text_column": "a", "text_pair_column": "b"}
@@ -253,10 +256,15 @@ def test_embedding_tasks_first_trains_the_embedding_task_then_keeps_its_embeddin
 
     monkeypatch.setattr(run_multitask, "train_embedding_stage", stage)
 
+    one_stage_warnings = {}
+
     def run(name, *extra):
         out = tmp_path / name
         args = cli_args(trained, out, "--tasks_config", config, "--num_train_epochs", "2", "--save_strategy", "no")
-        assert run_multitask.main([*args, *extra]) == 0
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="mtst.training.embeddings"):
+            assert run_multitask.main([*args, *extra]) == 0
+        one_stage_warnings[name] = [r for r in caplog.records if "in one stage" in r.getMessage()]
         return out, load_file(out / "teacher_embeddings.safetensors")["topic"]
 
     staged, targets = run("staged")  # the default
@@ -265,7 +273,17 @@ def test_embedding_tasks_first_trains_the_embedding_task_then_keeps_its_embeddin
     assert results["embedding_stage_train_runtime"] > 0 and "eval_sts_spearman" in results
     assert not (staged / "embedding_stage").exists()
     assert json.loads((staged / "config.json").read_text())["embedding_adapter"] is True
-    assert "`sts` trained first, alone (`embedding_tasks_first`)" in (staged / "README.md").read_text()
+    # the second stage rehearses the similarity task (the pairs less those held out for validation)
+    assert len(texts) < results["train_samples"] <= len(texts) + len(pairs)
+    card = (staged / "README.md").read_text()
+    assert "`sts` trained first, alone (`embedding_tasks_first`), then again next to the head tasks" in card
+
+    after_stage.clear()
+    heads_only, heads_only_targets = run("heads_only", "--rehearse_embedding_tasks", "false")
+    torch.testing.assert_close(heads_only_targets, after_stage["embeddings"], atol=1e-5, rtol=0)
+    assert json.loads((heads_only / "all_results.json").read_text())["train_samples"] == len(texts)
+    card = (heads_only / "README.md").read_text()
+    assert "`sts` trained first, alone (`embedding_tasks_first`), and" in card
 
     after_stage.clear()
     one, one_targets = run("one", "--embedding_tasks_first", "false")
@@ -273,3 +291,6 @@ def test_embedding_tasks_first_trains_the_embedding_task_then_keeps_its_embeddin
     assert MTSTModel.from_pretrained(one).config.task_names == MTSTModel.from_pretrained(staged).config.task_names
     assert (targets - one_targets).abs().max() > 1e-3  # staged targets are the trained embedding's, not the backbone's
     assert "trained first" not in (one / "README.md").read_text()
+    # the one-stage warning is for one stage only (the rehearsed second stage trains the same tasks after the first)
+    assert one_stage_warnings == {"staged": [], "heads_only": [], "one": one_stage_warnings["one"]}
+    assert len(one_stage_warnings["one"]) == 1

@@ -578,8 +578,8 @@ def test_log_level_reaches_every_package_module(tmp_path):
 def test_the_library_and_the_cli_default_to_one_recipe():
     """`MultiTaskTrainingArguments` defaults are the recipe `mtst-train` uses; the command line changes only what a
     command line needs (its output folder, resuming from the last checkpoint there, the card's license and language,
-    which a library user passes to `create_model_card`, and `embedding_tasks_first`, which runs two trainers one
-    after the other: a library user makes the two)."""
+    which a library user passes to `create_model_card`, and `embedding_tasks_first` / `rehearse_embedding_tasks`,
+    which run two trainers one after the other: a library user makes the two)."""
     import dataclasses
 
     from mtst import MultiTaskTrainingArguments
@@ -593,5 +593,7 @@ def test_the_library_and_the_cli_default_to_one_recipe():
     }
     assert differ == set(), differ
     cli_only = {f.name for f in dataclasses.fields(type(cli))} - {f.name for f in dataclasses.fields(library)}
-    assert cli_only == {"resume_last_checkpoint", "license", "language", "embedding_tasks_first"}
+    assert cli_only == {
+        "resume_last_checkpoint", "license", "language", "embedding_tasks_first", "rehearse_embedding_tasks"
+    }  # fmt: skip
     assert (library.sampling_strategy, library.group_by_length, library.learning_rate) == ("balanced", True, 1e-4)

@@ -175,6 +175,15 @@ class ScriptTrainingArguments(MultiTaskTrainingArguments):
             "training'): a better embedding and better NER than one stage."
         },
     )
+    rehearse_embedding_tasks: bool = field(
+        default=True,
+        metadata={
+            "help": "With --embedding_tasks_first: the second stage trains the embedding tasks again, next to the "
+            "head tasks (preservation keeps the head tasks' texts near the first stage's model). false: the second "
+            "stage trains the head tasks only (shorter). Measured on the three-task benchmark (README 'Sentence "
+            "embeddings after training'): rehearsing keeps the embedding as good as training it alone."
+        },
+    )
     license: str | None = field(
         default=None,
         metadata={

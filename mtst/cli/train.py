@@ -525,7 +525,14 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Scr
         stage_metrics = train_embedding_stage(model, tokenizer, tokenized, staged, specs, training_args, data_args)
     elif staged:  # the head-task stage's checkpoint: the embedding stage had finished before it was saved
         logger.info("Resuming the head-task stage from %s (the embedding stage finished before it).", checkpoint)
-    train_tasks = [t for t in train_tasks if t not in staged]
+    if staged and not training_args.rehearse_embedding_tasks:
+        train_tasks = [t for t in train_tasks if t not in staged]
+    if staged and training_args.do_train:
+        logger.info(
+            "*** Head-task stage: %s (--rehearse_embedding_tasks %s) ***",
+            ", ".join(train_tasks),
+            str(training_args.rehearse_embedding_tasks).lower(),
+        )
     trainer = MultiTaskTrainer(
         model=model,
         args=training_args,
@@ -541,6 +548,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Scr
     if single_task:
         card_data.set_single_task_results(single_task)
     card_data.embedding_stage_tasks = list(staged)
+    card_data.embedding_stage_rehearsed = bool(staged) and training_args.rehearse_embedding_tasks
 
     all_metrics: dict = dict(stage_metrics)
     if stage_metrics:

@@ -163,6 +163,8 @@ class MTSTCardData(ModelCardData):
         notes (`list[str]`): extra sentences for the Limitations section.
         embedding_stage_tasks (`list[str]`): embedding tasks trained alone before the head tasks
             (`embedding_tasks_first`), whose embedding the head tasks' preservation then kept.
+        embedding_stage_rehearsed (`bool`): whether those tasks trained again next to the head tasks in the second
+            stage (`rehearse_embedding_tasks`).
         kept_tasks (`list[str]`): tasks of the starting MTST model that this run kept without training them
             (a grown model, see `mtst.training.grow`); marked "kept, not trained" in the task table.
     """
@@ -187,6 +189,7 @@ class MTSTCardData(ModelCardData):
     notes: list[str] = field(default_factory=list)
     kept_tasks: list[str] = field(default_factory=list)
     embedding_stage_tasks: list[str] = field(default_factory=list)
+    embedding_stage_rehearsed: bool = False
     generated_from_trainer: bool = False
 
     # set by register() and write_model_card(); not part of the card's own state
@@ -402,6 +405,7 @@ class MTSTCardData(ModelCardData):
             "embedding_adapter": bool(getattr(config, "embedding_adapter", False)),
             "kept_tasks": [n for n in self.kept_tasks if n in tasks],
             "embedding_stage_tasks": [n for n in self.embedding_stage_tasks if n in tasks],
+            "embedding_stage_rehearsed": self.embedding_stage_rehearsed,
             **self._result_rows(tasks),
             "usage_texts": usage,
             "usage_text_py": json.dumps(usage[0], ensure_ascii=False),

@@ -82,7 +82,9 @@ def attach_embedding_adapter(model, args, trained=None) -> None:
     run trains head tasks an embedding adapter (the identity until trained: no output changes); an adapter nothing
     would train (no preservation, no embedding task) is frozen, since DDP with one task expects every trainable
     weight to be used. `trained`: the tasks this run trains (default: all the model's; a grown model may keep tasks
-    it does not train, and `--embedding_tasks_first` trains the embedding tasks in a run of their own)."""
+    it does not train, and `--embedding_tasks_first` trains the embedding tasks in a run of their own). The one-stage
+    warning is left out when `args` are the command line's with `embedding_tasks_first` on: run_multitask.py has
+    then trained the embedding tasks alone before this trainer (it decides when to stage with these conditions)."""
     preserving = option(args, "embedding_preservation") > 0
     encoder_trains = option(args, "freeze") not in ("all", "encoder")
     trained = set(model.config.task_names if trained is None else trained)
@@ -90,7 +92,8 @@ def attach_embedding_adapter(model, args, trained=None) -> None:
     head_tasks = [t for t in model.config.head_task_names if t in trained]
     if preserving and encoder_trains and option(args, "embedding_preservation_adapter") and head_tasks:
         model.add_embedding_adapter()
-    if preserving and encoder_trains and embedding_tasks and head_tasks and args.should_log:
+    staged_before = getattr(args, "embedding_tasks_first", False)  # ScriptTrainingArguments only
+    if preserving and encoder_trains and embedding_tasks and head_tasks and not staged_before and args.should_log:
         logger.warning(
             "Embedding task(s) %s train next to head tasks with embedding preservation, in one stage: on MTST's "
             "three-task benchmark (STS-B next to CoNLL-2003 and AG News) this returned a worse embedding than "
