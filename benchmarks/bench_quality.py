@@ -46,6 +46,9 @@ The plain recipe always groups by length (as a user would switch it on); `--grou
     python benchmarks/bench_quality.py --joint-args "--sampling_strategy temperature --temperature 2" --name q_temp
     python benchmarks/bench_quality.py --reanalyze benchmarks/results/quality.json   # statistics again, no training
     python benchmarks/bench_quality.py --output_root runs/q --reuse ...   # take over runs finished in runs/q
+    # a third seed for committed runs: seeds 42 and 43 come from the file (same settings), 44 trains
+    python benchmarks/bench_quality.py --protocol imbalanced --runs joint ner_only ner_plain \
+        --take_over benchmarks/results/quality_imbalanced_preservation.json --name quality_imbalanced_preservation
 """
 
 from __future__ import annotations
@@ -514,7 +517,8 @@ def effective_arguments(command: str) -> tuple[str, dict[str, str]]:
         i += 1
     for option in ("--output_dir", *CARD_ONLY_OPTIONS):  # where a run is kept is not one of its settings
         options.pop(option, None)
-    for option in ("--tasks_config", "--teacher_models"):  # nor the folder of the benchmark's configs and runs
+    # nor the folder of the benchmark's configs and runs (a staged run starts from a run folder)
+    for option in ("--tasks_config", "--teacher_models", "--model_name_or_path"):
         if option in options:
             options[option] = ",".join(
                 (k + "=" if sep else "") + os.path.basename(v)
@@ -565,11 +569,16 @@ def plan_runs(args, recipe: dict, root: str, configs: dict) -> list[dict]:
     return plan
 
 
+def shown_command(cmd: list[str]) -> str:
+    """A planned run's command as recorded (and compared by --reuse and --take_over)."""
+    return " ".join(shlex.quote(c) for c in ["python", *cmd])
+
+
 def run_one(args, recipe: dict, configs: dict, job: dict, env: dict) -> tuple[dict, dict]:
     """Train one planned run (or take it over with --reuse); returns (record, examples)."""
     name, seed, kind, out, cmd = job["name"], job["seed"], job["kind"], job["out"], job["cmd"]
     config = configs[RUNS[name][1]]
-    shown = " ".join(shlex.quote(c) for c in ["python", *cmd])
+    shown = shown_command(cmd)
     saved = os.path.join(out, RUN_RECORD)
     if args.reuse and os.path.isfile(saved):
         with open(saved, encoding="utf-8") as f:
@@ -627,17 +636,20 @@ class RunFailed(RuntimeError):
     """A training run exited with an error; the message holds its log's tail."""
 
 
-def train_all(args, recipe: dict, root: str, configs: dict) -> tuple[dict, dict]:
+def train_all(args, recipe: dict, root: str, configs: dict, kept: dict | None = None) -> tuple[dict, dict]:
     """Run every (seed, run), `args.jobs` at a time (each with cores / jobs threads), a joint run only after the
-    single-task runs it is compared with and before other waiting runs (it is the longest); returns
-    (runs: {run: [per-seed record]}, examples: {run: {seed: ...}})."""
+    single-task runs it is compared with and before other waiting runs (it is the longest), except the runs `kept`
+    (--take_over) holds with the same settings; returns (runs: {run: [per-seed record]}, examples: {run: {seed:
+    ...}})."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     if args.jobs > 1:
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.jobs))
     os.makedirs(bc.RESULTS_DIR, exist_ok=True)
     plan = plan_runs(args, recipe, root, configs)
-    results: dict[tuple[str, int], tuple[dict, dict]] = {}
-    pending, running = list(plan), {}
+    results = planned_take_overs(plan, kept)
+    for name, seed in results:
+        print(f"[{name} seed {seed}] taken over from {kept['source']} (same settings)", flush=True)
+    pending, running = [j for j in plan if (j["name"], j["seed"]) not in results], {}
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
         while pending or running:
             ready = [j for j in pending if all((r, j["seed"]) in results for r in j["after"])]
@@ -667,9 +679,9 @@ def train_all(args, recipe: dict, root: str, configs: dict) -> tuple[dict, dict]
     runs: dict[str, list[dict]] = {name: [] for name in args.runs}
     examples: dict[str, dict] = {name: {} for name in args.runs}
     for job in plan:  # in plan order: seeds ascending
-        record, kept = results[(job["name"], job["seed"])]
+        record, example = results[(job["name"], job["seed"])]
         runs[job["name"]].append(record)
-        examples[job["name"]][job["seed"]] = kept
+        examples[job["name"]][job["seed"]] = example
     return runs, examples
 
 
@@ -901,9 +913,11 @@ def _run_time_note(runs: dict) -> str:
     return text
 
 
-def take_over(args, recipe: dict, runs: dict, examples: dict) -> None:
-    """Add to `runs` and `examples` the runs of `args.take_over` (a results JSON) that were not trained now, for the
-    seeds of this invocation; the protocol and the recipe must be the same."""
+def read_take_over(args, recipe: dict) -> dict | None:
+    """`{"runs", "examples", "source"}` of `args.take_over` (a results JSON and its per-example file), or None
+    without the option; the protocol and the recipe must be this invocation's."""
+    if not args.take_over:
+        return None
     with open(args.take_over, encoding="utf-8") as f:
         old = json.load(f)
     old_settings = old.get("settings", {})
@@ -911,8 +925,40 @@ def take_over(args, recipe: dict, runs: dict, examples: dict) -> None:
         sys.exit(f"--take_over {args.take_over}: made with another protocol or recipe; its runs are not comparable.")
     with gzip.open(os.path.splitext(args.take_over)[0] + "_examples.json.gz", "rt", encoding="utf-8") as f:
         old_examples = json.load(f)
-    source = os.path.basename(args.take_over)
-    for name, records in old["runs"].items():
+    return {"runs": old["runs"], "examples": old_examples, "source": os.path.basename(args.take_over)}
+
+
+def planned_take_overs(plan: list[dict], kept: dict | None) -> dict[tuple[str, int], tuple[dict, dict]]:
+    """{(run, seed): (record, examples)} of the planned runs that `kept` (read_take_over) holds with the same settings
+    (its recorded command, compared as --reuse does), so they are not trained again; a run whose folder a run that
+    does train reads (`after`: a staged run's starting model, a joint run's single-task results) is trained."""
+    if not kept:
+        return {}
+    found = {}
+    for job in plan:
+        for record in kept["runs"].get(job["name"], []):
+            same = effective_arguments(record.get("command", "")) == effective_arguments(shown_command(job["cmd"]))
+            if int(record["seed"]) == job["seed"] and same:
+                examples = kept["examples"][job["name"]][str(job["seed"])]
+                found[(job["name"], job["seed"])] = (
+                    {**record, "reused": True, "taken_over_from": kept["source"]},
+                    examples,
+                )
+    while True:  # drop the runs a trained run reads (one level: runs read only single-task or sts_only runs)
+        read = {(r, j["seed"]) for j in plan if (j["name"], j["seed"]) not in found for r in j["after"]}
+        if not read & set(found):
+            return found
+        for key in read & set(found):
+            del found[key]
+
+
+def take_over(args, recipe: dict, runs: dict, examples: dict, kept: dict | None = None) -> None:
+    """Add to `runs` and `examples` the runs of `args.take_over` (a results JSON) that were not planned now, for the
+    seeds of this invocation; the protocol and the recipe must be the same. (Planned runs it holds with the same
+    settings were taken over before training: planned_take_overs.)"""
+    kept = kept or read_take_over(args, recipe)
+    old_runs, old_examples, source = kept["runs"], kept["examples"], kept["source"]
+    for name, records in old_runs.items():
         if name in runs:
             continue
         kept = [r for r in records if int(r["seed"]) in args.seeds]
@@ -1003,8 +1049,9 @@ def parse_args(argv=None):
     parser.add_argument(
         "--take_over",
         default=None,
-        help="a results JSON of the same protocol and recipe: its runs that this invocation does not train (not in "
-        "--runs) join the analysis, with their per-example results (e.g. compare new runs with committed ones)",
+        help="a results JSON of the same protocol and recipe: its runs not in --runs join the analysis, with their "
+        "per-example results (e.g. compare new runs with committed ones), and a planned (run, seed) it holds with the "
+        "same settings is taken from it instead of trained (e.g. add a seed to committed runs)",
     )
     args = parser.parse_args(argv)
     for option, value in (("--joint-args", args.joint_args), ("--mtst-args", args.mtst_args)):
@@ -1121,14 +1168,15 @@ def main(argv=None) -> dict:
         for name, path in configs.items():
             with open(path, encoding="utf-8") as f:
                 sample["configs"][name] = f.read()
+    kept = read_take_over(args, recipe)  # before training: a file that cannot be taken over stops the run now
     t0 = time.perf_counter()
     try:
-        runs, examples = train_all(args, recipe, root, configs)
+        runs, examples = train_all(args, recipe, root, configs, kept)
     finally:
         if not args.output_root:
             shutil.rmtree(root, ignore_errors=True)
-    if args.take_over:
-        take_over(args, recipe, runs, examples)
+    if kept:
+        take_over(args, recipe, runs, examples, kept)
     return report(args, recipe, runs, examples, sample, time.perf_counter() - t0)
 
 

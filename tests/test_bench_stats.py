@@ -431,3 +431,36 @@ def test_runs_of_embedding_and_head_tasks_name_the_staging_options_so_older_runs
     assert bq.effective_arguments(kept) == bq.effective_arguments(kept + " --embedding_tasks_first false")
     joint = bq.mtst_command(configs["joint"], "out", recipe, args, 42, joint=True)
     assert "--embedding_tasks_first" not in joint and "--rehearse_embedding_tasks" not in joint
+
+
+def test_take_over_skips_planned_runs_it_holds_with_the_same_settings_unless_a_trained_run_reads_them(tmp_path):
+    """--take_over adds a seed to committed runs: a planned (run, seed) the file holds with the same command settings
+    is taken from it, not trained; one with other settings, or whose folder a run that trains reads (a staged run's
+    starting model), is trained."""
+    import shlex
+
+    import bench_quality as bq
+
+    recipe = {"epochs": 1.0, "batch_size": 32, "eval_batch_size": 64, "learning_rate": 1e-4}
+    recipe.update(head_learning_rate_factor=10.0, embedding_preservation=1.0, max_seq_length=128)
+    recipe.update(group_by_length=True, sampling_strategy="balanced")
+    configs = _write_configs(tmp_path, {"joint": ["token_classification"], "sts": ["sentence_similarity"]})
+    args = _plan_args(runs=["staged3", "sts_only"], protocol="three_task", seeds=[42, 43, 44])
+    plan = bq.plan_runs(args, recipe, str(tmp_path / "new_root"), configs)
+    command = {(j["name"], j["seed"]): shlex.join(["python", *j["cmd"]]) for j in plan}
+    # the committed runs: both runs for seeds 42 and 43, made in another root; seed 43's staged run with other options
+    old_root = str(tmp_path / "new_root")
+    records = {name: [] for name in ("staged3", "sts_only")}
+    for (name, seed), shown in command.items():
+        if seed != 44:
+            shown = shown.replace(old_root, "/elsewhere") + (
+                " --learning_rate 2e-4" if (name, seed) == ("staged3", 43) else ""
+            )
+            records[name].append({"seed": seed, "command": shown, "wall_s": 1.0})
+    kept = {"runs": records, "source": "old.json"}
+    kept["examples"] = {name: {str(s): {"sts": [s]} for s in (42, 43)} for name in records}
+    found = bq.planned_take_overs(plan, kept)
+    assert sorted(found) == [("staged3", 42), ("sts_only", 42)]  # 43: staged3 differs, so it trains from sts_only 43
+    record, examples = found[("staged3", 42)]
+    assert record["reused"] and record["taken_over_from"] == "old.json" and examples == {"sts": [42]}
+    assert bq.planned_take_overs(plan, None) == {}
