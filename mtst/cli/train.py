@@ -529,7 +529,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Scr
         train_tasks = [t for t in train_tasks if t not in staged]
     if staged and training_args.do_train:
         logger.info(
-            "*** Head-task stage: %s (--rehearse_embedding_tasks %s) ***",
+            "*** Second stage: %s (--rehearse_embedding_tasks %s) ***",
             ", ".join(train_tasks),
             str(training_args.rehearse_embedding_tasks).lower(),
         )
