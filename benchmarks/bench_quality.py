@@ -961,12 +961,12 @@ def take_over(args, recipe: dict, runs: dict, examples: dict, kept: dict | None 
     for name, records in old_runs.items():
         if name in runs:
             continue
-        kept = [r for r in records if int(r["seed"]) in args.seeds]
-        missing = sorted(set(args.seeds) - {int(r["seed"]) for r in kept})
+        taken = [r for r in records if int(r["seed"]) in args.seeds]
+        missing = sorted(set(args.seeds) - {int(r["seed"]) for r in taken})
         if missing:
             sys.exit(f"--take_over {args.take_over}: run {name} has no seed(s) {missing}.")
-        runs[name] = [{**r, "reused": True, "taken_over_from": source} for r in kept]
-        examples[name] = {int(r["seed"]): old_examples[name][str(r["seed"])] for r in kept}
+        runs[name] = [{**r, "reused": True, "taken_over_from": source} for r in taken]
+        examples[name] = {int(r["seed"]): old_examples[name][str(r["seed"])] for r in taken}
 
 
 def result_name(args) -> str:

@@ -170,7 +170,8 @@ class ScriptTrainingArguments(MultiTaskTrainingArguments):
         metadata={
             "help": "When the run trains embedding tasks (sentence_similarity, retrieval) next to head tasks with "
             "embedding_preservation: train the embedding tasks alone first (for num_train_epochs or max_steps), "
-            "then the head tasks, preserving the embedding that first stage left. false: one stage, every task "
+            "then the head tasks (with the embedding tasks again: --rehearse_embedding_tasks), preserving the "
+            "embedding that first stage left. false: one stage, every task "
             "mixed by the sampler. Measured on the three-task benchmark (README 'Sentence embeddings after "
             "training'): a better embedding and better NER than one stage."
         },

@@ -436,7 +436,7 @@ def embedding_stage_tasks(model, train_tasks: list[str], training_args) -> list[
 
 def train_embedding_stage(model, tokenizer, tokenized: dict, tasks: list[str], specs, training_args, data_args):
     """`--embedding_tasks_first`'s first stage: the embedding tasks alone for num_train_epochs, in a trainer of their
-    own that saves no checkpoint (a run stopped during it starts it again); the head-task stage then computes its
+    own that saves no checkpoint (a run stopped during it starts it again); the second stage then computes its
     preservation targets with the model this stage left. Returns the stage's train metrics, prefixed."""
     logger.info("*** Embedding stage: %s alone, before the head tasks (--embedding_tasks_first) ***", ", ".join(tasks))
     args = copy.deepcopy(training_args)
@@ -523,8 +523,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Scr
     staged, stage_metrics = embedding_stage_tasks(model, train_tasks, training_args), {}
     if staged and checkpoint is None:
         stage_metrics = train_embedding_stage(model, tokenizer, tokenized, staged, specs, training_args, data_args)
-    elif staged:  # the head-task stage's checkpoint: the embedding stage had finished before it was saved
-        logger.info("Resuming the head-task stage from %s (the embedding stage finished before it).", checkpoint)
+    elif staged:  # the second stage's checkpoint: the embedding stage had finished before it was saved
+        logger.info("Resuming the second stage from %s (the embedding stage finished before it).", checkpoint)
     if staged and not training_args.rehearse_embedding_tasks:
         train_tasks = [t for t in train_tasks if t not in staged]
     if staged and training_args.do_train:
