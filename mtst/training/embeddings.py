@@ -97,9 +97,10 @@ def attach_embedding_adapter(model, args, trained=None) -> None:
         logger.warning(
             "Embedding task(s) %s train next to head tasks with embedding preservation, in one stage: on MTST's "
             "three-task benchmark (STS-B next to CoNLL-2003 and AG News) this returned a worse embedding than "
-            "training the embedding task(s) first and the head tasks after, with preservation toward the model they "
+            "training the embedding task(s) alone first and then every task, with preservation toward the model they "
             "left (README, 'Sentence embeddings after training'): run_multitask.py --embedding_tasks_first true "
-            "(its default), or two runs, the second growing the first's model.",
+            "(its default), or two runs, the second growing the first's model. If this model's embedding task(s) "
+            "already trained alone (this is that second run), nothing is wrong.",
             ", ".join(embedding_tasks),
         )
     only_heads = len(model.config.head_task_names) == len(model.config.task_names)
