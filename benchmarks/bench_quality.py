@@ -647,8 +647,8 @@ def train_all(args, recipe: dict, root: str, configs: dict, kept: dict | None = 
     os.makedirs(bc.RESULTS_DIR, exist_ok=True)
     plan = plan_runs(args, recipe, root, configs)
     results = planned_take_overs(plan, kept)
-    for name, seed in results:
-        print(f"[{name} seed {seed}] taken over from {kept['source']} (same settings)", flush=True)
+    for (name, seed), (record, _) in results.items():
+        print(f"[{name} seed {seed}] taken over from {record['taken_over_from']} (same settings)", flush=True)
     pending, running = [j for j in plan if (j["name"], j["seed"]) not in results], {}
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
         while pending or running:
@@ -914,18 +914,29 @@ def _run_time_note(runs: dict) -> str:
 
 
 def read_take_over(args, recipe: dict) -> dict | None:
-    """`{"runs", "examples", "source"}` of `args.take_over` (a results JSON and its per-example file), or None
-    without the option; the protocol and the recipe must be this invocation's."""
+    """`{"runs": {run: [record]}, "examples": {run: {seed: ...}}}` of the results JSONs of `args.take_over` (and
+    their per-example files), each record marked with the file it came from (`taken_over_from`); where two files
+    hold the same (run, seed), the first named wins. None without the option. Every file's protocol and recipe must
+    be this invocation's."""
     if not args.take_over:
         return None
-    with open(args.take_over, encoding="utf-8") as f:
-        old = json.load(f)
-    old_settings = old.get("settings", {})
-    if old_settings.get("protocol") != args.protocol or old.get("recipe") != recipe:
-        sys.exit(f"--take_over {args.take_over}: made with another protocol or recipe; its runs are not comparable.")
-    with gzip.open(os.path.splitext(args.take_over)[0] + "_examples.json.gz", "rt", encoding="utf-8") as f:
-        old_examples = json.load(f)
-    return {"runs": old["runs"], "examples": old_examples, "source": os.path.basename(args.take_over)}
+    runs: dict[str, list[dict]] = {}
+    examples: dict[str, dict] = {}
+    for path in args.take_over:
+        with open(path, encoding="utf-8") as f:
+            old = json.load(f)
+        if old.get("settings", {}).get("protocol") != args.protocol or old.get("recipe") != recipe:
+            sys.exit(f"--take_over {path}: made with another protocol or recipe; its runs are not comparable.")
+        with gzip.open(os.path.splitext(path)[0] + "_examples.json.gz", "rt", encoding="utf-8") as f:
+            old_examples = json.load(f)
+        for name, records in old["runs"].items():
+            have = {int(r["seed"]) for r in runs.get(name, [])}
+            for record in records:
+                if int(record["seed"]) not in have:
+                    marked = {**record, "reused": True, "taken_over_from": os.path.basename(path)}
+                    runs.setdefault(name, []).append(marked)
+                    examples.setdefault(name, {})[str(record["seed"])] = old_examples[name][str(record["seed"])]
+    return {"runs": runs, "examples": examples}
 
 
 def planned_take_overs(plan: list[dict], kept: dict | None) -> dict[tuple[str, int], tuple[dict, dict]]:
@@ -939,11 +950,7 @@ def planned_take_overs(plan: list[dict], kept: dict | None) -> dict[tuple[str, i
         for record in kept["runs"].get(job["name"], []):
             same = effective_arguments(record.get("command", "")) == effective_arguments(shown_command(job["cmd"]))
             if int(record["seed"]) == job["seed"] and same:
-                examples = kept["examples"][job["name"]][str(job["seed"])]
-                found[(job["name"], job["seed"])] = (
-                    {**record, "reused": True, "taken_over_from": kept["source"]},
-                    examples,
-                )
+                found[(job["name"], job["seed"])] = (record, kept["examples"][job["name"]][str(job["seed"])])
     while True:  # drop the runs a trained run reads (one level: runs read only single-task or sts_only runs)
         read = {(r, j["seed"]) for j in plan if (j["name"], j["seed"]) not in found for r in j["after"]}
         if not read & set(found):
@@ -953,20 +960,19 @@ def planned_take_overs(plan: list[dict], kept: dict | None) -> dict[tuple[str, i
 
 
 def take_over(args, recipe: dict, runs: dict, examples: dict, kept: dict | None = None) -> None:
-    """Add to `runs` and `examples` the runs of `args.take_over` (a results JSON) that were not planned now, for the
-    seeds of this invocation; the protocol and the recipe must be the same. (Planned runs it holds with the same
+    """Add to `runs` and `examples` the runs of `args.take_over` (results JSONs) that were not planned now, for the
+    seeds of this invocation; the protocol and the recipe must be the same. (Planned runs they hold with the same
     settings were taken over before training: planned_take_overs.)"""
     kept = kept or read_take_over(args, recipe)
-    old_runs, old_examples, source = kept["runs"], kept["examples"], kept["source"]
-    for name, records in old_runs.items():
+    for name, records in kept["runs"].items():
         if name in runs:
             continue
-        taken = [r for r in records if int(r["seed"]) in args.seeds]
+        taken = sorted((r for r in records if int(r["seed"]) in args.seeds), key=lambda r: int(r["seed"]))
         missing = sorted(set(args.seeds) - {int(r["seed"]) for r in taken})
         if missing:
-            sys.exit(f"--take_over {args.take_over}: run {name} has no seed(s) {missing}.")
-        runs[name] = [{**r, "reused": True, "taken_over_from": source} for r in taken]
-        examples[name] = {int(r["seed"]): old_examples[name][str(r["seed"])] for r in taken}
+            sys.exit(f"--take_over {' '.join(args.take_over)}: run {name} has no seed(s) {missing}.")
+        runs[name] = taken
+        examples[name] = {int(r["seed"]): kept["examples"][name][str(r["seed"])] for r in taken}
 
 
 def result_name(args) -> str:
@@ -1048,10 +1054,12 @@ def parse_args(argv=None):
     parser.add_argument("--reanalyze", default=None, help="a results JSON: recompute the statistics, train nothing")
     parser.add_argument(
         "--take_over",
+        nargs="+",
         default=None,
-        help="a results JSON of the same protocol and recipe: its runs not in --runs join the analysis, with their "
-        "per-example results (e.g. compare new runs with committed ones), and a planned (run, seed) it holds with the "
-        "same settings is taken from it instead of trained (e.g. add a seed to committed runs)",
+        help="results JSONs of the same protocol and recipe: their runs not in --runs join the analysis, with their "
+        "per-example results (e.g. compare new runs with committed ones), and a planned (run, seed) they hold with "
+        "the same settings is taken from them instead of trained (e.g. add a seed to committed runs); where two "
+        "files hold the same (run, seed), the first named wins",
     )
     args = parser.parse_args(argv)
     for option, value in (("--joint-args", args.joint_args), ("--mtst-args", args.mtst_args)):

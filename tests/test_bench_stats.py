@@ -340,15 +340,15 @@ def test_staged_runs_grow_from_their_seeds_sts_run_and_take_over_adds_committed_
         json.dump({name: {str(s): {"ner": [s]} for s in (42, 43, 44)} for name in old_runs}, f)
     runs = {name: [{"seed": 42, "wall_s": 1.0}, {"seed": 43, "wall_s": 1.0}] for name in ("sts_only", "staged3")}
     examples = {"sts_only": {42: {}, 43: {}}, "staged3": {42: {}, 43: {}}}
-    bq.take_over(_plan_args(take_over=str(path), protocol="three_task"), recipe, runs, examples)
+    bq.take_over(_plan_args(take_over=[str(path)], protocol="three_task"), recipe, runs, examples)
     assert [r["seed"] for r in runs["joint"]] == [42, 43] and "reused" not in runs["sts_only"][0]
     assert all(r["reused"] and r["taken_over_from"] == "old.json" for r in runs["joint"])
     assert examples["joint"] == {42: {"ner": [42]}, 43: {"ner": [43]}}
     assert "joint seed 42 (from old.json)" in bq._run_time_note(runs)
     with pytest.raises(SystemExit, match="another protocol or recipe"):
-        bq.take_over(_plan_args(take_over=str(path), protocol="main"), recipe, runs, examples)
+        bq.take_over(_plan_args(take_over=[str(path)], protocol="main"), recipe, runs, examples)
     with pytest.raises(SystemExit, match="no seed"):
-        bq.take_over(_plan_args(take_over=str(path), protocol="three_task", seeds=[45]), recipe, {}, {})
+        bq.take_over(_plan_args(take_over=[str(path)], protocol="three_task", seeds=[45]), recipe, {}, {})
 
 
 def test_spearman_bootstrap_of_embedding_scores():
@@ -434,9 +434,11 @@ def test_runs_of_embedding_and_head_tasks_name_the_staging_options_so_older_runs
 
 
 def test_take_over_skips_planned_runs_it_holds_with_the_same_settings_unless_a_trained_run_reads_them(tmp_path):
-    """--take_over adds a seed to committed runs: a planned (run, seed) the file holds with the same command settings
-    is taken from it, not trained; one with other settings, or whose folder a run that trains reads (a staged run's
-    starting model), is trained."""
+    """--take_over adds a seed to committed runs: a planned (run, seed) the files hold with the same command settings
+    is taken from them, not trained; one with other settings, or whose folder a run that trains reads (a staged run's
+    starting model), is trained. Several files merge; where two hold the same (run, seed), the first named wins."""
+    import gzip
+    import json
     import shlex
 
     import bench_quality as bq
@@ -448,19 +450,29 @@ def test_take_over_skips_planned_runs_it_holds_with_the_same_settings_unless_a_t
     args = _plan_args(runs=["staged3", "sts_only"], protocol="three_task", seeds=[42, 43, 44])
     plan = bq.plan_runs(args, recipe, str(tmp_path / "new_root"), configs)
     command = {(j["name"], j["seed"]): shlex.join(["python", *j["cmd"]]) for j in plan}
-    # the committed runs: both runs for seeds 42 and 43, made in another root; seed 43's staged run with other options
-    old_root = str(tmp_path / "new_root")
-    records = {name: [] for name in ("staged3", "sts_only")}
-    for (name, seed), shown in command.items():
-        if seed != 44:
-            shown = shown.replace(old_root, "/elsewhere") + (
-                " --learning_rate 2e-4" if (name, seed) == ("staged3", 43) else ""
-            )
-            records[name].append({"seed": seed, "command": shown, "wall_s": 1.0})
-    kept = {"runs": records, "source": "old.json"}
-    kept["examples"] = {name: {str(s): {"sts": [s]} for s in (42, 43)} for name in records}
+
+    def write(name, seeds, other=()):  # committed runs made in another root; `other`: made with other options
+        runs = {"staged3": [], "sts_only": []}
+        for (run, seed), shown in command.items():
+            if seed in seeds:
+                shown = shown.replace(str(tmp_path / "new_root"), "/elsewhere")
+                shown += " --learning_rate 2e-4" if (run, seed) in other else ""
+                runs[run].append({"seed": seed, "command": shown, "wall_s": float(seed)})
+        (tmp_path / f"{name}.json").write_text(
+            json.dumps({"settings": {"protocol": "three_task"}, "recipe": recipe, "runs": runs})
+        )
+        with gzip.open(tmp_path / f"{name}_examples.json.gz", "wt") as f:
+            json.dump({run: {str(s): {"sts": [s, name]} for s in seeds} for run in runs}, f)
+        return str(tmp_path / f"{name}.json")
+
+    first = write("first", (42, 43), other={("staged3", 43)})
+    second = write("second", (42,), other={("staged3", 42)})  # seed 42 again, with other options: not read
+    kept = bq.read_take_over(_plan_args(take_over=[first, second], protocol="three_task"), recipe)
     found = bq.planned_take_overs(plan, kept)
     assert sorted(found) == [("staged3", 42), ("sts_only", 42)]  # 43: staged3 differs, so it trains from sts_only 43
     record, examples = found[("staged3", 42)]
-    assert record["reused"] and record["taken_over_from"] == "old.json" and examples == {"sts": [42]}
+    assert record["reused"] and record["taken_over_from"] == "first.json" and examples == {"sts": [42, "first"]}
     assert bq.planned_take_overs(plan, None) == {}
+    assert bq.read_take_over(_plan_args(take_over=None), recipe) is None
+    with pytest.raises(SystemExit, match="another protocol or recipe"):
+        bq.read_take_over(_plan_args(take_over=[first], protocol="main"), recipe)
