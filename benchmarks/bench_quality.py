@@ -317,9 +317,11 @@ def staging_options(config: str) -> list[str]:
     act), so that `--reuse` does not take a run kept from before them for one made with them."""
     import yaml
 
+    from mtst.remote.configuration_mtst import EMBEDDING_TASK_TYPES
+
     with open(os.path.join(bc.REPO_ROOT, config), encoding="utf-8") as f:
         types = {task.get("type") for task in yaml.safe_load(f)["tasks"]}
-    embedding = types & {"sentence_similarity", "retrieval"}
+    embedding = types & set(EMBEDDING_TASK_TYPES)
     if embedding and types - embedding:
         return ["--embedding_tasks_first", "true", "--rehearse_embedding_tasks", "true"]
     return []
