@@ -21,6 +21,7 @@ from mtst import MTSTConfig, MTSTConfigError, MTSTModel, MultiTaskTrainer, Multi
 from mtst.data.errors import TaskConfigError, TaskDataError
 from mtst.data.loading import load_task_data
 from mtst.data.tasks import load_task_specs
+from mtst.training.arguments import MultiTaskTrainingError
 from mtst.training.embeddings import TEACHER_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -146,6 +147,66 @@ def test_embedding_preservation_keeps_the_embeddings_near_the_starting_model(bac
     assert kept > free + 0.05 and kept > 0.9, (kept, free)
     assert (kept_dir / TEACHER_FILE).is_file() and not (free_dir / TEACHER_FILE).exists()
     assert any("loss_embedding_preservation" in log for log in trainer.state.log_history)
+
+
+def test_a_task_at_preservation_weight_0_trains_its_texts_free(backbone, tmp_path):
+    """`embedding_preservation_weights`: a head task at 0 gets no starting embeddings and no preservation term (a
+    run whose only head task is at 0 trains exactly as one without preservation, and gets no adapter); the other
+    tasks keep the global weight. Bad weights are refused before training, naming the option."""
+    tokenizer = AutoTokenizer.from_pretrained(backbone)
+    texts = ["the match was won", "shares fell today", "a new phone was released"]
+    tone = datasets.Dataset.from_dict({"text": ["what a great day", "this is awful"] * 8, "label": ["up", "down"] * 8})
+
+    def trained(name, tasks, **options):
+        torch.manual_seed(0)
+        model = MTSTModel.from_backbone(
+            backbone, tasks={t: {"type": "sequence_classification"} | spec for t, spec in tasks.items()}
+        )
+        start = model.encode(texts, tokenizer=tokenizer)
+        trainer = MultiTaskTrainer(
+            model=model,
+            args=args(tmp_path / name, learning_rate=3e-3, num_train_epochs=1, seed=0, **options),
+            train_dataset={"topic": data()["topic"], "tone": tone} if "tone" in tasks else {"topic": data()["topic"]},
+            processing_class=tokenizer,
+        )
+        trainer.train()
+        moved = torch.nn.functional.cosine_similarity(model.encode(texts, tokenizer=tokenizer), start).mean()
+        return float(moved), model, trainer, tmp_path / name / "out"
+
+    topic = {"topic": {"labels": TOPICS}}
+    free, _, _, _ = trained("off", topic, embedding_preservation=0.0)
+    zero, model, trainer, out = trained(
+        "zero", topic, embedding_preservation=10.0, embedding_preservation_weights="topic=0"
+    )
+    assert zero == pytest.approx(free, abs=1e-6) and model.embedding_adapter is None
+    assert not (out / TEACHER_FILE).exists() and trainer.preservation_weights == {"topic": 0.0}
+    assert not any("loss_embedding_preservation" in log for log in trainer.state.log_history)
+
+    both = {**topic, "tone": {"labels": ["up", "down"]}}
+    _, model, trainer, out = trained("one", both, embedding_preservation=10.0, embedding_preservation_weights="tone=0")
+    assert trainer.preservation_weights == {"topic": 10.0, "tone": 0.0} and model.embedding_adapter is not None
+    from safetensors.torch import load_file
+
+    assert set(load_file(out / TEACHER_FILE)) == {"topic"}  # the starting embeddings of the preserved task only
+    assert any("loss_embedding_preservation" in log for log in trainer.state.log_history)
+
+    model = tiny_tasks(backbone)
+    for options, message in (
+        ({"embedding_preservation_weights": "nre=0"}, r"unknown task\(s\) \['nre'\]"),
+        ({"embedding_preservation_weights": "sts=1"}, "names the embedding task"),
+        ({"embedding_preservation_weights": "topic=-1"}, "must be numbers >= 0"),
+        (
+            {"embedding_preservation_weights": "topic=1", "embedding_preservation": 0.0},
+            "with embedding preservation off",
+        ),
+    ):
+        with pytest.raises(MultiTaskTrainingError, match=message):
+            MultiTaskTrainer(
+                model=model,
+                args=args(tmp_path, **options),
+                train_dataset={"topic": data()["topic"]},
+                processing_class=tokenizer,
+            )
 
 
 def test_the_embedding_adapter_starts_as_the_identity_and_preservation_trains_it(backbone, tmp_path):

@@ -52,6 +52,7 @@ from mtst.training.checkpoints import (
     last_complete_checkpoint,
 )
 from mtst.training.distill import parse_teacher_models
+from mtst.training.embeddings import preservation_weights
 from mtst.training.trainer import MultiTaskTrainer
 
 logger = logging.getLogger(__name__)
@@ -424,7 +425,8 @@ def embedding_stage_tasks(model, train_tasks: list[str], training_args) -> list[
     if not (training_args.do_train and training_args.embedding_tasks_first):
         return []
     embedding = [t for t in train_tasks if model.config.is_embedding_task(t)]
-    preserving = training_args.embedding_preservation > 0 and training_args.freeze not in ("all", "encoder")
+    weights = preservation_weights(training_args, model.config, train_tasks)
+    preserving = any(w > 0 for w in weights.values()) and training_args.freeze not in ("all", "encoder")
     if embedding and len(embedding) < len(train_tasks) and preserving:
         return embedding
     logger.info(

@@ -400,7 +400,7 @@ class MTSTCardData(ModelCardData):
             "task_rows": rows,
             "head_rows": [row for row in rows if not row["embedding"]],
             "embedding_rows": [row for row in rows if row["embedding"]],
-            "preservation": self.multitask_options.get("embedding_preservation"),
+            **self._preservation(rows),
             "preservation_loss": self.multitask_options.get("embedding_preservation_loss"),
             "embedding_adapter": bool(getattr(config, "embedding_adapter", False)),
             "kept_tasks": [n for n in self.kept_tasks if n in tasks],
@@ -426,6 +426,23 @@ class MTSTCardData(ModelCardData):
             "versions": framework_versions(),
             "notes": list(self.notes),
         }
+
+    def _preservation(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """`preservation` (the weight; 0 when every head task's is 0) and `preservation_weights` (`[(task, weight)]`
+        of the head tasks when `embedding_preservation_weights` set some, else empty)."""
+        weight = self.multitask_options.get("embedding_preservation")
+        named = self.multitask_options.get("embedding_preservation_weights")
+        if not isinstance(weight, (int, float)) or not named:
+            return {"preservation": weight, "preservation_weights": []}
+        try:
+            pairs = json.loads(named) if isinstance(named, str) and named.strip()[:1] == "{" else named
+            if isinstance(pairs, str):
+                pairs = dict(part.split("=", 1) for part in pairs.split(",") if part.strip())
+            pairs = {str(k).strip(): float(v) for k, v in dict(pairs).items()}
+        except (TypeError, ValueError):
+            return {"preservation": weight, "preservation_weights": []}
+        weights = [(row["name"], pairs.get(row["name"], weight)) for row in rows if not row["embedding"]]
+        return {"preservation": weight if any(w > 0 for _, w in weights) else 0, "preservation_weights": weights}
 
     def _task_row(self, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
         """A task's row of the task, data and sampling tables (`info`: its `task_datasets` entry)."""

@@ -240,6 +240,14 @@ class MultiTaskTrainingArguments(TrainingArguments):
             "head task's batch loss (0: off). The starting embeddings are computed once before training."
         },
     )
+    embedding_preservation_weights: str | None = field(
+        default=None,
+        metadata={
+            "help": "Embedding preservation's weight per head task, for that task's texts ('ner=0,topic=1' or a "
+            "JSON object; tasks not named use embedding_preservation). 0 leaves a task's texts free: no starting "
+            "embedding is computed for them. Needs embedding_preservation > 0."
+        },
+    )
     embedding_preservation_loss: str = field(
         default="cosine",
         metadata={

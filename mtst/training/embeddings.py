@@ -19,6 +19,7 @@ Embedding preservation
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 
@@ -32,6 +33,7 @@ from transformers import DataCollatorWithPadding
 from mtst.data.collator import MultiTaskDataset
 from mtst.remote.configuration_mtst import RETRIEVAL, SENTENCE_SIMILARITY
 from mtst.training.arguments import MultiTaskTrainingError, option
+from mtst.training.sampler import task_mapping
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +43,7 @@ __all__ = [
     "add_teacher_embeddings",
     "attach_embedding_adapter",
     "preservation_loss",
+    "preservation_weights",
     "with_teacher_embeddings",
 ]
 
@@ -77,6 +80,33 @@ class EmbeddingTaskLosses:
         return self.losses[task].compute_loss_from_embeddings(parts, labels)
 
 
+def preservation_weights(args, config, tasks=None) -> dict[str, float]:
+    """`{head task: embedding preservation weight}` of `config`'s head tasks (those in `tasks` when given):
+    `embedding_preservation`, overridden per task by `embedding_preservation_weights` (which needs preservation on);
+    every weight is 0 when preservation is off."""
+    weight = float(option(args, "embedding_preservation"))
+    named = task_mapping(
+        "embedding_preservation_weights", option(args, "embedding_preservation_weights"), list(config.task_names)
+    )
+    embedding = [t for t in named if config.is_embedding_task(t)]
+    if embedding:
+        raise MultiTaskTrainingError(
+            f"`embedding_preservation_weights` names the embedding task(s) {', '.join(embedding)}: preservation acts "
+            "on head tasks' texts only (an embedding task's own loss trains the embedding); leave them out."
+        )
+    bad = {t: w for t, w in named.items() if not (w >= 0 and math.isfinite(w))}
+    if bad:
+        raise MultiTaskTrainingError(f"`embedding_preservation_weights` must be numbers >= 0 (0: off); got {bad}.")
+    if named and weight <= 0:
+        raise MultiTaskTrainingError(
+            "`embedding_preservation_weights` sets weights with embedding preservation off (embedding_preservation "
+            f"{weight:g}); set embedding_preservation to the weight of the tasks it does not name (for example 1, "
+            "with 0 for the tasks whose texts should stay free)."
+        )
+    heads = [t for t in config.head_task_names if tasks is None or t in tasks]
+    return {t: named.get(t, weight) for t in heads}
+
+
 def attach_embedding_adapter(model, args, trained=None) -> None:
     """With embedding preservation on, a trained encoder and `embedding_preservation_adapter`, give a model whose
     run trains head tasks an embedding adapter (the identity until trained: no output changes); an adapter nothing
@@ -85,11 +115,11 @@ def attach_embedding_adapter(model, args, trained=None) -> None:
     it does not train, and `--embedding_tasks_first` trains the embedding tasks in a run of their own). The one-stage
     warning is left out when `args` are the command line's with `embedding_tasks_first` on: run_multitask.py has
     then trained the embedding tasks alone before this trainer (it decides when to stage with these conditions)."""
-    preserving = option(args, "embedding_preservation") > 0
     encoder_trains = option(args, "freeze") not in ("all", "encoder")
     trained = set(model.config.task_names if trained is None else trained)
     embedding_tasks = [t for t in model.config.tasks_of_type(SENTENCE_SIMILARITY, RETRIEVAL) if t in trained]
     head_tasks = [t for t in model.config.head_task_names if t in trained]
+    preserving = any(w > 0 for w in preservation_weights(args, model.config, trained).values())
     if preserving and encoder_trains and option(args, "embedding_preservation_adapter") and head_tasks:
         model.add_embedding_adapter()
     staged_before = getattr(args, "embedding_tasks_first", False)  # ScriptTrainingArguments only
@@ -160,7 +190,7 @@ def add_teacher_embeddings(model, datasets: dict, pad, batch_size: int, device, 
 
 def with_teacher_embeddings(model, dataset: MultiTaskDataset, tokenizer, args) -> MultiTaskDataset:
     """The training set with the starting model's embedding of each head-task row (`add_teacher_embeddings`, kept
-    in the output folder); unchanged when it has no head task."""
+    in the output folder); unchanged when it has no head task. Tasks whose `preservation_weights` is 0 get none."""
     if all(model.config.is_embedding_task(t) for t in dataset.datasets):
         return dataset
     streams = [t for t, d in dataset.datasets.items() if hasattr(d, "next_rows")]
@@ -170,7 +200,9 @@ def with_teacher_embeddings(model, dataset: MultiTaskDataset, tokenizer, args) -
             "starting embedding is computed for them.",
             ", ".join(streams),
         )
-    in_memory = {t: d for t, d in dataset.datasets.items() if t not in streams}
+    weights = preservation_weights(args, model.config)
+    free = [t for t in dataset.datasets if weights.get(t, 1.0) == 0]
+    in_memory = {t: d for t, d in dataset.datasets.items() if t not in streams and t not in free}
     if tokenizer is None or not all(isinstance(d, datasets.Dataset) for d in in_memory.values()):
         raise MultiTaskTrainingError(
             "embedding_preservation needs the tokenizer (processing_class) and datasets.Dataset training sets; "
@@ -181,10 +213,13 @@ def with_teacher_embeddings(model, dataset: MultiTaskDataset, tokenizer, args) -
     pad = DataCollatorWithPadding(tokenizer)
     tasks = add_teacher_embeddings(model, in_memory, pad, args.per_device_eval_batch_size, args.device, folder)
     if args.should_log:
+        named = option(args, "embedding_preservation_weights")
         logger.info(
-            "Embedding preservation: weight %g (%s) against the starting model's embeddings (%.1f s).",
+            "Embedding preservation: weight %g%s (%s) against the starting model's embeddings (%.1f s).%s",
             option(args, "embedding_preservation"),
+            f" (per task: {', '.join(f'{t}={w:g}' for t, w in weights.items())})" if named else "",
             option(args, "embedding_preservation_loss"),
             time.time() - start,
+            f" The texts of {', '.join(free)} are not preserved (weight 0)." if free else "",
         )
     return MultiTaskDataset({t: tasks.get(t, d) for t, d in dataset.datasets.items()})

@@ -75,6 +75,7 @@ from mtst.training.embeddings import (
     EmbeddingTaskLosses,
     attach_embedding_adapter,
     preservation_loss,
+    preservation_weights,
     with_teacher_embeddings,
 )
 from mtst.training.evaluation import MultiTaskEvaluationMixin, per_task
@@ -259,6 +260,7 @@ class MultiTaskTrainer(MultiTaskOptimizerMixin, MultiTaskEvaluationMixin, Traine
         self.teachers = TaskTeachers(teachers, model, processing_class) if teachers else None
         self.embedding_losses = EmbeddingTaskLosses(model.config, args.world_size)
         self.preservation_weight = float(option(args, "embedding_preservation"))
+        self.preservation_weights = preservation_weights(args, model.config)
 
     # -- data ---------------------------------------------------------------------------------------------------------
 
@@ -341,10 +343,11 @@ class MultiTaskTrainer(MultiTaskOptimizerMixin, MultiTaskEvaluationMixin, Traine
                 labels, logits = inputs["labels"], outputs.task_logits
                 losses = {t: distil(t, logits[t], labels[t], v) for t, v in (outputs.task_losses or {}).items()}
         loss = sum(self._weighted(t, value) for t, value in losses.items())
-        if teacher is not None and model.training and self.preservation_weight > 0:
+        weight = self.preservation_weights.get(task, self.preservation_weight)  # joint examples: the global one
+        if teacher is not None and model.training and weight > 0:
             kind = option(self.args, "embedding_preservation_loss")
             kept = preservation_loss(outputs.sentence_embedding, teacher, kind)
-            loss = loss + self.preservation_weight * kept
+            loss = loss + weight * kept
             self._task_loss_sums[-1] += kept.detach().to(self._task_loss_sums)
             self._task_loss_counts[-1] += 1
         if model.training:
@@ -485,7 +488,8 @@ class MultiTaskTrainer(MultiTaskOptimizerMixin, MultiTaskEvaluationMixin, Traine
     def _add_teacher_embeddings(self) -> None:
         """For embedding preservation: the starting model's embeddings of every head task's training text, computed
         once (or read back from the output folder when resuming) and stored with the training data."""
-        if self.preservation_weight > 0 and isinstance(self.train_dataset, MultiTaskDataset):
+        preserving = any(w > 0 for w in self.preservation_weights.values())
+        if preserving and isinstance(self.train_dataset, MultiTaskDataset):
             self.train_dataset = with_teacher_embeddings(
                 self.model, self.train_dataset, self.processing_class, self.args
             )
