@@ -15,6 +15,7 @@ import datasets
 import pytest
 import torch
 from conftest import save_tiny_backbone
+from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
 from mtst import MTSTConfig, MTSTConfigError, MTSTModel, MultiTaskTrainer, MultiTaskTrainingArguments, TaskSpec
@@ -185,8 +186,6 @@ def test_a_task_at_preservation_weight_0_trains_its_texts_free(backbone, tmp_pat
     both = {**topic, "tone": {"labels": ["up", "down"]}}
     _, model, trainer, out = trained("one", both, embedding_preservation=10.0, embedding_preservation_weights="tone=0")
     assert trainer.preservation_weights == {"topic": 10.0, "tone": 0.0} and model.embedding_adapter is not None
-    from safetensors.torch import load_file
-
     assert set(load_file(out / TEACHER_FILE)) == {"topic"}  # the starting embeddings of the preserved task only
     assert any("loss_embedding_preservation" in log for log in trainer.state.log_history)
 

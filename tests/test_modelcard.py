@@ -318,7 +318,7 @@ def test_card_says_whether_embeddings_were_preserved_and_through_an_adapter(tmp_
     assert "passes through an embedding adapter (`embedding_adapter`" in text
     data.multitask_options = {"embedding_preservation": 0.0}
     assert "**Sentence embeddings not preserved:**" in write_model_card(tmp_path / "c", model, data).content
-    heads = [name for name in model.config.head_task_names]
+    heads = list(model.config.head_task_names)
     data.multitask_options = {"embedding_preservation": 1.0, "embedding_preservation_weights": f"{heads[0]}=0"}
     text = write_model_card(tmp_path / "d", model, data).content
     weights = ", ".join(f"`{name}` {0 if name == heads[0] else 1}" for name in heads)
