@@ -30,6 +30,7 @@ def readme_snippet(heading: str = "## Python API") -> str:
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
+@pytest.mark.slow  # trains the real backbone (about 80 s): .ci/run runs it by name, beside the default suite
 def test_the_readme_python_api_snippet_runs_as_it_stands(tmp_path):
     (tmp_path / "data").symlink_to(ROOT / "data")
     (tmp_path / "snippet.py").write_text(readme_snippet(), encoding="utf-8")
