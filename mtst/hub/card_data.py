@@ -40,6 +40,7 @@ from mtst.remote.configuration_mtst import (
 )
 from mtst.remote.configuration_mtst import SEQUENCE_CLASSIFICATION as SEQUENCE
 from mtst.remote.configuration_mtst import TOKEN_CLASSIFICATION as TOKEN
+from mtst.training.sampler import task_mapping
 
 logger = logging.getLogger(__name__)
 
@@ -434,14 +435,12 @@ class MTSTCardData(ModelCardData):
         named = self.multitask_options.get("embedding_preservation_weights")
         if not isinstance(weight, (int, float)) or not named:
             return {"preservation": weight, "preservation_weights": []}
-        try:
-            pairs = json.loads(named) if isinstance(named, str) and named.strip()[:1] == "{" else named
-            if isinstance(pairs, str):
-                pairs = dict(part.split("=", 1) for part in pairs.split(",") if part.strip())
-            pairs = {str(k).strip(): float(v) for k, v in dict(pairs).items()}
-        except (TypeError, ValueError):
+        heads = [row["name"] for row in rows if not row["embedding"]]
+        try:  # the option as the training run parsed it (it was checked there)
+            pairs = task_mapping("embedding_preservation_weights", named, heads)
+        except ValueError:
             return {"preservation": weight, "preservation_weights": []}
-        weights = [(row["name"], pairs.get(row["name"], weight)) for row in rows if not row["embedding"]]
+        weights = [(name, pairs.get(name, weight)) for name in heads]
         return {"preservation": weight if any(w > 0 for _, w in weights) else 0, "preservation_weights": weights}
 
     def _task_row(self, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
