@@ -188,6 +188,7 @@ def offline_env(tmp_path):
     return env, log
 
 
+@pytest.mark.slow  # the real default pipeline (about 33 s): .ci/run runs it by name, beside the default suite
 def test_default_pipeline_trains_and_predicts_with_the_network_blocked(offline_env, tmp_path):
     env, log = offline_env
     out = tmp_path / "outputs" / "mtst-default"
