@@ -14,11 +14,13 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from reliability_helpers import ENV, PREDICT, cli_args, error_paragraph, make_tiny, run_subprocess, write_config
+from reliability_helpers import ENV, cli_args, error_paragraph, make_tiny, write_config
 from trainer_helpers import write_jsonl
 from transformers import AutoTokenizer
 
 from mtst import MTSTModel, MultiTaskTrainer, MultiTaskTrainingArguments, TaskSpec
+from mtst.cli import label as label_cli
+from mtst.cli import predict as predict_cli
 from mtst.cli import train as run_multitask
 from mtst.data.errors import TaskDataError
 from mtst.data.loading import load_task_data
@@ -277,31 +279,29 @@ def test_a_saved_model_answers_the_same_in_a_fresh_process_through_every_pipelin
         assert set(answer["emotions"]["scores"]) == set(EMOTIONS) and set(answer["rating"]) == {"score"}
 
 
-def test_mtst_predict_and_mtst_label_answer_both_types(tiny, tmp_path):
-    result = run_subprocess(["--model", tiny["model"], "--format", "jsonl", "a great film"], script=PREDICT)
-    assert result.returncode == 0, result.stderr[-3000:]
-    answer = json.loads(result.stdout)
+def test_mtst_predict_and_mtst_label_answer_both_types(tiny, tmp_path, capsys):
+    # in-process entry points (main(argv) returns the exit code); their real processes are tested in test_predict.py
+    # and test_bad_inputs.py
+    assert predict_cli.main(["--model", str(tiny["model"]), "--format", "jsonl", "a great film"]) == 0
+    answer = json.loads(capsys.readouterr().out)
     assert set(answer["emotions"]) == {"labels"} and isinstance(answer["rating"]["score"], float)
-    table = run_subprocess(["--model", tiny["model"], "--format", "table", "a great film"], script=PREDICT)
-    assert table.returncode == 0 and "rating" in table.stdout
+    assert predict_cli.main(["--model", str(tiny["model"]), "--format", "table", "a great film"]) == 0
+    assert "rating" in capsys.readouterr().out
 
     (tmp_path / "in.txt").write_text("i am so angry\na great film\n")
-    label = ("-m", "mtst.cli.label")
-    common = ["--model", tiny["model"], "--input", tmp_path / "in.txt"]
-    ml = run_subprocess([*common, "--task", "emotions", "--output", tmp_path / "ml.jsonl"], script=label)
-    assert ml.returncode == 0, ml.stderr[-3000:]
+    common = ["--model", str(tiny["model"]), "--input", str(tmp_path / "in.txt")]
+    assert label_cli.main([*common, "--task", "emotions", "--output", str(tmp_path / "ml.jsonl")]) == 0
     rows = [json.loads(line) for line in (tmp_path / "ml.jsonl").read_text().splitlines()]
     assert all(
         isinstance(r["label"], list) and set(r["label"]) <= set(EMOTIONS) and 0.5 <= r["score"] <= 1 for r in rows
     )
-    reg = run_subprocess([*common, "--task", "rating", "--output", tmp_path / "reg.jsonl"], script=label)
-    assert reg.returncode == 0 and all(
-        isinstance(json.loads(x)["label"], float) for x in (tmp_path / "reg.jsonl").read_text().splitlines()
-    )
-    refused = run_subprocess(
-        [*common, "--task", "rating", "--output", tmp_path / "r2.jsonl", "--min_score", "0.5"], script=label
-    )
-    assert "the regression task 'rating' has no score" in error_paragraph(refused.stderr, "mtst-label: error: ")
+    assert label_cli.main([*common, "--task", "rating", "--output", str(tmp_path / "reg.jsonl")]) == 0
+    assert all(isinstance(json.loads(x)["label"], float) for x in (tmp_path / "reg.jsonl").read_text().splitlines())
+    capsys.readouterr()
+    refused = [*common, "--task", "rating", "--output", str(tmp_path / "r2.jsonl"), "--min_score", "0.5"]
+    assert label_cli.main(refused) == 2
+    error = error_paragraph(capsys.readouterr().err, "mtst-label: error: ")
+    assert "the regression task 'rating' has no score" in error
     # the silver multi-label file trains a task as it is
     spec = load_task_specs(
         [
