@@ -916,15 +916,19 @@ def _run_time_note(runs: dict) -> str:
 
 
 def read_take_over(args, recipe: dict) -> dict | None:
-    """`{"runs": {run: [record]}, "examples": {run: {seed: ...}}}` of the results JSONs of `args.take_over` (and
-    their per-example files), each record marked with the file it came from (`taken_over_from`); where two files
-    hold the same (run, seed), the first named wins. None without the option. Every file's protocol and recipe must
-    be this invocation's."""
+    """`{"runs": {run: [record]}, "examples": {run: {(file, seed): ...}}}` of the results JSONs of `args.take_over`
+    (and their per-example files): every file's records in the order the files are named, each marked with the file
+    it came from (`taken_over_from`, the file's name), so a (run, seed) several files hold appears once per file
+    (planned_take_overs takes the first with a planned run's settings, take_over the first named). None without the
+    option. Every file's protocol and recipe must be this invocation's."""
     if not args.take_over:
         return None
+    names = [os.path.basename(path) for path in args.take_over]
+    if len(set(names)) < len(names):
+        sys.exit(f"--take_over {' '.join(args.take_over)}: two files of the same name (runs are told apart by it).")
     runs: dict[str, list[dict]] = {}
     examples: dict[str, dict] = {}
-    for path in args.take_over:
+    for path, source in zip(args.take_over, names):
         with open(path, encoding="utf-8") as f:
             old = json.load(f)
         if old.get("settings", {}).get("protocol") != args.protocol or old.get("recipe") != recipe:
@@ -932,13 +936,16 @@ def read_take_over(args, recipe: dict) -> dict | None:
         with gzip.open(os.path.splitext(path)[0] + "_examples.json.gz", "rt", encoding="utf-8") as f:
             old_examples = json.load(f)
         for name, records in old["runs"].items():
-            have = {int(r["seed"]) for r in runs.get(name, [])}
             for record in records:
-                if int(record["seed"]) not in have:
-                    marked = {**record, "reused": True, "taken_over_from": os.path.basename(path)}
-                    runs.setdefault(name, []).append(marked)
-                    examples.setdefault(name, {})[str(record["seed"])] = old_examples[name][str(record["seed"])]
+                seed = str(record["seed"])
+                runs.setdefault(name, []).append({**record, "reused": True, "taken_over_from": source})
+                examples.setdefault(name, {})[(source, seed)] = old_examples[name][seed]
     return {"runs": runs, "examples": examples}
+
+
+def _taken_examples(kept: dict, name: str, record: dict):
+    """The per-example results of a record of `kept` (read_take_over)."""
+    return kept["examples"][name][(record["taken_over_from"], str(record["seed"]))]
 
 
 def planned_take_overs(plan: list[dict], kept: dict | None) -> dict[tuple[str, int], tuple[dict, dict]]:
@@ -949,10 +956,10 @@ def planned_take_overs(plan: list[dict], kept: dict | None) -> dict[tuple[str, i
         return {}
     found = {}
     for job in plan:
-        for record in kept["runs"].get(job["name"], []):
+        for record in kept["runs"].get(job["name"], []):  # in the order the files were named: the first match wins
             same = effective_arguments(record.get("command", "")) == effective_arguments(shown_command(job["cmd"]))
-            if int(record["seed"]) == job["seed"] and same:
-                found[(job["name"], job["seed"])] = (record, kept["examples"][job["name"]][str(job["seed"])])
+            if int(record["seed"]) == job["seed"] and same and (job["name"], job["seed"]) not in found:
+                found[(job["name"], job["seed"])] = (record, _taken_examples(kept, job["name"], record))
     while True:  # drop the runs a trained run reads (one level: runs read only single-task or sts_only runs)
         read = {(r, j["seed"]) for j in plan if (j["name"], j["seed"]) not in found for r in j["after"]}
         if not read & set(found):
@@ -969,12 +976,15 @@ def take_over(args, recipe: dict, runs: dict, examples: dict, kept: dict | None 
     for name, records in kept["runs"].items():
         if name in runs:
             continue
-        taken = sorted((r for r in records if int(r["seed"]) in args.seeds), key=lambda r: int(r["seed"]))
+        first: dict[int, dict] = {}
+        for r in records:  # where several files hold a seed, the first named
+            first.setdefault(int(r["seed"]), r)
+        taken = [first[seed] for seed in sorted(first) if seed in args.seeds]
         missing = sorted(set(args.seeds) - {int(r["seed"]) for r in taken})
         if missing:
             sys.exit(f"--take_over {' '.join(args.take_over)}: run {name} has no seed(s) {missing}.")
         runs[name] = taken
-        examples[name] = {int(r["seed"]): kept["examples"][name][str(r["seed"])] for r in taken}
+        examples[name] = {int(r["seed"]): _taken_examples(kept, name, r) for r in taken}
 
 
 def result_name(args) -> str:
@@ -1061,7 +1071,9 @@ def parse_args(argv=None):
         help="results JSONs of the same protocol and recipe: their runs not in --runs join the analysis, with their "
         "per-example results (e.g. compare new runs with committed ones), and a planned (run, seed) they hold with "
         "the same settings is taken from them instead of trained (e.g. add a seed to committed runs); where two "
-        "files hold the same (run, seed), the first named wins",
+        "files hold the same (run, seed), the first named wins, for a planned run the first with its settings (so "
+        "`--runs joint --joint-args ... --take_over quality.json other.json` compares other.json's joint runs made "
+        "with those options against quality.json's other runs without training)",
     )
     args = parser.parse_args(argv)
     for option, value in (("--joint-args", args.joint_args), ("--mtst-args", args.mtst_args)):

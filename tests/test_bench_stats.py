@@ -436,7 +436,8 @@ def test_runs_of_embedding_and_head_tasks_name_the_staging_options_so_older_runs
 def test_take_over_skips_planned_runs_it_holds_with_the_same_settings_unless_a_trained_run_reads_them(tmp_path):
     """--take_over adds a seed to committed runs: a planned (run, seed) the files hold with the same command settings
     is taken from them, not trained; one with other settings, or whose folder a run that trains reads (a staged run's
-    starting model), is trained. Several files merge; where two hold the same (run, seed), the first named wins."""
+    starting model), is trained. Several files merge; where two hold the same (run, seed), the first named wins, for
+    a planned run the first that holds it with the planned settings."""
     import gzip
     import json
     import shlex
@@ -472,6 +473,18 @@ def test_take_over_skips_planned_runs_it_holds_with_the_same_settings_unless_a_t
     assert sorted(found) == [("staged3", 42), ("sts_only", 42)]  # 43: staged3 differs, so it trains from sts_only 43
     record, examples = found[("staged3", 42)]
     assert record["reused"] and record["taken_over_from"] == "first.json" and examples == {"sts": [42, "first"]}
+    # named the other way round: seed 42's staged3 comes from the file that holds it with the planned settings, even
+    # though the file named first holds it with others; unplanned runs come from the file named first
+    kept = bq.read_take_over(_plan_args(take_over=[second, first], protocol="three_task"), recipe)
+    found = bq.planned_take_overs(plan, kept)
+    assert found[("staged3", 42)][0]["taken_over_from"] == "first.json"
+    assert found[("sts_only", 42)][0]["taken_over_from"] == "second.json"
+    runs, examples = {}, {}
+    bq.take_over(
+        _plan_args(take_over=[second, first], protocol="three_task", seeds=[42]), recipe, runs, examples, kept
+    )
+    assert runs["staged3"][0]["taken_over_from"] == "second.json"
+    assert examples["staged3"] == {42: {"sts": [42, "second"]}}
     assert bq.planned_take_overs(plan, None) == {}
     assert bq.read_take_over(_plan_args(take_over=None), recipe) is None
     with pytest.raises(SystemExit, match="another protocol or recipe"):
