@@ -313,18 +313,22 @@ def _limits(args) -> list[str]:
 
 
 def staging_options(config: str) -> list[str]:
-    """run_multitask.py's staging defaults, written out for a task config with embedding and head tasks (where they
-    act), so that `--reuse` does not take a run kept from before them for one made with them."""
+    """run_multitask.py's defaults that act only on some task configs, written out for those, so that `--reuse` does
+    not take a run kept from before them for one made with them: staging (and rehearsal) for a config with embedding
+    and head tasks, and sharing the preservation weight for one with several head tasks."""
     import yaml
 
     from mtst.remote.configuration_mtst import EMBEDDING_TASK_TYPES
 
     with open(os.path.join(bc.REPO_ROOT, config), encoding="utf-8") as f:
-        types = {task.get("type") for task in yaml.safe_load(f)["tasks"]}
-    embedding = types & set(EMBEDDING_TASK_TYPES)
-    if embedding and types - embedding:
-        return ["--embedding_tasks_first", "true", "--rehearse_embedding_tasks", "true"]
-    return []
+        types = [task.get("type") for task in yaml.safe_load(f)["tasks"]]
+    heads = [t for t in types if t not in EMBEDDING_TASK_TYPES]
+    out = []
+    if heads and len(heads) < len(types):
+        out += ["--embedding_tasks_first", "true", "--rehearse_embedding_tasks", "true"]
+    if len(heads) > 1:
+        out += ["--embedding_preservation_shared", "true"]
+    return out
 
 
 def mtst_command(config: str, output_dir: str, recipe: dict, args, seed: int, joint: bool) -> list[str]:
@@ -493,6 +497,8 @@ OPTIONS_ADDED_LATER = {
     # rehearsal, which staged without rehearsing, would be taken for one stage: retrain those).
     "--embedding_tasks_first": "false",
     "--rehearse_embedding_tasks": "false",
+    # Written into the commands of configs with several head tasks since the weight is shared by them.
+    "--embedding_preservation_shared": "false",
 }
 # Options that change only what a run writes about itself (its model card), not the model: ignored by --reuse.
 CARD_ONLY_OPTIONS = ("--single_task_results",)

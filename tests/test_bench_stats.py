@@ -415,7 +415,8 @@ def test_runs_of_embedding_and_head_tasks_name_the_staging_options_so_older_runs
     recipe = {"epochs": 1.0, "batch_size": 32, "eval_batch_size": 64, "learning_rate": 1e-4}
     recipe.update(head_learning_rate_factor=10.0, embedding_preservation=1.0, max_seq_length=128)
     recipe.update(group_by_length=True, sampling_strategy="balanced")
-    kinds = {"joint3": ["token_classification", "sentence_similarity"], "sts": ["sentence_similarity"]}
+    kinds = {"joint3": ["token_classification", "sequence_classification", "sentence_similarity"]}
+    kinds["sts"] = ["sentence_similarity"]
     kinds["joint"] = ["token_classification", "sequence_classification"]
     configs = _write_configs(tmp_path, kinds)
     args = _plan_args(runs=["joint3", "sts_only", "staged3r"], protocol="three_task", seeds=[42])
@@ -431,6 +432,14 @@ def test_runs_of_embedding_and_head_tasks_name_the_staging_options_so_older_runs
     assert bq.effective_arguments(kept) == bq.effective_arguments(kept + " --embedding_tasks_first false")
     joint = bq.mtst_command(configs["joint"], "out", recipe, args, 42, joint=True)
     assert "--embedding_tasks_first" not in joint and "--rehearse_embedding_tasks" not in joint
+    # several head tasks share the preservation weight (the default since it exists): a kept joint run without the
+    # option (each task's batches at the whole weight) is another run; one head task, nothing to share
+    shown["joint"] = shlex.join(["python", *joint])
+    assert bq.effective_arguments(shown["joint"])[1]["--embedding_preservation_shared"] == "true"
+    assert staged3r["--embedding_preservation_shared"] == joint3["--embedding_preservation_shared"] == "true"
+    kept = shown["joint"].replace(" --embedding_preservation_shared true", "")
+    assert kept != shown["joint"] and bq.effective_arguments(kept) != bq.effective_arguments(shown["joint"])
+    assert "--embedding_preservation_shared" not in shown["sts_only"]
 
 
 def test_take_over_skips_planned_runs_it_holds_with_the_same_settings_unless_a_trained_run_reads_them(tmp_path):

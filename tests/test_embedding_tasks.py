@@ -249,6 +249,54 @@ def test_the_embedding_adapter_starts_as_the_identity_and_preservation_trains_it
     assert trained(embedding_preservation=0.0, embedding_preservation_adapter=True).embedding_adapter is None
 
 
+def test_the_preservation_weight_is_shared_by_the_head_tasks_a_run_trains(backbone, tmp_path, caplog):
+    """`embedding_preservation_shared` (the default): with k head tasks kept, each task's batches carry weight / k,
+    so a run of two head tasks at 1 trains exactly as one at 0.5 without sharing; tasks at 0, embedding tasks and
+    tasks the run does not train do not count; the log says how the weight was shared."""
+    tokenizer = AutoTokenizer.from_pretrained(backbone)
+    tone = datasets.Dataset.from_dict({"text": ["what a great day", "this is awful"] * 8, "label": ["up", "down"] * 8})
+    tasks = {
+        "topic": {"type": "sequence_classification", "labels": TOPICS},
+        "tone": {"type": "sequence_classification", "labels": ["up", "down"]},
+        "sts": {"type": "sentence_similarity", "score_range": [0, 5]},
+    }
+
+    def trainer(name, train=("topic", "tone"), **options):
+        torch.manual_seed(0)
+        model = MTSTModel.from_backbone(backbone, tasks=tasks)
+        sts = data()["sts"].rename_columns({"s1": "text", "s2": "text_pair", "score": "label"})
+        train_sets = {"topic": data()["topic"], "tone": tone, "sts": sts}
+        return MultiTaskTrainer(
+            model=model,
+            args=args(tmp_path / name, learning_rate=3e-3, num_train_epochs=1, seed=0, **options),
+            train_dataset={t: train_sets[t] for t in train},
+            processing_class=tokenizer,
+        )
+
+    def trained(name, **options):
+        run = trainer(name, **options)
+        with caplog.at_level("INFO", logger="mtst.training.embeddings"):
+            run.train()
+        return run, torch.cat([p.detach().flatten() for p in run.model.parameters()])
+
+    caplog.clear()
+    shared, shared_weights = trained("shared", embedding_preservation=1.0)
+    assert shared.preservation_weights == {"topic": 0.5, "tone": 0.5}
+    assert any("weight 1, shared by the 2 head tasks it keeps" in r.getMessage() for r in caplog.records)
+    half, half_weights = trained("half", embedding_preservation=0.5, embedding_preservation_shared=False)
+    assert half.preservation_weights == {"topic": 0.5, "tone": 0.5}
+    assert torch.equal(shared_weights, half_weights)
+    full, full_weights = trained("full", embedding_preservation=1.0, embedding_preservation_shared=False)
+    assert full.preservation_weights == {"topic": 1.0, "tone": 1.0}
+    assert not torch.allclose(shared_weights, full_weights)
+
+    # a task at 0 is not kept, so it does not share: the other keeps the whole weight
+    assert trainer("zero", embedding_preservation_weights="tone=0").preservation_weights == {"topic": 1.0, "tone": 0}
+    # an embedding task and a task the run does not train (a grown model's kept task) do not count
+    assert trainer("sts", train=("topic", "sts")).preservation_weights == {"topic": 1.0}
+    assert trainer("three", train=("topic", "tone", "sts")).preservation_weights == {"topic": 0.5, "tone": 0.5}
+
+
 def test_an_embedding_task_next_to_heads_with_preservation_is_warned_about(backbone, tmp_path, caplog):
     """The measured case where preservation makes a jointly trained embedding task worse than alone is logged, naming
     the embedding tasks, with or without the adapter; a run of head tasks only, or without preservation, is not."""

@@ -318,11 +318,28 @@ def test_card_says_whether_embeddings_were_preserved_and_through_an_adapter(tmp_
     assert "passes through an embedding adapter (`embedding_adapter`" in text
     data.multitask_options = {"embedding_preservation": 0.0}
     assert "**Sentence embeddings not preserved:**" in write_model_card(tmp_path / "c", model, data).content
-    heads = list(model.config.head_task_names)
-    data.multitask_options = {"embedding_preservation": 1.0, "embedding_preservation_weights": f"{heads[0]}=0"}
+    heads = list(model.config.head_task_names)  # three head tasks
+    data.multitask_options = {"embedding_preservation": 1.0, "embedding_preservation_shared": True}
+    text = write_model_card(tmp_path / "s", model, data).content
+    assert "1 × the mean (1 − cosine) was added to every head task's batch loss (`embedding_preservation`), " in text
+    assert "shared by the 3 head tasks it kept (`embedding_preservation_shared`" in text, text
+    weights = ", ".join(f"`{name}` 0.3333" for name in heads)
+    assert f"; the weight each task's batches carried: {weights}." in text, text
+    data.multitask_options["embedding_preservation_weights"] = f"{heads[0]}=0"
     text = write_model_card(tmp_path / "d", model, data).content
+    weights = ", ".join(f"`{name}` {0 if name == heads[0] else 0.5}" for name in heads)
+    assert "shared by the 2 head tasks it kept" in text
+    expected = f"carried (with `embedding_preservation_weights`): {weights}; the texts of a task at 0 were left free."
+    assert expected in text, text
+    # the weights the trainer used win over the options (a grown model's run may train some of its tasks only)
+    data.preservation_task_weights = {heads[1]: 1.0}
+    text = write_model_card(tmp_path / "t", model, data).content
+    assert "shared by" not in text and "the weight each task's batches carried" not in text
+    data.preservation_task_weights = {}
+    data.multitask_options = {"embedding_preservation": 1.0, "embedding_preservation_weights": f"{heads[0]}=0"}
+    text = write_model_card(tmp_path / "u", model, data).content  # not shared: the named weight and the global one
     weights = ", ".join(f"`{name}` {0 if name == heads[0] else 1}" for name in heads)
-    assert f"with each task's own weight (`embedding_preservation_weights`): {weights};" in text, text
+    assert "shared by" not in text and f"carried (with `embedding_preservation_weights`): {weights};" in text
     data.multitask_options["embedding_preservation_weights"] = json.dumps({name: 0 for name in heads})
     assert "**Sentence embeddings not preserved:**" in write_model_card(tmp_path / "e", model, data).content
 

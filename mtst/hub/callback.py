@@ -204,6 +204,8 @@ class MTSTCardCallback(TrainerCallback):
         data = self.card_data
         data._train_started = time.time()
         data.hyperparameters, data.multitask_options = read_training_args(args)
+        weights = getattr(self.trainer, "preservation_weights", None)  # as the trainer computed them
+        data.preservation_task_weights = dict(weights) if isinstance(weights, Mapping) else {}
         sampling = read_sampler(getattr(self.trainer, "_train_batch_sampler", None) or train_dataloader)
         data.sampling = sampling or data.sampling
 

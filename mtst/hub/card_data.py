@@ -166,6 +166,9 @@ class MTSTCardData(ModelCardData):
             (`embedding_tasks_first`), whose embedding the head tasks' preservation then kept.
         embedding_stage_rehearsed (`bool`): whether those tasks trained again next to the head tasks in the second
             stage (`rehearse_embedding_tasks`).
+        preservation_task_weights (`dict[str, float]`): the embedding preservation weight each head task's batches
+            carried (`MultiTaskTrainer.preservation_weights`: `embedding_preservation_weights`, then shared by
+            `embedding_preservation_shared`); empty: worked out from `multitask_options`.
         kept_tasks (`list[str]`): tasks of the starting MTST model that this run kept without training them
             (a grown model, see `mtst.training.grow`); marked "kept, not trained" in the task table.
     """
@@ -191,6 +194,7 @@ class MTSTCardData(ModelCardData):
     kept_tasks: list[str] = field(default_factory=list)
     embedding_stage_tasks: list[str] = field(default_factory=list)
     embedding_stage_rehearsed: bool = False
+    preservation_task_weights: dict[str, float] = field(default_factory=dict)
     generated_from_trainer: bool = False
 
     # set by register() and write_model_card(); not part of the card's own state
@@ -429,19 +433,32 @@ class MTSTCardData(ModelCardData):
         }
 
     def _preservation(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        """`preservation` (the weight; 0 when every head task's is 0) and `preservation_weights` (`[(task, weight)]`
-        of the head tasks when `embedding_preservation_weights` set some, else empty)."""
+        """`preservation` (the weight; 0 when every head task's is 0), `preservation_shared` (how many head tasks
+        shared it, `embedding_preservation_shared`; 0 when not shared) and `preservation_weights` (`[(task, weight
+        each of its batches carried)]` of the head tasks when one differs from the weight, else empty)."""
         weight = self.multitask_options.get("embedding_preservation")
-        named = self.multitask_options.get("embedding_preservation_weights")
-        if not isinstance(weight, (int, float)) or not named:
-            return {"preservation": weight, "preservation_weights": []}
+        off = {"preservation": weight, "preservation_shared": 0, "preservation_weights": []}
+        if not isinstance(weight, (int, float)):
+            return off
         heads = [row["name"] for row in rows if not row["embedding"]]
-        try:  # the option as the training run parsed it (it was checked there)
-            pairs = task_mapping("embedding_preservation_weights", named, heads)
-        except ValueError:
-            return {"preservation": weight, "preservation_weights": []}
-        weights = [(name, pairs.get(name, weight)) for name in heads]
-        return {"preservation": weight if any(w > 0 for _, w in weights) else 0, "preservation_weights": weights}
+        weights = {t: w for t, w in self.preservation_task_weights.items() if t in heads}
+        if not weights:  # no trainer reported them: from the options (every head task of the card trained)
+            named = self.multitask_options.get("embedding_preservation_weights")
+            try:  # the option as the training run parsed it (it was checked there)
+                pairs = task_mapping("embedding_preservation_weights", named, heads) if named else {}
+            except ValueError:
+                return off
+            weights = {name: pairs.get(name, weight) for name in heads}
+            kept = sum(w > 0 for w in weights.values())
+            if self.multitask_options.get("embedding_preservation_shared") and kept > 1:
+                weights = {name: w / kept for name, w in weights.items()}
+        kept = sum(w > 0 for w in weights.values())
+        shared = kept if self.multitask_options.get("embedding_preservation_shared") and kept > 1 else 0
+        return {
+            "preservation": weight if kept else 0,
+            "preservation_shared": shared,
+            "preservation_weights": list(weights.items()) if any(w != weight for w in weights.values()) else [],
+        }
 
     def _task_row(self, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
         """A task's row of the task, data and sampling tables (`info`: its `task_datasets` entry)."""

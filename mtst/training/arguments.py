@@ -240,6 +240,15 @@ class MultiTaskTrainingArguments(TrainingArguments):
             "head task's batch loss (0: off). The starting embeddings are computed once before training."
         },
     )
+    embedding_preservation_shared: bool = field(
+        default=True,
+        metadata={
+            "help": "Share the preservation weight among the head tasks a run trains with preservation: with k of "
+            "them each task's batches carry weight / k, so a task trained next to others meets about the pull toward "
+            "the starting model it meets trained alone (every step of a joint run carries the term, each task "
+            "trains on part of the steps). false: every head task's batches carry the full weight."
+        },
+    )
     embedding_preservation_weights: str | None = field(
         default=None,
         metadata={

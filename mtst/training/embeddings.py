@@ -81,9 +81,10 @@ class EmbeddingTaskLosses:
 
 
 def preservation_weights(args, config, tasks=None) -> dict[str, float]:
-    """`{head task: embedding preservation weight}` of `config`'s head tasks (those in `tasks` when given):
-    `embedding_preservation`, overridden per task by `embedding_preservation_weights` (which needs preservation on);
-    every weight is 0 when preservation is off."""
+    """`{head task: embedding preservation weight}` of `config`'s head tasks (those in `tasks`, the tasks a run
+    trains, when given): `embedding_preservation`, overridden per task by `embedding_preservation_weights` (which
+    needs preservation on), then divided by the number of those tasks with a weight above 0 when
+    `embedding_preservation_shared` is on; every weight is 0 when preservation is off."""
     weight = float(option(args, "embedding_preservation"))
     named = task_mapping(
         "embedding_preservation_weights", option(args, "embedding_preservation_weights"), list(config.task_names)
@@ -104,7 +105,11 @@ def preservation_weights(args, config, tasks=None) -> dict[str, float]:
             "with 0 for the tasks whose texts should stay free)."
         )
     heads = [t for t in config.head_task_names if tasks is None or t in tasks]
-    return {t: named.get(t, weight) for t in heads}
+    weights = {t: named.get(t, weight) for t in heads}
+    preserved = sum(w > 0 for w in weights.values())
+    if option(args, "embedding_preservation_shared") and preserved > 1:
+        weights = {t: w / preserved for t, w in weights.items()}
+    return weights
 
 
 def attach_embedding_adapter(model, args, trained=None) -> None:
@@ -188,9 +193,10 @@ def add_teacher_embeddings(model, datasets: dict, pad, batch_size: int, device, 
     return out
 
 
-def with_teacher_embeddings(model, dataset: MultiTaskDataset, tokenizer, args) -> MultiTaskDataset:
+def with_teacher_embeddings(model, dataset: MultiTaskDataset, tokenizer, args, weights=None) -> MultiTaskDataset:
     """The training set with the starting model's embedding of each head-task row (`add_teacher_embeddings`, kept
-    in the output folder); unchanged when it has no head task. Tasks whose `preservation_weights` is 0 get none."""
+    in the output folder); unchanged when it has no head task. Tasks whose weight is 0 get none (`weights`: the
+    trainer's `{head task: weight}`, by default `preservation_weights` of the set's in-memory tasks)."""
     if all(model.config.is_embedding_task(t) for t in dataset.datasets):
         return dataset
     streams = [t for t, d in dataset.datasets.items() if hasattr(d, "next_rows")]
@@ -200,7 +206,8 @@ def with_teacher_embeddings(model, dataset: MultiTaskDataset, tokenizer, args) -
             "starting embedding is computed for them.",
             ", ".join(streams),
         )
-    weights = preservation_weights(args, model.config)
+    if weights is None:
+        weights = preservation_weights(args, model.config, [t for t in dataset.datasets if t not in streams])
     free = [t for t in dataset.datasets if weights.get(t, 1.0) == 0]
     in_memory = {t: d for t, d in dataset.datasets.items() if t not in streams and t not in free}
     if tokenizer is None or not all(isinstance(d, datasets.Dataset) for d in in_memory.values()):
@@ -213,11 +220,16 @@ def with_teacher_embeddings(model, dataset: MultiTaskDataset, tokenizer, args) -
     pad = DataCollatorWithPadding(tokenizer)
     tasks = add_teacher_embeddings(model, in_memory, pad, args.per_device_eval_batch_size, args.device, folder)
     if args.should_log:
-        named = option(args, "embedding_preservation_weights")
+        weight = option(args, "embedding_preservation")
+        preserved = [t for t, w in weights.items() if w > 0]
+        differ = any(w != weight for w in weights.values())
         logger.info(
-            "Embedding preservation: weight %g%s (%s) against the starting model's embeddings (%.1f s).%s",
-            option(args, "embedding_preservation"),
-            f" (per task: {', '.join(f'{t}={w:g}' for t, w in weights.items())})" if named else "",
+            "Embedding preservation: weight %g%s%s (%s) against the starting model's embeddings (%.1f s).%s",
+            weight,
+            f", shared by the {len(preserved)} head tasks it keeps"
+            if option(args, "embedding_preservation_shared") and len(preserved) > 1
+            else "",
+            f" (each task's batches: {', '.join(f'{t}={w:.4g}' for t, w in weights.items())})" if differ else "",
             option(args, "embedding_preservation_loss"),
             time.time() - start,
             f" The texts of {', '.join(free)} are not preserved (weight 0)." if free else "",

@@ -260,7 +260,7 @@ class MultiTaskTrainer(MultiTaskOptimizerMixin, MultiTaskEvaluationMixin, Traine
         self.teachers = TaskTeachers(teachers, model, processing_class) if teachers else None
         self.embedding_losses = EmbeddingTaskLosses(model.config, args.world_size)
         self.preservation_weight = float(option(args, "embedding_preservation"))
-        self.preservation_weights = preservation_weights(args, model.config)
+        self.preservation_weights = preservation_weights(args, model.config, self._preserved_tasks())
 
     # -- data ---------------------------------------------------------------------------------------------------------
 
@@ -485,13 +485,23 @@ class MultiTaskTrainer(MultiTaskOptimizerMixin, MultiTaskEvaluationMixin, Traine
                 )
         return output
 
+    def _preserved_tasks(self) -> list[str]:
+        """The tasks whose texts embedding preservation can keep: those of the training set, less the streaming
+        ones (read while training, so they have no starting embedding); every task of the model without a
+        `MultiTaskDataset` training set."""
+        dataset = self.train_dataset
+        if not isinstance(dataset, MultiTaskDataset):
+            return list(self.task_names)
+        return [t for t, d in dataset.datasets.items() if not hasattr(d, "next_rows")]
+
     def _add_teacher_embeddings(self) -> None:
         """For embedding preservation: the starting model's embeddings of every head task's training text, computed
         once (or read back from the output folder when resuming) and stored with the training data."""
+        self.preservation_weights = preservation_weights(self.args, self.model.config, self._preserved_tasks())
         preserving = any(w > 0 for w in self.preservation_weights.values())
         if preserving and isinstance(self.train_dataset, MultiTaskDataset):
             self.train_dataset = with_teacher_embeddings(
-                self.model, self.train_dataset, self.processing_class, self.args
+                self.model, self.train_dataset, self.processing_class, self.args, self.preservation_weights
             )
 
     def _load_loss_weighting(self, checkpoint: str) -> None:
