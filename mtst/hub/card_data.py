@@ -435,7 +435,8 @@ class MTSTCardData(ModelCardData):
     def _preservation(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         """`preservation` (the weight; 0 when every head task's is 0), `preservation_shared` (how many head tasks
         shared it, `embedding_preservation_shared`; 0 when not shared) and `preservation_weights` (`[(task, weight
-        each of its batches carried)]` of the head tasks when one differs from the weight, else empty)."""
+        each of its batches carried)]` of the head tasks when `embedding_preservation_weights` made them differ from
+        the (shared) weight, else empty)."""
         weight = self.multitask_options.get("embedding_preservation")
         off = {"preservation": weight, "preservation_shared": 0, "preservation_weights": []}
         if not isinstance(weight, (int, float)):
@@ -454,10 +455,11 @@ class MTSTCardData(ModelCardData):
                 weights = {name: w / kept for name, w in weights.items()}
         kept = sum(w > 0 for w in weights.values())
         shared = kept if self.multitask_options.get("embedding_preservation_shared") and kept > 1 else 0
+        even = weight / shared if shared else weight  # what every task's batches carried unless some were named
         return {
             "preservation": weight if kept else 0,
             "preservation_shared": shared,
-            "preservation_weights": list(weights.items()) if any(w != weight for w in weights.values()) else [],
+            "preservation_weights": list(weights.items()) if any(w != even for w in weights.values()) else [],
         }
 
     def _task_row(self, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
