@@ -65,6 +65,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -383,6 +384,9 @@ def plain_command(config: str, output_dir: str, recipe: dict, args, seed: int) -
     return cmd + _limits(args)
 
 
+_SCORING = threading.Lock()  # the in-process scoring of a finished run (held-out predictions, STS-B cosines)
+
+
 def mtst_heldout_predictions(run_dir: str, config: str, seed: int, recipe: dict, args) -> None:
     """Write `predictions_<task>_validation.jsonl` for the sequence tasks of an MTST run (its AG News held-out
     predictions; `run_multitask.py --do_predict` only writes test splits), with the project's own code: the split
@@ -428,6 +432,11 @@ def mtst_heldout_predictions(run_dir: str, config: str, seed: int, recipe: dict,
             raw = load_task_data(spec, seed=seed, validation_fraction=recipe["validation_fraction"])["validation"]
             data = tokenize_task(spec, datasets.DatasetDict(validation=raw), tokenizer, recipe["max_seq_length"])
             output = trainer.predict({spec.name: data["validation"]}, metric_key_prefix="heldout")
+            if len(output.predictions[spec.name]) != len(raw):
+                raise RunFailed(
+                    f"{run_dir}: {len(output.predictions[spec.name])} held-out predictions of task {spec.name} for "
+                    f"{len(raw)} rows; nothing written."
+                )
             write_predictions(
                 os.path.join(run_dir, f"predictions_{spec.name}_validation.jsonl"),
                 spec.type,
@@ -609,19 +618,21 @@ def run_one(args, recipe: dict, configs: dict, job: dict, env: dict) -> tuple[di
         with open(log_path, encoding="utf-8") as f:
             tail = f.read()[-4000:]
         raise RunFailed(f"[{name} seed {seed}] failed (exit {proc.returncode}); log {log_path}:\n{tail}")
-    t1 = time.perf_counter()
-    if kind == "mtst":
-        mtst_heldout_predictions(out, config, seed, recipe, args)
-    with open(os.path.join(out, "all_results.json"), encoding="utf-8") as f:
-        metrics = json.load(f)
-    tasks, _ = protocol_tasks(args)
-    examples = {t: read_examples(out, t, tasks[t]) for t in tasks if name in tasks[t]["systems"].values()}
-    stsb = beq.cosines(out)  # the run's sentence embeddings on STS-B validation
+    with _SCORING:  # in this process, one run at a time: two runs ending together once lost held-out rows
+        t1 = time.perf_counter()
+        if kind == "mtst":
+            mtst_heldout_predictions(out, config, seed, recipe, args)
+        heldout_s = time.perf_counter() - t1
+        with open(os.path.join(out, "all_results.json"), encoding="utf-8") as f:
+            metrics = json.load(f)
+        tasks, _ = protocol_tasks(args)
+        examples = {t: read_examples(out, t, tasks[t]) for t in tasks if name in tasks[t]["systems"].values()}
+        stsb = beq.cosines(out)  # the run's sentence embeddings on STS-B validation
     record = {
         "seed": seed,
         "command": shown,
         "wall_s": wall,
-        "heldout_predict_s": time.perf_counter() - t1 if kind == "mtst" else 0.0,
+        "heldout_predict_s": heldout_s if kind == "mtst" else 0.0,
         "metrics": metrics,
         "log": os.path.relpath(log_path, bc.REPO_ROOT),
         "threads": env.get("OMP_NUM_THREADS"),
