@@ -43,6 +43,12 @@ def _load(name: str, folder: str | None = None) -> dict | None:
         return json.load(f)
 
 
+# The committed quality results at today's recipe (the preservation weight shared by a run's head tasks); `quality`
+# and `quality_three_task` hold the runs made before it was shared. A full quality run (`--full_quality`) writes
+# `quality` at today's recipe.
+COMMITTED_QUALITY, COMMITTED_THREE_TASK = "quality_shared", "quality_three_task_shared"
+
+
 def summary_rows(quality_name: str, quality_dir: str | None = None) -> list[tuple]:
     rows = []
     emb = _load("embeddings")
@@ -169,7 +175,7 @@ def embedding_rows() -> list[tuple]:
     against the backbone, and of the three-task models (the default: STS-B alone first, then all three; staged with
     the heads alone in the second stage; one stage) against STS-B trained alone, the default's against the backbone."""
     rows = []
-    emb = (_load("quality") or {}).get("embedding") or {}
+    emb = (_load(COMMITTED_QUALITY) or {}).get("embedding") or {}
     if "joint" in emb.get("systems", {}):
         s = emb["systems"]["joint"]
         v = s["vs_backbone"]
@@ -183,7 +189,7 @@ def embedding_rows() -> list[tuple]:
             )
         )
     for name, run, label in (
-        ("quality_three_task", "joint3", "three-task default (STS-B first, then all three)"),
+        (COMMITTED_THREE_TASK, "joint3", "three-task default (STS-B first, then all three)"),
         ("quality_three_task_staged", "staged3", "three-task staged (STS-B first, then the heads only)"),
         ("quality_three_task_staged", "joint3", "three-task in one stage"),
     ):
@@ -200,7 +206,7 @@ def embedding_rows() -> list[tuple]:
                     c["ci"][1] >= 0,
                 )
             )
-    default = ((_load("quality_three_task") or {}).get("embedding") or {}).get("systems", {}).get("joint3")
+    default = ((_load(COMMITTED_THREE_TASK) or {}).get("embedding") or {}).get("systems", {}).get("joint3")
     if default:
         v = default["vs_backbone"]
         rows.append(
@@ -253,10 +259,12 @@ def main(argv=None) -> int:
             if rc != 0:
                 failed.append(name)
 
-    quality_name = "quality" if args.full_quality or (args.summary_only and _load("quality")) else "quality_quick"
+    quality_name = "quality" if args.full_quality else "quality_quick"
+    if args.summary_only and not args.full_quality and _load(COMMITTED_QUALITY):
+        quality_name = COMMITTED_QUALITY
     # bench_quality.py --quick writes to a temporary folder (never over the committed results) unless
     # MTST_BENCH_RESULTS names one
-    quality_dir = None if quality_name == "quality" else os.environ.get("MTST_BENCH_RESULTS") or QUICK_RESULTS
+    quality_dir = None if quality_name != "quality_quick" else os.environ.get("MTST_BENCH_RESULTS") or QUICK_RESULTS
     rows = summary_rows(quality_name, quality_dir)
     table = bc.markdown_table(["benchmark", "value", "target", "met"], rows)
     print("\n" + table)
