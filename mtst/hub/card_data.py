@@ -449,10 +449,10 @@ class MTSTCardData(ModelCardData):
                 pairs = task_mapping("embedding_preservation_weights", named, heads) if named else {}
             except ValueError:
                 return off
-            weights = {name: pairs.get(name, weight) for name in heads}
-            kept = sum(w > 0 for w in weights.values())
-            if self.multitask_options.get("embedding_preservation_shared") and kept > 1:
-                weights = {name: w / kept for name, w in weights.items()}
+            from mtst.training.embeddings import shared_weights
+
+            shared = bool(self.multitask_options.get("embedding_preservation_shared"))
+            weights = shared_weights({name: pairs.get(name, weight) for name in heads}, shared)
         kept = sum(w > 0 for w in weights.values())
         shared = kept if self.multitask_options.get("embedding_preservation_shared") and kept > 1 else 0
         even = weight / shared if shared else weight  # what every task's batches carried unless some were named

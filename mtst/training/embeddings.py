@@ -105,11 +105,13 @@ def preservation_weights(args, config, tasks=None) -> dict[str, float]:
             "with 0 for the tasks whose texts should stay free)."
         )
     heads = [t for t in config.head_task_names if tasks is None or t in tasks]
-    weights = {t: named.get(t, weight) for t in heads}
-    preserved = sum(w > 0 for w in weights.values())
-    if option(args, "embedding_preservation_shared") and preserved > 1:
-        weights = {t: w / preserved for t, w in weights.items()}
-    return weights
+    return shared_weights({t: named.get(t, weight) for t in heads}, option(args, "embedding_preservation_shared"))
+
+
+def shared_weights(weights: dict[str, float], shared: bool) -> dict[str, float]:
+    """`{task: weight}` divided by the number of tasks above 0 when `shared` (`embedding_preservation_shared`)."""
+    kept = sum(w > 0 for w in weights.values())
+    return {t: w / kept for t, w in weights.items()} if shared and kept > 1 else dict(weights)
 
 
 def attach_embedding_adapter(model, args, trained=None) -> None:
